@@ -1,0 +1,257 @@
+//! Plugin configuration: Istio's `istio.alpn` filter config, in JSON.
+//!
+//! ```json
+//! {"alpn_override": [
+//!   {"upstream_protocol": "HTTP10", "alpn_override": ["istio-http/1.0", "istio", "http/1.0"]},
+//!   {"upstream_protocol": "HTTP11", "alpn_override": ["istio-http/1.1", "istio", "http/1.1"]},
+//!   {"upstream_protocol": "HTTP2",  "alpn_override": ["istio-h2", "istio", "h2"]}
+//! ]}
+//! ```
+//!
+//! No configuration (or `{}`) means Istio's default map. When `alpn_override`
+//! is given, a protocol it does not list, or lists with an empty list, gets no
+//! override — as in Istio.
+
+use std::fmt;
+
+use serde::Deserialize;
+
+use crate::alpn::{AlpnError, AlpnList, UpstreamProtocol};
+
+/// A validated configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AlpnConfig {
+    /// Indexed by [`protocol_index`]; `None` = leave that protocol's ALPN alone.
+    lists: [Option<AlpnList>; 3],
+}
+
+pub(crate) fn protocol_index(protocol: UpstreamProtocol) -> usize {
+    match protocol {
+        UpstreamProtocol::Http10 => 0,
+        UpstreamProtocol::Http11 => 1,
+        UpstreamProtocol::Http2 => 2,
+    }
+}
+
+impl Default for AlpnConfig {
+    /// Istio's default map.
+    fn default() -> Self {
+        AlpnConfig { lists: UpstreamProtocol::ALL.map(|p| Some(p.istio_default_alpn())) }
+    }
+}
+
+/// A configuration (or metadata) error, naming the field and the reason.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub field: String,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field.is_empty() {
+            write!(f, "{}", self.reason)
+        } else {
+            write!(f, "{}: {}", self.field, self.reason)
+        }
+    }
+}
+
+impl ConfigError {
+    pub(crate) fn new(field: impl Into<String>, reason: impl fmt::Display) -> Self {
+        ConfigError { field: field.into(), reason: reason.to_string() }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    alpn_override: Option<Vec<RawProtocolAlpn>>,
+}
+
+/// One entry of Istio's `alpn_override` list; shared with cluster metadata.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawProtocolAlpn {
+    upstream_protocol: ProtocolName,
+    #[serde(default)]
+    alpn_override: Vec<String>,
+}
+
+impl RawProtocolAlpn {
+    pub(crate) fn protocol(&self) -> Result<UpstreamProtocol, ConfigError> {
+        self.upstream_protocol.resolve("upstream_protocol")
+    }
+}
+
+/// Istio's enum by name (`"HTTP11"`) or by number (`1`), as proto3 JSON allows.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(crate) enum ProtocolName {
+    Name(String),
+    Number(f64),
+}
+
+impl ProtocolName {
+    pub(crate) fn resolve(&self, field: &str) -> Result<UpstreamProtocol, ConfigError> {
+        let found = match self {
+            ProtocolName::Name(name) => UpstreamProtocol::from_config_name(name),
+            ProtocolName::Number(n) if *n == 0.0 => Some(UpstreamProtocol::Http10),
+            ProtocolName::Number(n) if *n == 1.0 => Some(UpstreamProtocol::Http11),
+            ProtocolName::Number(n) if *n == 2.0 => Some(UpstreamProtocol::Http2),
+            ProtocolName::Number(_) => None,
+        };
+        found.ok_or_else(|| ConfigError::new(field, "must be one of HTTP10, HTTP11, HTTP2"))
+    }
+}
+
+/// Validates an `alpn_override` list (from config or from cluster metadata)
+/// into per-protocol lists. `field` names the list in error messages.
+pub(crate) fn validate_protocol_lists(
+    entries: &[RawProtocolAlpn],
+    field: &str,
+) -> Result<[Option<AlpnList>; 3], ConfigError> {
+    let mut seen = [false; 3];
+    let mut lists: [Option<AlpnList>; 3] = [None, None, None];
+    for (i, entry) in entries.iter().enumerate() {
+        let protocol = entry.upstream_protocol.resolve(&format!("{field}[{i}].upstream_protocol"))?;
+        let index = protocol_index(protocol);
+        if let Some(seen) = seen.get_mut(index) {
+            if *seen {
+                return Err(ConfigError::new(
+                    format!("{field}[{i}].upstream_protocol"),
+                    format!("{protocol} is listed twice"),
+                ));
+            }
+            *seen = true;
+        }
+        if entry.alpn_override.is_empty() {
+            continue;
+        }
+        let list = AlpnList::new(entry.alpn_override.iter().cloned())
+            .map_err(|e: AlpnError| ConfigError::new(format!("{field}[{i}].alpn_override"), e))?;
+        if let Some(slot) = lists.get_mut(index) {
+            *slot = Some(list);
+        }
+    }
+    Ok(lists)
+}
+
+impl AlpnConfig {
+    /// Parses and validates the plugin configuration (empty = Istio's defaults).
+    pub fn parse(bytes: &[u8]) -> Result<AlpnConfig, ConfigError> {
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(AlpnConfig::default());
+        }
+        let raw: RawConfig =
+            serde_json::from_slice(bytes).map_err(|e| ConfigError::new("", format!("invalid JSON: {e}")))?;
+        match raw.alpn_override {
+            None => Ok(AlpnConfig::default()),
+            Some(entries) => Ok(AlpnConfig { lists: validate_protocol_lists(&entries, "alpn_override")? }),
+        }
+    }
+
+    /// The configured list for a protocol; `None` means no override.
+    pub fn alpn_for(&self, protocol: UpstreamProtocol) -> Option<&AlpnList> {
+        self.lists.get(protocol_index(protocol)).and_then(Option::as_ref)
+    }
+
+    /// Lists that do not contain their protocol's real token (`h2`,
+    /// `http/1.1`, `http/1.0`). Legal, but a mesh server negotiates the real
+    /// token and Envoy's auto codec follows the negotiated ALPN, so such a
+    /// list usually breaks the request. Reported as warnings at configure time.
+    pub fn warnings(&self) -> Vec<String> {
+        UpstreamProtocol::ALL
+            .into_iter()
+            .filter_map(|p| {
+                let list = self.alpn_for(p)?;
+                let has_plain = list.tokens().iter().any(|t| t == p.plain_alpn());
+                (!has_plain).then(|| {
+                    format!(
+                        "alpn_override for {p} ({}) does not contain \"{}\"; end the list with the real protocol",
+                        list.to_envoy_value(),
+                        p.plain_alpn()
+                    )
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(config: &AlpnConfig, p: UpstreamProtocol) -> Option<String> {
+        config.alpn_for(p).map(AlpnList::to_envoy_value)
+    }
+
+    #[test]
+    fn no_configuration_means_istio_defaults() {
+        for input in ["", "  \n", "{}", r#"{"alpn_override": null}"#] {
+            let config = AlpnConfig::parse(input.as_bytes()).unwrap();
+            assert_eq!(config, AlpnConfig::default(), "{input:?}");
+        }
+        let config = AlpnConfig::default();
+        assert_eq!(value(&config, UpstreamProtocol::Http2).as_deref(), Some("istio-h2,istio,h2"));
+        assert!(config.warnings().is_empty());
+    }
+
+    #[test]
+    fn istio_shaped_configuration_is_accepted() {
+        let config = AlpnConfig::parse(
+            br#"{"alpn_override":[
+                {"upstream_protocol":"HTTP11","alpn_override":["istio-http/1.1","http/1.1"]},
+                {"upstream_protocol":2,"alpn_override":["istio-h2","h2"]},
+                {"upstream_protocol":"HTTP10","alpn_override":[]}
+            ]}"#,
+        )
+        .unwrap();
+        assert_eq!(value(&config, UpstreamProtocol::Http11).as_deref(), Some("istio-http/1.1,http/1.1"));
+        assert_eq!(value(&config, UpstreamProtocol::Http2).as_deref(), Some("istio-h2,h2"));
+        assert_eq!(value(&config, UpstreamProtocol::Http10), None);
+    }
+
+    #[test]
+    fn protocols_missing_from_a_given_list_get_no_override() {
+        let config =
+            AlpnConfig::parse(br#"{"alpn_override":[{"upstream_protocol":"HTTP2","alpn_override":["x","h2"]}]}"#)
+                .unwrap();
+        assert_eq!(value(&config, UpstreamProtocol::Http10), None);
+        assert_eq!(value(&config, UpstreamProtocol::Http11), None);
+    }
+
+    #[test]
+    fn errors_name_the_field_and_the_reason() {
+        let cases: &[(&str, &str)] = &[
+            (r#"{"alpn_override":[{"upstream_protocol":"HTTP3","alpn_override":["a"]}]}"#,
+             "alpn_override[0].upstream_protocol: must be one of HTTP10, HTTP11, HTTP2"),
+            (r#"{"alpn_override":[{"upstream_protocol":7,"alpn_override":["a"]}]}"#,
+             "alpn_override[0].upstream_protocol: must be one of HTTP10, HTTP11, HTTP2"),
+            (r#"{"alpn_override":[{"upstream_protocol":"HTTP11","alpn_override":["a",""]}]}"#,
+             "alpn_override[0].alpn_override: element 1 is empty"),
+            (r#"{"alpn_override":[{"upstream_protocol":"HTTP11","alpn_override":["a"]},{"upstream_protocol":"HTTP11"}]}"#,
+             "alpn_override[1].upstream_protocol: HTTP11 is listed twice"),
+            (r#"{"alpn_override":[{"upstream_protocol":"HTTP2","alpn_override":["istio h2"]}]}"#,
+             "alpn_override[0].alpn_override: element 0 contains whitespace, a comma or a non-printable character"),
+        ];
+        for (input, expected) in cases {
+            let err = AlpnConfig::parse(input.as_bytes()).unwrap_err();
+            assert_eq!(err.to_string(), *expected, "{input}");
+        }
+        let err = AlpnConfig::parse(br#"{"alpn_overide":[]}"#).unwrap_err();
+        assert!(err.to_string().contains("unknown field `alpn_overide`"), "{err}");
+        let err = AlpnConfig::parse(b"{not json").unwrap_err();
+        assert!(err.to_string().starts_with("invalid JSON"), "{err}");
+    }
+
+    #[test]
+    fn a_list_without_the_real_protocol_is_warned_about() {
+        let config =
+            AlpnConfig::parse(br#"{"alpn_override":[{"upstream_protocol":"HTTP2","alpn_override":["istio-h2"]}]}"#)
+                .unwrap();
+        let warnings = config.warnings();
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].contains("does not contain \"h2\""), "{}", warnings[0]);
+    }
+}

@@ -1,0 +1,228 @@
+//! What a cluster's metadata says about its ALPN.
+//!
+//! ```yaml
+//! metadata:
+//!   filter_metadata:
+//!     istio:
+//!       alpn_override: "false"        # Istio's opt-out: leave this cluster's ALPN alone
+//!     istio.alpn:                     # this filter's own keys (the filter's name)
+//!       upstream_protocol: HTTP2      # the cluster's protocol, when it is not the downstream one
+//!       alpn: [istio-h2, h2]          # one list for every protocol (or "istio-h2,h2")
+//!       alpn_override:                # per protocol, same shape as the plugin config
+//!         - upstream_protocol: HTTP11
+//!           alpn_override: [istio-http/1.1, http/1.1]
+//! ```
+
+use proto::core::Metadata;
+use proto::prost::Message;
+use proto::prost_types::{value::Kind, Struct, Value};
+use serde::Deserialize;
+
+use crate::alpn::{AlpnList, UpstreamProtocol};
+use crate::config::{protocol_index, validate_protocol_lists, ConfigError, ProtocolName, RawProtocolAlpn};
+
+/// Istio's namespace, holding the `alpn_override: "false"` opt-out.
+pub const ISTIO_NAMESPACE: &str = "istio";
+/// This filter's namespace (the filter's name, as Envoy recommends).
+pub const FILTER_NAMESPACE: &str = "istio.alpn";
+
+/// The ALPN policy of one cluster, read from its metadata.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClusterPolicy {
+    /// `istio.alpn_override` is `"false"`: do not touch this cluster's ALPN.
+    pub opt_out: bool,
+    /// The cluster's upstream protocol, when it does not follow the downstream.
+    pub upstream_protocol: Option<UpstreamProtocol>,
+    /// One list for every protocol.
+    pub alpn: Option<AlpnList>,
+    /// Per-protocol lists; an explicitly empty entry means "no override".
+    per_protocol: [Option<Option<AlpnList>>; 3],
+}
+
+impl ClusterPolicy {
+    /// The cluster's own list for `protocol`: `Some(None)` when the cluster
+    /// explicitly asks for no override, `None` when it says nothing.
+    pub fn alpn_for(&self, protocol: UpstreamProtocol) -> Option<Option<&AlpnList>> {
+        if let Some(Some(entry)) = self.per_protocol.get(protocol_index(protocol)) {
+            return Some(entry.as_ref());
+        }
+        self.alpn.as_ref().map(Some)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClusterAlpn {
+    upstream_protocol: Option<ProtocolName>,
+    alpn: Option<ListOrString>,
+    alpn_override: Option<Vec<RawProtocolAlpn>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ListOrString {
+    List(Vec<String>),
+    String(String),
+}
+
+/// Decodes `xds.cluster_metadata` (a serialized `envoy.config.core.v3.Metadata`).
+pub fn cluster_policy(metadata: &[u8]) -> Result<ClusterPolicy, ConfigError> {
+    let metadata = Metadata::decode(metadata)
+        .map_err(|e| ConfigError::new("cluster metadata", format!("cannot decode: {e}")))?;
+    policy_from_metadata(&metadata)
+}
+
+fn policy_from_metadata(metadata: &Metadata) -> Result<ClusterPolicy, ConfigError> {
+    let mut policy = ClusterPolicy::default();
+    if let Some(istio) = metadata.filter_metadata.get(ISTIO_NAMESPACE) {
+        // Istio compares with the string "false"; a boolean false is accepted too.
+        policy.opt_out = matches!(
+            istio.fields.get("alpn_override").and_then(|v| v.kind.as_ref()),
+            Some(Kind::StringValue(s)) if s == "false"
+        ) || matches!(
+            istio.fields.get("alpn_override").and_then(|v| v.kind.as_ref()),
+            Some(Kind::BoolValue(false))
+        );
+    }
+    let Some(ours) = metadata.filter_metadata.get(FILTER_NAMESPACE) else {
+        return Ok(policy);
+    };
+    let raw: RawClusterAlpn = serde_json::from_value(struct_to_json(ours))
+        .map_err(|e| ConfigError::new(format!("filter_metadata.{FILTER_NAMESPACE}"), e))?;
+    let field = |name: &str| format!("filter_metadata.{FILTER_NAMESPACE}.{name}");
+    if let Some(protocol) = raw.upstream_protocol {
+        policy.upstream_protocol = Some(protocol.resolve(&field("upstream_protocol"))?);
+    }
+    if let Some(alpn) = raw.alpn {
+        let list = match alpn {
+            ListOrString::List(tokens) => AlpnList::new(tokens),
+            ListOrString::String(s) => AlpnList::from_comma_separated(&s),
+        };
+        policy.alpn = Some(list.map_err(|e| ConfigError::new(field("alpn"), e))?);
+    }
+    if let Some(entries) = raw.alpn_override {
+        let lists = validate_protocol_lists(&entries, &field("alpn_override"))?;
+        for entry in &entries {
+            if let Ok(protocol) = entry.protocol() {
+                let index = protocol_index(protocol);
+                if let (Some(slot), Some(list)) = (policy.per_protocol.get_mut(index), lists.get(index)) {
+                    *slot = Some(list.clone());
+                }
+            }
+        }
+    }
+    Ok(policy)
+}
+
+fn struct_to_json(s: &Struct) -> serde_json::Value {
+    serde_json::Value::Object(s.fields.iter().map(|(k, v)| (k.clone(), value_to_json(v))).collect())
+}
+
+fn value_to_json(v: &Value) -> serde_json::Value {
+    match &v.kind {
+        None | Some(Kind::NullValue(_)) => serde_json::Value::Null,
+        Some(Kind::NumberValue(n)) => {
+            serde_json::Number::from_f64(*n).map_or(serde_json::Value::Null, serde_json::Value::Number)
+        }
+        Some(Kind::StringValue(s)) => serde_json::Value::String(s.clone()),
+        Some(Kind::BoolValue(b)) => serde_json::Value::Bool(*b),
+        Some(Kind::StructValue(s)) => struct_to_json(s),
+        Some(Kind::ListValue(l)) => serde_json::Value::Array(l.values.iter().map(value_to_json).collect()),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    pub(crate) fn s(v: &str) -> Value {
+        Value { kind: Some(Kind::StringValue(v.into())) }
+    }
+    pub(crate) fn list(items: &[&str]) -> Value {
+        Value {
+            kind: Some(Kind::ListValue(proto::prost_types::ListValue { values: items.iter().map(|i| s(i)).collect() })),
+        }
+    }
+    pub(crate) fn obj(fields: &[(&str, Value)]) -> Value {
+        Value { kind: Some(Kind::StructValue(strukt(fields))) }
+    }
+    pub(crate) fn strukt(fields: &[(&str, Value)]) -> Struct {
+        Struct { fields: fields.iter().map(|(k, v)| (k.to_string(), v.clone())).collect::<BTreeMap<_, _>>() }
+    }
+    /// Serialized `Metadata` with the given namespaces, as Envoy returns it.
+    pub(crate) fn metadata(namespaces: &[(&str, Struct)]) -> Vec<u8> {
+        Metadata { filter_metadata: namespaces.iter().map(|(k, v)| (k.to_string(), v.clone())).collect() }
+            .encode_to_vec()
+    }
+
+    #[test]
+    fn empty_metadata_says_nothing() {
+        assert_eq!(cluster_policy(&[]).unwrap(), ClusterPolicy::default());
+        let other = metadata(&[("envoy.lb", strukt(&[("canary", s("true"))]))]);
+        assert_eq!(cluster_policy(&other).unwrap(), ClusterPolicy::default());
+    }
+
+    #[test]
+    fn istio_opt_out_is_the_string_false() {
+        let md = metadata(&[(ISTIO_NAMESPACE, strukt(&[("alpn_override", s("false"))]))]);
+        assert!(cluster_policy(&md).unwrap().opt_out);
+        let md = metadata(&[(ISTIO_NAMESPACE, strukt(&[("alpn_override", s("true"))]))]);
+        assert!(!cluster_policy(&md).unwrap().opt_out);
+        let md = metadata(&[(
+            ISTIO_NAMESPACE,
+            strukt(&[("alpn_override", Value { kind: Some(Kind::BoolValue(false)) })]),
+        )]);
+        assert!(cluster_policy(&md).unwrap().opt_out);
+    }
+
+    #[test]
+    fn cluster_lists_per_protocol_win_over_the_single_list() {
+        let md = metadata(&[(
+            FILTER_NAMESPACE,
+            strukt(&[
+                ("upstream_protocol", s("HTTP2")),
+                ("alpn", s("mesh-any,h2")),
+                (
+                    "alpn_override",
+                    Value {
+                        kind: Some(Kind::ListValue(proto::prost_types::ListValue {
+                            values: vec![
+                                obj(&[("upstream_protocol", s("HTTP11")), ("alpn_override", list(&["m11", "http/1.1"]))]),
+                                obj(&[("upstream_protocol", s("HTTP10")), ("alpn_override", list(&[]))]),
+                            ],
+                        })),
+                    },
+                ),
+            ]),
+        )]);
+        let policy = cluster_policy(&md).unwrap();
+        assert_eq!(policy.upstream_protocol, Some(UpstreamProtocol::Http2));
+        let v = |p| policy.alpn_for(p).map(|o| o.map(AlpnList::to_envoy_value));
+        assert_eq!(v(UpstreamProtocol::Http11), Some(Some("m11,http/1.1".to_string())));
+        assert_eq!(v(UpstreamProtocol::Http10), Some(None));
+        assert_eq!(v(UpstreamProtocol::Http2), Some(Some("mesh-any,h2".to_string())));
+    }
+
+    #[test]
+    fn invalid_cluster_lists_are_errors_naming_the_key() {
+        let bad: &[(Value, &str)] = &[
+            (s(",a"), "filter_metadata.istio.alpn.alpn: element 0 is empty"),
+            (s("a,"), "filter_metadata.istio.alpn.alpn: element 1 is empty"),
+            (s("a, b"), "filter_metadata.istio.alpn.alpn: element 1 contains whitespace"),
+            (list(&["a", ""]), "filter_metadata.istio.alpn.alpn: element 1 is empty"),
+            (list(&[&"x".repeat(300)]), "filter_metadata.istio.alpn.alpn: element 0 is 300 bytes long"),
+            (Value { kind: Some(Kind::NumberValue(3.0)) }, "filter_metadata.istio.alpn"),
+        ];
+        for (alpn, expected) in bad {
+            let md = metadata(&[(FILTER_NAMESPACE, strukt(&[("alpn", alpn.clone())]))]);
+            let err = cluster_policy(&md).unwrap_err().to_string();
+            assert!(err.starts_with(expected), "{err} / {expected}");
+        }
+        let md = metadata(&[(FILTER_NAMESPACE, strukt(&[("upstream_protocol", s("HTTP9"))]))]);
+        assert!(cluster_policy(&md).unwrap_err().to_string().contains("upstream_protocol"));
+        let md = metadata(&[(FILTER_NAMESPACE, strukt(&[("alpm", s("h2"))]))]);
+        assert!(cluster_policy(&md).unwrap_err().to_string().contains("unknown field `alpm`"));
+        assert!(cluster_policy(&[0xff, 0xff, 0xff]).is_err());
+    }
+}

@@ -1,0 +1,239 @@
+//! Plugin configuration (JSON), validated once at configure time.
+//!
+//! ```json
+//! {
+//!   "role": "client",
+//!   "node_id": "sidecar~10.0.0.1~app.ns~ns.svc.cluster.local",
+//!   "metadata": {"NAME": "app-1", "NAMESPACE": "ns", "LABELS": {"app": "app"}},
+//!   "additional_labels": ["team"],
+//!   "max_peer_metadata_bytes": 65536,
+//!   "exchange_timeout_ms": 10000,
+//!   "upstream": {"peer_identity_prefix": "spiffe://"}
+//! }
+//! ```
+//! Only `role` is required. `node_id` and `metadata` override what Envoy's
+//! node says; `upstream` is for the client role only.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Deserialize;
+
+use crate::metadata::{LABELS_FIELD, WORKLOAD_FIELDS};
+
+pub const DEFAULT_MAX_PEER_METADATA_BYTES: u32 = 64 * 1024;
+pub const DEFAULT_EXCHANGE_TIMEOUT_MS: u64 = 10_000;
+pub const DEFAULT_PEER_IDENTITY_PREFIX: &str = "spiffe://";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Inbound: reads the peer's prefix from downstream, sends ours upstream-to-downstream.
+    Server,
+    /// Outbound: sends our prefix with the app's first bytes, reads the peer's from upstream.
+    Client,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Server => "server",
+            Role::Client => "client",
+        }
+    }
+
+    /// Where the peer's metadata is stored in filter state (Istio's names).
+    pub fn peer_key(self) -> &'static str {
+        match self {
+            Role::Server => "downstream_peer",
+            Role::Client => "upstream_peer",
+        }
+    }
+
+    pub fn peer_id_key(self) -> &'static str {
+        match self {
+            Role::Server => "downstream_peer_id",
+            Role::Client => "upstream_peer_id",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub role: Role,
+    pub node_id: Option<String>,
+    /// Overrides of Istio's string fields.
+    pub fields: BTreeMap<String, String>,
+    /// Overrides of labels.
+    pub labels: BTreeMap<String, String>,
+    pub additional_labels: Vec<String>,
+    pub max_peer_metadata_bytes: u32,
+    /// 0 disables the exchange timeout.
+    pub exchange_timeout_ms: u64,
+    pub peer_identity_prefix: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    role: Role,
+    node_id: Option<String>,
+    #[serde(default)]
+    metadata: BTreeMap<String, serde_json::Value>,
+    #[serde(default)]
+    additional_labels: Vec<String>,
+    max_peer_metadata_bytes: Option<u32>,
+    exchange_timeout_ms: Option<u64>,
+    upstream: Option<RawUpstream>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    peer_identity_prefix: Option<String>,
+}
+
+fn err(field: &str, reason: impl fmt::Display) -> ConfigError {
+    ConfigError(format!("{field}: {reason}"))
+}
+
+impl Config {
+    pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Err(err("role", "missing: the configuration must say {\"role\": \"client\"} or {\"role\": \"server\"}"));
+        }
+        let raw: RawConfig = serde_json::from_slice(bytes).map_err(|e| ConfigError(format!("invalid JSON: {e}")))?;
+        let mut fields = BTreeMap::new();
+        let mut labels = BTreeMap::new();
+        for (key, value) in raw.metadata {
+            if key == LABELS_FIELD {
+                let serde_json::Value::Object(map) = value else {
+                    return Err(err("metadata.LABELS", "must be an object of strings"));
+                };
+                for (label, value) in map {
+                    let serde_json::Value::String(value) = value else {
+                        return Err(err(&format!("metadata.LABELS.{label}"), "must be a string"));
+                    };
+                    labels.insert(label, value);
+                }
+            } else if WORKLOAD_FIELDS.contains(&key.as_str()) {
+                let serde_json::Value::String(value) = value else {
+                    return Err(err(&format!("metadata.{key}"), "must be a string"));
+                };
+                fields.insert(key, value);
+            } else {
+                return Err(err(
+                    &format!("metadata.{key}"),
+                    format!("unknown field; expected one of {}, {LABELS_FIELD}", WORKLOAD_FIELDS.join(", ")),
+                ));
+            }
+        }
+        if let Some((i, _)) = raw.additional_labels.iter().enumerate().find(|(_, l)| l.is_empty()) {
+            return Err(err(&format!("additional_labels[{i}]"), "must not be empty"));
+        }
+        let max_peer_metadata_bytes = raw.max_peer_metadata_bytes.unwrap_or(DEFAULT_MAX_PEER_METADATA_BYTES);
+        if max_peer_metadata_bytes == 0 {
+            return Err(err("max_peer_metadata_bytes", "must be greater than 0"));
+        }
+        let exchange_timeout_ms = raw.exchange_timeout_ms.unwrap_or(DEFAULT_EXCHANGE_TIMEOUT_MS);
+        if exchange_timeout_ms > u64::from(u32::MAX) {
+            return Err(err("exchange_timeout_ms", "must be at most 4294967295"));
+        }
+        let peer_identity_prefix = match (raw.role, raw.upstream) {
+            (Role::Server, Some(_)) => return Err(err("upstream", "only applies to role \"client\"")),
+            (_, Some(RawUpstream { peer_identity_prefix: Some(p) })) => p,
+            _ => DEFAULT_PEER_IDENTITY_PREFIX.to_string(),
+        };
+        Ok(Config {
+            role: raw.role,
+            node_id: raw.node_id,
+            fields,
+            labels,
+            additional_labels: raw.additional_labels,
+            max_peer_metadata_bytes,
+            exchange_timeout_ms,
+            peer_identity_prefix,
+        })
+    }
+
+    /// Every label name that is sent: Istio's standard ones plus `additional_labels`.
+    pub fn label_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = crate::metadata::STANDARD_LABELS.to_vec();
+        for l in &self.additional_labels {
+            if !names.contains(&l.as_str()) {
+                names.push(l);
+            }
+        }
+        names
+    }
+
+    /// The stat prefix: `peer_exchange.<role>.`.
+    pub fn stat_prefix(&self) -> String {
+        format!("peer_exchange.{}.", self.role.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_configuration_takes_defaults() {
+        let c = Config::parse(br#"{"role":"server"}"#).unwrap();
+        assert_eq!(c.role, Role::Server);
+        assert_eq!(c.max_peer_metadata_bytes, DEFAULT_MAX_PEER_METADATA_BYTES);
+        assert_eq!(c.exchange_timeout_ms, DEFAULT_EXCHANGE_TIMEOUT_MS);
+        assert_eq!(c.peer_identity_prefix, "spiffe://");
+        assert_eq!(c.stat_prefix(), "peer_exchange.server.");
+        assert_eq!(c.label_names(), crate::metadata::STANDARD_LABELS.to_vec());
+    }
+
+    #[test]
+    fn full_client_configuration() {
+        let c = Config::parse(
+            br#"{"role":"client","node_id":"n1","metadata":{"NAME":"a","LABELS":{"app":"x"}},
+                 "additional_labels":["team","app"],"max_peer_metadata_bytes":100,"exchange_timeout_ms":0,
+                 "upstream":{"peer_identity_prefix":""}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.node_id.as_deref(), Some("n1"));
+        assert_eq!(c.fields.get("NAME").map(String::as_str), Some("a"));
+        assert_eq!(c.labels.get("app").map(String::as_str), Some("x"));
+        assert_eq!(c.label_names().last(), Some(&"team"));
+        assert_eq!(c.label_names().len(), 5);
+        assert_eq!(c.exchange_timeout_ms, 0);
+        assert_eq!(c.peer_identity_prefix, "");
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases: &[(&str, &str)] = &[
+            ("", "role: missing"),
+            (r#"{}"#, "missing field `role`"),
+            (r#"{"role":"sidecar"}"#, "unknown variant `sidecar`"),
+            (r#"{"role":"server","metadata":{"PLATFORM_METADATA":"x"}}"#, "metadata.PLATFORM_METADATA: unknown field"),
+            (r#"{"role":"server","metadata":{"NAME":1}}"#, "metadata.NAME: must be a string"),
+            (r#"{"role":"server","metadata":{"LABELS":{"app":true}}}"#, "metadata.LABELS.app: must be a string"),
+            (r#"{"role":"server","metadata":{"LABELS":"x"}}"#, "metadata.LABELS: must be an object"),
+            (r#"{"role":"server","additional_labels":[""]}"#, "additional_labels[0]: must not be empty"),
+            (r#"{"role":"server","max_peer_metadata_bytes":0}"#, "max_peer_metadata_bytes: must be greater than 0"),
+            (r#"{"role":"server","max_peer_metadata_bytes":-1}"#, "invalid JSON"),
+            (r#"{"role":"server","upstream":{}}"#, "upstream: only applies to role \"client\""),
+            (r#"{"role":"client","upstream":{"x":1}}"#, "unknown field `x`"),
+            (r#"{"role":"client","timeout":1}"#, "unknown field `timeout`"),
+        ];
+        for (input, expected) in cases {
+            let e = Config::parse(input.as_bytes()).unwrap_err().to_string();
+            assert!(e.contains(expected), "{input}: {e}");
+        }
+    }
+}

@@ -1,0 +1,563 @@
+//! The per-connection exchange state machine (sans-IO).
+//!
+//! Two independent halves, one per direction:
+//! - **outgoing**: our prefix rides on the first bytes we send;
+//! - **incoming**: the peer's prefix is read from the head of what it sends,
+//!   held (Envoy keeps the bytes while we return `Pause`) until complete, then
+//!   stripped.
+//!
+//! Neither half waits for the other: there is no extra round trip. The glue
+//! passes in how many bytes Envoy holds and a reader for them, and carries out
+//! the returned [`Step`]; every exit of the incoming half yields an
+//! [`Outcome`] that names its counter.
+
+use crate::codec::{decode_header, Header, HEADER_LEN};
+use crate::metadata::{decode_payload, PeerMetadata};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Incoming {
+    /// Waiting for the 8-byte initial header.
+    ReadingInitialHeader,
+    /// Header read; waiting for `data_size` payload bytes.
+    ReadingProxyHeader { data_size: u32 },
+    /// Exchange over (peer found, or given up): everything passes.
+    Done,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outgoing {
+    Pending,
+    Done,
+}
+
+/// What the glue does with the incoming bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Let the bytes through as they are.
+    Continue,
+    /// Keep the bytes in Envoy (`Pause`); more are needed.
+    Hold,
+    /// Remove the first `n` bytes (the peer's prefix) and let the rest through.
+    Strip(usize),
+    /// Close the connection.
+    Close,
+}
+
+/// How the exchange on a connection ended (or did not start).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    PeerFound(PeerMetadata),
+    /// Pass-through; the peer is recorded as not found.
+    NotFound(NotFound),
+    /// The connection is closed; the peer is recorded as not found.
+    Rejected(Rejected),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NotFound {
+    /// This connection does not take part (see `participation`).
+    NotParticipating,
+    /// The first bytes are not the magic.
+    WrongMagic,
+    /// The payload is not an `Any(Struct)`.
+    BadPayload(String),
+    /// The peer half-closed with a partial prefix.
+    HalfClosedMidPrefix,
+    /// The peer half-closed without sending anything.
+    EndedBeforePrefix,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Rejected {
+    DataSizeTooLarge { data_size: u32, max: u32 },
+    Timeout,
+    BufferReadFailed,
+}
+
+/// The exchange state of one connection.
+#[derive(Debug)]
+pub struct Exchange {
+    participating: Option<bool>,
+    incoming: Incoming,
+    outgoing: Outgoing,
+    /// The peer has shown it does not speak the exchange: send it nothing.
+    suppress_outgoing: bool,
+    max_data_size: u32,
+    /// When the first byte of a still-incomplete prefix was held (ms).
+    holding_since: Option<u64>,
+}
+
+impl Exchange {
+    pub fn new(max_data_size: u32) -> Self {
+        Exchange {
+            participating: None,
+            incoming: Incoming::ReadingInitialHeader,
+            outgoing: Outgoing::Pending,
+            suppress_outgoing: false,
+            max_data_size,
+            holding_since: None,
+        }
+    }
+
+    /// Whether [`Exchange::set_participation`] has been called.
+    pub fn participation_decided(&self) -> bool {
+        self.participating.is_some()
+    }
+
+    /// Records whether this connection takes part. A connection that does not
+    /// is a pass-through both ways, and its peer is not found.
+    pub fn set_participation(&mut self, participating: bool) -> Option<Outcome> {
+        if self.participating.is_some() {
+            return None;
+        }
+        self.participating = Some(participating);
+        if participating {
+            None
+        } else {
+            self.incoming = Incoming::Done;
+            self.outgoing = Outgoing::Done;
+            Some(Outcome::NotFound(NotFound::NotParticipating))
+        }
+    }
+
+    /// Called with the first bytes we send: `true` means prepend our prefix now.
+    pub fn on_outgoing_data(&mut self) -> bool {
+        if self.participating != Some(true) || self.outgoing == Outgoing::Done {
+            return false;
+        }
+        self.outgoing = Outgoing::Done;
+        !self.suppress_outgoing
+    }
+
+    /// Whether the incoming half still has work to do.
+    pub fn incoming_done(&self) -> bool {
+        self.incoming == Incoming::Done
+    }
+
+    /// When the held partial prefix started (for the exchange timeout).
+    pub fn holding_since(&self) -> Option<u64> {
+        self.holding_since
+    }
+
+    /// Handles the peer's bytes. `available` is what Envoy holds (everything
+    /// since the stream began while we hold); `read(start, len)` returns those
+    /// bytes (`None` if the host fails). Reads only what it needs: at most the
+    /// 8-byte header, then the payload once all of it is there.
+    pub fn on_incoming_data(
+        &mut self,
+        available: usize,
+        end_of_stream: bool,
+        now_ms: u64,
+        read: &mut dyn FnMut(usize, usize) -> Option<Vec<u8>>,
+    ) -> (Step, Option<Outcome>) {
+        if self.participating != Some(true) {
+            return (Step::Continue, None);
+        }
+        let (step, outcome) = self.advance(available, end_of_stream, read);
+        match step {
+            Step::Hold => {
+                if self.holding_since.is_none() && available > 0 {
+                    self.holding_since = Some(now_ms);
+                }
+            }
+            _ => {
+                if self.incoming == Incoming::Done {
+                    self.holding_since = None;
+                }
+            }
+        }
+        (step, outcome)
+    }
+
+    fn advance(
+        &mut self,
+        available: usize,
+        end_of_stream: bool,
+        read: &mut dyn FnMut(usize, usize) -> Option<Vec<u8>>,
+    ) -> (Step, Option<Outcome>) {
+        if self.incoming == Incoming::ReadingInitialHeader {
+            if available == 0 {
+                if end_of_stream {
+                    return self.give_up(NotFound::EndedBeforePrefix);
+                }
+                return (Step::Continue, None);
+            }
+            let Some(head) = read(0, available.min(HEADER_LEN)) else {
+                return self.reject(Rejected::BufferReadFailed);
+            };
+            match decode_header(&head) {
+                Header::NotMagic => {
+                    self.suppress_outgoing = true;
+                    return self.give_up(NotFound::WrongMagic);
+                }
+                Header::Incomplete => return self.wait(end_of_stream),
+                Header::Complete { data_size } => {
+                    if data_size > self.max_data_size {
+                        return self.reject(Rejected::DataSizeTooLarge { data_size, max: self.max_data_size });
+                    }
+                    self.incoming = Incoming::ReadingProxyHeader { data_size };
+                }
+            }
+        }
+        if let Incoming::ReadingProxyHeader { data_size } = self.incoming {
+            let data_size = data_size as usize;
+            let total = HEADER_LEN.saturating_add(data_size);
+            if available < total {
+                return self.wait(end_of_stream);
+            }
+            let Some(payload) = read(HEADER_LEN, data_size) else {
+                return self.reject(Rejected::BufferReadFailed);
+            };
+            if payload.len() != data_size {
+                return self.reject(Rejected::BufferReadFailed);
+            }
+            self.incoming = Incoming::Done;
+            return match decode_payload(&payload) {
+                Ok(peer) => (Step::Strip(total), Some(Outcome::PeerFound(peer))),
+                Err(e) => {
+                    self.suppress_outgoing = true;
+                    (Step::Continue, Some(Outcome::NotFound(NotFound::BadPayload(e.to_string()))))
+                }
+            };
+        }
+        (Step::Continue, None)
+    }
+
+    fn wait(&mut self, end_of_stream: bool) -> (Step, Option<Outcome>) {
+        if end_of_stream {
+            // Nothing more will come: hand over what is held rather than hang.
+            self.give_up(NotFound::HalfClosedMidPrefix)
+        } else {
+            (Step::Hold, None)
+        }
+    }
+
+    fn give_up(&mut self, reason: NotFound) -> (Step, Option<Outcome>) {
+        self.incoming = Incoming::Done;
+        (Step::Continue, Some(Outcome::NotFound(reason)))
+    }
+
+    fn reject(&mut self, reason: Rejected) -> (Step, Option<Outcome>) {
+        self.incoming = Incoming::Done;
+        self.outgoing = Outgoing::Done;
+        (Step::Close, Some(Outcome::Rejected(reason)))
+    }
+
+    /// The exchange timeout fired. Closes only a connection that is still
+    /// holding a partial prefix; an idle one that sent nothing is left alone.
+    pub fn on_timeout(&mut self) -> Option<Outcome> {
+        if self.incoming == Incoming::Done || self.holding_since.is_none() {
+            return None;
+        }
+        self.holding_since = None;
+        self.reject(Rejected::Timeout).1
+    }
+}
+
+/// Every counter the filter keeps, declared in one list: Istio's five, then ours.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    AlpnProtocolFound,
+    AlpnProtocolNotFound,
+    InitialHeaderNotFound,
+    HeaderNotFound,
+    MetadataAdded,
+    MetadataReceived,
+    DataSizeTooLarge,
+    ExchangeTimeout,
+    HalfClosedMidPrefix,
+    EndedBeforePrefix,
+    BufferError,
+}
+
+impl Counter {
+    pub const ALL: [Counter; 11] = [
+        Counter::AlpnProtocolFound,
+        Counter::AlpnProtocolNotFound,
+        Counter::InitialHeaderNotFound,
+        Counter::HeaderNotFound,
+        Counter::MetadataAdded,
+        Counter::MetadataReceived,
+        Counter::DataSizeTooLarge,
+        Counter::ExchangeTimeout,
+        Counter::HalfClosedMidPrefix,
+        Counter::EndedBeforePrefix,
+        Counter::BufferError,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Counter::AlpnProtocolFound => "alpn_protocol_found",
+            Counter::AlpnProtocolNotFound => "alpn_protocol_not_found",
+            Counter::InitialHeaderNotFound => "initial_header_not_found",
+            Counter::HeaderNotFound => "header_not_found",
+            Counter::MetadataAdded => "metadata_added",
+            Counter::MetadataReceived => "metadata_received",
+            Counter::DataSizeTooLarge => "data_size_too_large",
+            Counter::ExchangeTimeout => "exchange_timeout",
+            Counter::HalfClosedMidPrefix => "half_closed_mid_prefix",
+            Counter::EndedBeforePrefix => "ended_before_prefix",
+            Counter::BufferError => "buffer_error",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl Outcome {
+    pub fn counter(&self) -> Counter {
+        match self {
+            Outcome::PeerFound(_) => Counter::MetadataReceived,
+            Outcome::NotFound(NotFound::NotParticipating) => Counter::AlpnProtocolNotFound,
+            Outcome::NotFound(NotFound::WrongMagic) => Counter::InitialHeaderNotFound,
+            Outcome::NotFound(NotFound::BadPayload(_)) => Counter::HeaderNotFound,
+            Outcome::NotFound(NotFound::HalfClosedMidPrefix) => Counter::HalfClosedMidPrefix,
+            Outcome::NotFound(NotFound::EndedBeforePrefix) => Counter::EndedBeforePrefix,
+            Outcome::Rejected(Rejected::DataSizeTooLarge { .. }) => Counter::DataSizeTooLarge,
+            Outcome::Rejected(Rejected::Timeout) => Counter::ExchangeTimeout,
+            Outcome::Rejected(Rejected::BufferReadFailed) => Counter::BufferError,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::encode_frame;
+    use crate::metadata::{encode_payload, WorkloadMetadata};
+    use proptest::prelude::*;
+
+    const MAX: u32 = 4096;
+
+    fn prefix() -> Vec<u8> {
+        let mut m = WorkloadMetadata::default();
+        m.set_field("NAME", "client-pod");
+        m.set_field("NAMESPACE", "ns");
+        m.set_label("app", "client");
+        encode_frame(&encode_payload(&m, "client-id")).unwrap()
+    }
+
+    /// Simulates Envoy: bytes accumulate while held, are released on
+    /// Continue/Strip. Returns (bytes delivered to the app, outcomes, closed).
+    fn run(chunks: &[Vec<u8>], end_at_last: bool) -> (Vec<u8>, Vec<Outcome>, bool) {
+        let mut ex = Exchange::new(MAX);
+        assert_eq!(ex.set_participation(true), None);
+        let mut held: Vec<u8> = Vec::new();
+        let mut delivered = Vec::new();
+        let mut outcomes = Vec::new();
+        for (i, chunk) in chunks.iter().enumerate() {
+            held.extend_from_slice(chunk);
+            let eos = end_at_last && i + 1 == chunks.len();
+            let snapshot = held.clone();
+            let mut read = |start: usize, len: usize| snapshot.get(start..start + len).map(<[u8]>::to_vec);
+            let (step, outcome) = ex.on_incoming_data(held.len(), eos, i as u64, &mut read);
+            outcomes.extend(outcome);
+            match step {
+                Step::Hold => {}
+                Step::Continue => delivered.append(&mut held),
+                Step::Strip(n) => {
+                    held.drain(..n);
+                    delivered.append(&mut held);
+                }
+                Step::Close => return (delivered, outcomes, true),
+            }
+        }
+        (delivered, outcomes, false)
+    }
+
+    fn found(outcomes: &[Outcome]) -> Option<&PeerMetadata> {
+        outcomes.iter().find_map(|o| match o {
+            Outcome::PeerFound(p) => Some(p),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn prefix_and_data_in_one_chunk_is_stripped() {
+        let mut bytes = prefix();
+        bytes.extend_from_slice(b"hello");
+        let (delivered, outcomes, closed) = run(&[bytes], false);
+        assert_eq!(delivered, b"hello");
+        assert!(!closed);
+        assert_eq!(found(&outcomes).unwrap().id.as_deref(), Some("client-id"));
+        assert_eq!(outcomes.len(), 1);
+    }
+
+    #[test]
+    fn prefix_one_byte_at_a_time() {
+        let mut bytes = prefix();
+        bytes.extend_from_slice(b"app data");
+        let chunks: Vec<Vec<u8>> = bytes.iter().map(|b| vec![*b]).collect();
+        let (delivered, outcomes, _) = run(&chunks, false);
+        assert_eq!(delivered, b"app data");
+        assert!(found(&outcomes).is_some());
+    }
+
+    #[test]
+    fn a_short_first_chunk_without_magic_is_not_held() {
+        let (delivered, outcomes, _) = run(&[b"G".to_vec()], false);
+        assert_eq!(delivered, b"G");
+        assert_eq!(outcomes, vec![Outcome::NotFound(NotFound::WrongMagic)]);
+    }
+
+    #[test]
+    fn wrong_magic_passes_everything_through_and_suppresses_our_prefix() {
+        let mut ex = Exchange::new(MAX);
+        ex.set_participation(true);
+        let data = b"GET / HTTP/1.1\r\n\r\n".to_vec();
+        let mut read = |s: usize, l: usize| data.get(s..s + l).map(<[u8]>::to_vec);
+        let (step, outcome) = ex.on_incoming_data(data.len(), false, 0, &mut read);
+        assert_eq!(step, Step::Continue);
+        assert_eq!(outcome.unwrap().counter(), Counter::InitialHeaderNotFound);
+        assert!(!ex.on_outgoing_data(), "a peer without the protocol gets no prefix");
+        // Later data is not inspected again.
+        let mut never = |_: usize, _: usize| -> Option<Vec<u8>> { panic!("read after done") };
+        assert_eq!(ex.on_incoming_data(10, false, 1, &mut never), (Step::Continue, None));
+    }
+
+    #[test]
+    fn bad_payload_passes_through_untouched() {
+        let mut bytes = encode_frame(&[0xff, 0xff, 0xff]).unwrap();
+        bytes.extend_from_slice(b"rest");
+        let (delivered, outcomes, closed) = run(&[bytes.clone()], false);
+        assert_eq!(delivered, bytes);
+        assert!(!closed);
+        assert_eq!(outcomes.len(), 1);
+        assert_eq!(outcomes[0].counter(), Counter::HeaderNotFound);
+    }
+
+    #[test]
+    fn oversized_data_size_closes_without_reading_the_payload() {
+        let mut bytes = crate::codec::MAGIC.to_be_bytes().to_vec();
+        bytes.extend_from_slice(&(MAX + 1).to_be_bytes());
+        let (_, outcomes, closed) = run(&[bytes], false);
+        assert!(closed);
+        assert_eq!(outcomes, vec![Outcome::Rejected(Rejected::DataSizeTooLarge { data_size: MAX + 1, max: MAX })]);
+    }
+
+    #[test]
+    fn half_close_mid_prefix_gives_up_and_delivers_what_was_held() {
+        let p = prefix();
+        let (delivered, outcomes, closed) = run(&[p[..5].to_vec(), p[5..12].to_vec()], true);
+        assert!(!closed);
+        assert_eq!(delivered, p[..12].to_vec());
+        assert_eq!(outcomes, vec![Outcome::NotFound(NotFound::HalfClosedMidPrefix)]);
+    }
+
+    #[test]
+    fn end_of_stream_before_any_byte() {
+        let (delivered, outcomes, _) = run(&[vec![]], true);
+        assert!(delivered.is_empty());
+        assert_eq!(outcomes, vec![Outcome::NotFound(NotFound::EndedBeforePrefix)]);
+    }
+
+    #[test]
+    fn timeout_closes_only_a_started_prefix() {
+        let mut idle = Exchange::new(MAX);
+        idle.set_participation(true);
+        let mut read = |_: usize, _: usize| -> Option<Vec<u8>> { Some(vec![]) };
+        assert_eq!(idle.on_incoming_data(0, false, 5, &mut read), (Step::Continue, None));
+        assert_eq!(idle.holding_since(), None);
+        assert_eq!(idle.on_timeout(), None, "an idle connection is not closed");
+
+        let mut stalled = Exchange::new(MAX);
+        stalled.set_participation(true);
+        let p = prefix();
+        let mut read = |s: usize, l: usize| p.get(s..s + l).map(<[u8]>::to_vec);
+        assert_eq!(stalled.on_incoming_data(3, false, 7, &mut read).0, Step::Hold);
+        assert_eq!(stalled.on_incoming_data(10, false, 9, &mut read).0, Step::Hold);
+        assert_eq!(stalled.holding_since(), Some(7), "the clock starts at the first held byte");
+        assert_eq!(stalled.on_timeout(), Some(Outcome::Rejected(Rejected::Timeout)));
+        assert_eq!(stalled.on_timeout(), None);
+    }
+
+    #[test]
+    fn not_participating_is_a_pass_through_both_ways() {
+        let mut ex = Exchange::new(MAX);
+        assert_eq!(ex.set_participation(false), Some(Outcome::NotFound(NotFound::NotParticipating)));
+        assert_eq!(ex.set_participation(true), None, "decided once");
+        assert!(!ex.on_outgoing_data());
+        let p = prefix();
+        let mut read = |s: usize, l: usize| p.get(s..s + l).map(<[u8]>::to_vec);
+        assert_eq!(ex.on_incoming_data(p.len(), false, 0, &mut read), (Step::Continue, None));
+    }
+
+    #[test]
+    fn our_prefix_goes_out_once_without_waiting_for_the_peer() {
+        let mut ex = Exchange::new(MAX);
+        ex.set_participation(true);
+        assert!(ex.on_outgoing_data());
+        assert!(!ex.on_outgoing_data());
+    }
+
+    #[test]
+    fn a_failing_host_read_closes() {
+        let mut ex = Exchange::new(MAX);
+        ex.set_participation(true);
+        let mut read = |_: usize, _: usize| -> Option<Vec<u8>> { None };
+        let (step, outcome) = ex.on_incoming_data(4, false, 0, &mut read);
+        assert_eq!(step, Step::Close);
+        assert_eq!(outcome.unwrap().counter(), Counter::BufferError);
+    }
+
+    #[test]
+    fn counters_are_unique_and_in_order() {
+        let mut names: Vec<_> = Counter::ALL.iter().map(|c| c.name()).collect();
+        for (i, c) in Counter::ALL.iter().enumerate() {
+            assert_eq!(c.index(), i);
+        }
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Counter::ALL.len());
+    }
+
+    proptest! {
+        // Any chunking of a valid prefix followed by app data: the app data
+        // arrives byte-exact and the peer is found.
+        #[test]
+        fn any_chunking_of_a_valid_prefix(data in proptest::collection::vec(any::<u8>(), 0..300),
+                                          cuts in proptest::collection::vec(any::<usize>(), 0..20)) {
+            let mut bytes = prefix();
+            let prefix_len = bytes.len();
+            bytes.extend_from_slice(&data);
+            let mut points: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
+            points.push(0);
+            points.push(bytes.len());
+            points.sort_unstable();
+            points.dedup();
+            let chunks: Vec<Vec<u8>> = points.windows(2).map(|w| bytes[w[0]..w[1]].to_vec()).collect();
+            let (delivered, outcomes, closed) = run(&chunks, false);
+            prop_assert!(!closed);
+            prop_assert_eq!(&delivered, &data);
+            prop_assert!(found(&outcomes).is_some() || (data.is_empty() && chunks.iter().map(Vec::len).sum::<usize>() < prefix_len));
+        }
+
+        // Arbitrary junk in arbitrary chunks never panics, never loses or
+        // reorders bytes: what is delivered is the input, or the input minus
+        // a stripped prefix, or the connection is closed.
+        #[test]
+        fn arbitrary_junk(junk in proptest::collection::vec(any::<u8>(), 0..200),
+                          start_with_magic in any::<bool>(),
+                          cuts in proptest::collection::vec(any::<usize>(), 0..10),
+                          eos in any::<bool>()) {
+            let mut bytes = if start_with_magic { crate::codec::MAGIC.to_be_bytes().to_vec() } else { vec![] };
+            bytes.extend_from_slice(&junk);
+            let mut points: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
+            points.push(0);
+            points.push(bytes.len());
+            points.sort_unstable();
+            points.dedup();
+            let chunks: Vec<Vec<u8>> = points.windows(2).map(|w| bytes[w[0]..w[1]].to_vec()).collect();
+            let (delivered, outcomes, closed) = run(&chunks, eos);
+            prop_assert!(outcomes.len() <= 1);
+            if !closed {
+                prop_assert!(bytes.ends_with(&delivered));
+                if found(&outcomes).is_none() && (eos || !outcomes.is_empty()) {
+                    prop_assert_eq!(&delivered, &bytes);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! `peer-exchange-filter`: Istio's TCP metadata exchange (ALPN
+//! `istio-peer-exchange`) as a proxy-wasm network filter.
+//!
+//! Each side prefixes its stream with `magic, data_size, Any(Struct)` carrying
+//! its workload metadata, strips the peer's prefix, and stores the peer's
+//! metadata in filter state. Pure logic: [`codec`] (the frame), [`metadata`]
+//! (the payload), [`exchange`] (the per-connection state machine),
+//! [`participation`] (who takes part), [`deadlines`] (the exchange timeout),
+//! [`config`]. `filter` is the thin proxy-wasm layer (wasm32 only).
+
+pub mod codec;
+pub mod config;
+pub mod deadlines;
+pub mod exchange;
+pub mod metadata;
+pub mod participation;
+
+#[cfg(target_arch = "wasm32")]
+mod filter;

@@ -1,0 +1,183 @@
+//! Does this connection take part in the exchange?
+//!
+//! Stock Envoy exposes no negotiated ALPN to wasm, and a wasm filter cannot
+//! sit on the cluster, so each role decides from what it can see, at the
+//! first byte in either direction (when TLS and the upstream connection are
+//! up).
+//!
+//! **Server** (inbound, on the chain that `application_protocols:
+//! [istio-peer-exchange]` selects): takes part when the downstream connection
+//! is TLS. That chain is only reachable by a client that offered
+//! `istio-peer-exchange`; a plaintext connection cannot have.
+//!
+//! **Client** (outbound, in front of `tcp_proxy`): takes part only when all hold:
+//! 1. the upstream connection is TLS;
+//! 2. the upstream's certificate carries a URI SAN starting with
+//!    `upstream.peer_identity_prefix` (default `spiffe://`: a mesh workload
+//!    identity; `""` turns this check off);
+//! 3. the upstream says it is a mesh proxy: the cluster's metadata has
+//!    `istio.peer_exchange: {enabled: true}`, or the endpoint's metadata has
+//!    Istio's own marker `envoy.transport_socket_match: {tlsMode: istio}`;
+//! 4. the cluster has not opted out with `istio.peer_exchange: {enabled: false}`
+//!    (wins over the endpoint marker).
+//!
+//! So an upstream that is plaintext, TLS without a mesh identity, or not
+//! marked as a mesh proxy never receives our magic bytes, and its traffic is
+//! untouched.
+
+use proto::core::Metadata;
+use proto::prost::Message;
+use proto::prost_types::value::Kind;
+
+/// Cluster metadata namespace of the opt-in/opt-out (`enabled: true|false`).
+pub const CLUSTER_NAMESPACE: &str = "istio.peer_exchange";
+/// Istio's endpoint metadata marking endpoints reached with Istio mTLS.
+pub const TRANSPORT_SOCKET_MATCH_NAMESPACE: &str = "envoy.transport_socket_match";
+
+/// What the client role can see of its upstream.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct UpstreamView<'a> {
+    /// `upstream.tls_version` (absent: plaintext).
+    pub tls_version: Option<&'a str>,
+    /// `upstream.uri_san_peer_certificate`.
+    pub peer_uri_san: Option<&'a str>,
+    /// `xds.cluster_metadata` (serialized `Metadata`).
+    pub cluster_metadata: &'a [u8],
+    /// `xds.upstream_host_metadata` (serialized `Metadata`).
+    pub host_metadata: &'a [u8],
+}
+
+/// Why the client role did or did not take part (for logs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Participate,
+    UpstreamNotTls,
+    PeerIdentityMismatch,
+    ClusterOptedOut,
+    NotMarkedAsMesh,
+}
+
+impl Verdict {
+    pub fn participates(self) -> bool {
+        self == Verdict::Participate
+    }
+}
+
+/// The client role's rule (see the module docs).
+pub fn client_verdict(upstream: &UpstreamView<'_>, peer_identity_prefix: &str) -> Verdict {
+    if upstream.tls_version.is_none_or(str::is_empty) {
+        return Verdict::UpstreamNotTls;
+    }
+    if !peer_identity_prefix.is_empty()
+        && !upstream.peer_uri_san.is_some_and(|san| san.starts_with(peer_identity_prefix))
+    {
+        return Verdict::PeerIdentityMismatch;
+    }
+    match cluster_enabled(upstream.cluster_metadata) {
+        Some(false) => Verdict::ClusterOptedOut,
+        Some(true) => Verdict::Participate,
+        None if endpoint_is_istio_mtls(upstream.host_metadata) => Verdict::Participate,
+        None => Verdict::NotMarkedAsMesh,
+    }
+}
+
+/// The server role's rule: the downstream connection is TLS.
+pub fn server_participates(downstream_tls_version: Option<&str>) -> bool {
+    downstream_tls_version.is_some_and(|v| !v.is_empty())
+}
+
+/// `istio.peer_exchange.enabled` as a bool or "true"/"false"; `None` if absent
+/// or unreadable (unreadable metadata never opts a cluster in).
+fn cluster_enabled(metadata: &[u8]) -> Option<bool> {
+    let metadata = Metadata::decode(metadata).ok()?;
+    let value = metadata.filter_metadata.get(CLUSTER_NAMESPACE)?.fields.get("enabled")?;
+    match value.kind.as_ref()? {
+        Kind::BoolValue(b) => Some(*b),
+        Kind::StringValue(s) if s == "true" => Some(true),
+        // Anything else present but not "true" counts as an opt-out: unclear
+        // metadata must not send magic bytes.
+        _ => Some(false),
+    }
+}
+
+fn endpoint_is_istio_mtls(metadata: &[u8]) -> bool {
+    let Ok(metadata) = Metadata::decode(metadata) else {
+        return false;
+    };
+    matches!(
+        metadata
+            .filter_metadata
+            .get(TRANSPORT_SOCKET_MATCH_NAMESPACE)
+            .and_then(|s| s.fields.get("tlsMode"))
+            .and_then(|v| v.kind.as_ref()),
+        Some(Kind::StringValue(mode)) if mode == "istio"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::prost_types::{Struct, Value};
+
+    fn md(namespace: &str, key: &str, value: Kind) -> Vec<u8> {
+        let fields = [(key.to_string(), Value { kind: Some(value) })].into_iter().collect();
+        Metadata { filter_metadata: [(namespace.to_string(), Struct { fields })].into_iter().collect() }.encode_to_vec()
+    }
+
+    fn mesh_upstream<'a>(cluster: &'a [u8], host: &'a [u8]) -> UpstreamView<'a> {
+        UpstreamView {
+            tls_version: Some("TLSv1.3"),
+            peer_uri_san: Some("spiffe://cluster.local/ns/default/sa/server"),
+            cluster_metadata: cluster,
+            host_metadata: host,
+        }
+    }
+
+    #[test]
+    fn cluster_opt_in_or_istio_endpoint_marker_makes_a_mesh_upstream() {
+        let opt_in = md(CLUSTER_NAMESPACE, "enabled", Kind::BoolValue(true));
+        assert_eq!(client_verdict(&mesh_upstream(&opt_in, &[]), "spiffe://"), Verdict::Participate);
+        let opt_in_str = md(CLUSTER_NAMESPACE, "enabled", Kind::StringValue("true".into()));
+        assert_eq!(client_verdict(&mesh_upstream(&opt_in_str, &[]), "spiffe://"), Verdict::Participate);
+        let istio = md(TRANSPORT_SOCKET_MATCH_NAMESPACE, "tlsMode", Kind::StringValue("istio".into()));
+        assert_eq!(client_verdict(&mesh_upstream(&[], &istio), "spiffe://"), Verdict::Participate);
+    }
+
+    #[test]
+    fn unmarked_plaintext_or_non_mesh_upstreams_never_participate() {
+        let opt_in = md(CLUSTER_NAMESPACE, "enabled", Kind::BoolValue(true));
+        assert_eq!(client_verdict(&mesh_upstream(&[], &[]), "spiffe://"), Verdict::NotMarkedAsMesh);
+        let disabled = md(TRANSPORT_SOCKET_MATCH_NAMESPACE, "tlsMode", Kind::StringValue("disabled".into()));
+        assert_eq!(client_verdict(&mesh_upstream(&[], &disabled), "spiffe://"), Verdict::NotMarkedAsMesh);
+
+        let plaintext = UpstreamView { tls_version: None, ..mesh_upstream(&opt_in, &[]) };
+        assert_eq!(client_verdict(&plaintext, "spiffe://"), Verdict::UpstreamNotTls);
+        let dns_only = UpstreamView { peer_uri_san: None, ..mesh_upstream(&opt_in, &[]) };
+        assert_eq!(client_verdict(&dns_only, "spiffe://"), Verdict::PeerIdentityMismatch);
+        let other = UpstreamView { peer_uri_san: Some("https://example.com"), ..mesh_upstream(&opt_in, &[]) };
+        assert_eq!(client_verdict(&other, "spiffe://"), Verdict::PeerIdentityMismatch);
+        // The identity check can be turned off.
+        assert_eq!(client_verdict(&dns_only, ""), Verdict::Participate);
+    }
+
+    #[test]
+    fn cluster_opt_out_wins_over_the_endpoint_marker() {
+        let istio = md(TRANSPORT_SOCKET_MATCH_NAMESPACE, "tlsMode", Kind::StringValue("istio".into()));
+        for off in [Kind::BoolValue(false), Kind::StringValue("false".into()), Kind::StringValue("yes".into())] {
+            let opt_out = md(CLUSTER_NAMESPACE, "enabled", off);
+            assert_eq!(client_verdict(&mesh_upstream(&opt_out, &istio), "spiffe://"), Verdict::ClusterOptedOut);
+        }
+    }
+
+    #[test]
+    fn garbage_metadata_never_opts_in() {
+        assert_eq!(client_verdict(&mesh_upstream(&[0xff, 0x01], &[0xff]), "spiffe://"), Verdict::NotMarkedAsMesh);
+    }
+
+    #[test]
+    fn server_takes_part_on_tls_only() {
+        assert!(server_participates(Some("TLSv1.3")));
+        assert!(!server_participates(None));
+        assert!(!server_participates(Some("")));
+    }
+}

@@ -1,0 +1,377 @@
+//! The one place where the filters call Envoy.
+//!
+//! The proxy-wasm SDK's own wrappers (`set_property`, `get_buffer`,
+//! `set_downstream_data`, `close_downstream`, ...) `panic!` on any host status
+//! they do not expect, and a panic kills the VM — and with it every later
+//! connection on the listener. So the calls the filters need are declared here
+//! again against the raw ABI and every status is returned as a [`HostError`].
+//! Callers decide what a failure means; nothing here panics.
+
+use std::fmt;
+use std::ptr::{null, null_mut};
+
+use proto::prost::Message;
+use proto::wasm::{DeclarePropertyArguments, LifeSpan, SetEnvoyFilterStateArguments, WasmType};
+
+/// A proxy-wasm status other than `Ok`, as the host returned it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostError(pub u32);
+
+impl HostError {
+    pub const NOT_FOUND: HostError = HostError(1);
+}
+
+impl fmt::Display for HostError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self.0 {
+            1 => "NotFound",
+            2 => "BadArgument",
+            3 => "SerializationFailure",
+            4 => "ParseFailure",
+            7 => "Empty",
+            8 => "CasMismatch",
+            10 => "InternalFailure",
+            12 => "Unimplemented",
+            _ => "status",
+        };
+        write!(f, "{name}({})", self.0)
+    }
+}
+
+pub type HostResult<T> = Result<T, HostError>;
+
+/// The two directions of a network filter (proxy-wasm `StreamType` / `BufferType`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// Bytes read from the downstream connection (towards the upstream).
+    Downstream,
+    /// Bytes read from the upstream connection (towards the downstream).
+    Upstream,
+}
+
+impl Direction {
+    // StreamType and BufferType share these numbers for network streams;
+    // 0 and 1 are the HTTP ones and silently do nothing on a network filter.
+    fn raw(self) -> u32 {
+        match self {
+            Direction::Downstream => 2,
+            Direction::Upstream => 3,
+        }
+    }
+}
+
+mod abi {
+    #[link(wasm_import_module = "env")]
+    extern "C" {
+        pub fn proxy_get_property(
+            path_data: *const u8,
+            path_size: usize,
+            return_value_data: *mut *mut u8,
+            return_value_size: *mut usize,
+        ) -> u32;
+        pub fn proxy_set_property(
+            path_data: *const u8,
+            path_size: usize,
+            value_data: *const u8,
+            value_size: usize,
+        ) -> u32;
+        pub fn proxy_get_buffer_bytes(
+            buffer_type: u32,
+            start: usize,
+            max_size: usize,
+            return_buffer_data: *mut *mut u8,
+            return_buffer_size: *mut usize,
+        ) -> u32;
+        pub fn proxy_set_buffer_bytes(
+            buffer_type: u32,
+            start: usize,
+            size: usize,
+            buffer_data: *const u8,
+            buffer_size: usize,
+        ) -> u32;
+        pub fn proxy_call_foreign_function(
+            function_name_data: *const u8,
+            function_name_size: usize,
+            arguments_data: *const u8,
+            arguments_size: usize,
+            results_data: *mut *mut u8,
+            results_size: *mut usize,
+        ) -> u32;
+        pub fn proxy_close_stream(stream_type: u32) -> u32;
+        pub fn proxy_continue_stream(stream_type: u32) -> u32;
+        pub fn proxy_set_effective_context(context_id: u32) -> u32;
+        pub fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
+        pub fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
+        pub fn proxy_define_metric(
+            metric_type: u32,
+            name_data: *const u8,
+            name_size: usize,
+            return_id: *mut u32,
+        ) -> u32;
+        pub fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
+        pub fn proxy_get_log_level(return_level: *mut u32) -> u32;
+    }
+}
+
+fn status(raw: u32) -> HostResult<()> {
+    if raw == 0 {
+        Ok(())
+    } else {
+        Err(HostError(raw))
+    }
+}
+
+/// Takes ownership of a buffer the host allocated through the SDK's
+/// `proxy_on_memory_allocate` export.
+///
+/// # Safety
+/// `data`/`size` must come from a hostcall that just returned Ok.
+unsafe fn owned_bytes(data: *mut u8, size: usize) -> Option<Vec<u8>> {
+    if data.is_null() {
+        None
+    } else {
+        // SAFETY: the host allocated exactly `size` bytes with the SDK allocator.
+        Some(unsafe { Vec::from_raw_parts(data, size, size) })
+    }
+}
+
+/// Envoy's property path encoding: the segments joined by NUL bytes.
+fn encode_path(path: &[&str]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(path.iter().map(|s| s.len() + 1).sum());
+    for (i, segment) in path.iter().enumerate() {
+        if i > 0 {
+            out.push(0);
+        }
+        out.extend_from_slice(segment.as_bytes());
+    }
+    out
+}
+
+/// Reads a property (`xds.cluster_metadata`, `upstream.tls_version`, ...).
+/// `Ok(None)` when Envoy does not have it.
+pub fn get_property(path: &[&str]) -> HostResult<Option<Vec<u8>>> {
+    let path = encode_path(path);
+    let mut data: *mut u8 = null_mut();
+    let mut size: usize = 0;
+    // SAFETY: plain ABI call with valid pointers to locals.
+    let raw = unsafe { abi::proxy_get_property(path.as_ptr(), path.len(), &mut data, &mut size) };
+    match status(raw) {
+        // SAFETY: the call returned Ok.
+        Ok(()) => Ok(unsafe { owned_bytes(data, size) }),
+        Err(HostError::NOT_FOUND) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Reads a property as UTF-8 text; `None` when absent or not text.
+pub fn get_property_string(path: &[&str]) -> HostResult<Option<String>> {
+    Ok(get_property(path)?.and_then(|bytes| String::from_utf8(bytes).ok()))
+}
+
+/// Sets filter state `wasm.<name>` (Envoy adds the `wasm.` prefix).
+pub fn set_property(name: &str, value: &[u8]) -> HostResult<()> {
+    let path = encode_path(&[name]);
+    // SAFETY: plain ABI call with valid pointers.
+    status(unsafe {
+        abi::proxy_set_property(path.as_ptr(), path.len(), value.as_ptr(), value.len())
+    })
+}
+
+/// Calls one of Envoy's foreign functions.
+pub fn call_foreign_function(name: &str, arguments: &[u8]) -> HostResult<Option<Vec<u8>>> {
+    let mut data: *mut u8 = null_mut();
+    let mut size: usize = 0;
+    let args_ptr = if arguments.is_empty() { null() } else { arguments.as_ptr() };
+    // SAFETY: plain ABI call with valid pointers.
+    let raw = unsafe {
+        abi::proxy_call_foreign_function(
+            name.as_ptr(),
+            name.len(),
+            args_ptr,
+            arguments.len(),
+            &mut data,
+            &mut size,
+        )
+    };
+    status(raw)?;
+    // SAFETY: the call returned Ok.
+    Ok(unsafe { owned_bytes(data, size) })
+}
+
+/// How a declared property is typed, for [`declare_property`].
+#[derive(Clone, Copy, Debug)]
+pub enum PropertyType {
+    String,
+    /// A serialized `google.protobuf.Struct` (printed as JSON by access logs).
+    Struct,
+}
+
+/// Declares `wasm.<name>` with a type and a connection lifespan, so that
+/// access logs (`%FILTER_STATE(wasm.<name>)%`) can print it.
+pub fn declare_property(name: &str, ty: PropertyType) -> HostResult<()> {
+    let (wasm_type, schema) = match ty {
+        PropertyType::String => (WasmType::String, Vec::new()),
+        PropertyType::Struct => (WasmType::Protobuf, proto::STRUCT_TYPE_URL.as_bytes().to_vec()),
+    };
+    let args = DeclarePropertyArguments {
+        name: name.to_string(),
+        readonly: false,
+        r#type: wasm_type as i32,
+        schema,
+        span: LifeSpan::DownstreamConnection as i32,
+    };
+    call_foreign_function("declare_property", &args.encode_to_vec()).map(|_| ())
+}
+
+/// Sets one of Envoy's own filter-state objects for the current request.
+pub fn set_envoy_filter_state(path: &str, value: &str) -> HostResult<()> {
+    let args = SetEnvoyFilterStateArguments {
+        path: path.to_string(),
+        value: value.to_string(),
+        // Request span: a connection span would stick to the downstream
+        // connection and silently win over later requests' values.
+        span: LifeSpan::DownstreamRequest as i32,
+    };
+    call_foreign_function("set_envoy_filter_state", &args.encode_to_vec()).map(|_| ())
+}
+
+/// Length of the data buffer of one direction of a network stream, as given
+/// to the callback (`data_size`), is passed in by the SDK; this reads bytes.
+pub fn get_buffer(direction: Direction, start: usize, max_size: usize) -> HostResult<Vec<u8>> {
+    let mut data: *mut u8 = null_mut();
+    let mut size: usize = 0;
+    // SAFETY: plain ABI call with valid pointers to locals.
+    let raw = unsafe {
+        abi::proxy_get_buffer_bytes(direction.raw(), start, max_size, &mut data, &mut size)
+    };
+    match status(raw) {
+        // SAFETY: the call returned Ok.
+        Ok(()) => Ok(unsafe { owned_bytes(data, size) }.unwrap_or_default()),
+        Err(HostError::NOT_FOUND) => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Replaces `size` bytes at `start` of the buffer with `value`
+/// (`start = 0, size = 0` prepends; `value = []` removes).
+pub fn set_buffer(direction: Direction, start: usize, size: usize, value: &[u8]) -> HostResult<()> {
+    // SAFETY: plain ABI call with valid pointers.
+    status(unsafe {
+        abi::proxy_set_buffer_bytes(direction.raw(), start, size, value.as_ptr(), value.len())
+    })
+}
+
+/// Closes one side of the current connection.
+pub fn close(direction: Direction) -> HostResult<()> {
+    // SAFETY: plain ABI call.
+    status(unsafe { abi::proxy_close_stream(direction.raw()) })
+}
+
+/// Releases held downstream bytes without new data. Envoy only implements
+/// this for the downstream (read) direction.
+pub fn resume(direction: Direction) -> HostResult<()> {
+    // SAFETY: plain ABI call.
+    status(unsafe { abi::proxy_continue_stream(direction.raw()) })
+}
+
+/// Makes later hostcalls act on another context (from `on_tick`).
+pub fn set_effective_context(context_id: u32) -> HostResult<()> {
+    // SAFETY: plain ABI call.
+    status(unsafe { abi::proxy_set_effective_context(context_id) })
+}
+
+/// Host wall-clock time in milliseconds.
+pub fn now_millis() -> HostResult<u64> {
+    let mut nanos: u64 = 0;
+    // SAFETY: plain ABI call with a valid pointer to a local.
+    status(unsafe { abi::proxy_get_current_time_nanoseconds(&mut nanos) })?;
+    Ok(nanos / 1_000_000)
+}
+
+/// Sets the root context's tick period (0 stops ticking).
+pub fn set_tick_period_millis(period: u32) -> HostResult<()> {
+    // SAFETY: plain ABI call.
+    status(unsafe { abi::proxy_set_tick_period_milliseconds(period) })
+}
+
+/// The plugin configuration bytes (`size` as given to `on_configure`).
+pub fn plugin_configuration(size: usize) -> Vec<u8> {
+    // BufferType::PluginConfiguration = 7.
+    let mut data: *mut u8 = null_mut();
+    let mut len: usize = 0;
+    // SAFETY: plain ABI call with valid pointers to locals.
+    let raw = unsafe { abi::proxy_get_buffer_bytes(7, 0, size, &mut data, &mut len) };
+    match status(raw) {
+        // SAFETY: the call returned Ok.
+        Ok(()) => unsafe { owned_bytes(data, len) }.unwrap_or_default(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// A fixed list of counters, defined once per VM and incremented by index.
+/// A counter that could not be defined is skipped (and logged once).
+pub struct Counters {
+    ids: Vec<Option<u32>>,
+}
+
+impl Counters {
+    /// Defines `<prefix><name>` for every name, in order.
+    pub fn define<'a>(prefix: &str, names: impl IntoIterator<Item = &'a str>) -> Counters {
+        let ids = names
+            .into_iter()
+            .map(|name| {
+                let full = format!("{prefix}{name}");
+                let mut id: u32 = 0;
+                // SAFETY: plain ABI call with valid pointers.
+                let raw = unsafe { abi::proxy_define_metric(0, full.as_ptr(), full.len(), &mut id) };
+                match status(raw) {
+                    Ok(()) => Some(id),
+                    Err(e) => {
+                        log::warn!("cannot define counter {full}: {e}");
+                        None
+                    }
+                }
+            })
+            .collect();
+        Counters { ids }
+    }
+
+    /// Adds one to the counter at `index` (the position in the defining list).
+    pub fn inc(&self, index: usize) {
+        if let Some(Some(id)) = self.ids.get(index) {
+            // SAFETY: plain ABI call. A failure only loses one count.
+            let _ = unsafe { abi::proxy_increment_metric(*id, 1) };
+        }
+    }
+}
+
+/// Installs the SDK logger at Envoy's current wasm log level, so debug lines
+/// are not even formatted unless Envoy runs with debug logging.
+pub fn init_logging() {
+    let mut level: u32 = 2;
+    // SAFETY: plain ABI call with a valid pointer to a local.
+    if unsafe { abi::proxy_get_log_level(&mut level) } != 0 {
+        level = 2;
+    }
+    let level = match level {
+        0 => proxy_wasm::types::LogLevel::Trace,
+        1 => proxy_wasm::types::LogLevel::Debug,
+        2 => proxy_wasm::types::LogLevel::Info,
+        3 => proxy_wasm::types::LogLevel::Warn,
+        4 => proxy_wasm::types::LogLevel::Error,
+        _ => proxy_wasm::types::LogLevel::Critical,
+    };
+    proxy_wasm::set_log_level(level);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn property_paths_are_nul_separated() {
+        assert_eq!(encode_path(&["xds", "cluster_name"]), b"xds\0cluster_name".to_vec());
+        assert_eq!(encode_path(&["upstream_peer"]), b"upstream_peer".to_vec());
+        assert!(encode_path(&[]).is_empty());
+    }
+}
