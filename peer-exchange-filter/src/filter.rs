@@ -1,0 +1,333 @@
+//! The proxy-wasm layer: builds our prefix once per VM, runs one
+//! [`Exchange`] per connection, and carries out its steps with hostcalls.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use proxy_wasm::traits::{Context, RootContext, StreamContext};
+use proxy_wasm::types::{Action, ContextType, PeerType};
+use wasm_host::{Counters, Direction, PropertyType};
+
+use crate::codec::encode_frame;
+use crate::config::{Config, Role};
+use crate::deadlines::Deadlines;
+use crate::exchange::{Counter, Exchange, Outcome, Step};
+use crate::metadata::{encode_payload, WorkloadMetadata, WORKLOAD_FIELDS};
+use crate::participation::{client_verdict, server_participates, UpstreamView, Verdict};
+
+/// Filter-state key of the "peer not found" marker (`wasm.peer_not_found`).
+const PEER_NOT_FOUND_KEY: &str = "peer_not_found";
+/// Istio's sentinel peer id when the peer is decidedly unknown.
+const PEER_UNKNOWN_ID: &str = "envoy.wasm.metadata_exchange.peer_unknown";
+
+proxy_wasm::main! {{
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(PeerRoot::default()) });
+}}
+
+struct Shared {
+    config: Config,
+    /// Our whole prefix (header + payload), built once.
+    prefix: Vec<u8>,
+    counters: Counters,
+    deadlines: RefCell<Deadlines>,
+}
+
+#[derive(Default)]
+struct PeerRoot {
+    shared: Option<Rc<Shared>>,
+}
+
+impl Context for PeerRoot {}
+
+impl RootContext for PeerRoot {
+    fn on_configure(&mut self, size: usize) -> bool {
+        wasm_host::init_logging();
+        let config = match Config::parse(&wasm_host::plugin_configuration(size)) {
+            Ok(config) => config,
+            Err(e) => {
+                log::error!("peer-exchange-filter: invalid plugin configuration, refusing it: {e}");
+                return false;
+            }
+        };
+        let (metadata, node_id) = local_metadata(&config);
+        let Some(prefix) = encode_frame(&encode_payload(&metadata, &node_id)) else {
+            log::error!("peer-exchange-filter: local metadata too large to send");
+            return false;
+        };
+        let role = config.role;
+        for (name, ty) in [
+            (role.peer_key(), PropertyType::Struct),
+            (role.peer_id_key(), PropertyType::String),
+            (PEER_NOT_FOUND_KEY, PropertyType::String),
+        ] {
+            if let Err(e) = wasm_host::declare_property(name, ty) {
+                log::warn!("peer-exchange-filter: cannot declare wasm.{name} ({e}); access logs may not print it");
+            }
+        }
+        if config.exchange_timeout_ms > 0 {
+            // A tick of a tenth of the timeout (10..100 ms) keeps the close
+            // within ~10% of the configured time.
+            let tick = (config.exchange_timeout_ms / 10).clamp(10, 100) as u32;
+            if let Err(e) = wasm_host::set_tick_period_millis(tick) {
+                log::warn!("peer-exchange-filter: cannot start the exchange timer ({e}); stalled prefixes will not time out");
+            }
+        }
+        log::info!(
+            "peer-exchange-filter: role {}, node id {:?}, sending {} bytes of metadata ({})",
+            role.name(),
+            node_id,
+            prefix.len(),
+            WORKLOAD_FIELDS.iter().filter_map(|f| metadata.field(f).map(|v| format!("{f}={v}"))).collect::<Vec<_>>().join(" ")
+        );
+        let counters = Counters::define(&config.stat_prefix(), Counter::ALL.iter().map(|c| c.name()));
+        self.shared = Some(Rc::new(Shared { config, prefix, counters, deadlines: RefCell::new(Deadlines::default()) }));
+        true
+    }
+
+    fn on_tick(&mut self) {
+        let Some(shared) = &self.shared else { return };
+        let Ok(now) = wasm_host::now_millis() else { return };
+        // Release the borrow before any hostcall: closing a connection can
+        // call back into the VM for that connection.
+        let expired = match shared.deadlines.try_borrow_mut() {
+            Ok(mut deadlines) => deadlines.take_expired(now),
+            Err(_) => return,
+        };
+        for context_id in expired {
+            if wasm_host::set_effective_context(context_id).is_err() {
+                continue; // the connection is already gone
+            }
+            shared.counters.inc(Counter::ExchangeTimeout.index());
+            mark_peer_not_found(shared.config.role);
+            log::info!("peer-exchange-filter: connection {context_id}: peer prefix incomplete after {} ms, closing", shared.config.exchange_timeout_ms);
+            if let Err(e) = wasm_host::close(Direction::Downstream) {
+                log::warn!("peer-exchange-filter: connection {context_id}: cannot close: {e}");
+            }
+        }
+    }
+
+    fn create_stream_context(&self, context_id: u32) -> Option<Box<dyn StreamContext>> {
+        let shared = self.shared.clone()?;
+        let exchange = Exchange::new(shared.config.max_peer_metadata_bytes);
+        Some(Box::new(PeerStream { context_id, shared, exchange }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::StreamContext)
+    }
+}
+
+/// Our workload metadata: config overrides first, then Envoy's node.
+fn local_metadata(config: &Config) -> (WorkloadMetadata, String) {
+    let property = |path: &[&str]| wasm_host::get_property_string(path).ok().flatten().unwrap_or_default();
+    let node_id = config.node_id.clone().unwrap_or_else(|| property(&["xds", "node", "id"]));
+    let mut metadata = WorkloadMetadata::default();
+    for field in WORKLOAD_FIELDS {
+        let value = match config.fields.get(field) {
+            Some(v) => v.clone(),
+            None => {
+                let from_node = property(&["xds", "node", "metadata", field]);
+                match field {
+                    // Istio fills these from the node's locality.
+                    "REGION" if from_node.is_empty() => property(&["xds", "node", "locality", "region"]),
+                    "AVAILABILITY_ZONE" if from_node.is_empty() => property(&["xds", "node", "locality", "zone"]),
+                    _ => from_node,
+                }
+            }
+        };
+        metadata.set_field(field, &value);
+    }
+    for name in config.label_names() {
+        let value = match config.labels.get(name) {
+            Some(v) => v.clone(),
+            None => property(&["xds", "node", "metadata", "LABELS", name]),
+        };
+        metadata.set_label(name, &value);
+    }
+    for (name, value) in &config.labels {
+        metadata.set_label(name, value);
+    }
+    (metadata, node_id)
+}
+
+fn mark_peer_not_found(role: Role) {
+    for (key, value) in [(role.peer_id_key(), PEER_UNKNOWN_ID), (PEER_NOT_FOUND_KEY, "true")] {
+        if let Err(e) = wasm_host::set_property(key, value.as_bytes()) {
+            log::debug!("peer-exchange-filter: cannot set wasm.{key}: {e}");
+        }
+    }
+}
+
+struct PeerStream {
+    context_id: u32,
+    shared: Rc<Shared>,
+    exchange: Exchange,
+}
+
+impl Context for PeerStream {
+    fn on_done(&mut self) -> bool {
+        self.disarm();
+        true
+    }
+}
+
+impl StreamContext for PeerStream {
+    fn on_downstream_data(&mut self, data_size: usize, end_of_stream: bool) -> Action {
+        self.decide_participation();
+        match self.shared.config.role {
+            Role::Server => self.incoming(Direction::Downstream, data_size, end_of_stream),
+            Role::Client => self.outgoing(Direction::Downstream),
+        }
+    }
+
+    fn on_upstream_data(&mut self, data_size: usize, end_of_stream: bool) -> Action {
+        self.decide_participation();
+        match self.shared.config.role {
+            Role::Server => self.outgoing(Direction::Upstream),
+            Role::Client => self.incoming(Direction::Upstream, data_size, end_of_stream),
+        }
+    }
+
+    fn on_downstream_close(&mut self, _peer_type: PeerType) {
+        self.disarm();
+    }
+}
+
+impl PeerStream {
+    fn decide_participation(&mut self) {
+        if self.exchange.participation_decided() {
+            return;
+        }
+        let participates = match self.shared.config.role {
+            Role::Server => {
+                let tls = wasm_host::get_property_string(&["connection", "tls_version"]).ok().flatten();
+                server_participates(tls.as_deref())
+            }
+            Role::Client => {
+                let string = |path: &[&str]| wasm_host::get_property_string(path).ok().flatten();
+                let bytes = |path: &[&str]| wasm_host::get_property(path).ok().flatten().unwrap_or_default();
+                let tls_version = string(&["upstream", "tls_version"]);
+                let peer_uri_san = string(&["upstream", "uri_san_peer_certificate"]);
+                let cluster_metadata = bytes(&["xds", "cluster_metadata"]);
+                let host_metadata = bytes(&["xds", "upstream_host_metadata"]);
+                let view = UpstreamView {
+                    tls_version: tls_version.as_deref(),
+                    peer_uri_san: peer_uri_san.as_deref(),
+                    cluster_metadata: &cluster_metadata,
+                    host_metadata: &host_metadata,
+                };
+                let verdict = client_verdict(&view, &self.shared.config.peer_identity_prefix);
+                if verdict != Verdict::Participate {
+                    log::debug!("peer-exchange-filter: connection {}: upstream does not take part: {verdict:?}", self.context_id);
+                }
+                verdict.participates()
+            }
+        };
+        if participates {
+            self.shared.counters.inc(Counter::AlpnProtocolFound.index());
+        }
+        if let Some(outcome) = self.exchange.set_participation(participates) {
+            self.record(outcome);
+        }
+    }
+
+    fn outgoing(&mut self, direction: Direction) -> Action {
+        if self.exchange.on_outgoing_data() {
+            match wasm_host::set_buffer(direction, 0, 0, &self.shared.prefix) {
+                Ok(()) => self.shared.counters.inc(Counter::MetadataAdded.index()),
+                Err(e) => log::warn!("peer-exchange-filter: connection {}: cannot prepend metadata: {e}", self.context_id),
+            }
+        }
+        Action::Continue
+    }
+
+    fn incoming(&mut self, direction: Direction, data_size: usize, end_of_stream: bool) -> Action {
+        if self.exchange.incoming_done() {
+            return Action::Continue;
+        }
+        let now = wasm_host::now_millis().unwrap_or(0);
+        let mut read = |start: usize, len: usize| wasm_host::get_buffer(direction, start, len).ok();
+        let (step, outcome) = self.exchange.on_incoming_data(data_size, end_of_stream, now, &mut read);
+        if let Some(outcome) = outcome {
+            self.record(outcome);
+        }
+        match step {
+            Step::Hold => {
+                self.arm_deadline();
+                return Action::Pause;
+            }
+            Step::Continue => {}
+            Step::Strip(n) => {
+                if let Err(e) = wasm_host::set_buffer(direction, 0, n, &[]) {
+                    // The prefix cannot be removed: better closed than corrupt.
+                    log::warn!("peer-exchange-filter: connection {}: cannot strip the peer prefix ({e}), closing", self.context_id);
+                    self.shared.counters.inc(Counter::BufferError.index());
+                    self.close();
+                    return Action::Pause;
+                }
+            }
+            Step::Close => {
+                self.close();
+                return Action::Pause;
+            }
+        }
+        if self.exchange.incoming_done() {
+            self.disarm();
+        }
+        Action::Continue
+    }
+
+    fn record(&self, outcome: Outcome) {
+        self.shared.counters.inc(outcome.counter().index());
+        let role = self.shared.config.role;
+        match outcome {
+            Outcome::PeerFound(peer) => {
+                if let Err(e) = wasm_host::set_property(role.peer_key(), &peer.metadata_bytes()) {
+                    log::warn!("peer-exchange-filter: cannot set wasm.{}: {e}", role.peer_key());
+                }
+                if let Some(id) = &peer.id {
+                    if let Err(e) = wasm_host::set_property(role.peer_id_key(), id.as_bytes()) {
+                        log::warn!("peer-exchange-filter: cannot set wasm.{}: {e}", role.peer_id_key());
+                    }
+                }
+                log::debug!(
+                    "peer-exchange-filter: connection {}: peer {:?} ({}/{})",
+                    self.context_id,
+                    peer.id.as_deref().unwrap_or(""),
+                    peer.field("NAMESPACE").unwrap_or(""),
+                    peer.field("NAME").unwrap_or("")
+                );
+            }
+            Outcome::NotFound(reason) => {
+                mark_peer_not_found(role);
+                log::debug!("peer-exchange-filter: connection {}: peer not found: {reason:?}", self.context_id);
+            }
+            Outcome::Rejected(reason) => {
+                mark_peer_not_found(role);
+                log::info!("peer-exchange-filter: connection {}: closing: {reason:?}", self.context_id);
+            }
+        }
+    }
+
+    fn arm_deadline(&self) {
+        let timeout = self.shared.config.exchange_timeout_ms;
+        if let (Some(since), true) = (self.exchange.holding_since(), timeout > 0) {
+            if let Ok(mut deadlines) = self.shared.deadlines.try_borrow_mut() {
+                deadlines.arm(self.context_id, since.saturating_add(timeout));
+            }
+        }
+    }
+
+    fn disarm(&self) {
+        if let Ok(mut deadlines) = self.shared.deadlines.try_borrow_mut() {
+            deadlines.disarm(self.context_id);
+        }
+    }
+
+    fn close(&self) {
+        self.disarm();
+        if let Err(e) = wasm_host::close(Direction::Downstream) {
+            log::warn!("peer-exchange-filter: connection {}: cannot close: {e}", self.context_id);
+        }
+    }
+}

@@ -1,0 +1,79 @@
+# Shared helpers for the scripts in this directory (sourced, not run).
+# shellcheck shell=bash
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TOOLS_DIR="$ROOT/.tools"
+TOOLCHAIN_ENV="$TOOLS_DIR/wasm-toolchain.env"
+DIST_DIR="$ROOT/dist"
+ENVOY_VERSION="1.40.0"
+
+step() { printf '\n==> %s\n' "$*"; }
+info() { printf '    %s\n' "$*"; }
+die() {
+    printf '\nerror: %s\n' "$*" >&2
+    exit 1
+}
+
+is_root() { [ "$(id -u)" = 0 ]; }
+
+# Runs apt-get as root (directly, or through passwordless sudo), never
+# prompting: a prompt would hang an unattended run.
+apt_get() {
+    if is_root; then
+        DEBIAN_FRONTEND=noninteractive timeout -k 10 900 apt-get "$@"
+    elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+        sudo -n env DEBIAN_FRONTEND=noninteractive timeout -k 10 900 apt-get "$@"
+    else
+        return 3
+    fi
+}
+
+APT_UPDATED=""
+# Installs Debian packages that are missing. Fails with a clear message.
+apt_install() {
+    local missing=()
+    local pkg
+    for pkg in "$@"; do
+        dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+    done
+    [ "${#missing[@]}" -eq 0 ] && return 0
+    command -v apt-get >/dev/null 2>&1 ||
+        die "missing packages: ${missing[*]} (and no apt-get here); install them by hand"
+    info "installing Debian packages: ${missing[*]}"
+    if [ -z "$APT_UPDATED" ]; then
+        apt_get update -q >/dev/null
+        local rc=$?
+        [ $rc -eq 3 ] && die "need root or passwordless sudo to install: ${missing[*]}"
+        [ $rc -ne 0 ] && die "apt-get update failed (exit $rc)"
+        APT_UPDATED=1
+    fi
+    apt_get install -y -q --no-install-recommends "${missing[@]}" >/dev/null ||
+        die "apt-get install ${missing[*]} failed"
+}
+
+load_toolchain_env() {
+    [ -f "$TOOLCHAIN_ENV" ] || die "no wasm toolchain set up yet: run scripts/setup.sh"
+    # shellcheck disable=SC1090
+    . "$TOOLCHAIN_ENV"
+}
+
+# Runs the wasm toolchain's cargo with the environment its route needs:
+#   wasm_cargo <cargo binary> <subcommand> [args...]
+# WASM_TARGET_DIR picks the target directory (clippy needs its own: sharing
+# one with the build mixes up the build script's host artifacts).
+wasm_cargo() {
+    load_toolchain_env
+    local target_dir="${WASM_TARGET_DIR:-$ROOT/target/wasm-$WASM_ROUTE}"
+    local cargo_bin="$1" subcommand="$2"
+    shift 2
+    if [ "$WASM_BUILD_STD" = 1 ]; then
+        # Debian route: the system rustc/cargo/clippy, std built from source.
+        # The system bin directory goes first so the rustup proxies in
+        # ~/.cargo/bin are not picked up.
+        env PATH="/usr/bin:/bin:$PATH" CARGO="$WASM_CARGO" RUSTC="$WASM_RUSTC" RUSTC_BOOTSTRAP=1 \
+            CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER="$WASM_LINKER" CARGO_TARGET_DIR="$target_dir" \
+            "$cargo_bin" "$subcommand" --target wasm32-unknown-unknown -Zbuild-std=std,panic_abort "$@"
+    else
+        env CARGO_TARGET_DIR="$target_dir" "$cargo_bin" "$subcommand" --target wasm32-unknown-unknown "$@"
+    fi
+}

