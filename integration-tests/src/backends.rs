@@ -1,0 +1,234 @@
+//! The servers behind the Envoys, each on 127.0.0.1 with a port chosen at run
+//! time, all on one runtime owned by [`Backends`] (stopped on drop).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response, Version};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+
+use crate::pki::Pki;
+use crate::BANNER;
+
+/// What a recording server received, one entry per connection (in accept order).
+#[derive(Clone, Default)]
+pub struct Recorded(Arc<Mutex<Vec<Vec<u8>>>>);
+
+impl Recorded {
+    pub fn connections(&self) -> Vec<Vec<u8>> {
+        self.0.lock().expect("recorder lock").clone()
+    }
+}
+
+pub struct Backends {
+    runtime: Option<tokio::runtime::Runtime>,
+    /// Echoes everything; half-closes after the client does.
+    pub echo: SocketAddr,
+    /// Server-first: writes [`BANNER`] on accept, then echoes.
+    pub banner: SocketAddr,
+    /// HTTP/1.x and h2c; answers with JSON describing the request.
+    pub http: SocketAddr,
+    /// Non-mesh HTTPS that accepts only the ALPN tokens h2 and http/1.1
+    /// (rustls refuses anything else with `no_application_protocol`).
+    pub plain_https: SocketAddr,
+    /// Non-mesh TLS (DNS-only certificate, no ALPN) that echoes and records.
+    pub plain_tls: SocketAddr,
+    pub plain_tls_received: Recorded,
+    /// Mesh-like TLS peer (SPIFFE certificate, ALPN istio-peer-exchange) that
+    /// echoes and records: what a client-side Envoy really puts on the wire.
+    pub mesh_recorder: SocketAddr,
+    pub mesh_recorder_received: Recorded,
+}
+
+impl Backends {
+    pub fn start(pki: &Pki) -> Backends {
+        let plain_https_tls = TlsAcceptor::from(pki.server_config("plain", &["h2", "http/1.1"]));
+        let plain_tls = TlsAcceptor::from(pki.server_config("plain", &[]));
+        let recorder_tls = TlsAcceptor::from(pki.server_config("recorder", &["istio-peer-exchange"]));
+        let plain_tls_received = Recorded::default();
+        let mesh_recorder_received = Recorded::default();
+        let (plain_rec, mesh_rec) = (plain_tls_received.clone(), mesh_recorder_received.clone());
+        // The runtime is built and the listeners bound on a thread of its
+        // own, so this works from sync code and from inside async tests alike.
+        let (runtime, (echo, banner, http, plain_https, plain_tls, mesh_recorder)) = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .thread_name("backends")
+                .build()
+                .expect("backend runtime");
+            let addrs = runtime.block_on(async {
+                (
+                    serve(|s| echo(s, None)).await,
+                    serve(|s| echo(s, Some(BANNER))).await,
+                    serve(|s| http(s, None)).await,
+                    serve_tls(plain_https_tls, |s, alpn| http(s, alpn)).await,
+                    serve_recording(plain_tls, plain_rec).await,
+                    serve_recording(recorder_tls, mesh_rec).await,
+                )
+            });
+            (runtime, addrs)
+        })
+        .join()
+        .expect("backend start");
+        Backends {
+            runtime: Some(runtime),
+            echo,
+            banner,
+            http,
+            plain_https,
+            plain_tls,
+            plain_tls_received,
+            mesh_recorder,
+            mesh_recorder_received,
+        }
+    }
+}
+
+impl Drop for Backends {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+async fn bind() -> (TcpListener, SocketAddr) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind backend");
+    let addr = listener.local_addr().expect("backend addr");
+    (listener, addr)
+}
+
+async fn serve<F, Fut>(handler: F) -> SocketAddr
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (listener, addr) = bind().await;
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(handler(stream));
+        }
+    });
+    addr
+}
+
+async fn serve_tls<F, Fut>(acceptor: TlsAcceptor, handler: F) -> SocketAddr
+where
+    F: Fn(tokio_rustls::server::TlsStream<TcpStream>, Option<String>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let handler = Arc::new(handler);
+    serve(move |stream| {
+        let acceptor = acceptor.clone();
+        let handler = handler.clone();
+        async move {
+            // A refused handshake (e.g. no common ALPN) just ends the connection.
+            if let Ok(tls) = acceptor.accept(stream).await {
+                let alpn = tls.get_ref().1.alpn_protocol().map(|a| String::from_utf8_lossy(a).into_owned());
+                handler(tls, alpn).await;
+            }
+        }
+    })
+    .await
+}
+
+async fn serve_recording(acceptor: TlsAcceptor, recorded: Recorded) -> SocketAddr {
+    serve_tls(acceptor, move |mut tls, _alpn| {
+        let recorded = recorded.clone();
+        async move {
+            let index = {
+                let mut all = recorded.0.lock().expect("recorder lock");
+                all.push(Vec::new());
+                all.len() - 1
+            };
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match tls.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if let Some(conn) = recorded.0.lock().expect("recorder lock").get_mut(index) {
+                            conn.extend_from_slice(&buf[..n]);
+                        }
+                        if tls.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            let _ = tls.shutdown().await;
+        }
+    })
+    .await
+}
+
+async fn echo<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, greeting: Option<&'static [u8]>) {
+    if let Some(greeting) = greeting {
+        if stream.write_all(greeting).await.is_err() {
+            return;
+        }
+    }
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if stream.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+    let _ = stream.shutdown().await;
+}
+
+async fn http<S>(stream: S, alpn: Option<String>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let alpn = alpn.clone();
+        async move { Ok::<_, Infallible>(describe(&req, alpn.as_deref())) }
+    });
+    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
+}
+
+pub fn version_name(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_11 => "HTTP/1.1",
+        Version::HTTP_2 => "HTTP/2",
+        Version::HTTP_3 => "HTTP/3",
+        _ => "unknown",
+    }
+}
+
+/// The backend's answer: which protocol reached it, and with which headers.
+fn describe(req: &Request<Incoming>, alpn: Option<&str>) -> Response<Full<Bytes>> {
+    let headers: serde_json::Map<String, serde_json::Value> = req
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.to_string(), serde_json::Value::String(String::from_utf8_lossy(v.as_bytes()).into_owned())))
+        .collect();
+    let body = serde_json::json!({
+        "protocol": version_name(req.version()),
+        "path": req.uri().path(),
+        "tls_alpn": alpn,
+        "headers": headers,
+    });
+    Response::builder()
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("response")
+}

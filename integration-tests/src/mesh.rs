@@ -1,0 +1,197 @@
+//! The deployment: backends, a server (inbound) Envoy and a client (outbound)
+//! Envoy with the real filters, over mTLS with a per-run PKI. Every port is
+//! chosen at run time, so several meshes can run at once on one machine.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+use crate::backends::Backends;
+use crate::envoy::Envoy;
+use crate::paths;
+use crate::pki::{server_name, Pki};
+
+/// Plugin configurations (JSON) of the three filter instances.
+#[derive(Clone, Debug)]
+pub struct MeshOptions {
+    pub alpn_config: String,
+    pub server_exchange_config: String,
+    pub client_exchange_config: String,
+}
+
+/// The exchange timeout the tests' deployment uses (short, to test it).
+pub const TEST_EXCHANGE_TIMEOUT_MS: u64 = 1500;
+
+impl Default for MeshOptions {
+    fn default() -> Self {
+        MeshOptions {
+            alpn_config: String::new(),
+            server_exchange_config: format!(
+                r#"{{"role":"server","exchange_timeout_ms":{TEST_EXCHANGE_TIMEOUT_MS}}}"#
+            ),
+            client_exchange_config: format!(
+                r#"{{"role":"client","exchange_timeout_ms":{TEST_EXCHANGE_TIMEOUT_MS}}}"#
+            ),
+        }
+    }
+}
+
+// Declaration order is drop order: Envoys stop before their backends, and
+// the temporary directory goes last.
+pub struct Mesh {
+    pub client: Envoy,
+    pub server: Envoy,
+    pub backends: Backends,
+    pub pki: Pki,
+    dir: tempfile::TempDir,
+}
+
+fn vars(pairs: &[(&str, String)]) -> BTreeMap<String, String> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+}
+
+/// Values both templates share.
+fn common_vars(dir: &Path, pki: &Pki, plugin_config: &str) -> BTreeMap<String, String> {
+    assert!(!plugin_config.contains('\''), "plugin configurations are single-quoted in YAML: no ' allowed");
+    vars(&[
+        ("BIND_ADDRESS", "127.0.0.1".into()),
+        ("ADMIN_ADDRESS", "127.0.0.1".into()),
+        ("ADMIN_PORT", "0".into()),
+        ("CERT_DIR", pki.dir.display().to_string()),
+        ("LOG_DIR", dir.display().to_string()),
+        ("PEER_EXCHANGE_WASM", paths::peer_exchange_filter_wasm().display().to_string()),
+        ("PEER_EXCHANGE_CONFIG", plugin_config.to_string()),
+    ])
+}
+
+/// Values of the server template.
+pub fn server_vars(dir: &Path, pki: &Pki, backends: &Backends, exchange_config: &str) -> BTreeMap<String, String> {
+    let mut v = common_vars(dir, pki, exchange_config);
+    v.extend(vars(&[
+        ("INBOUND_PORT", "0".into()),
+        ("ECHO_HOST", backends.echo.ip().to_string()),
+        ("ECHO_PORT", backends.echo.port().to_string()),
+        ("BANNER_HOST", backends.banner.ip().to_string()),
+        ("BANNER_PORT", backends.banner.port().to_string()),
+        ("HTTP_BACKEND_HOST", backends.http.ip().to_string()),
+        ("HTTP_BACKEND_PORT", backends.http.port().to_string()),
+    ]));
+    v
+}
+
+/// Values of the client template.
+pub fn client_vars(
+    dir: &Path,
+    pki: &Pki,
+    backends: &Backends,
+    server: SocketAddr,
+    alpn_config: &str,
+    exchange_config: &str,
+) -> BTreeMap<String, String> {
+    assert!(!alpn_config.contains('\''), "plugin configurations are single-quoted in YAML: no ' allowed");
+    let mut v = common_vars(dir, pki, exchange_config);
+    v.extend(vars(&[
+        ("ALPN_WASM", paths::alpn_filter_wasm().display().to_string()),
+        ("ALPN_CONFIG", alpn_config.to_string()),
+        ("HTTP_PORT", "0".into()),
+        ("TCP_ECHO_PORT", "0".into()),
+        ("TCP_BANNER_PORT", "0".into()),
+        ("TCP_RECORDER_PORT", "0".into()),
+        ("TCP_PLAIN_PORT", "0".into()),
+        ("TCP_PLAIN_MARKED_PORT", "0".into()),
+        ("SERVER_HOST", server.ip().to_string()),
+        ("SERVER_PORT", server.port().to_string()),
+        ("PLAIN_HTTPS_HOST", backends.plain_https.ip().to_string()),
+        ("PLAIN_HTTPS_PORT", backends.plain_https.port().to_string()),
+        ("PLAIN_TLS_HOST", backends.plain_tls.ip().to_string()),
+        ("PLAIN_TLS_PORT", backends.plain_tls.port().to_string()),
+        ("MESH_RECORDER_HOST", backends.mesh_recorder.ip().to_string()),
+        ("MESH_RECORDER_PORT", backends.mesh_recorder.port().to_string()),
+    ]));
+    v
+}
+
+impl Mesh {
+    pub fn start() -> Mesh {
+        Self::start_with(MeshOptions::default())
+    }
+
+    pub fn start_with(options: MeshOptions) -> Mesh {
+        let dir = tempfile::Builder::new().prefix("mesh-").tempdir().expect("temp dir");
+        let pki = Pki::generate(&dir.path().join("certs"));
+        let backends = Backends::start(&pki);
+        let server_vars = server_vars(dir.path(), &pki, &backends, &options.server_exchange_config);
+        let server = Envoy::start("server", "server.yaml", &server_vars, dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let server_addr = SocketAddr::from(([127, 0, 0, 1], server.listener_port("inbound_mtls")));
+        let client_vars = client_vars(
+            dir.path(),
+            &pki,
+            &backends,
+            server_addr,
+            &options.alpn_config,
+            &options.client_exchange_config,
+        );
+        let client = Envoy::start("client", "client.yaml", &client_vars, dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        Mesh { client, server, backends, pki, dir }
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Address of one of the client Envoy's listeners (the local app's view).
+    pub fn client_listener(&self, listener: &str) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.client.listener_port(listener)))
+    }
+
+    /// Address of the server Envoy's mTLS listener.
+    pub fn server_inbound(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.server.listener_port("inbound_mtls")))
+    }
+
+    /// A raw TLS connection to the server Envoy, as a mesh client with the
+    /// `raw-client` identity would open it.
+    pub async fn connect_inbound(&self, sni: &str, alpn: &[&str]) -> TlsStream<TcpStream> {
+        let connector = TlsConnector::from(self.pki.client_config("raw-client", alpn));
+        let tcp = TcpStream::connect(self.server_inbound()).await.expect("connect to the server Envoy");
+        tcp.set_nodelay(true).expect("nodelay");
+        connector.connect(server_name(sni), tcp).await.expect("TLS handshake with the server Envoy")
+    }
+
+    pub fn access_log_path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The JSON lines of an access log written so far.
+    pub fn access_log(&self, name: &str) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.access_log_path(name))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("access log line is not JSON ({e}): {l}")))
+            .collect()
+    }
+
+    /// Waits until an access log has at least `count` lines (Envoy writes a
+    /// TCP connection's line when it closes).
+    pub fn wait_access_log(&self, name: &str, count: usize, timeout: Duration) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let lines = self.access_log(name);
+            if lines.len() >= count || Instant::now() > deadline {
+                return lines;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+pub const SERVER_TCP_LOG: &str = "server-tcp-access.log";
+pub const SERVER_HTTP_LOG: &str = "server-http-access.log";
+pub const CLIENT_TCP_LOG: &str = "client-tcp-access.log";
+pub const CLIENT_HTTP_LOG: &str = "client-http-access.log";

@@ -1,0 +1,116 @@
+//! A throwaway PKI: one CA and the workload certificates of the deployment.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+
+/// SPIFFE identities of the deployment's workloads.
+pub const SERVER_IDENTITY: &str = "spiffe://cluster.local/ns/server-ns/sa/server";
+pub const CLIENT_IDENTITY: &str = "spiffe://cluster.local/ns/client-ns/sa/client";
+pub const RAW_CLIENT_IDENTITY: &str = "spiffe://cluster.local/ns/raw-ns/sa/raw-client";
+pub const RECORDER_IDENTITY: &str = "spiffe://cluster.local/ns/recorder-ns/sa/recorder";
+/// DNS name of the non-mesh TLS servers (no SPIFFE identity).
+pub const PLAIN_DNS_NAME: &str = "plain.example.local";
+
+/// Certificates written as PEM files into `dir`: `ca.crt` and
+/// `<name>.crt`/`<name>.key` for server, client, raw-client, recorder, plain.
+pub struct Pki {
+    pub dir: PathBuf,
+    ca_der: CertificateDer<'static>,
+    /// (name, certificate DER, PKCS#8 key DER)
+    leaves: Vec<(&'static str, CertificateDer<'static>, Vec<u8>)>,
+}
+
+struct Leaf {
+    name: &'static str,
+    dns: Option<&'static str>,
+    uri: Option<&'static str>,
+}
+
+const LEAVES: [Leaf; 5] = [
+    Leaf { name: "server", dns: Some("server.mesh.local"), uri: Some(SERVER_IDENTITY) },
+    Leaf { name: "client", dns: None, uri: Some(CLIENT_IDENTITY) },
+    Leaf { name: "raw-client", dns: None, uri: Some(RAW_CLIENT_IDENTITY) },
+    Leaf { name: "recorder", dns: Some("recorder.mesh.local"), uri: Some(RECORDER_IDENTITY) },
+    Leaf { name: "plain", dns: Some(PLAIN_DNS_NAME), uri: None },
+];
+
+impl Pki {
+    pub fn generate(dir: &Path) -> Pki {
+        std::fs::create_dir_all(dir).expect("create cert dir");
+        let ca_key = KeyPair::generate().expect("CA key");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(DnType::CommonName, "mesh test CA");
+        ca_params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+        let ca_cert = ca_params.self_signed(&ca_key).expect("CA cert");
+        std::fs::write(dir.join("ca.crt"), ca_cert.pem()).expect("write CA");
+        let issuer = Issuer::new(ca_params, ca_key);
+        let mut leaves = Vec::new();
+        for leaf in &LEAVES {
+            let key = KeyPair::generate().expect("leaf key");
+            let mut params = CertificateParams::new(leaf.dns.map(|d| vec![d.to_string()]).unwrap_or_default())
+                .expect("leaf params");
+            params.distinguished_name.push(DnType::CommonName, leaf.name);
+            if let Some(uri) = leaf.uri {
+                params.subject_alt_names.push(SanType::URI(uri.try_into().expect("URI SAN")));
+            }
+            params.extended_key_usages =
+                vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth, rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+            let cert = params.signed_by(&key, &issuer).expect("sign leaf");
+            std::fs::write(dir.join(format!("{}.crt", leaf.name)), cert.pem()).expect("write cert");
+            std::fs::write(dir.join(format!("{}.key", leaf.name)), key.serialize_pem()).expect("write key");
+            leaves.push((leaf.name, cert.der().clone(), key.serialize_der()));
+        }
+        Pki { dir: dir.to_path_buf(), ca_der: ca_cert.der().clone(), leaves }
+    }
+
+    fn chain_and_key(&self, name: &str) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+        let (_, cert, key) = self.leaves.iter().find(|(n, _, _)| *n == name).expect("unknown certificate name");
+        (vec![cert.clone()], PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.clone())))
+    }
+
+    fn roots(&self) -> rustls::RootCertStore {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca_der.clone()).expect("add CA");
+        roots
+    }
+
+    /// A rustls server with `name`'s certificate offering `alpn` (empty: no ALPN).
+    pub fn server_config(&self, name: &str, alpn: &[&str]) -> Arc<rustls::ServerConfig> {
+        let (chain, key) = self.chain_and_key(name);
+        let mut config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .expect("server config");
+        config.alpn_protocols = alpn.iter().map(|a| a.as_bytes().to_vec()).collect();
+        Arc::new(config)
+    }
+
+    /// A rustls client with `name`'s certificate, trusting the CA, offering `alpn`.
+    /// Server names are not checked against the certificate (mesh peers are
+    /// identified by their SPIFFE URI, which the tests check themselves).
+    pub fn client_config(&self, name: &str, alpn: &[&str]) -> Arc<rustls::ClientConfig> {
+        let (chain, key) = self.chain_and_key(name);
+        let mut config = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(self.roots())
+            .with_client_auth_cert(chain, key)
+            .expect("client config");
+        config.alpn_protocols = alpn.iter().map(|a| a.as_bytes().to_vec()).collect();
+        Arc::new(config)
+    }
+}
+
+pub fn server_name(name: &str) -> ServerName<'static> {
+    ServerName::try_from(name.to_string()).expect("server name")
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
