@@ -25,16 +25,16 @@ pub struct Pki {
 
 struct Leaf {
     name: &'static str,
-    dns: Option<&'static str>,
+    dns: &'static [&'static str],
     uri: Option<&'static str>,
 }
 
 const LEAVES: [Leaf; 5] = [
-    Leaf { name: "server", dns: Some("server.mesh.local"), uri: Some(SERVER_IDENTITY) },
-    Leaf { name: "client", dns: None, uri: Some(CLIENT_IDENTITY) },
-    Leaf { name: "raw-client", dns: None, uri: Some(RAW_CLIENT_IDENTITY) },
-    Leaf { name: "recorder", dns: Some("recorder.mesh.local"), uri: Some(RECORDER_IDENTITY) },
-    Leaf { name: "plain", dns: Some(PLAIN_DNS_NAME), uri: None },
+    Leaf { name: "server", dns: &["echo.mesh.local", "banner.mesh.local"], uri: Some(SERVER_IDENTITY) },
+    Leaf { name: "client", dns: &[], uri: Some(CLIENT_IDENTITY) },
+    Leaf { name: "raw-client", dns: &[], uri: Some(RAW_CLIENT_IDENTITY) },
+    Leaf { name: "recorder", dns: &["recorder.mesh.local"], uri: Some(RECORDER_IDENTITY) },
+    Leaf { name: "plain", dns: &[PLAIN_DNS_NAME], uri: None },
 ];
 
 impl Pki {
@@ -51,7 +51,7 @@ impl Pki {
         let mut leaves = Vec::new();
         for leaf in &LEAVES {
             let key = KeyPair::generate().expect("leaf key");
-            let mut params = CertificateParams::new(leaf.dns.map(|d| vec![d.to_string()]).unwrap_or_default())
+            let mut params = CertificateParams::new(leaf.dns.iter().map(|d| d.to_string()).collect::<Vec<_>>())
                 .expect("leaf params");
             params.distinguished_name.push(DnType::CommonName, leaf.name);
             if let Some(uri) = leaf.uri {
@@ -92,8 +92,7 @@ impl Pki {
     }
 
     /// A rustls client with `name`'s certificate, trusting the CA, offering `alpn`.
-    /// Server names are not checked against the certificate (mesh peers are
-    /// identified by their SPIFFE URI, which the tests check themselves).
+    /// The server's certificate must carry the DNS name connected to.
     pub fn client_config(&self, name: &str, alpn: &[&str]) -> Arc<rustls::ClientConfig> {
         let (chain, key) = self.chain_and_key(name);
         let mut config = rustls::ClientConfig::builder_with_provider(provider())

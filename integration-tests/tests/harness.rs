@@ -35,3 +35,4 @@ async fn both_filters_load_into_real_envoys_and_run() {
     assert!(mesh.client.log().contains("peer-exchange-filter: role client"), "{}", mesh.client.log_tail(50));
     assert!(mesh.server.log().contains("peer-exchange-filter: role server"));
 }
+

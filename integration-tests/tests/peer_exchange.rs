@@ -1,0 +1,331 @@
+//! End-to-end tests of peer-exchange-filter: real Envoys, real mTLS + ALPN,
+//! our .wasm. The client Envoy runs role "client", the server Envoy role
+//! "server"; raw TLS clients speak the protocol to the server directly.
+
+use std::time::{Duration, Instant};
+
+use integration_tests::clients::{assert_same_bytes, echo_through, STEP_TIMEOUT};
+use integration_tests::mesh::{Mesh, MeshOptions, CLIENT_TCP_LOG, SERVER_TCP_LOG, TEST_EXCHANGE_TIMEOUT_MS};
+use integration_tests::wire::{self, V};
+use integration_tests::workloads::{CLIENT, PEER_UNKNOWN, SERVER};
+use integration_tests::{pseudo_random_bytes, BANNER};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const LOG_WAIT: Duration = Duration::from_secs(10);
+const PEER_EXCHANGE_ALPN: &[&str] = &["istio-peer-exchange"];
+const RAW_CLIENT_ID: &str = "raw-client~10.9.9.9~raw.raw-ns~raw-ns.svc.cluster.local";
+
+fn client_counter(mesh: &Mesh, name: &str) -> u64 {
+    mesh.client.counter(&format!("wasmcustom.peer_exchange.client.{name}"))
+}
+
+fn server_counter(mesh: &Mesh, name: &str) -> u64 {
+    mesh.server.counter(&format!("wasmcustom.peer_exchange.server.{name}"))
+}
+
+/// The raw test client's own prefix, built from the spec.
+fn raw_client_prefix() -> Vec<u8> {
+    wire::prefix(
+        vec![("NAME", V::Str("raw-client-1")), ("NAMESPACE", V::Str("raw-ns")), ("LABELS", V::Struct(vec![("app", V::Str("raw"))]))],
+        RAW_CLIENT_ID,
+    )
+}
+
+/// Reads until the other side closes (or errors); returns what arrived.
+async fn read_all<R: AsyncReadExt + Unpin>(stream: &mut R) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(STEP_TIMEOUT, stream.read(&mut buf)).await.expect("read timed out") {
+            Ok(0) | Err(_) => return out,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// Reads until `bytes` start with a complete server prefix followed by `want` bytes.
+async fn read_prefixed<R: AsyncReadExt + Unpin>(stream: &mut R, want: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some((_, _, rest)) = wire::split_prefix(&out) {
+            if rest.len() >= want {
+                return out;
+            }
+        }
+        let n = tokio::time::timeout(STEP_TIMEOUT, stream.read(&mut buf)).await.expect("read timed out").expect("read");
+        assert!(n > 0, "connection closed after {} bytes", out.len());
+        out.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_first_echo_of_1_mib_is_byte_exact_and_both_sides_log_the_peer() {
+    let mesh = Mesh::start();
+    let payload = pseudo_random_bytes(1 << 20, 1);
+    let echoed = echo_through(mesh.client_listener("outbound_tcp_echo"), &payload).await;
+    assert_same_bytes(&echoed, &payload, "1 MiB echo through both Envoys");
+
+    let client_log = mesh.wait_access_log(CLIENT_TCP_LOG, 1, LOG_WAIT);
+    assert_eq!(client_log.len(), 1, "{client_log:?}");
+    SERVER.assert_is(&client_log[0]["upstream_peer"], "client access log");
+    assert_eq!(client_log[0]["upstream_peer_id"], SERVER.node_id);
+    assert!(client_log[0]["peer_not_found"].is_null(), "{}", client_log[0]);
+
+    let server_log = mesh.wait_access_log(SERVER_TCP_LOG, 1, LOG_WAIT);
+    assert_eq!(server_log.len(), 1, "{server_log:?}");
+    CLIENT.assert_is(&server_log[0]["downstream_peer"], "server access log");
+    assert_eq!(server_log[0]["downstream_peer_id"], CLIENT.node_id);
+    assert_eq!(server_log[0]["chain"], "inbound-tcp-echo");
+
+    for (side, counter) in [("client", client_counter as fn(&Mesh, &str) -> u64), ("server", server_counter)] {
+        assert_eq!(counter(&mesh, "alpn_protocol_found"), 1, "{side}");
+        assert_eq!(counter(&mesh, "metadata_added"), 1, "{side}");
+        assert_eq!(counter(&mesh, "metadata_received"), 1, "{side}");
+        assert_eq!(counter(&mesh, "initial_header_not_found"), 0, "{side}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_first_banner_reaches_the_app_and_both_sides_learn_the_peer() {
+    let mesh = Mesh::start();
+    let mut app = TcpStream::connect(mesh.client_listener("outbound_tcp_banner")).await.unwrap();
+    // The app says nothing yet: the banner must arrive on its own, without
+    // the server's prefix and without waiting for the client's metadata.
+    let mut banner = vec![0u8; BANNER.len()];
+    tokio::time::timeout(STEP_TIMEOUT, app.read_exact(&mut banner)).await.expect("banner timed out").unwrap();
+    assert_eq!(banner, BANNER);
+    assert_eq!(client_counter(&mesh, "metadata_received"), 1, "client learned the server from the banner direction");
+    assert_eq!(client_counter(&mesh, "metadata_added"), 0, "nothing sent yet");
+
+    app.write_all(b"EHLO client\r\n").await.unwrap();
+    let mut reply = [0u8; 13];
+    tokio::time::timeout(STEP_TIMEOUT, app.read_exact(&mut reply)).await.expect("echo timed out").unwrap();
+    assert_eq!(&reply, b"EHLO client\r\n");
+    drop(app);
+
+    let client_log = mesh.wait_access_log(CLIENT_TCP_LOG, 1, LOG_WAIT);
+    SERVER.assert_is(&client_log[0]["upstream_peer"], "client access log");
+    let server_log = mesh.wait_access_log(SERVER_TCP_LOG, 1, LOG_WAIT);
+    assert_eq!(server_log[0]["chain"], "inbound-tcp-banner");
+    CLIENT.assert_is(&server_log[0]["downstream_peer"], "server access log");
+    assert_eq!(server_counter(&mesh, "metadata_received"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefix_delivered_one_byte_at_a_time_by_a_raw_tls_client() {
+    let mesh = Mesh::start();
+    let mut tls = mesh.connect_inbound("echo.mesh.local", PEER_EXCHANGE_ALPN).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"istio-peer-exchange"[..]));
+    for byte in raw_client_prefix() {
+        tls.write_all(&[byte]).await.unwrap();
+        tls.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let data = b"application bytes after the prefix";
+    tls.write_all(data).await.unwrap();
+    tls.flush().await.unwrap();
+
+    let received = read_prefixed(&mut tls, data.len()).await;
+    let (server_metadata, server_id, rest) = wire::split_prefix(&received).unwrap();
+    assert_eq!(rest, data, "the echo, with the server's prefix stripped off");
+    SERVER.assert_is(&server_metadata, "server prefix");
+    assert_eq!(server_id, SERVER.node_id);
+    tls.shutdown().await.unwrap();
+    drop(tls);
+
+    let log = mesh.wait_access_log(SERVER_TCP_LOG, 1, LOG_WAIT);
+    assert_eq!(log[0]["downstream_peer"]["value"]["NAME"], "raw-client-1", "{}", log[0]);
+    assert_eq!(log[0]["downstream_peer"]["value"]["LABELS"]["app"], "raw");
+    assert_eq!(log[0]["downstream_peer_id"], RAW_CLIENT_ID);
+    assert_eq!(server_counter(&mesh, "metadata_received"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstreams_that_do_not_take_part_never_receive_magic_bytes() {
+    let mesh = Mesh::start();
+    // plain_tls: a TLS server without a mesh identity that ignores the
+    // offered ALPN, and no opt-in. plain_tls_marked: the same server behind
+    // a cluster (wrongly) opted in: the missing SPIFFE identity still stops it.
+    let mut sent = Vec::new();
+    for (i, listener) in ["outbound_tcp_plain", "outbound_tcp_plain_marked"].into_iter().enumerate() {
+        let payload = pseudo_random_bytes(100_000, 7 + i as u64);
+        let echoed = echo_through(mesh.client_listener(listener), &payload).await;
+        assert_same_bytes(&echoed, &payload, listener);
+        sent.push(payload);
+    }
+    let received = mesh.backends.plain_tls_received.connections();
+    assert_eq!(received.len(), 2);
+    for (got, expected) in received.iter().zip(&sent) {
+        assert_same_bytes(got, expected, "bytes the non-mesh server received");
+        assert!(!got.starts_with(&wire::MAGIC));
+    }
+    assert_eq!(client_counter(&mesh, "alpn_protocol_not_found"), 2);
+    assert_eq!(client_counter(&mesh, "metadata_added"), 0);
+
+    let log = mesh.wait_access_log(CLIENT_TCP_LOG, 2, LOG_WAIT);
+    for line in &log {
+        assert_eq!(line["peer_not_found"], "true", "{line}");
+        assert_eq!(line["upstream_peer_id"], PEER_UNKNOWN, "{line}");
+        assert!(line["upstream_peer"].is_null(), "{line}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_magic_from_a_raw_tls_client_passes_through_untouched() {
+    let mesh = Mesh::start();
+    let mut tls = mesh.connect_inbound("echo.mesh.local", PEER_EXCHANGE_ALPN).await;
+    let data = b"GET / HTTP/1.1\r\nHost: not-a-mesh-peer\r\n\r\n";
+    tls.write_all(data).await.unwrap();
+    tls.flush().await.unwrap();
+    let mut echoed = vec![0u8; data.len()];
+    tokio::time::timeout(STEP_TIMEOUT, tls.read_exact(&mut echoed)).await.unwrap().unwrap();
+    assert_eq!(echoed, data, "no server prefix for a peer that does not speak the exchange");
+    tls.shutdown().await.unwrap();
+    assert!(read_all(&mut tls).await.is_empty());
+
+    assert_eq!(server_counter(&mesh, "initial_header_not_found"), 1);
+    assert_eq!(server_counter(&mesh, "metadata_added"), 0);
+    let log = mesh.wait_access_log(SERVER_TCP_LOG, 1, LOG_WAIT);
+    assert_eq!(log[0]["peer_not_found"], "true");
+    assert_eq!(log[0]["downstream_peer_id"], PEER_UNKNOWN);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_data_size_closes_the_connection_and_envoy_keeps_serving() {
+    let mesh = Mesh::start();
+    let mut tls = mesh.connect_inbound("echo.mesh.local", PEER_EXCHANGE_ALPN).await;
+    let mut header = wire::MAGIC.to_vec();
+    header.extend_from_slice(&u32::MAX.to_be_bytes());
+    header.extend_from_slice(b"some of a 4 GiB payload");
+    tls.write_all(&header).await.unwrap();
+    tls.flush().await.unwrap();
+    assert!(read_all(&mut tls).await.is_empty(), "closed without a byte");
+    assert_eq!(server_counter(&mesh, "data_size_too_large"), 1);
+
+    let payload = pseudo_random_bytes(10_000, 3);
+    let echoed = echo_through(mesh.client_listener("outbound_tcp_echo"), &payload).await;
+    assert_same_bytes(&echoed, &payload, "the next good connection");
+    assert_eq!(server_counter(&mesh, "metadata_received"), 1);
+    let log = mesh.wait_access_log(SERVER_TCP_LOG, 2, LOG_WAIT);
+    assert_eq!(log[0]["peer_not_found"], "true");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_partial_prefix_is_closed_after_the_timeout_and_idle_connections_stay_open() {
+    let mesh = Mesh::start();
+    let mut idle = mesh.connect_inbound("echo.mesh.local", PEER_EXCHANGE_ALPN).await;
+    let idle_since = Instant::now();
+
+    let mut stalled = mesh.connect_inbound("echo.mesh.local", PEER_EXCHANGE_ALPN).await;
+    let prefix = raw_client_prefix();
+    stalled.write_all(&prefix[..20]).await.unwrap();
+    stalled.flush().await.unwrap();
+    let started = Instant::now();
+    assert!(read_all(&mut stalled).await.is_empty());
+    let closed_after = started.elapsed();
+    let timeout = Duration::from_millis(TEST_EXCHANGE_TIMEOUT_MS);
+    assert!(
+        closed_after >= timeout - Duration::from_millis(100) && closed_after < timeout * 3,
+        "closed after {closed_after:?}, configured {timeout:?}"
+    );
+    assert_eq!(server_counter(&mesh, "exchange_timeout"), 1);
+
+    // The idle connection has now been open for longer than the timeout.
+    while idle_since.elapsed() < timeout * 2 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    idle.write_all(&prefix).await.unwrap();
+    idle.write_all(b"still here").await.unwrap();
+    idle.flush().await.unwrap();
+    let received = read_prefixed(&mut idle, 10).await;
+    assert_eq!(wire::split_prefix(&received).unwrap().2, b"still here");
+    assert_eq!(server_counter(&mesh, "exchange_timeout"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_close_during_the_prefix_gives_up_and_passes_the_held_bytes() {
+    let mesh = Mesh::start();
+    let mut tls = mesh.connect_inbound("echo.mesh.local", PEER_EXCHANGE_ALPN).await;
+    let partial = raw_client_prefix()[..6].to_vec();
+    tls.write_all(&partial).await.unwrap();
+    tls.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    tls.shutdown().await.unwrap(); // close_notify + FIN: no more bytes will come
+    let received = read_all(&mut tls).await;
+    let (metadata, _, rest) = wire::split_prefix(&received).expect("server prefix");
+    SERVER.assert_is(&metadata, "server prefix");
+    assert_eq!(rest, partial, "the held bytes went on to the backend and came back");
+    assert_eq!(server_counter(&mesh, "half_closed_mid_prefix"), 1);
+    assert_eq!(server_counter(&mesh, "exchange_timeout"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_concurrent_connections_all_learn_the_peer_with_exact_bytes() {
+    const CONNECTIONS: usize = 200;
+    let mesh = Mesh::start();
+    let addr = mesh.client_listener("outbound_tcp_echo");
+    let tasks: Vec<_> = (0..CONNECTIONS)
+        .map(|i| {
+            tokio::spawn(async move {
+                let payload = pseudo_random_bytes(16 * 1024 + i, 100 + i as u64);
+                let echoed = echo_through(addr, &payload).await;
+                assert_same_bytes(&echoed, &payload, &format!("connection {i}"));
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("connection task");
+    }
+    let client_log = mesh.wait_access_log(CLIENT_TCP_LOG, CONNECTIONS, LOG_WAIT);
+    let server_log = mesh.wait_access_log(SERVER_TCP_LOG, CONNECTIONS, LOG_WAIT);
+    assert_eq!(client_log.len(), CONNECTIONS);
+    assert_eq!(server_log.len(), CONNECTIONS);
+    for line in &client_log {
+        SERVER.assert_is(&line["upstream_peer"], "client access log");
+    }
+    for line in &server_log {
+        CLIENT.assert_is(&line["downstream_peer"], "server access log");
+    }
+    assert_eq!(client_counter(&mesh, "metadata_received"), CONNECTIONS as u64);
+    assert_eq!(server_counter(&mesh, "metadata_received"), CONNECTIONS as u64);
+}
+
+/// Istio's metadata struct for a workload, built from the spec.
+fn spec_metadata(w: &integration_tests::workloads::Workload, with_team: bool) -> Vec<(&'static str, V<'static>)> {
+    let mut labels: Vec<(&str, V<'_>)> = w.labels.iter().map(|(k, v)| (*k, V::Str(v))).collect();
+    if with_team {
+        labels.push(("team", V::Str(w.team)));
+    }
+    let mut fields: Vec<(&str, V<'_>)> = w.fields.iter().map(|(k, v)| (*k, V::Str(v))).collect();
+    fields.push(("LABELS", V::Struct(labels)));
+    fields
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn golden_wire_bytes_equal_the_prefix_built_from_the_spec() {
+    let options = MeshOptions {
+        client_exchange_config: r#"{"role":"client","additional_labels":["team"]}"#.into(),
+        ..MeshOptions::default()
+    };
+    let mesh = Mesh::start_with(options);
+
+    // What the client Envoy puts on the wire, as received by a TLS peer.
+    let echoed = echo_through(mesh.client_listener("outbound_tcp_recorder"), b"golden").await;
+    assert_eq!(echoed, b"golden");
+    let recorded = mesh.backends.mesh_recorder_received.connections();
+    let mut expected = wire::prefix(spec_metadata(&CLIENT, true), CLIENT.node_id);
+    expected.extend_from_slice(b"golden");
+    assert_eq!(recorded, vec![expected], "client prefix on the wire");
+
+    // What the server Envoy puts on the wire, as received by a raw client.
+    let mut tls = mesh.connect_inbound("echo.mesh.local", PEER_EXCHANGE_ALPN).await;
+    tls.write_all(&raw_client_prefix()).await.unwrap();
+    tls.write_all(b"golden").await.unwrap();
+    tls.shutdown().await.unwrap();
+    let received = read_all(&mut tls).await;
+    let mut expected = wire::prefix(spec_metadata(&SERVER, false), SERVER.node_id);
+    expected.extend_from_slice(b"golden");
+    assert_eq!(received, expected, "server prefix on the wire");
+}
