@@ -35,8 +35,9 @@ pub struct Backends {
     pub banner: SocketAddr,
     /// HTTP/1.x and h2c; answers with JSON describing the request.
     pub http: SocketAddr,
-    /// Non-mesh HTTPS that accepts only the ALPN tokens h2 and http/1.1
-    /// (rustls refuses anything else with `no_application_protocol`).
+    /// Non-mesh HTTPS that only speaks h2 (like many gRPC servers): rustls
+    /// refuses a ClientHello whose ALPN list lacks h2 with
+    /// `no_application_protocol` — what Istio users hit without the opt-out.
     pub plain_https: SocketAddr,
     /// Non-mesh TLS (DNS-only certificate, no ALPN) that echoes and records.
     pub plain_tls: SocketAddr,
@@ -49,7 +50,7 @@ pub struct Backends {
 
 impl Backends {
     pub fn start(pki: &Pki) -> Backends {
-        let plain_https_tls = TlsAcceptor::from(pki.server_config("plain", &["h2", "http/1.1"]));
+        let plain_https_tls = TlsAcceptor::from(pki.server_config("plain", &["h2"]));
         let plain_tls = TlsAcceptor::from(pki.server_config("plain", &[]));
         let recorder_tls = TlsAcceptor::from(pki.server_config("recorder", &["istio-peer-exchange"]));
         let plain_tls_received = Recorded::default();

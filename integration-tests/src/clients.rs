@@ -97,6 +97,8 @@ pub async fn http11_keepalive(addr: SocketAddr, paths: &[String]) -> Vec<HttpRes
     tokio::spawn(conn);
     let mut out = Vec::new();
     for path in paths {
+        // The previous response must be fully read before the next request.
+        sender.ready().await.expect("connection ready");
         let req = hyper::Request::get(path.as_str()).header("host", "app.local").body(Empty::<Bytes>::new()).expect("request");
         out.push(collect(tokio::time::timeout(STEP_TIMEOUT, sender.send_request(req)).await.expect("timeout").expect("send")).await);
     }

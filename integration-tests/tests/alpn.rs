@@ -1,0 +1,190 @@
+//! End-to-end tests of alpn-filter and of the server Envoy's ALPN-selected
+//! inbound chains: real Envoys, mTLS, our .wasm.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use integration_tests::backends::Backends;
+use integration_tests::clients::{h2c_get, http11_keepalive, http1_get, HttpResponse};
+use integration_tests::envoy::Envoy;
+use integration_tests::mesh::{self, Mesh, MeshOptions, CLIENT_HTTP_LOG, SERVER_HTTP_LOG};
+use integration_tests::pki::Pki;
+
+const LOG_WAIT: Duration = Duration::from_secs(10);
+
+fn counter(mesh: &Mesh, name: &str) -> u64 {
+    mesh.client.counter(&format!("wasmcustom.alpn_filter.{name}"))
+}
+
+/// The inbound chain that served a response, and what the backend saw.
+fn served_by(response: &HttpResponse) -> (String, String) {
+    assert_eq!(response.status, 200, "{response:?}");
+    let body = response.json();
+    assert_eq!(
+        body["headers"]["x-inbound-chain"], response.header("x-inbound-chain"),
+        "the chain the backend was told about is the one that answered"
+    );
+    (response.header("x-inbound-chain").to_string(), body["protocol"].as_str().unwrap_or_default().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http10_http11_and_h2c_each_reach_the_matching_inbound_chain() {
+    let mesh = Mesh::start();
+    let app = mesh.client_listener("outbound_http");
+
+    let r10 = http1_get(app, "1.0", "/mesh/v10").await;
+    let r11 = http1_get(app, "1.1", "/mesh/v11").await;
+    let r2 = h2c_get(app, "/mesh/v2").await;
+    // Envoy always speaks HTTP/1.1 upstream for an HTTP/1.0 request: the
+    // inbound side learns "1.0" from the ALPN alone, via its chain.
+    assert_eq!(served_by(&r10), ("inbound-http10".into(), "HTTP/1.1".into()));
+    assert_eq!(served_by(&r11), ("inbound-http11".into(), "HTTP/1.1".into()));
+    assert_eq!(served_by(&r2), ("inbound-h2".into(), "HTTP/2".into()));
+    assert_eq!(r10.version, "HTTP/1.0");
+    assert_eq!(r2.version, "HTTP/2");
+
+    assert_eq!(counter(&mesh, "override_http10"), 1);
+    assert_eq!(counter(&mesh, "override_http11"), 1);
+    assert_eq!(counter(&mesh, "override_http2"), 1);
+    let log = mesh.wait_access_log(SERVER_HTTP_LOG, 3, LOG_WAIT);
+    let chains: BTreeMap<String, String> =
+        log.iter().map(|l| (l["path"].as_str().unwrap().to_string(), l["chain"].as_str().unwrap().to_string())).collect();
+    assert_eq!(chains["/mesh/v10"], "inbound-http10");
+    assert_eq!(chains["/mesh/v11"], "inbound-http11");
+    assert_eq!(chains["/mesh/v2"], "inbound-h2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opt_out_cluster_reaches_a_non_mesh_tls_server_with_its_default_alpn() {
+    let mesh = Mesh::start();
+    let app = mesh.client_listener("outbound_http");
+
+    let ok = http1_get(app, "1.1", "/optout/x").await;
+    assert_eq!(ok.status, 200, "{ok:?}");
+    assert_eq!(ok.json()["tls_alpn"], "h2", "the cluster's own [h2, http/1.1] was offered");
+    assert_eq!(counter(&mesh, "skipped_opt_out"), 1);
+
+    // Control: the same server without the opt-out refuses the mesh list.
+    let refused = http1_get(app, "1.1", "/no-optout/x").await;
+    assert_eq!(refused.status, 503, "{refused:?}");
+    let log = mesh.wait_access_log(CLIENT_HTTP_LOG, 2, LOG_WAIT);
+    let failure = log.iter().find(|l| l["path"] == "/no-optout/x").expect("log line")["upstream_failure"].to_string();
+    assert!(failure.to_ascii_uppercase().contains("NO_APPLICATION_PROTOCOL"), "{failure}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_metadata_alpn_list_and_protocol_policy_are_applied() {
+    let mesh = Mesh::start();
+    let app = mesh.client_listener("outbound_http");
+
+    // istio.alpn.alpn: [mesh-custom/1.1, http/1.1] -> only that list can pick the custom chain.
+    let custom = http1_get(app, "1.1", "/custom/x").await;
+    assert_eq!(served_by(&custom), ("inbound-custom".into(), "HTTP/1.1".into()));
+    assert_eq!(counter(&mesh, "override_from_cluster_metadata"), 1);
+
+    // istio.alpn.upstream_protocol: HTTP2 -> an HTTP/1.1 request goes upstream as h2.
+    let h2 = http1_get(app, "1.1", "/h2-cluster/x").await;
+    assert_eq!(served_by(&h2), ("inbound-h2".into(), "HTTP/2".into()));
+    assert_eq!(counter(&mesh, "override_http2"), 1);
+    assert_eq!(counter(&mesh, "override_http11"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weighted_clusters_decide_per_request_and_alpn_lists_never_share_a_connection() {
+    let mesh = Mesh::start();
+    let app = mesh.client_listener("outbound_http");
+    let expected_chain = |cluster: &str| match cluster {
+        "mesh_http" => "inbound-http11",
+        "mesh_http_custom_alpn" => "inbound-custom",
+        other => panic!("unexpected cluster {other}"),
+    };
+
+    let mut seen = BTreeSet::new();
+    for connection in 0..4 {
+        let paths: Vec<String> = (0..10).map(|i| format!("/weighted/{connection}/{i}")).collect();
+        for response in http11_keepalive(app, &paths).await {
+            let cluster = response.header("x-client-cluster").to_string();
+            assert_eq!(served_by(&response).0, expected_chain(&cluster), "{response:?}");
+            seen.insert(cluster);
+        }
+    }
+    assert_eq!(seen.len(), 2, "both weighted clusters were picked: {seen:?}");
+
+    // One cluster, two lists: HTTP/1.0 and HTTP/1.1 requests interleaved.
+    for i in 0..5 {
+        assert_eq!(served_by(&http1_get(app, "1.0", &format!("/mesh/ten/{i}")).await).0, "inbound-http10");
+        assert_eq!(served_by(&http1_get(app, "1.1", &format!("/mesh/eleven/{i}")).await).0, "inbound-http11");
+    }
+
+    // Every upstream connection (seen from the server) carried one chain only.
+    let log = mesh.wait_access_log(SERVER_HTTP_LOG, 50, LOG_WAIT);
+    assert_eq!(log.len(), 50);
+    let mut chains_by_connection: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
+    for line in &log {
+        chains_by_connection
+            .entry(line["connection_id"].as_u64().expect("connection id"))
+            .or_default()
+            .insert(line["chain"].as_str().unwrap().to_string());
+    }
+    for (connection, chains) in &chains_by_connection {
+        assert_eq!(chains.len(), 1, "connection {connection} carried {chains:?}");
+    }
+    let reused = chains_by_connection.len() < log.len();
+    assert!(reused, "upstream connections were reused, so the separation above means something");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_alpn_lists_in_cluster_metadata_are_refused_and_envoy_survives() {
+    let mut mesh = Mesh::start();
+    let app = mesh.client_listener("outbound_http");
+    for case in ["empty-element", "trailing-comma", "whitespace", "long-token"] {
+        let response = http1_get(app, "1.1", &format!("/invalid/{case}/x")).await;
+        // No override: the cluster's own [h2, http/1.1] picks the default chain.
+        assert_eq!(served_by(&response).0, "inbound-default", "{case}: {response:?}");
+    }
+    assert_eq!(counter(&mesh, "skipped_invalid_metadata"), 4);
+    assert_eq!(counter(&mesh, "override_failed"), 0);
+    assert!(mesh.client.is_alive(), "the client Envoy is still running");
+    let log = mesh.client.log();
+    assert!(log.contains("cluster invalid_empty_element: ALPN left alone, invalid metadata"), "{log}");
+    assert!(log.contains("element 1 is empty"));
+    assert!(log.contains("element 0 is 300 bytes long"));
+    let after = http1_get(app, "1.1", "/mesh/after").await;
+    assert_eq!(served_by(&after).0, "inbound-http11");
+}
+
+/// Starts only a client Envoy with the given plugin configurations and
+/// expects it to refuse them: it must exit, and say why.
+fn expect_refused(alpn_config: &str, exchange_config: &str, expected_log: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::generate(&dir.path().join("certs"));
+    let backends = Backends::start(&pki);
+    let vars = mesh::client_vars(dir.path(), &pki, &backends, "127.0.0.1:9".parse().unwrap(), alpn_config, exchange_config);
+    let mut envoy = Envoy::spawn("client", "client.yaml", &vars, dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    let status = envoy.wait_exit(Duration::from_secs(60));
+    let log = envoy.log();
+    assert!(status.is_some_and(|s| !s.success()), "Envoy must refuse the configuration; status {status:?}\n{log}");
+    for needle in expected_log {
+        assert!(log.contains(needle), "log lacks {needle:?}:\n{log}");
+    }
+}
+
+#[test]
+fn invalid_plugin_configuration_is_refused_at_start_with_a_clear_log_line() {
+    let good_exchange = MeshOptions::default().client_exchange_config;
+    expect_refused(
+        r#"{"alpn_override":[{"upstream_protocol":"HTTP3","alpn_override":["istio-h3"]}]}"#,
+        &good_exchange,
+        &["alpn-filter: invalid plugin configuration", "alpn_override[0].upstream_protocol: must be one of HTTP10, HTTP11, HTTP2"],
+    );
+    expect_refused(
+        r#"{"alpn_override":[{"upstream_protocol":"HTTP11","alpn_override":["istio-http/1.1",""]}]}"#,
+        &good_exchange,
+        &["alpn_override[0].alpn_override: element 1 is empty"],
+    );
+    expect_refused(
+        "",
+        r#"{"role":"sidecar"}"#,
+        &["peer-exchange-filter: invalid plugin configuration", "unknown variant `sidecar`"],
+    );
+}
