@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The test command: sets everything up, builds the filters, runs clippy for
+# the wasm target, the native unit tests, and the end-to-end tests against
+# real Envoys. .ci/run calls exactly this.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+
+"$ROOT/scripts/setup.sh"
+"$ROOT/scripts/build-wasm.sh"
+"$ROOT/scripts/lint.sh"
+
+load_toolchain_env
+native_cargo() {
+    if command -v cargo >/dev/null 2>&1; then
+        cargo "$@"
+    else
+        # Only the Debian toolchain is here: use it natively too.
+        env PATH="/usr/bin:/bin:$PATH" RUSTC="$WASM_RUSTC" "$WASM_CARGO" "$@"
+    fi
+}
+
+step "unit tests (native: codecs, state machines, decisions, configs)"
+native_cargo test --locked --workspace --exclude integration-tests
+
+step "end-to-end tests (real Envoy $ENVOY_VERSION, real .wasm, real mTLS)"
+# A hard limit, so a wedged run fails instead of hanging CI.
+timeout -k 30 1500 bash -c "$(declare -f native_cargo); native_cargo test --locked -p integration-tests" ||
+    die "end-to-end tests failed (exit $?); each failing test prints its Envoys' logs above"
+
+step "all tests passed"
