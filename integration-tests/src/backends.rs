@@ -48,8 +48,45 @@ pub struct Backends {
     pub mesh_recorder_received: Recorded,
 }
 
+/// Where the backends listen. Port 0 = chosen by the system.
+#[derive(Clone, Debug)]
+pub struct BackendPorts {
+    pub host: String,
+    pub echo: u16,
+    pub banner: u16,
+    pub http: u16,
+    pub plain_https: u16,
+    pub plain_tls: u16,
+    pub mesh_recorder: u16,
+}
+
+impl BackendPorts {
+    /// 127.0.0.1 with ports chosen at run time (the local harness).
+    pub fn ephemeral() -> Self {
+        BackendPorts { host: "127.0.0.1".into(), echo: 0, banner: 0, http: 0, plain_https: 0, plain_tls: 0, mesh_recorder: 0 }
+    }
+
+    /// Fixed ports (docker-compose): 9000 echo, 9001 banner, 9002 http,
+    /// 9443 plain https, 9444 plain tls, 9445 mesh recorder.
+    pub fn fixed(host: &str) -> Self {
+        BackendPorts {
+            host: host.into(),
+            echo: 9000,
+            banner: 9001,
+            http: 9002,
+            plain_https: 9443,
+            plain_tls: 9444,
+            mesh_recorder: 9445,
+        }
+    }
+}
+
 impl Backends {
     pub fn start(pki: &Pki) -> Backends {
+        Self::start_on(pki, BackendPorts::ephemeral())
+    }
+
+    pub fn start_on(pki: &Pki, ports: BackendPorts) -> Backends {
         let plain_https_tls = TlsAcceptor::from(pki.server_config("plain", &["h2"]));
         let plain_tls = TlsAcceptor::from(pki.server_config("plain", &[]));
         let recorder_tls = TlsAcceptor::from(pki.server_config("recorder", &["istio-peer-exchange"]));
@@ -66,13 +103,14 @@ impl Backends {
                 .build()
                 .expect("backend runtime");
             let addrs = runtime.block_on(async {
+                let at = |port: u16| format!("{}:{port}", ports.host);
                 (
-                    serve(|s| echo(s, None)).await,
-                    serve(|s| echo(s, Some(BANNER))).await,
-                    serve(|s| http(s, None)).await,
-                    serve_tls(plain_https_tls, |s, alpn| http(s, alpn)).await,
-                    serve_recording(plain_tls, plain_rec).await,
-                    serve_recording(recorder_tls, mesh_rec).await,
+                    serve(&at(ports.echo), |s| echo(s, None)).await,
+                    serve(&at(ports.banner), |s| echo(s, Some(BANNER))).await,
+                    serve(&at(ports.http), |s| http(s, None)).await,
+                    serve_tls(&at(ports.plain_https), plain_https_tls, |s, alpn| http(s, alpn)).await,
+                    serve_recording(&at(ports.plain_tls), plain_tls, plain_rec).await,
+                    serve_recording(&at(ports.mesh_recorder), recorder_tls, mesh_rec).await,
                 )
             });
             (runtime, addrs)
@@ -101,18 +139,13 @@ impl Drop for Backends {
     }
 }
 
-async fn bind() -> (TcpListener, SocketAddr) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind backend");
-    let addr = listener.local_addr().expect("backend addr");
-    (listener, addr)
-}
-
-async fn serve<F, Fut>(handler: F) -> SocketAddr
+async fn serve<F, Fut>(at: &str, handler: F) -> SocketAddr
 where
     F: Fn(TcpStream) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let (listener, addr) = bind().await;
+    let listener = TcpListener::bind(at).await.unwrap_or_else(|e| panic!("bind backend {at}: {e}"));
+    let addr = listener.local_addr().expect("backend addr");
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             let _ = stream.set_nodelay(true);
@@ -122,13 +155,13 @@ where
     addr
 }
 
-async fn serve_tls<F, Fut>(acceptor: TlsAcceptor, handler: F) -> SocketAddr
+async fn serve_tls<F, Fut>(at: &str, acceptor: TlsAcceptor, handler: F) -> SocketAddr
 where
     F: Fn(tokio_rustls::server::TlsStream<TcpStream>, Option<String>) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let handler = Arc::new(handler);
-    serve(move |stream| {
+    serve(at, move |stream| {
         let acceptor = acceptor.clone();
         let handler = handler.clone();
         async move {
@@ -142,8 +175,8 @@ where
     .await
 }
 
-async fn serve_recording(acceptor: TlsAcceptor, recorded: Recorded) -> SocketAddr {
-    serve_tls(acceptor, move |mut tls, _alpn| {
+async fn serve_recording(at: &str, acceptor: TlsAcceptor, recorded: Recorded) -> SocketAddr {
+    serve_tls(at, acceptor, move |mut tls, _alpn| {
         let recorded = recorded.clone();
         async move {
             let index = {

@@ -46,12 +46,27 @@ pub fn placeholders(template: &str) -> Vec<String> {
     names
 }
 
-pub struct Envoy {
+/// An Envoy's admin endpoint: stats, listeners, readiness. Works for an
+/// Envoy this harness started and for one it was pointed at.
+#[derive(Clone, Debug)]
+pub struct Admin {
     pub name: String,
+    pub addr: SocketAddr,
+}
+
+/// An Envoy child process owned by the harness (derefs to its [`Admin`]).
+pub struct Envoy {
     child: Option<Child>,
-    pub admin: SocketAddr,
+    pub admin: Admin,
     pub log_path: PathBuf,
     pub config_path: PathBuf,
+}
+
+impl std::ops::Deref for Envoy {
+    type Target = Admin;
+    fn deref(&self) -> &Admin {
+        &self.admin
+    }
 }
 
 pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -106,9 +121,8 @@ impl Envoy {
         }
         let child = command.spawn().map_err(|e| format!("cannot start Envoy: {e}"))?;
         let mut envoy = Envoy {
-            name: name.to_string(),
             child: Some(child),
-            admin: "127.0.0.1:0".parse().expect("addr"),
+            admin: Admin { name: name.to_string(), addr: "127.0.0.1:0".parse().expect("addr") },
             log_path,
             config_path,
         };
@@ -116,7 +130,7 @@ impl Envoy {
         loop {
             if let Ok(text) = std::fs::read_to_string(&admin_path) {
                 if let Ok(addr) = text.trim().parse() {
-                    envoy.admin = addr;
+                    envoy.admin.addr = addr;
                     break;
                 }
             }
@@ -137,10 +151,8 @@ impl Envoy {
             if let Some(status) = self.exit_status() {
                 return Err(format!("Envoy {} exited ({status}):\n{}", self.name, self.log_tail(60)));
             }
-            if let Ok((200, body)) = self.admin_get("/ready") {
-                if body.trim() == "LIVE" {
-                    return Ok(());
-                }
+            if self.admin.is_ready() {
+                return Ok(());
             }
             if Instant::now() > deadline {
                 return Err(format!("Envoy {} not ready in {READY_TIMEOUT:?}:\n{}", self.name, self.log_tail(60)));
@@ -167,12 +179,68 @@ impl Envoy {
     }
 
     pub fn is_alive(&mut self) -> bool {
-        self.exit_status().is_none() && matches!(self.admin_get("/ready"), Ok((200, _)))
+        self.exit_status().is_none() && self.admin.is_ready()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn log_tail(&self, lines: usize) -> String {
+        let log = self.log();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Stops the process: SIGTERM, then SIGKILL after 5 s.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            if let Ok(None) = child.try_wait() {
+                // SAFETY: signalling our own child by its PID.
+                unsafe {
+                    libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+                }
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while Instant::now() < deadline {
+                    if let Ok(Some(_)) = child.try_wait() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                let _ = child.kill();
+            }
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "\n----- Envoy {} log ({}) -----\n{}\n----- end of Envoy {} log -----",
+                self.name,
+                self.log_path.display(),
+                self.log_tail(200),
+                self.name
+            );
+        }
+        self.stop();
+    }
+}
+
+impl Admin {
+    pub fn is_ready(&self) -> bool {
+        matches!(self.admin_get("/ready"), Ok((200, body)) if body.trim() == "LIVE")
     }
 
     /// A plain HTTP/1.1 GET on the admin endpoint (which refuses HTTP/1.0).
     pub fn admin_get(&self, path: &str) -> Result<(u16, String), String> {
-        let mut stream = TcpStream::connect_timeout(&self.admin, Duration::from_secs(5)).map_err(|e| e.to_string())?;
+        let mut stream = TcpStream::connect_timeout(&self.addr, Duration::from_secs(5)).map_err(|e| e.to_string())?;
         stream.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
         write!(stream, "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").map_err(|e| e.to_string())?;
         let mut response = Vec::new();
@@ -224,56 +292,6 @@ impl Envoy {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-    }
-
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
-    }
-
-    pub fn log_tail(&self, lines: usize) -> String {
-        let log = self.log();
-        let all: Vec<&str> = log.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
-    }
-
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-
-    /// Stops the process: SIGTERM, then SIGKILL after 5 s.
-    pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            if let Ok(None) = child.try_wait() {
-                // SAFETY: signalling our own child by its PID.
-                unsafe {
-                    libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
-                }
-                let deadline = Instant::now() + Duration::from_secs(5);
-                while Instant::now() < deadline {
-                    if let Ok(Some(_)) = child.try_wait() {
-                        return;
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                let _ = child.kill();
-            }
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Envoy {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!(
-                "\n----- Envoy {} log ({}) -----\n{}\n----- end of Envoy {} log -----",
-                self.name,
-                self.log_path.display(),
-                self.log_tail(200),
-                self.name
-            );
-        }
-        self.stop();
     }
 }
 

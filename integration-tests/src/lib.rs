@@ -7,17 +7,21 @@
 //! - [`envoy`]: one Envoy child process: config rendering, readiness, admin
 //!   queries, logs; killed by PID on drop (also when a test panics).
 //! - [`mesh`]: the two-Envoy deployment the tests and the demo use.
+//! - [`target`]: a deployment to test, started here or pointed at (docker compose).
+//! - [`checks`]: end-to-end checks that hold for any deployment.
 //! - [`clients`]: what the local app does (TCP echo, HTTP/1.0, HTTP/1.1, h2c).
 //! - [`workloads`]: the workload metadata the two Envoys' nodes carry.
 //! - [`wire`]: the exchange's wire format, written from the spec
 //!   independently of the filter code.
 
 pub mod backends;
+pub mod checks;
 pub mod clients;
 pub mod envoy;
 pub mod mesh;
 pub mod paths;
 pub mod pki;
+pub mod target;
 pub mod wire;
 pub mod workloads;
 

@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 /// SPIFFE identities of the deployment's workloads.
 pub const SERVER_IDENTITY: &str = "spiffe://cluster.local/ns/server-ns/sa/server";
@@ -18,9 +19,6 @@ pub const PLAIN_DNS_NAME: &str = "plain.example.local";
 /// `<name>.crt`/`<name>.key` for server, client, raw-client, recorder, plain.
 pub struct Pki {
     pub dir: PathBuf,
-    ca_der: CertificateDer<'static>,
-    /// (name, certificate DER, PKCS#8 key DER)
-    leaves: Vec<(&'static str, CertificateDer<'static>, Vec<u8>)>,
 }
 
 struct Leaf {
@@ -48,7 +46,6 @@ impl Pki {
         let ca_cert = ca_params.self_signed(&ca_key).expect("CA cert");
         std::fs::write(dir.join("ca.crt"), ca_cert.pem()).expect("write CA");
         let issuer = Issuer::new(ca_params, ca_key);
-        let mut leaves = Vec::new();
         for leaf in &LEAVES {
             let key = KeyPair::generate().expect("leaf key");
             let mut params = CertificateParams::new(leaf.dns.iter().map(|d| d.to_string()).collect::<Vec<_>>())
@@ -62,19 +59,28 @@ impl Pki {
             let cert = params.signed_by(&key, &issuer).expect("sign leaf");
             std::fs::write(dir.join(format!("{}.crt", leaf.name)), cert.pem()).expect("write cert");
             std::fs::write(dir.join(format!("{}.key", leaf.name)), key.serialize_pem()).expect("write key");
-            leaves.push((leaf.name, cert.der().clone(), key.serialize_der()));
         }
-        Pki { dir: dir.to_path_buf(), ca_der: ca_cert.der().clone(), leaves }
+        Pki { dir: dir.to_path_buf() }
+    }
+
+    /// Certificates an earlier [`Pki::generate`] wrote (e.g. for a deployment
+    /// started elsewhere).
+    pub fn load(dir: &Path) -> Pki {
+        for file in std::iter::once("ca.crt".to_string()).chain(LEAVES.iter().map(|l| format!("{}.crt", l.name))) {
+            assert!(dir.join(&file).is_file(), "{} is missing in {}", file, dir.display());
+        }
+        Pki { dir: dir.to_path_buf() }
     }
 
     fn chain_and_key(&self, name: &str) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
-        let (_, cert, key) = self.leaves.iter().find(|(n, _, _)| *n == name).expect("unknown certificate name");
-        (vec![cert.clone()], PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.clone())))
+        let cert = CertificateDer::from_pem_file(self.dir.join(format!("{name}.crt"))).expect("read certificate");
+        let key = PrivateKeyDer::from_pem_file(self.dir.join(format!("{name}.key"))).expect("read key");
+        (vec![cert], key)
     }
 
     fn roots(&self) -> rustls::RootCertStore {
         let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.ca_der.clone()).expect("add CA");
+        roots.add(CertificateDer::from_pem_file(self.dir.join("ca.crt")).expect("read CA")).expect("add CA");
         roots
     }
 

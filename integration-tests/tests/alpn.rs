@@ -151,6 +151,11 @@ async fn invalid_alpn_lists_in_cluster_metadata_are_refused_and_envoy_survives()
     assert!(log.contains("element 0 is 300 bytes long"));
     let after = http1_get(app, "1.1", "/mesh/after").await;
     assert_eq!(served_by(&after).0, "inbound-http11");
+
+    // A route without a cluster (direct response) is not an error either.
+    assert_eq!(http1_get(app, "1.1", "/no-cluster").await.status, 204);
+    assert_eq!(counter(&mesh, "skipped_no_cluster"), 1);
+    assert!(mesh.client.is_alive());
 }
 
 /// Starts only a client Envoy with the given plugin configurations and

@@ -1,0 +1,101 @@
+//! Checks that hold for any deployment of the two Envoys — one this harness
+//! started or one it is pointed at (docker compose) — so they use counter
+//! deltas and find their own access-log lines instead of assuming a fresh
+//! Envoy.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::clients::{assert_same_bytes, echo_through, h2c_get, http1_get};
+use crate::mesh::{CLIENT_TCP_LOG, SERVER_HTTP_LOG, SERVER_TCP_LOG};
+use crate::target::Target;
+use crate::workloads::{CLIENT, PEER_UNKNOWN, SERVER};
+use crate::{pseudo_random_bytes, BANNER};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const LOG_WAIT: Duration = Duration::from_secs(15);
+
+/// A value that differs between runs (unique paths and payload sizes).
+fn nonce() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+}
+
+fn as_u64(v: &serde_json::Value) -> u64 {
+    v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok())).unwrap_or(0)
+}
+
+/// HTTP/1.0, HTTP/1.1 and h2c each reach the inbound chain of their ALPN.
+pub async fn http_versions_reach_their_inbound_chains(t: &Target) {
+    let n = nonce();
+    let app = t.client_listener("outbound_http");
+    let counter = |name: &str| t.client.counter(&format!("wasmcustom.alpn_filter.{name}"));
+    let before = [counter("override_http10"), counter("override_http11"), counter("override_http2")];
+    let cases = [
+        (http1_get(app, "1.0", &format!("/mesh/{n}/v10")).await, "inbound-http10", format!("/mesh/{n}/v10")),
+        (http1_get(app, "1.1", &format!("/mesh/{n}/v11")).await, "inbound-http11", format!("/mesh/{n}/v11")),
+        (h2c_get(app, &format!("/mesh/{n}/v2")).await, "inbound-h2", format!("/mesh/{n}/v2")),
+    ];
+    for (response, chain, path) in &cases {
+        assert_eq!(response.status, 200, "{path}: {response:?}");
+        assert_eq!(response.header("x-inbound-chain"), *chain, "{path}");
+        let line = t.find_log_line(SERVER_HTTP_LOG, LOG_WAIT, |l| l["path"] == path.as_str());
+        assert_eq!(line.expect("server access log line")["chain"], *chain, "{path}");
+    }
+    let after = [counter("override_http10"), counter("override_http11"), counter("override_http2")];
+    for (i, (b, a)) in before.iter().zip(after).enumerate() {
+        assert_eq!(a - b, 1, "override counter {i}");
+    }
+}
+
+/// Client-first TCP through both Envoys: exact bytes, both sides log the peer.
+pub async fn tcp_exchange_learns_both_peers(t: &Target) {
+    let len = 100_000 + (nonce() % 900_000) as usize;
+    let payload = pseudo_random_bytes(len, nonce());
+    let echoed = echo_through(t.client_listener("outbound_tcp_echo"), &payload).await;
+    assert_same_bytes(&echoed, &payload, "echo through both Envoys");
+    let client_line = t
+        .find_log_line(CLIENT_TCP_LOG, LOG_WAIT, |l| l["listener"] == "outbound_tcp_echo" && as_u64(&l["bytes_received"]) == len as u64)
+        .expect("client access log line for this connection");
+    SERVER.assert_is(&client_line["upstream_peer"], "client access log");
+    assert_eq!(client_line["upstream_peer_id"], SERVER.node_id);
+    let server_line = t
+        .find_log_line(SERVER_TCP_LOG, LOG_WAIT, |l| {
+            let extra = as_u64(&l["bytes_received"]).wrapping_sub(len as u64);
+            l["chain"] == "inbound-tcp-echo" && (1..4096).contains(&extra)
+        })
+        .expect("server access log line for this connection");
+    CLIENT.assert_is(&server_line["downstream_peer"], "server access log");
+}
+
+/// Server-first TCP: the banner arrives before the app writes.
+pub async fn server_first_banner_arrives_intact(t: &Target) {
+    let mut app = tokio::net::TcpStream::connect(t.client_listener("outbound_tcp_banner")).await.expect("connect");
+    let mut banner = vec![0u8; BANNER.len()];
+    tokio::time::timeout(LOG_WAIT, app.read_exact(&mut banner)).await.expect("banner timed out").expect("read");
+    assert_eq!(banner, BANNER);
+    app.write_all(b"QUIT\r\n").await.expect("write");
+    let mut echo = [0u8; 6];
+    tokio::time::timeout(LOG_WAIT, app.read_exact(&mut echo)).await.expect("echo timed out").expect("read");
+    assert_eq!(&echo, b"QUIT\r\n");
+}
+
+/// A non-mesh TLS upstream gets exactly the app's bytes; the peer is not found.
+pub async fn non_mesh_upstream_is_untouched(t: &Target) {
+    let len = 10_000 + (nonce() % 90_000) as usize;
+    let payload = pseudo_random_bytes(len, nonce());
+    let echoed = echo_through(t.client_listener("outbound_tcp_plain"), &payload).await;
+    assert_same_bytes(&echoed, &payload, "echo from the non-mesh TLS server");
+    let line = t
+        .find_log_line(CLIENT_TCP_LOG, LOG_WAIT, |l| l["listener"] == "outbound_tcp_plain" && as_u64(&l["bytes_received"]) == len as u64)
+        .expect("client access log line for this connection");
+    assert_eq!(line["peer_not_found"], "true", "{line}");
+    assert_eq!(line["upstream_peer_id"], PEER_UNKNOWN, "{line}");
+    assert_eq!(as_u64(&line["bytes_sent"]), len as u64, "no prefix was stripped from, or added to, the stream");
+}
+
+/// All of the above, in order (counter deltas stay meaningful).
+pub async fn all(t: &Target) {
+    http_versions_reach_their_inbound_chains(t).await;
+    tcp_exchange_learns_both_peers(t).await;
+    server_first_banner_arrives_intact(t).await;
+    non_mesh_upstream_is_untouched(t).await;
+}
