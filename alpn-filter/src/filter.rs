@@ -74,34 +74,37 @@ impl HttpContext for AlpnStream {
     }
 }
 
+fn cluster_name() -> String {
+    wasm_host::get_property_string(&["xds", "cluster_name"]).ok().flatten().unwrap_or_else(|| "-".into())
+}
+
 fn apply(shared: &Shared) -> HostResult<()> {
     let protocol = wasm_host::get_property_string(&["request", "protocol"])?;
-    let cluster_name = wasm_host::get_property_string(&["xds", "cluster_name"])?;
-    let metadata = match cluster_name {
-        Some(_) => wasm_host::get_property(&["xds", "cluster_metadata"])?.unwrap_or_default(),
-        None => Vec::new(),
+    // One hostcall in the common case: the route's cluster metadata. Only
+    // when Envoy has none do we ask whether there is a cluster at all.
+    let cluster_metadata = match wasm_host::get_property(&["xds", "cluster_metadata"])? {
+        Some(metadata) => Some(metadata),
+        None => wasm_host::get_property(&["xds", "cluster_name"])?.map(|_| Vec::new()),
     };
-    let cluster_metadata = cluster_name.as_ref().map(|_| metadata.as_slice());
-    let decision = decide(&shared.config, protocol.as_deref(), cluster_metadata);
+    let decision = decide(&shared.config, protocol.as_deref(), cluster_metadata.as_deref());
     for counter in decision.counters() {
         shared.counters.inc(counter.index());
     }
-    let cluster_name = cluster_name.as_deref().unwrap_or("-");
     match &decision {
         Decision::Override { protocol, alpn, source } => {
             let value = alpn.to_envoy_value();
             if let Err(e) = wasm_host::set_envoy_filter_state(APPLICATION_PROTOCOLS, &value) {
                 shared.counters.inc(Counter::OverrideFailed.index());
-                log::warn!("alpn-filter: cluster {cluster_name}: cannot set upstream ALPN: {e}");
+                log::warn!("alpn-filter: cluster {}: cannot set upstream ALPN: {e}", cluster_name());
             } else {
-                log::debug!("alpn-filter: cluster {cluster_name}: {protocol} -> ALPN {value} (from {source:?})");
+                log::debug!("alpn-filter: cluster {}: {protocol} -> ALPN {value} (from {source:?})", cluster_name());
             }
         }
         Decision::Skip(SkipReason::InvalidMetadata(reason)) => {
-            log::warn!("alpn-filter: cluster {cluster_name}: ALPN left alone, invalid metadata: {reason}");
+            log::warn!("alpn-filter: cluster {}: ALPN left alone, invalid metadata: {reason}", cluster_name());
         }
         Decision::Skip(reason) => {
-            log::debug!("alpn-filter: cluster {cluster_name}: ALPN left alone: {reason:?}");
+            log::debug!("alpn-filter: cluster {}: ALPN left alone: {reason:?}", cluster_name());
         }
     }
     Ok(())

@@ -74,14 +74,28 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
 impl Envoy {
     /// Renders `template` (a file in envoy-configs/) into `dir` and starts
     /// Envoy on it. Fails (with the log) if Envoy exits or is not ready in time.
-    pub fn start(name: &str, template: &str, vars: &BTreeMap<String, String>, dir: &Path) -> Result<Envoy, String> {
-        let mut envoy = Self::spawn(name, template, vars, dir)?;
+    /// `wasm_log_level` is Envoy's level for the `wasm` logger (the filters'
+    /// own lines).
+    pub fn start(
+        name: &str,
+        template: &str,
+        vars: &BTreeMap<String, String>,
+        dir: &Path,
+        wasm_log_level: &str,
+    ) -> Result<Envoy, String> {
+        let mut envoy = Self::spawn(name, template, vars, dir, wasm_log_level)?;
         envoy.wait_ready()?;
         Ok(envoy)
     }
 
     /// Starts Envoy without waiting for it to be ready.
-    pub fn spawn(name: &str, template: &str, vars: &BTreeMap<String, String>, dir: &Path) -> Result<Envoy, String> {
+    pub fn spawn(
+        name: &str,
+        template: &str,
+        vars: &BTreeMap<String, String>,
+        dir: &Path,
+        wasm_log_level: &str,
+    ) -> Result<Envoy, String> {
         let template_path = paths::envoy_configs().join(template);
         let text = std::fs::read_to_string(&template_path)
             .map_err(|e| format!("cannot read {}: {e}", template_path.display()))?;
@@ -107,7 +121,7 @@ impl Envoy {
             .arg("-l")
             .arg("info")
             .arg("--component-log-level")
-            .arg("wasm:debug")
+            .arg(format!("wasm:{wasm_log_level}"))
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log_err));

@@ -22,6 +22,8 @@ pub struct MeshOptions {
     pub alpn_config: String,
     pub server_exchange_config: String,
     pub client_exchange_config: String,
+    /// Envoy's `wasm` log level (the filters log each decision at debug).
+    pub wasm_log_level: String,
 }
 
 /// The exchange timeout the tests' deployment uses (short, to test it).
@@ -37,6 +39,7 @@ impl Default for MeshOptions {
             client_exchange_config: format!(
                 r#"{{"role":"client","exchange_timeout_ms":{TEST_EXCHANGE_TIMEOUT_MS}}}"#
             ),
+            wasm_log_level: "debug".into(),
         }
     }
 }
@@ -99,6 +102,8 @@ pub fn client_vars(
         ("ALPN_WASM", paths::alpn_filter_wasm().display().to_string()),
         ("ALPN_CONFIG", alpn_config.to_string()),
         ("HTTP_PORT", "0".into()),
+        ("HTTP_BASELINE_PORT", "0".into()),
+        ("TCP_BASELINE_PORT", "0".into()),
         ("TCP_ECHO_PORT", "0".into()),
         ("TCP_BANNER_PORT", "0".into()),
         ("TCP_RECORDER_PORT", "0".into()),
@@ -126,7 +131,8 @@ impl Mesh {
         let pki = Pki::generate(&dir.path().join("certs"));
         let backends = Backends::start(&pki);
         let server_vars = server_vars(dir.path(), &pki, &backends, &options.server_exchange_config);
-        let server = Envoy::start("server", "server.yaml", &server_vars, dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let server = Envoy::start("server", "server.yaml", &server_vars, dir.path(), &options.wasm_log_level)
+            .unwrap_or_else(|e| panic!("{e}"));
         let server_addr = SocketAddr::from(([127, 0, 0, 1], server.listener_port("inbound_mtls")));
         let client_vars = client_vars(
             dir.path(),
@@ -136,7 +142,8 @@ impl Mesh {
             &options.alpn_config,
             &options.client_exchange_config,
         );
-        let client = Envoy::start("client", "client.yaml", &client_vars, dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let client = Envoy::start("client", "client.yaml", &client_vars, dir.path(), &options.wasm_log_level)
+            .unwrap_or_else(|e| panic!("{e}"));
         Mesh { client, server, backends, pki, dir }
     }
 

@@ -165,7 +165,7 @@ fn expect_refused(alpn_config: &str, exchange_config: &str, expected_log: &[&str
     let pki = Pki::generate(&dir.path().join("certs"));
     let backends = Backends::start(&pki);
     let vars = mesh::client_vars(dir.path(), &pki, &backends, "127.0.0.1:9".parse().unwrap(), alpn_config, exchange_config);
-    let mut envoy = Envoy::spawn("client", "client.yaml", &vars, dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    let mut envoy = Envoy::spawn("client", "client.yaml", &vars, dir.path(), "debug").unwrap_or_else(|e| panic!("{e}"));
     let status = envoy.wait_exit(Duration::from_secs(60));
     let log = envoy.log();
     assert!(status.is_some_and(|s| !s.success()), "Envoy must refuse the configuration; status {status:?}\n{log}");

@@ -13,7 +13,7 @@ use crate::config::{Config, Role};
 use crate::deadlines::Deadlines;
 use crate::exchange::{Counter, Exchange, Outcome, Step};
 use crate::metadata::{encode_payload, WorkloadMetadata, WORKLOAD_FIELDS};
-use crate::participation::{client_verdict, server_participates, UpstreamView, Verdict};
+use crate::participation::{client_verdict, server_participates, UpstreamFacts, Verdict};
 
 /// Filter-state key of the "peer not found" marker (`wasm.peer_not_found`).
 const PEER_NOT_FOUND_KEY: &str = "peer_not_found";
@@ -158,6 +158,24 @@ fn mark_peer_not_found(role: Role) {
     }
 }
 
+/// The client role's upstream, read from Envoy's properties on demand.
+struct HostUpstream;
+
+impl UpstreamFacts for HostUpstream {
+    fn tls_version(&mut self) -> Option<String> {
+        wasm_host::get_property_string(&["upstream", "tls_version"]).ok().flatten()
+    }
+    fn peer_uri_san(&mut self) -> Option<String> {
+        wasm_host::get_property_string(&["upstream", "uri_san_peer_certificate"]).ok().flatten()
+    }
+    fn cluster_metadata(&mut self) -> Vec<u8> {
+        wasm_host::get_property(&["xds", "cluster_metadata"]).ok().flatten().unwrap_or_default()
+    }
+    fn host_metadata(&mut self) -> Vec<u8> {
+        wasm_host::get_property(&["xds", "upstream_host_metadata"]).ok().flatten().unwrap_or_default()
+    }
+}
+
 struct PeerStream {
     context_id: u32,
     shared: Rc<Shared>,
@@ -204,19 +222,7 @@ impl PeerStream {
                 server_participates(tls.as_deref())
             }
             Role::Client => {
-                let string = |path: &[&str]| wasm_host::get_property_string(path).ok().flatten();
-                let bytes = |path: &[&str]| wasm_host::get_property(path).ok().flatten().unwrap_or_default();
-                let tls_version = string(&["upstream", "tls_version"]);
-                let peer_uri_san = string(&["upstream", "uri_san_peer_certificate"]);
-                let cluster_metadata = bytes(&["xds", "cluster_metadata"]);
-                let host_metadata = bytes(&["xds", "upstream_host_metadata"]);
-                let view = UpstreamView {
-                    tls_version: tls_version.as_deref(),
-                    peer_uri_san: peer_uri_san.as_deref(),
-                    cluster_metadata: &cluster_metadata,
-                    host_metadata: &host_metadata,
-                };
-                let verdict = client_verdict(&view, &self.shared.config.peer_identity_prefix);
+                let verdict = client_verdict(&mut HostUpstream, &self.shared.config.peer_identity_prefix);
                 if verdict != Verdict::Participate {
                     log::debug!("peer-exchange-filter: connection {}: upstream does not take part: {verdict:?}", self.context_id);
                 }

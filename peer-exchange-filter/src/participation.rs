@@ -34,17 +34,17 @@ pub const CLUSTER_NAMESPACE: &str = "istio.peer_exchange";
 /// Istio's endpoint metadata marking endpoints reached with Istio mTLS.
 pub const TRANSPORT_SOCKET_MATCH_NAMESPACE: &str = "envoy.transport_socket_match";
 
-/// What the client role can see of its upstream.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct UpstreamView<'a> {
+/// What the client role can see of its upstream. Asked lazily, in the
+/// order of the rule, so a decided connection costs no further hostcalls.
+pub trait UpstreamFacts {
     /// `upstream.tls_version` (absent: plaintext).
-    pub tls_version: Option<&'a str>,
+    fn tls_version(&mut self) -> Option<String>;
     /// `upstream.uri_san_peer_certificate`.
-    pub peer_uri_san: Option<&'a str>,
-    /// `xds.cluster_metadata` (serialized `Metadata`).
-    pub cluster_metadata: &'a [u8],
-    /// `xds.upstream_host_metadata` (serialized `Metadata`).
-    pub host_metadata: &'a [u8],
+    fn peer_uri_san(&mut self) -> Option<String>;
+    /// `xds.cluster_metadata` (serialized `Metadata`; empty when none).
+    fn cluster_metadata(&mut self) -> Vec<u8>;
+    /// `xds.upstream_host_metadata` (serialized `Metadata`; empty when none).
+    fn host_metadata(&mut self) -> Vec<u8>;
 }
 
 /// Why the client role did or did not take part (for logs).
@@ -64,19 +64,19 @@ impl Verdict {
 }
 
 /// The client role's rule (see the module docs).
-pub fn client_verdict(upstream: &UpstreamView<'_>, peer_identity_prefix: &str) -> Verdict {
-    if upstream.tls_version.is_none_or(str::is_empty) {
+pub fn client_verdict(upstream: &mut dyn UpstreamFacts, peer_identity_prefix: &str) -> Verdict {
+    if upstream.tls_version().is_none_or(|v| v.is_empty()) {
         return Verdict::UpstreamNotTls;
     }
     if !peer_identity_prefix.is_empty()
-        && !upstream.peer_uri_san.is_some_and(|san| san.starts_with(peer_identity_prefix))
+        && !upstream.peer_uri_san().is_some_and(|san| san.starts_with(peer_identity_prefix))
     {
         return Verdict::PeerIdentityMismatch;
     }
-    match cluster_enabled(upstream.cluster_metadata) {
+    match cluster_enabled(&upstream.cluster_metadata()) {
         Some(false) => Verdict::ClusterOptedOut,
         Some(true) => Verdict::Participate,
-        None if endpoint_is_istio_mtls(upstream.host_metadata) => Verdict::Participate,
+        None if endpoint_is_istio_mtls(&upstream.host_metadata()) => Verdict::Participate,
         None => Verdict::NotMarkedAsMesh,
     }
 }
@@ -124,40 +124,72 @@ mod tests {
         Metadata { filter_metadata: [(namespace.to_string(), Struct { fields })].into_iter().collect() }.encode_to_vec()
     }
 
-    fn mesh_upstream<'a>(cluster: &'a [u8], host: &'a [u8]) -> UpstreamView<'a> {
-        UpstreamView {
+    #[derive(Clone, Default)]
+    struct View {
+        tls_version: Option<&'static str>,
+        peer_uri_san: Option<&'static str>,
+        cluster_metadata: Vec<u8>,
+        host_metadata: Vec<u8>,
+        asked: Vec<&'static str>,
+    }
+
+    impl UpstreamFacts for View {
+        fn tls_version(&mut self) -> Option<String> {
+            self.asked.push("tls_version");
+            self.tls_version.map(str::to_string)
+        }
+        fn peer_uri_san(&mut self) -> Option<String> {
+            self.asked.push("peer_uri_san");
+            self.peer_uri_san.map(str::to_string)
+        }
+        fn cluster_metadata(&mut self) -> Vec<u8> {
+            self.asked.push("cluster_metadata");
+            self.cluster_metadata.clone()
+        }
+        fn host_metadata(&mut self) -> Vec<u8> {
+            self.asked.push("host_metadata");
+            self.host_metadata.clone()
+        }
+    }
+
+    fn mesh_upstream(cluster: &[u8], host: &[u8]) -> View {
+        View {
             tls_version: Some("TLSv1.3"),
             peer_uri_san: Some("spiffe://cluster.local/ns/default/sa/server"),
-            cluster_metadata: cluster,
-            host_metadata: host,
+            cluster_metadata: cluster.to_vec(),
+            host_metadata: host.to_vec(),
+            asked: Vec::new(),
         }
     }
 
     #[test]
     fn cluster_opt_in_or_istio_endpoint_marker_makes_a_mesh_upstream() {
         let opt_in = md(CLUSTER_NAMESPACE, "enabled", Kind::BoolValue(true));
-        assert_eq!(client_verdict(&mesh_upstream(&opt_in, &[]), "spiffe://"), Verdict::Participate);
+        let mut view = mesh_upstream(&opt_in, &[]);
+        assert_eq!(client_verdict(&mut view, "spiffe://"), Verdict::Participate);
+        assert_eq!(view.asked, ["tls_version", "peer_uri_san", "cluster_metadata"], "host metadata not needed");
         let opt_in_str = md(CLUSTER_NAMESPACE, "enabled", Kind::StringValue("true".into()));
-        assert_eq!(client_verdict(&mesh_upstream(&opt_in_str, &[]), "spiffe://"), Verdict::Participate);
+        assert_eq!(client_verdict(&mut mesh_upstream(&opt_in_str, &[]), "spiffe://"), Verdict::Participate);
         let istio = md(TRANSPORT_SOCKET_MATCH_NAMESPACE, "tlsMode", Kind::StringValue("istio".into()));
-        assert_eq!(client_verdict(&mesh_upstream(&[], &istio), "spiffe://"), Verdict::Participate);
+        assert_eq!(client_verdict(&mut mesh_upstream(&[], &istio), "spiffe://"), Verdict::Participate);
     }
 
     #[test]
     fn unmarked_plaintext_or_non_mesh_upstreams_never_participate() {
         let opt_in = md(CLUSTER_NAMESPACE, "enabled", Kind::BoolValue(true));
-        assert_eq!(client_verdict(&mesh_upstream(&[], &[]), "spiffe://"), Verdict::NotMarkedAsMesh);
+        assert_eq!(client_verdict(&mut mesh_upstream(&[], &[]), "spiffe://"), Verdict::NotMarkedAsMesh);
         let disabled = md(TRANSPORT_SOCKET_MATCH_NAMESPACE, "tlsMode", Kind::StringValue("disabled".into()));
-        assert_eq!(client_verdict(&mesh_upstream(&[], &disabled), "spiffe://"), Verdict::NotMarkedAsMesh);
+        assert_eq!(client_verdict(&mut mesh_upstream(&[], &disabled), "spiffe://"), Verdict::NotMarkedAsMesh);
 
-        let plaintext = UpstreamView { tls_version: None, ..mesh_upstream(&opt_in, &[]) };
-        assert_eq!(client_verdict(&plaintext, "spiffe://"), Verdict::UpstreamNotTls);
-        let dns_only = UpstreamView { peer_uri_san: None, ..mesh_upstream(&opt_in, &[]) };
-        assert_eq!(client_verdict(&dns_only, "spiffe://"), Verdict::PeerIdentityMismatch);
-        let other = UpstreamView { peer_uri_san: Some("https://example.com"), ..mesh_upstream(&opt_in, &[]) };
-        assert_eq!(client_verdict(&other, "spiffe://"), Verdict::PeerIdentityMismatch);
+        let mut plaintext = View { tls_version: None, ..mesh_upstream(&opt_in, &[]) };
+        assert_eq!(client_verdict(&mut plaintext, "spiffe://"), Verdict::UpstreamNotTls);
+        assert_eq!(plaintext.asked, ["tls_version"]);
+        let dns_only = View { peer_uri_san: None, ..mesh_upstream(&opt_in, &[]) };
+        assert_eq!(client_verdict(&mut dns_only.clone(), "spiffe://"), Verdict::PeerIdentityMismatch);
+        let mut other = View { peer_uri_san: Some("https://example.com"), ..mesh_upstream(&opt_in, &[]) };
+        assert_eq!(client_verdict(&mut other, "spiffe://"), Verdict::PeerIdentityMismatch);
         // The identity check can be turned off.
-        assert_eq!(client_verdict(&dns_only, ""), Verdict::Participate);
+        assert_eq!(client_verdict(&mut dns_only.clone(), ""), Verdict::Participate);
     }
 
     #[test]
@@ -165,13 +197,13 @@ mod tests {
         let istio = md(TRANSPORT_SOCKET_MATCH_NAMESPACE, "tlsMode", Kind::StringValue("istio".into()));
         for off in [Kind::BoolValue(false), Kind::StringValue("false".into()), Kind::StringValue("yes".into())] {
             let opt_out = md(CLUSTER_NAMESPACE, "enabled", off);
-            assert_eq!(client_verdict(&mesh_upstream(&opt_out, &istio), "spiffe://"), Verdict::ClusterOptedOut);
+            assert_eq!(client_verdict(&mut mesh_upstream(&opt_out, &istio), "spiffe://"), Verdict::ClusterOptedOut);
         }
     }
 
     #[test]
     fn garbage_metadata_never_opts_in() {
-        assert_eq!(client_verdict(&mesh_upstream(&[0xff, 0x01], &[0xff]), "spiffe://"), Verdict::NotMarkedAsMesh);
+        assert_eq!(client_verdict(&mut mesh_upstream(&[0xff, 0x01], &[0xff]), "spiffe://"), Verdict::NotMarkedAsMesh);
     }
 
     #[test]
