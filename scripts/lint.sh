@@ -15,3 +15,13 @@ else
     wasm_cargo cargo clippy --release --locked "${pkgs[@]}" -- -D warnings
 fi
 info "clippy: clean"
+
+step "clippy for the native crates (harness, tests, unit tests)"
+unset WASM_TARGET_DIR
+if cargo clippy --version >/dev/null 2>&1; then
+    cargo clippy --locked --workspace --all-targets -- -D warnings
+else
+    env PATH="/usr/bin:/bin:$PATH" CARGO="$WASM_CARGO" RUSTC="$WASM_RUSTC" \
+        "$WASM_CLIPPY" clippy --locked --workspace --all-targets -- -D warnings
+fi
+info "clippy: clean"

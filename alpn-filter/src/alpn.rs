@@ -81,10 +81,9 @@ impl fmt::Display for AlpnError {
             Self::TokenTooLong { index, len } => {
                 write!(f, "element {index} is {len} bytes long (at most {MAX_TOKEN_LEN})")
             }
-            Self::BadCharacter { index } => write!(
-                f,
-                "element {index} contains whitespace, a comma or a non-printable character"
-            ),
+            Self::BadCharacter { index } => {
+                write!(f, "element {index} contains whitespace, a comma or a non-printable character")
+            }
             Self::TooLong { wire_len } => {
                 write!(f, "the list takes {wire_len} bytes on the wire (at most {MAX_WIRE_LEN})")
             }
@@ -163,10 +162,7 @@ mod tests {
             let list = p.istio_default_alpn();
             assert_eq!(list.tokens().last().map(String::as_str), Some(p.plain_alpn()));
         }
-        assert_eq!(
-            UpstreamProtocol::Http11.istio_default_alpn().to_envoy_value(),
-            "istio-http/1.1,istio,http/1.1"
-        );
+        assert_eq!(UpstreamProtocol::Http11.istio_default_alpn().to_envoy_value(), "istio-http/1.1,istio,http/1.1");
         assert_eq!(UpstreamProtocol::Http10.istio_default_alpn().to_envoy_value(), "istio-http/1.0,istio,http/1.0");
         assert_eq!(UpstreamProtocol::Http2.istio_default_alpn().to_envoy_value(), "istio-h2,istio,h2");
     }

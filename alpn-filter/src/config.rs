@@ -224,16 +224,26 @@ mod tests {
     #[test]
     fn errors_name_the_field_and_the_reason() {
         let cases: &[(&str, &str)] = &[
-            (r#"{"alpn_override":[{"upstream_protocol":"HTTP3","alpn_override":["a"]}]}"#,
-             "alpn_override[0].upstream_protocol: must be one of HTTP10, HTTP11, HTTP2"),
-            (r#"{"alpn_override":[{"upstream_protocol":7,"alpn_override":["a"]}]}"#,
-             "alpn_override[0].upstream_protocol: must be one of HTTP10, HTTP11, HTTP2"),
-            (r#"{"alpn_override":[{"upstream_protocol":"HTTP11","alpn_override":["a",""]}]}"#,
-             "alpn_override[0].alpn_override: element 1 is empty"),
-            (r#"{"alpn_override":[{"upstream_protocol":"HTTP11","alpn_override":["a"]},{"upstream_protocol":"HTTP11"}]}"#,
-             "alpn_override[1].upstream_protocol: HTTP11 is listed twice"),
-            (r#"{"alpn_override":[{"upstream_protocol":"HTTP2","alpn_override":["istio h2"]}]}"#,
-             "alpn_override[0].alpn_override: element 0 contains whitespace, a comma or a non-printable character"),
+            (
+                r#"{"alpn_override":[{"upstream_protocol":"HTTP3","alpn_override":["a"]}]}"#,
+                "alpn_override[0].upstream_protocol: must be one of HTTP10, HTTP11, HTTP2",
+            ),
+            (
+                r#"{"alpn_override":[{"upstream_protocol":7,"alpn_override":["a"]}]}"#,
+                "alpn_override[0].upstream_protocol: must be one of HTTP10, HTTP11, HTTP2",
+            ),
+            (
+                r#"{"alpn_override":[{"upstream_protocol":"HTTP11","alpn_override":["a",""]}]}"#,
+                "alpn_override[0].alpn_override: element 1 is empty",
+            ),
+            (
+                r#"{"alpn_override":[{"upstream_protocol":"HTTP11","alpn_override":["a"]},{"upstream_protocol":"HTTP11"}]}"#,
+                "alpn_override[1].upstream_protocol: HTTP11 is listed twice",
+            ),
+            (
+                r#"{"alpn_override":[{"upstream_protocol":"HTTP2","alpn_override":["istio h2"]}]}"#,
+                "alpn_override[0].alpn_override: element 0 contains whitespace, a comma or a non-printable character",
+            ),
         ];
         for (input, expected) in cases {
             let err = AlpnConfig::parse(input.as_bytes()).unwrap_err();

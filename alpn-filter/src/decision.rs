@@ -214,17 +214,23 @@ mod tests {
     fn invalid_metadata_unknown_protocol_and_missing_cluster_skip() {
         let config = AlpnConfig::default();
         let md = metadata(&[(FILTER_NAMESPACE, strukt(&[("alpn", s("a,,b"))]))]);
-        assert!(matches!(decide(&config, Some("HTTP/1.1"), cluster(&md)), Decision::Skip(SkipReason::InvalidMetadata(_))));
-        assert!(matches!(decide(&config, Some("HTTP/3"), cluster(&[])), Decision::Skip(SkipReason::UnknownProtocol(p)) if p == "HTTP/3"));
+        assert!(matches!(
+            decide(&config, Some("HTTP/1.1"), cluster(&md)),
+            Decision::Skip(SkipReason::InvalidMetadata(_))
+        ));
+        assert!(
+            matches!(decide(&config, Some("HTTP/3"), cluster(&[])), Decision::Skip(SkipReason::UnknownProtocol(p)) if p == "HTTP/3")
+        );
         assert!(matches!(decide(&config, None, cluster(&[])), Decision::Skip(SkipReason::UnknownProtocol(_))));
         assert_eq!(decide(&config, Some("HTTP/1.1"), None), Decision::Skip(SkipReason::NoCluster));
     }
 
     #[test]
     fn a_protocol_without_a_list_is_left_alone() {
-        let config =
-            AlpnConfig::parse(br#"{"alpn_override":[{"upstream_protocol":"HTTP2","alpn_override":["istio-h2","h2"]}]}"#)
-                .unwrap();
+        let config = AlpnConfig::parse(
+            br#"{"alpn_override":[{"upstream_protocol":"HTTP2","alpn_override":["istio-h2","h2"]}]}"#,
+        )
+        .unwrap();
         assert_eq!(
             decide(&config, Some("HTTP/1.1"), cluster(&[])),
             Decision::Skip(SkipReason::NoListForProtocol(UpstreamProtocol::Http11))

@@ -67,8 +67,8 @@ enum ListOrString {
 
 /// Decodes `xds.cluster_metadata` (a serialized `envoy.config.core.v3.Metadata`).
 pub fn cluster_policy(metadata: &[u8]) -> Result<ClusterPolicy, ConfigError> {
-    let metadata = Metadata::decode(metadata)
-        .map_err(|e| ConfigError::new("cluster metadata", format!("cannot decode: {e}")))?;
+    let metadata =
+        Metadata::decode(metadata).map_err(|e| ConfigError::new("cluster metadata", format!("cannot decode: {e}")))?;
     policy_from_metadata(&metadata)
 }
 
@@ -169,10 +169,8 @@ pub(crate) mod tests {
         assert!(cluster_policy(&md).unwrap().opt_out);
         let md = metadata(&[(ISTIO_NAMESPACE, strukt(&[("alpn_override", s("true"))]))]);
         assert!(!cluster_policy(&md).unwrap().opt_out);
-        let md = metadata(&[(
-            ISTIO_NAMESPACE,
-            strukt(&[("alpn_override", Value { kind: Some(Kind::BoolValue(false)) })]),
-        )]);
+        let md =
+            metadata(&[(ISTIO_NAMESPACE, strukt(&[("alpn_override", Value { kind: Some(Kind::BoolValue(false)) })]))]);
         assert!(cluster_policy(&md).unwrap().opt_out);
     }
 
@@ -188,7 +186,10 @@ pub(crate) mod tests {
                     Value {
                         kind: Some(Kind::ListValue(proto::prost_types::ListValue {
                             values: vec![
-                                obj(&[("upstream_protocol", s("HTTP11")), ("alpn_override", list(&["m11", "http/1.1"]))]),
+                                obj(&[
+                                    ("upstream_protocol", s("HTTP11")),
+                                    ("alpn_override", list(&["m11", "http/1.1"])),
+                                ]),
                                 obj(&[("upstream_protocol", s("HTTP10")), ("alpn_override", list(&[]))]),
                             ],
                         })),

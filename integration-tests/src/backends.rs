@@ -63,7 +63,15 @@ pub struct BackendPorts {
 impl BackendPorts {
     /// 127.0.0.1 with ports chosen at run time (the local harness).
     pub fn ephemeral() -> Self {
-        BackendPorts { host: "127.0.0.1".into(), echo: 0, banner: 0, http: 0, plain_https: 0, plain_tls: 0, mesh_recorder: 0 }
+        BackendPorts {
+            host: "127.0.0.1".into(),
+            echo: 0,
+            banner: 0,
+            http: 0,
+            plain_https: 0,
+            plain_tls: 0,
+            mesh_recorder: 0,
+        }
     }
 
     /// Fixed ports (docker-compose): 9000 echo, 9001 banner, 9002 http,
@@ -108,7 +116,7 @@ impl Backends {
                     serve(&at(ports.echo), |s| echo(s, None)).await,
                     serve(&at(ports.banner), |s| echo(s, Some(BANNER))).await,
                     serve(&at(ports.http), |s| http(s, None)).await,
-                    serve_tls(&at(ports.plain_https), plain_https_tls, |s, alpn| http(s, alpn)).await,
+                    serve_tls(&at(ports.plain_https), plain_https_tls, http).await,
                     serve_recording(&at(ports.plain_tls), plain_tls, plain_rec).await,
                     serve_recording(&at(ports.mesh_recorder), recorder_tls, mesh_rec).await,
                 )

@@ -53,7 +53,9 @@ pub async fn tcp_exchange_learns_both_peers(t: &Target) {
     let echoed = echo_through(t.client_listener("outbound_tcp_echo"), &payload).await;
     assert_same_bytes(&echoed, &payload, "echo through both Envoys");
     let client_line = t
-        .find_log_line(CLIENT_TCP_LOG, LOG_WAIT, |l| l["listener"] == "outbound_tcp_echo" && as_u64(&l["bytes_received"]) == len as u64)
+        .find_log_line(CLIENT_TCP_LOG, LOG_WAIT, |l| {
+            l["listener"] == "outbound_tcp_echo" && as_u64(&l["bytes_received"]) == len as u64
+        })
         .expect("client access log line for this connection");
     SERVER.assert_is(&client_line["upstream_peer"], "client access log");
     assert_eq!(client_line["upstream_peer_id"], SERVER.node_id);
@@ -85,7 +87,9 @@ pub async fn non_mesh_upstream_is_untouched(t: &Target) {
     let echoed = echo_through(t.client_listener("outbound_tcp_plain"), &payload).await;
     assert_same_bytes(&echoed, &payload, "echo from the non-mesh TLS server");
     let line = t
-        .find_log_line(CLIENT_TCP_LOG, LOG_WAIT, |l| l["listener"] == "outbound_tcp_plain" && as_u64(&l["bytes_received"]) == len as u64)
+        .find_log_line(CLIENT_TCP_LOG, LOG_WAIT, |l| {
+            l["listener"] == "outbound_tcp_plain" && as_u64(&l["bytes_received"]) == len as u64
+        })
         .expect("client access log line for this connection");
     assert_eq!(line["peer_not_found"], "true", "{line}");
     assert_eq!(line["upstream_peer_id"], PEER_UNKNOWN, "{line}");

@@ -26,10 +26,7 @@ pub async fn echo_through(addr: SocketAddr, payload: &[u8]) -> Vec<u8> {
         writer.shutdown().await.expect("half-close");
     });
     let mut received = Vec::with_capacity(payload.len());
-    tokio::time::timeout(STEP_TIMEOUT, reader.read_to_end(&mut received))
-        .await
-        .expect("echo timed out")
-        .expect("read");
+    tokio::time::timeout(STEP_TIMEOUT, reader.read_to_end(&mut received)).await.expect("echo timed out").expect("read");
     write.await.expect("writer");
     received
 }
@@ -99,8 +96,16 @@ pub async fn http11_keepalive(addr: SocketAddr, paths: &[String]) -> Vec<HttpRes
     for path in paths {
         // The previous response must be fully read before the next request.
         sender.ready().await.expect("connection ready");
-        let req = hyper::Request::get(path.as_str()).header("host", "app.local").body(Empty::<Bytes>::new()).expect("request");
-        out.push(collect(tokio::time::timeout(STEP_TIMEOUT, sender.send_request(req)).await.expect("timeout").expect("send")).await);
+        let req = hyper::Request::get(path.as_str())
+            .header("host", "app.local")
+            .body(Empty::<Bytes>::new())
+            .expect("request");
+        out.push(
+            collect(
+                tokio::time::timeout(STEP_TIMEOUT, sender.send_request(req)).await.expect("timeout").expect("send"),
+            )
+            .await,
+        );
     }
     out
 }

@@ -71,31 +71,31 @@ impl std::ops::Deref for Envoy {
 
 pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How to start one Envoy.
+#[derive(Clone, Copy)]
+pub struct Launch<'a> {
+    /// Names the rendered config, the log and the admin address file in `dir`.
+    pub name: &'a str,
+    /// A file in envoy-configs/.
+    pub template: &'a str,
+    pub vars: &'a BTreeMap<String, String>,
+    pub dir: &'a Path,
+    /// Envoy's level for the `wasm` logger (the filters' own lines).
+    pub wasm_log_level: &'a str,
+}
+
 impl Envoy {
-    /// Renders `template` (a file in envoy-configs/) into `dir` and starts
-    /// Envoy on it. Fails (with the log) if Envoy exits or is not ready in time.
-    /// `wasm_log_level` is Envoy's level for the `wasm` logger (the filters'
-    /// own lines).
-    pub fn start(
-        name: &str,
-        template: &str,
-        vars: &BTreeMap<String, String>,
-        dir: &Path,
-        wasm_log_level: &str,
-    ) -> Result<Envoy, String> {
-        let mut envoy = Self::spawn(name, template, vars, dir, wasm_log_level)?;
+    /// Starts Envoy and waits until it is ready. Fails (with the log) if
+    /// Envoy exits or is not ready in time.
+    pub fn start(launch: &Launch<'_>) -> Result<Envoy, String> {
+        let mut envoy = Self::spawn(launch)?;
         envoy.wait_ready()?;
         Ok(envoy)
     }
 
     /// Starts Envoy without waiting for it to be ready.
-    pub fn spawn(
-        name: &str,
-        template: &str,
-        vars: &BTreeMap<String, String>,
-        dir: &Path,
-        wasm_log_level: &str,
-    ) -> Result<Envoy, String> {
+    pub fn spawn(launch: &Launch<'_>) -> Result<Envoy, String> {
+        let Launch { name, template, vars, dir, wasm_log_level } = *launch;
         let template_path = paths::envoy_configs().join(template);
         let text = std::fs::read_to_string(&template_path)
             .map_err(|e| format!("cannot read {}: {e}", template_path.display()))?;
@@ -152,7 +152,10 @@ impl Envoy {
                 return Err(format!("Envoy {name} exited ({status}) while starting:\n{}", envoy.log_tail(60)));
             }
             if Instant::now() > deadline {
-                return Err(format!("Envoy {name} wrote no admin address in {READY_TIMEOUT:?}:\n{}", envoy.log_tail(60)));
+                return Err(format!(
+                    "Envoy {name} wrote no admin address in {READY_TIMEOUT:?}:\n{}",
+                    envoy.log_tail(60)
+                ));
             }
             std::thread::sleep(Duration::from_millis(50));
         }

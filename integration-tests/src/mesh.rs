@@ -12,7 +12,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use crate::backends::Backends;
-use crate::envoy::Envoy;
+use crate::envoy::{Envoy, Launch};
 use crate::paths;
 use crate::pki::{server_name, Pki};
 
@@ -33,12 +33,8 @@ impl Default for MeshOptions {
     fn default() -> Self {
         MeshOptions {
             alpn_config: String::new(),
-            server_exchange_config: format!(
-                r#"{{"role":"server","exchange_timeout_ms":{TEST_EXCHANGE_TIMEOUT_MS}}}"#
-            ),
-            client_exchange_config: format!(
-                r#"{{"role":"client","exchange_timeout_ms":{TEST_EXCHANGE_TIMEOUT_MS}}}"#
-            ),
+            server_exchange_config: format!(r#"{{"role":"server","exchange_timeout_ms":{TEST_EXCHANGE_TIMEOUT_MS}}}"#),
+            client_exchange_config: format!(r#"{{"role":"client","exchange_timeout_ms":{TEST_EXCHANGE_TIMEOUT_MS}}}"#),
             wasm_log_level: "debug".into(),
         }
     }
@@ -131,8 +127,14 @@ impl Mesh {
         let pki = Pki::generate(&dir.path().join("certs"));
         let backends = Backends::start(&pki);
         let server_vars = server_vars(dir.path(), &pki, &backends, &options.server_exchange_config);
-        let server = Envoy::start("server", "server.yaml", &server_vars, dir.path(), &options.wasm_log_level)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let launch = |name, template, vars| Launch {
+            name,
+            template,
+            vars,
+            dir: dir.path(),
+            wasm_log_level: &options.wasm_log_level,
+        };
+        let server = Envoy::start(&launch("server", "server.yaml", &server_vars)).unwrap_or_else(|e| panic!("{e}"));
         let server_addr = SocketAddr::from(([127, 0, 0, 1], server.listener_port("inbound_mtls")));
         let client_vars = client_vars(
             dir.path(),
@@ -142,8 +144,7 @@ impl Mesh {
             &options.alpn_config,
             &options.client_exchange_config,
         );
-        let client = Envoy::start("client", "client.yaml", &client_vars, dir.path(), &options.wasm_log_level)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let client = Envoy::start(&launch("client", "client.yaml", &client_vars)).unwrap_or_else(|e| panic!("{e}"));
         Mesh { client, server, backends, pki, dir }
     }
 

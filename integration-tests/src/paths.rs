@@ -28,11 +28,7 @@ pub fn wasm(name: &str) -> PathBuf {
         Some(p) => PathBuf::from(p),
         None => workspace_root().join("dist").join(format!("{name}.wasm")),
     };
-    assert!(
-        path.is_file(),
-        "{} not found: run scripts/build-wasm.sh (or set {var})",
-        path.display()
-    );
+    assert!(path.is_file(), "{} not found: run scripts/build-wasm.sh (or set {var})", path.display());
     path
 }
 

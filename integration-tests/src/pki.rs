@@ -28,7 +28,11 @@ struct Leaf {
 }
 
 const LEAVES: [Leaf; 5] = [
-    Leaf { name: "server", dns: &["echo.mesh.local", "banner.mesh.local", "baseline.mesh.local"], uri: Some(SERVER_IDENTITY) },
+    Leaf {
+        name: "server",
+        dns: &["echo.mesh.local", "banner.mesh.local", "baseline.mesh.local"],
+        uri: Some(SERVER_IDENTITY),
+    },
     Leaf { name: "client", dns: &[], uri: Some(CLIENT_IDENTITY) },
     Leaf { name: "raw-client", dns: &[], uri: Some(RAW_CLIENT_IDENTITY) },
     Leaf { name: "recorder", dns: &["recorder.mesh.local"], uri: Some(RECORDER_IDENTITY) },

@@ -34,7 +34,8 @@ pub struct Target {
 }
 
 fn required(var: &str) -> String {
-    std::env::var(var).unwrap_or_else(|_| panic!("MESH_TARGET=external needs {var} (see integration-tests/src/target.rs)"))
+    std::env::var(var)
+        .unwrap_or_else(|_| panic!("MESH_TARGET=external needs {var} (see integration-tests/src/target.rs)"))
 }
 
 fn resolve(host_port: &str) -> SocketAddr {

@@ -58,7 +58,8 @@ pub fn strukt(fields: &[(&str, V<'_>)]) -> Vec<u8> {
 /// The whole prefix: magic, data_size (u32 BE), `Any { type_url = 1, value = 2 }`
 /// of a Struct with `x-envoy-peer-metadata` and `x-envoy-peer-metadata-id`.
 pub fn prefix(metadata: Vec<(&str, V<'_>)>, node_id: &str) -> Vec<u8> {
-    let payload_struct = strukt(&[("x-envoy-peer-metadata", V::Struct(metadata)), ("x-envoy-peer-metadata-id", V::Str(node_id))]);
+    let payload_struct =
+        strukt(&[("x-envoy-peer-metadata", V::Struct(metadata)), ("x-envoy-peer-metadata-id", V::Str(node_id))]);
     let mut any = Vec::new();
     length_delimited(1, b"type.googleapis.com/google.protobuf.Struct", &mut any);
     length_delimited(2, &payload_struct, &mut any);

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use integration_tests::backends::Backends;
 use integration_tests::clients::{h2c_get, http11_keepalive, http1_get, HttpResponse};
-use integration_tests::envoy::Envoy;
+use integration_tests::envoy::{Envoy, Launch};
 use integration_tests::mesh::{self, Mesh, MeshOptions, CLIENT_HTTP_LOG, SERVER_HTTP_LOG};
 use integration_tests::pki::Pki;
 
@@ -21,7 +21,8 @@ fn served_by(response: &HttpResponse) -> (String, String) {
     assert_eq!(response.status, 200, "{response:?}");
     let body = response.json();
     assert_eq!(
-        body["headers"]["x-inbound-chain"], response.header("x-inbound-chain"),
+        body["headers"]["x-inbound-chain"],
+        response.header("x-inbound-chain"),
         "the chain the backend was told about is the one that answered"
     );
     (response.header("x-inbound-chain").to_string(), body["protocol"].as_str().unwrap_or_default().to_string())
@@ -47,8 +48,10 @@ async fn http10_http11_and_h2c_each_reach_the_matching_inbound_chain() {
     assert_eq!(counter(&mesh, "override_http11"), 1);
     assert_eq!(counter(&mesh, "override_http2"), 1);
     let log = mesh.wait_access_log(SERVER_HTTP_LOG, 3, LOG_WAIT);
-    let chains: BTreeMap<String, String> =
-        log.iter().map(|l| (l["path"].as_str().unwrap().to_string(), l["chain"].as_str().unwrap().to_string())).collect();
+    let chains: BTreeMap<String, String> = log
+        .iter()
+        .map(|l| (l["path"].as_str().unwrap().to_string(), l["chain"].as_str().unwrap().to_string()))
+        .collect();
     assert_eq!(chains["/mesh/v10"], "inbound-http10");
     assert_eq!(chains["/mesh/v11"], "inbound-http11");
     assert_eq!(chains["/mesh/v2"], "inbound-h2");
@@ -164,8 +167,11 @@ fn expect_refused(alpn_config: &str, exchange_config: &str, expected_log: &[&str
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::generate(&dir.path().join("certs"));
     let backends = Backends::start(&pki);
-    let vars = mesh::client_vars(dir.path(), &pki, &backends, "127.0.0.1:9".parse().unwrap(), alpn_config, exchange_config);
-    let mut envoy = Envoy::spawn("client", "client.yaml", &vars, dir.path(), "debug").unwrap_or_else(|e| panic!("{e}"));
+    let vars =
+        mesh::client_vars(dir.path(), &pki, &backends, "127.0.0.1:9".parse().unwrap(), alpn_config, exchange_config);
+    let launch =
+        Launch { name: "client", template: "client.yaml", vars: &vars, dir: dir.path(), wasm_log_level: "debug" };
+    let mut envoy = Envoy::spawn(&launch).unwrap_or_else(|e| panic!("{e}"));
     let status = envoy.wait_exit(Duration::from_secs(60));
     let log = envoy.log();
     assert!(status.is_some_and(|s| !s.success()), "Envoy must refuse the configuration; status {status:?}\n{log}");
@@ -180,7 +186,10 @@ fn invalid_plugin_configuration_is_refused_at_start_with_a_clear_log_line() {
     expect_refused(
         r#"{"alpn_override":[{"upstream_protocol":"HTTP3","alpn_override":["istio-h3"]}]}"#,
         &good_exchange,
-        &["alpn-filter: invalid plugin configuration", "alpn_override[0].upstream_protocol: must be one of HTTP10, HTTP11, HTTP2"],
+        &[
+            "alpn-filter: invalid plugin configuration",
+            "alpn_override[0].upstream_protocol: must be one of HTTP10, HTTP11, HTTP2",
+        ],
     );
     expect_refused(
         r#"{"alpn_override":[{"upstream_protocol":"HTTP11","alpn_override":["istio-http/1.1",""]}]}"#,

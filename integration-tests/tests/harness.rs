@@ -26,7 +26,10 @@ async fn both_filters_load_into_real_envoys_and_run() {
     tcp.read_exact(&mut echo).await.unwrap();
     assert_eq!(&echo, b"ping");
     drop(tcp);
-    assert_eq!(mesh.client.wait_counter("wasmcustom.peer_exchange.client.metadata_added", 1, Duration::from_secs(5)), 1);
+    assert_eq!(
+        mesh.client.wait_counter("wasmcustom.peer_exchange.client.metadata_added", 1, Duration::from_secs(5)),
+        1
+    );
     assert_eq!(mesh.server.counter("wasmcustom.peer_exchange.server.metadata_received"), 1);
     assert_eq!(mesh.server.counter("wasmcustom.peer_exchange.server.metadata_added"), 1);
     assert_eq!(mesh.client.counter("wasmcustom.peer_exchange.client.metadata_received"), 1);
@@ -35,4 +38,3 @@ async fn both_filters_load_into_real_envoys_and_run() {
     assert!(mesh.client.log().contains("peer-exchange-filter: role client"), "{}", mesh.client.log_tail(50));
     assert!(mesh.server.log().contains("peer-exchange-filter: role server"));
 }
-

@@ -41,7 +41,12 @@ fn environment(service: &serde_yaml::Value) -> Vec<(String, String)> {
         .as_mapping()
         .expect("environment mapping")
         .iter()
-        .map(|(k, v)| (k.as_str().unwrap().to_string(), v.as_str().map(str::to_string).unwrap_or_else(|| serde_yaml::to_string(v).unwrap().trim().to_string())))
+        .map(|(k, v)| {
+            (
+                k.as_str().unwrap().to_string(),
+                v.as_str().map(str::to_string).unwrap_or_else(|| serde_yaml::to_string(v).unwrap().trim().to_string()),
+            )
+        })
         .collect()
 }
 
@@ -60,7 +65,10 @@ fn compose_file_is_valid_and_everything_it_mounts_exists() {
             let spec = volume.as_str().expect("short volume syntax");
             let source = spec.split(':').next().unwrap();
             if source.starts_with('/') {
-                assert!(Path::new(source).exists(), "{name:?} mounts {source}, which does not exist (run scripts/build-wasm.sh)");
+                assert!(
+                    Path::new(source).exists(),
+                    "{name:?} mounts {source}, which does not exist (run scripts/build-wasm.sh)"
+                );
             } else {
                 assert!(declared_volumes.contains(source), "{name:?} uses undeclared volume {source}");
             }
@@ -135,8 +143,14 @@ fn render_script_matches_the_harness_renderer() {
     let pki = Pki::generate(&dir.path().join("certs"));
     let backends = Backends::start(&pki);
     let server_vars = mesh::server_vars(dir.path(), &pki, &backends, r#"{"role":"server"}"#);
-    let client_vars =
-        mesh::client_vars(dir.path(), &pki, &backends, "127.0.0.1:15006".parse().unwrap(), "{}", r#"{"role":"client"}"#);
+    let client_vars = mesh::client_vars(
+        dir.path(),
+        &pki,
+        &backends,
+        "127.0.0.1:15006".parse().unwrap(),
+        "{}",
+        r#"{"role":"client"}"#,
+    );
     for (template, vars) in [("server.yaml", server_vars), ("client.yaml", client_vars)] {
         let expected = render(&std::fs::read_to_string(paths::envoy_configs().join(template)).unwrap(), &vars).unwrap();
         let out = dir.path().join(format!("sh-{template}"));
@@ -148,7 +162,11 @@ fn render_script_matches_the_harness_renderer() {
     // A missing variable is an error that names it.
     let result = render_sh("server.yaml", &[], &dir.path().join("broken.yaml"));
     assert!(!result.status.success());
-    assert!(String::from_utf8_lossy(&result.stderr).contains("is not set"), "{}", String::from_utf8_lossy(&result.stderr));
+    assert!(
+        String::from_utf8_lossy(&result.stderr).contains("is not set"),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
 }
 
 fn sha256_digest(bytes: &[u8]) -> String {
@@ -168,7 +186,9 @@ fn blob(layout: &Path, descriptor: &serde_json::Value) -> Vec<u8> {
 #[test]
 fn oci_image_layout_is_istio_wasm_format_and_holds_our_module() {
     let dir = tempfile::tempdir().unwrap();
-    for (module, name) in [(paths::peer_exchange_filter_wasm(), "peer-exchange-filter"), (paths::alpn_filter_wasm(), "alpn-filter")] {
+    for (module, name) in
+        [(paths::peer_exchange_filter_wasm(), "peer-exchange-filter"), (paths::alpn_filter_wasm(), "alpn-filter")]
+    {
         let mut digests = Vec::new();
         for attempt in 0..2 {
             let layout = dir.path().join(format!("{name}-{attempt}"));
@@ -180,9 +200,11 @@ fn oci_image_layout_is_istio_wasm_format_and_holds_our_module() {
                 .status()
                 .expect("run scripts/oci-image.py");
             assert!(status.success());
-            let oci_layout: serde_json::Value = serde_json::from_slice(&std::fs::read(layout.join("oci-layout")).unwrap()).unwrap();
+            let oci_layout: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(layout.join("oci-layout")).unwrap()).unwrap();
             assert_eq!(oci_layout["imageLayoutVersion"], "1.0.0");
-            let index: serde_json::Value = serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+            let index: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
             assert_eq!(index["schemaVersion"], 2);
             let entry = &index["manifests"][0];
             assert_eq!(entry["annotations"]["org.opencontainers.image.ref.name"], "0.1.0");
@@ -196,7 +218,11 @@ fn oci_image_layout_is_istio_wasm_format_and_holds_our_module() {
             let compressed = blob(&layout, &layers[0]);
             let mut tar_bytes = Vec::new();
             flate2::read::GzDecoder::new(compressed.as_slice()).read_to_end(&mut tar_bytes).unwrap();
-            assert_eq!(config["rootfs"]["diff_ids"][0], sha256_digest(&tar_bytes), "diff_id = digest of the uncompressed layer");
+            assert_eq!(
+                config["rootfs"]["diff_ids"][0],
+                sha256_digest(&tar_bytes),
+                "diff_id = digest of the uncompressed layer"
+            );
             let mut archive = tar::Archive::new(tar_bytes.as_slice());
             let mut files = Vec::new();
             for entry in archive.entries().unwrap() {
@@ -228,7 +254,8 @@ fn wasm_plugin_manifests_are_well_formed_and_their_configs_are_accepted() {
             assert_eq!(plugin["kind"], "WasmPlugin", "{file}");
             let spec = &plugin["spec"];
             assert!(spec["url"].as_str().unwrap().starts_with("oci://"), "{file}");
-            let strategy = spec["failStrategy"].as_str().unwrap_or_else(|| panic!("{file}: failStrategy is chosen explicitly"));
+            let strategy =
+                spec["failStrategy"].as_str().unwrap_or_else(|| panic!("{file}: failStrategy is chosen explicitly"));
             assert!(["FAIL_CLOSE", "FAIL_OPEN", "FAIL_RELOAD"].contains(&strategy));
             let config = serde_json::to_vec(&serde_json::to_value(&spec["pluginConfig"]).unwrap()).unwrap();
             let kind = spec["type"].as_str().unwrap();
@@ -242,7 +269,8 @@ fn wasm_plugin_manifests_are_well_formed_and_their_configs_are_accepted() {
                     assert_eq!(parsed.role.name(), expected, "{file}: role matches the traffic direction");
                 }
                 "HTTP" => {
-                    alpn_filter::config::AlpnConfig::parse(&config).unwrap_or_else(|e| panic!("{file}: pluginConfig refused: {e}"));
+                    alpn_filter::config::AlpnConfig::parse(&config)
+                        .unwrap_or_else(|e| panic!("{file}: pluginConfig refused: {e}"));
                 }
                 other => panic!("{file}: unexpected type {other}"),
             }
@@ -265,7 +293,8 @@ fn documented_configuration_examples_are_accepted_by_the_filters() {
                 alpn_filter::config::AlpnConfig::parse(block.as_bytes()).unwrap_or_else(|e| panic!("{e}:\n{block}"));
             }
             "peer-exchange-filter" => {
-                peer_exchange_filter::config::Config::parse(block.as_bytes()).unwrap_or_else(|e| panic!("{e}:\n{block}"));
+                peer_exchange_filter::config::Config::parse(block.as_bytes())
+                    .unwrap_or_else(|e| panic!("{e}:\n{block}"));
             }
             other => panic!("unknown example tag {other}"),
         }

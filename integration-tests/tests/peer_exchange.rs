@@ -27,7 +27,11 @@ fn server_counter(mesh: &Mesh, name: &str) -> u64 {
 /// The raw test client's own prefix, built from the spec.
 fn raw_client_prefix() -> Vec<u8> {
     wire::prefix(
-        vec![("NAME", V::Str("raw-client-1")), ("NAMESPACE", V::Str("raw-ns")), ("LABELS", V::Struct(vec![("app", V::Str("raw"))]))],
+        vec![
+            ("NAME", V::Str("raw-client-1")),
+            ("NAMESPACE", V::Str("raw-ns")),
+            ("LABELS", V::Struct(vec![("app", V::Str("raw"))])),
+        ],
         RAW_CLIENT_ID,
     )
 }

@@ -18,7 +18,9 @@ pub enum Header {
     Incomplete,
     /// The bytes stopped matching the magic: this stream carries no exchange.
     NotMagic,
-    Complete { data_size: u32 },
+    Complete {
+        data_size: u32,
+    },
 }
 
 /// Reads the initial header from the first `min(len, 8)` bytes of a stream.

@@ -109,7 +109,10 @@ fn err(field: &str, reason: impl fmt::Display) -> ConfigError {
 impl Config {
     pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
         if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Err(err("role", "missing: the configuration must say {\"role\": \"client\"} or {\"role\": \"server\"}"));
+            return Err(err(
+                "role",
+                "missing: the configuration must say {\"role\": \"client\"} or {\"role\": \"server\"}",
+            ));
         }
         let raw: RawConfig = serde_json::from_slice(bytes).map_err(|e| ConfigError(format!("invalid JSON: {e}")))?;
         let mut fields = BTreeMap::new();

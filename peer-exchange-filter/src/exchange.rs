@@ -513,6 +513,16 @@ mod tests {
         assert_eq!(names.len(), Counter::ALL.len());
     }
 
+    /// Splits `bytes` into chunks at arbitrary cut points.
+    fn cut(bytes: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
+        let mut points: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
+        points.push(0);
+        points.push(bytes.len());
+        points.sort_unstable();
+        points.dedup();
+        points.windows(2).map(|w| bytes[w[0]..w[1]].to_vec()).collect()
+    }
+
     proptest! {
         // Any chunking of a valid prefix followed by app data: the app data
         // arrives byte-exact and the peer is found.
@@ -522,12 +532,7 @@ mod tests {
             let mut bytes = prefix();
             let prefix_len = bytes.len();
             bytes.extend_from_slice(&data);
-            let mut points: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
-            points.push(0);
-            points.push(bytes.len());
-            points.sort_unstable();
-            points.dedup();
-            let chunks: Vec<Vec<u8>> = points.windows(2).map(|w| bytes[w[0]..w[1]].to_vec()).collect();
+            let chunks = cut(&bytes, &cuts);
             let (delivered, outcomes, closed) = run(&chunks, false);
             prop_assert!(!closed);
             prop_assert_eq!(&delivered, &data);
@@ -544,12 +549,7 @@ mod tests {
                           eos in any::<bool>()) {
             let mut bytes = if start_with_magic { crate::codec::MAGIC.to_be_bytes().to_vec() } else { vec![] };
             bytes.extend_from_slice(&junk);
-            let mut points: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
-            points.push(0);
-            points.push(bytes.len());
-            points.sort_unstable();
-            points.dedup();
-            let chunks: Vec<Vec<u8>> = points.windows(2).map(|w| bytes[w[0]..w[1]].to_vec()).collect();
+            let chunks = cut(&bytes, &cuts);
             let (delivered, outcomes, closed) = run(&chunks, eos);
             prop_assert!(outcomes.len() <= 1);
             if !closed {

@@ -69,7 +69,9 @@ impl RootContext for PeerRoot {
             // within ~10% of the configured time.
             let tick = (config.exchange_timeout_ms / 10).clamp(10, 100) as u32;
             if let Err(e) = wasm_host::set_tick_period_millis(tick) {
-                log::warn!("peer-exchange-filter: cannot start the exchange timer ({e}); stalled prefixes will not time out");
+                log::warn!(
+                    "peer-exchange-filter: cannot start the exchange timer ({e}); stalled prefixes will not time out"
+                );
             }
         }
         log::info!(
@@ -77,7 +79,11 @@ impl RootContext for PeerRoot {
             role.name(),
             node_id,
             prefix.len(),
-            WORKLOAD_FIELDS.iter().filter_map(|f| metadata.field(f).map(|v| format!("{f}={v}"))).collect::<Vec<_>>().join(" ")
+            WORKLOAD_FIELDS
+                .iter()
+                .filter_map(|f| metadata.field(f).map(|v| format!("{f}={v}")))
+                .collect::<Vec<_>>()
+                .join(" ")
         );
         let counters = Counters::define(&config.stat_prefix(), Counter::ALL.iter().map(|c| c.name()));
         self.shared = Some(Rc::new(Shared { config, prefix, counters, deadlines: RefCell::new(Deadlines::default()) }));
@@ -99,7 +105,10 @@ impl RootContext for PeerRoot {
             }
             shared.counters.inc(Counter::ExchangeTimeout.index());
             mark_peer_not_found(shared.config.role);
-            log::info!("peer-exchange-filter: connection {context_id}: peer prefix incomplete after {} ms, closing", shared.config.exchange_timeout_ms);
+            log::info!(
+                "peer-exchange-filter: connection {context_id}: peer prefix incomplete after {} ms, closing",
+                shared.config.exchange_timeout_ms
+            );
             if let Err(e) = wasm_host::close(Direction::Downstream) {
                 log::warn!("peer-exchange-filter: connection {context_id}: cannot close: {e}");
             }
@@ -224,7 +233,10 @@ impl PeerStream {
             Role::Client => {
                 let verdict = client_verdict(&mut HostUpstream, &self.shared.config.peer_identity_prefix);
                 if verdict != Verdict::Participate {
-                    log::debug!("peer-exchange-filter: connection {}: upstream does not take part: {verdict:?}", self.context_id);
+                    log::debug!(
+                        "peer-exchange-filter: connection {}: upstream does not take part: {verdict:?}",
+                        self.context_id
+                    );
                 }
                 verdict.participates()
             }
@@ -241,7 +253,9 @@ impl PeerStream {
         if self.exchange.on_outgoing_data() {
             match wasm_host::set_buffer(direction, 0, 0, &self.shared.prefix) {
                 Ok(()) => self.shared.counters.inc(Counter::MetadataAdded.index()),
-                Err(e) => log::warn!("peer-exchange-filter: connection {}: cannot prepend metadata: {e}", self.context_id),
+                Err(e) => {
+                    log::warn!("peer-exchange-filter: connection {}: cannot prepend metadata: {e}", self.context_id)
+                }
             }
         }
         Action::Continue
@@ -266,7 +280,10 @@ impl PeerStream {
             Step::Strip(n) => {
                 if let Err(e) = wasm_host::set_buffer(direction, 0, n, &[]) {
                     // The prefix cannot be removed: better closed than corrupt.
-                    log::warn!("peer-exchange-filter: connection {}: cannot strip the peer prefix ({e}), closing", self.context_id);
+                    log::warn!(
+                        "peer-exchange-filter: connection {}: cannot strip the peer prefix ({e}), closing",
+                        self.context_id
+                    );
                     self.shared.counters.inc(Counter::BufferError.index());
                     self.close();
                     return Action::Pause;

@@ -13,16 +13,8 @@ pub const PEER_METADATA_KEY: &str = "x-envoy-peer-metadata";
 pub const PEER_METADATA_ID_KEY: &str = "x-envoy-peer-metadata-id";
 
 /// The string fields of Istio's workload metadata, in Istio's names.
-pub const WORKLOAD_FIELDS: [&str; 8] = [
-    "NAME",
-    "NAMESPACE",
-    "WORKLOAD_NAME",
-    "CLUSTER_ID",
-    "IDENTITY",
-    "OWNER",
-    "REGION",
-    "AVAILABILITY_ZONE",
-];
+pub const WORKLOAD_FIELDS: [&str; 8] =
+    ["NAME", "NAMESPACE", "WORKLOAD_NAME", "CLUSTER_ID", "IDENTITY", "OWNER", "REGION", "AVAILABILITY_ZONE"];
 /// The struct field holding the labels.
 pub const LABELS_FIELD: &str = "LABELS";
 /// Labels Istio always sends (plus `additional_labels`).
@@ -74,10 +66,7 @@ fn string_value(s: &str) -> Value {
 /// same metadata always gives the same bytes (protobuf's deterministic order).
 pub fn encode_payload(metadata: &WorkloadMetadata, node_id: &str) -> Vec<u8> {
     let mut fields = BTreeMap::new();
-    fields.insert(
-        PEER_METADATA_KEY.to_string(),
-        Value { kind: Some(Kind::StructValue(metadata.to_struct())) },
-    );
+    fields.insert(PEER_METADATA_KEY.to_string(), Value { kind: Some(Kind::StructValue(metadata.to_struct())) });
     if !node_id.is_empty() {
         fields.insert(PEER_METADATA_ID_KEY.to_string(), string_value(node_id));
     }

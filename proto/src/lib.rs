@@ -46,10 +46,7 @@ mod tests {
             schema: b"s".to_vec(),
             span: wasm::LifeSpan::DownstreamConnection as i32,
         };
-        assert_eq!(
-            args.encode_to_vec(),
-            vec![0x0a, 1, b'n', 0x10, 1, 0x18, 3, 0x22, 1, b's', 0x28, 2]
-        );
+        assert_eq!(args.encode_to_vec(), vec![0x0a, 1, b'n', 0x10, 1, 0x18, 3, 0x22, 1, b's', 0x28, 2]);
     }
 
     #[test]
@@ -59,14 +56,10 @@ mod tests {
         let mut fields = std::collections::BTreeMap::new();
         fields.insert(
             "alpn_override".to_string(),
-            prost_types::Value {
-                kind: Some(prost_types::value::Kind::StringValue("false".into())),
-            },
+            prost_types::Value { kind: Some(prost_types::value::Kind::StringValue("false".into())) },
         );
         let md = core::Metadata {
-            filter_metadata: [("istio".to_string(), prost_types::Struct { fields })]
-                .into_iter()
-                .collect(),
+            filter_metadata: [("istio".to_string(), prost_types::Struct { fields })].into_iter().collect(),
         };
         let mut bytes = md.encode_to_vec();
         bytes.extend_from_slice(&[0x12, 0x02, 0x0a, 0x00]);

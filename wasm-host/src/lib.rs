@@ -172,9 +172,7 @@ pub fn get_property_string(path: &[&str]) -> HostResult<Option<String>> {
 pub fn set_property(name: &str, value: &[u8]) -> HostResult<()> {
     let path = encode_path(&[name]);
     // SAFETY: plain ABI call with valid pointers.
-    status(unsafe {
-        abi::proxy_set_property(path.as_ptr(), path.len(), value.as_ptr(), value.len())
-    })
+    status(unsafe { abi::proxy_set_property(path.as_ptr(), path.len(), value.as_ptr(), value.len()) })
 }
 
 /// Calls one of Envoy's foreign functions.
@@ -184,14 +182,7 @@ pub fn call_foreign_function(name: &str, arguments: &[u8]) -> HostResult<Option<
     let args_ptr = if arguments.is_empty() { null() } else { arguments.as_ptr() };
     // SAFETY: plain ABI call with valid pointers.
     let raw = unsafe {
-        abi::proxy_call_foreign_function(
-            name.as_ptr(),
-            name.len(),
-            args_ptr,
-            arguments.len(),
-            &mut data,
-            &mut size,
-        )
+        abi::proxy_call_foreign_function(name.as_ptr(), name.len(), args_ptr, arguments.len(), &mut data, &mut size)
     };
     status(raw)?;
     // SAFETY: the call returned Ok.
@@ -241,9 +232,7 @@ pub fn get_buffer(direction: Direction, start: usize, max_size: usize) -> HostRe
     let mut data: *mut u8 = null_mut();
     let mut size: usize = 0;
     // SAFETY: plain ABI call with valid pointers to locals.
-    let raw = unsafe {
-        abi::proxy_get_buffer_bytes(direction.raw(), start, max_size, &mut data, &mut size)
-    };
+    let raw = unsafe { abi::proxy_get_buffer_bytes(direction.raw(), start, max_size, &mut data, &mut size) };
     match status(raw) {
         // SAFETY: the call returned Ok.
         Ok(()) => Ok(unsafe { owned_bytes(data, size) }.unwrap_or_default()),
@@ -256,9 +245,7 @@ pub fn get_buffer(direction: Direction, start: usize, max_size: usize) -> HostRe
 /// (`start = 0, size = 0` prepends; `value = []` removes).
 pub fn set_buffer(direction: Direction, start: usize, size: usize, value: &[u8]) -> HostResult<()> {
     // SAFETY: plain ABI call with valid pointers.
-    status(unsafe {
-        abi::proxy_set_buffer_bytes(direction.raw(), start, size, value.as_ptr(), value.len())
-    })
+    status(unsafe { abi::proxy_set_buffer_bytes(direction.raw(), start, size, value.as_ptr(), value.len()) })
 }
 
 /// Closes one side of the current connection.

@@ -25,11 +25,15 @@ async fn http_requests(addr: SocketAddr, per_connection: usize) -> f64 {
             tokio::spawn(async move {
                 let stream = TcpStream::connect(addr).await.expect("connect");
                 stream.set_nodelay(true).expect("nodelay");
-                let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
+                let (mut sender, conn) =
+                    hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
                 tokio::spawn(conn);
                 for _ in 0..per_connection {
                     sender.ready().await.expect("ready");
-                    let req = hyper::Request::get("/mesh/bench").header("host", "app.local").body(Empty::<Bytes>::new()).expect("req");
+                    let req = hyper::Request::get("/mesh/bench")
+                        .header("host", "app.local")
+                        .body(Empty::<Bytes>::new())
+                        .expect("req");
                     let res = sender.send_request(req).await.expect("send");
                     assert_eq!(res.status(), 200);
                     res.into_body().collect().await.expect("body");

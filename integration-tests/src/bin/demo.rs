@@ -60,7 +60,11 @@ async fn main() {
     section("starting a server Envoy and a client Envoy (real .wasm, mTLS with a fresh CA)");
     let mesh = Mesh::start();
     println!("  server Envoy pid {:?}, inbound mTLS listener {}", mesh.server.pid(), mesh.server_inbound());
-    println!("  client Envoy pid {:?}, app-facing HTTP listener {}", mesh.client.pid(), mesh.client_listener("outbound_http"));
+    println!(
+        "  client Envoy pid {:?}, app-facing HTTP listener {}",
+        mesh.client.pid(),
+        mesh.client_listener("outbound_http")
+    );
     println!("  configs, certificates and logs in {}", mesh.dir().display());
 
     section("alpn-filter: downstream HTTP version -> upstream ALPN -> inbound chain picked from the ClientHello");
@@ -76,7 +80,10 @@ async fn main() {
     let r = http1_get(app, "1.1", "/optout/demo").await;
     show_http("HTTP/1.1, istio.alpn_override=false", &r, &alpn_decision(&mesh, "plain_https_optout", 0));
     let r = http1_get(app, "1.1", "/no-optout/demo").await;
-    println!("  {:<36} {} (same h2-only server without the opt-out: the mesh ALPN list is refused)", "HTTP/1.1, no opt-out", r.status);
+    println!(
+        "  {:<36} {} (same h2-only server without the opt-out: the mesh ALPN list is refused)",
+        "HTTP/1.1, no opt-out", r.status
+    );
     counters(&mesh, "wasmcustom.alpn_filter.");
 
     section("peer-exchange-filter: Istio TCP metadata exchange (ALPN istio-peer-exchange)");
@@ -88,14 +95,18 @@ async fn main() {
         echoed.len(),
         echoed == payload
     );
-    let mut banner_app = tokio::net::TcpStream::connect(mesh.client_listener("outbound_tcp_banner")).await.expect("connect");
+    let mut banner_app =
+        tokio::net::TcpStream::connect(mesh.client_listener("outbound_tcp_banner")).await.expect("connect");
     let mut banner = vec![0u8; BANNER.len()];
     banner_app.read_exact(&mut banner).await.expect("banner");
     banner_app.write_all(b"QUIT\r\n").await.expect("write");
     let mut quit = [0u8; 6];
     banner_app.read_exact(&mut quit).await.expect("echo");
     drop(banner_app);
-    println!("  server-first: the app read the banner before writing: {:?}", String::from_utf8_lossy(&banner).trim_end());
+    println!(
+        "  server-first: the app read the banner before writing: {:?}",
+        String::from_utf8_lossy(&banner).trim_end()
+    );
     let sent = b"plain TLS traffic";
     let back = echo_through(mesh.client_listener("outbound_tcp_plain"), sent).await;
     let received = mesh.backends.plain_tls_received.connections();
@@ -108,11 +119,20 @@ async fn main() {
     let client_log = mesh.wait_access_log(CLIENT_TCP_LOG, 3, Duration::from_secs(10));
     let server_log = mesh.wait_access_log(SERVER_TCP_LOG, 2, Duration::from_secs(10));
     if let Some(line) = client_log.iter().find(|l| l["listener"] == "outbound_tcp_echo") {
-        println!("  client Envoy access log, %FILTER_STATE(wasm.upstream_peer)%:\n    {}", pretty(&line["upstream_peer"]));
-        println!("  client Envoy access log, %FILTER_STATE(wasm.upstream_peer_id:PLAIN)%: {}", line["upstream_peer_id"]);
+        println!(
+            "  client Envoy access log, %FILTER_STATE(wasm.upstream_peer)%:\n    {}",
+            pretty(&line["upstream_peer"])
+        );
+        println!(
+            "  client Envoy access log, %FILTER_STATE(wasm.upstream_peer_id:PLAIN)%: {}",
+            line["upstream_peer_id"]
+        );
     }
     if let Some(line) = server_log.iter().find(|l| l["chain"] == "inbound-tcp-banner") {
-        println!("  server Envoy access log (server-first chain), %FILTER_STATE(wasm.downstream_peer)%:\n    {}", pretty(&line["downstream_peer"]));
+        println!(
+            "  server Envoy access log (server-first chain), %FILTER_STATE(wasm.downstream_peer)%:\n    {}",
+            pretty(&line["downstream_peer"])
+        );
     }
     if let Some(line) = client_log.iter().find(|l| l["listener"] == "outbound_tcp_plain") {
         println!(

@@ -31,7 +31,12 @@ fn main() {
             let backends = Backends::start_on(&Pki::load(Path::new(cert_dir)), BackendPorts::fixed(host));
             println!(
                 "backends: echo {} banner {} http {} plain-https {} plain-tls {} mesh-recorder {}",
-                backends.echo, backends.banner, backends.http, backends.plain_https, backends.plain_tls, backends.mesh_recorder
+                backends.echo,
+                backends.banner,
+                backends.http,
+                backends.plain_https,
+                backends.plain_tls,
+                backends.mesh_recorder
             );
             loop {
                 std::thread::park();
