@@ -105,7 +105,7 @@ impl RootContext for PeerRoot {
             }
             shared.counters.inc(Counter::ExchangeTimeout.index());
             mark_peer_not_found(shared.config.role);
-            log::info!(
+            log::debug!(
                 "peer-exchange-filter: connection {context_id}: peer prefix incomplete after {} ms, closing",
                 shared.config.exchange_timeout_ms
             );
@@ -327,7 +327,9 @@ impl PeerStream {
             }
             Outcome::Rejected(reason) => {
                 mark_peer_not_found(role);
-                log::info!("peer-exchange-filter: connection {}: closing: {reason:?}", self.context_id);
+                // Debug, not info: a peer sending junk must not be able to
+                // flood the log; the counters always say what happened.
+                log::debug!("peer-exchange-filter: connection {}: closing: {reason:?}", self.context_id);
             }
         }
     }
