@@ -26,14 +26,19 @@ fn alpn_decision(mesh: &Mesh, cluster: &str, nth: usize) -> String {
 
 fn show_http(what: &str, r: &HttpResponse, decision: &str) {
     let backend = serde_json::from_str::<serde_json::Value>(&r.body).unwrap_or_default();
+    let protocol = backend["protocol"].as_str().unwrap_or("-");
+    let reached = match r.header("x-inbound-chain") {
+        "" => format!(
+            "the non-mesh server directly: it negotiated TLS ALPN {}, saw {protocol}",
+            backend["tls_alpn"].as_str().unwrap_or("-")
+        ),
+        chain => format!("server Envoy chain {chain}, backend saw {protocol}"),
+    };
     println!(
-        "  {what:<36} {} via cluster {:<22} | alpn-filter: {decision}\n  {:<36} inbound chain {:<16} backend saw {} (TLS ALPN {})",
+        "  {what:<36} {} via cluster {:<22} | alpn-filter: {decision}\n  {:<36} reached {reached}",
         r.status,
         r.header("x-client-cluster"),
         "",
-        r.header("x-inbound-chain"),
-        backend["protocol"].as_str().unwrap_or("-"),
-        backend["tls_alpn"].as_str().unwrap_or("-"),
     );
 }
 
