@@ -53,8 +53,11 @@ apt_install() {
 
 load_toolchain_env() {
     [ -f "$TOOLCHAIN_ENV" ] || die "no wasm toolchain set up yet: run scripts/setup.sh"
+    # Exported: child shells (test.sh's time-limited run) need them too.
+    set -a
     # shellcheck disable=SC1090
     . "$TOOLCHAIN_ENV"
+    set +a
 }
 
 # Runs the wasm toolchain's cargo with the environment its route needs:
