@@ -134,7 +134,9 @@ impl Exchange {
         self.incoming == Incoming::Done
     }
 
-    /// When the held partial prefix started (for the exchange timeout).
+    /// When the held partial prefix started: the exchange timeout runs from
+    /// here. `None` for a connection that has sent nothing (idle connections
+    /// get no deadline) and once the exchange is over.
     pub fn holding_since(&self) -> Option<u64> {
         self.holding_since
     }
@@ -241,16 +243,6 @@ impl Exchange {
         self.incoming = Incoming::Done;
         self.outgoing = Outgoing::Done;
         (Step::Close, Some(Outcome::Rejected(reason)))
-    }
-
-    /// The exchange timeout fired. Closes only a connection that is still
-    /// holding a partial prefix; an idle one that sent nothing is left alone.
-    pub fn on_timeout(&mut self) -> Option<Outcome> {
-        if self.incoming == Incoming::Done || self.holding_since.is_none() {
-            return None;
-        }
-        self.holding_since = None;
-        self.reject(Rejected::Timeout).1
     }
 }
 
@@ -454,13 +446,12 @@ mod tests {
     }
 
     #[test]
-    fn timeout_closes_only_a_started_prefix() {
+    fn only_a_started_prefix_runs_the_timeout_clock() {
         let mut idle = Exchange::new(MAX);
         idle.set_participation(true);
         let mut read = |_: usize, _: usize| -> Option<Vec<u8>> { Some(vec![]) };
         assert_eq!(idle.on_incoming_data(0, false, 5, &mut read), (Step::Continue, None));
-        assert_eq!(idle.holding_since(), None);
-        assert_eq!(idle.on_timeout(), None, "an idle connection is not closed");
+        assert_eq!(idle.holding_since(), None, "an idle connection gets no deadline, so it is never closed");
 
         let mut stalled = Exchange::new(MAX);
         stalled.set_participation(true);
@@ -469,8 +460,8 @@ mod tests {
         assert_eq!(stalled.on_incoming_data(3, false, 7, &mut read).0, Step::Hold);
         assert_eq!(stalled.on_incoming_data(10, false, 9, &mut read).0, Step::Hold);
         assert_eq!(stalled.holding_since(), Some(7), "the clock starts at the first held byte");
-        assert_eq!(stalled.on_timeout(), Some(Outcome::Rejected(Rejected::Timeout)));
-        assert_eq!(stalled.on_timeout(), None);
+        assert_eq!(stalled.on_incoming_data(p.len(), false, 11, &mut read).0, Step::Strip(p.len()));
+        assert_eq!(stalled.holding_since(), None, "a completed prefix stops the clock");
     }
 
     #[test]

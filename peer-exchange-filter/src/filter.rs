@@ -11,7 +11,7 @@ use wasm_host::{Counters, Direction, PropertyType};
 use crate::codec::encode_frame;
 use crate::config::{Config, Role};
 use crate::deadlines::Deadlines;
-use crate::exchange::{Counter, Exchange, Outcome, Step};
+use crate::exchange::{Counter, Exchange, Outcome, Rejected, Step};
 use crate::metadata::{encode_payload, WorkloadMetadata, WORKLOAD_FIELDS};
 use crate::participation::{client_verdict, server_participates, UpstreamFacts, Verdict};
 
@@ -30,6 +30,44 @@ struct Shared {
     prefix: Vec<u8>,
     counters: Counters,
     deadlines: RefCell<Deadlines>,
+}
+
+impl Shared {
+    /// Counts an outcome, records it in filter state and logs it, for the
+    /// connection that is the effective context.
+    fn record(&self, context_id: u32, outcome: Outcome) {
+        self.counters.inc(outcome.counter().index());
+        let role = self.config.role;
+        match outcome {
+            Outcome::PeerFound(peer) => {
+                if let Err(e) = wasm_host::set_property(role.peer_key(), &peer.metadata_bytes()) {
+                    log::warn!("peer-exchange-filter: cannot set wasm.{}: {e}", role.peer_key());
+                }
+                if let Some(id) = &peer.id {
+                    if let Err(e) = wasm_host::set_property(role.peer_id_key(), id.as_bytes()) {
+                        log::warn!("peer-exchange-filter: cannot set wasm.{}: {e}", role.peer_id_key());
+                    }
+                }
+                log::debug!(
+                    "peer-exchange-filter: connection {}: peer {:?} ({}/{})",
+                    context_id,
+                    peer.id.as_deref().unwrap_or(""),
+                    peer.field("NAMESPACE").unwrap_or(""),
+                    peer.field("NAME").unwrap_or("")
+                );
+            }
+            Outcome::NotFound(reason) => {
+                mark_peer_not_found(role);
+                log::debug!("peer-exchange-filter: connection {}: peer not found: {reason:?}", context_id);
+            }
+            Outcome::Rejected(reason) => {
+                mark_peer_not_found(role);
+                // Debug, not info: a peer sending junk must not be able to
+                // flood the log; the counters always say what happened.
+                log::debug!("peer-exchange-filter: connection {}: closing: {reason:?}", context_id);
+            }
+        }
+    }
 }
 
 #[derive(Default)]
@@ -103,12 +141,7 @@ impl RootContext for PeerRoot {
             if wasm_host::set_effective_context(context_id).is_err() {
                 continue; // the connection is already gone
             }
-            shared.counters.inc(Counter::ExchangeTimeout.index());
-            mark_peer_not_found(shared.config.role);
-            log::debug!(
-                "peer-exchange-filter: connection {context_id}: peer prefix incomplete after {} ms, closing",
-                shared.config.exchange_timeout_ms
-            );
+            shared.record(context_id, Outcome::Rejected(Rejected::Timeout));
             if let Err(e) = wasm_host::close(Direction::Downstream) {
                 log::warn!("peer-exchange-filter: connection {context_id}: cannot close: {e}");
             }
@@ -116,7 +149,11 @@ impl RootContext for PeerRoot {
     }
 
     fn create_stream_context(&self, context_id: u32) -> Option<Box<dyn StreamContext>> {
-        let shared = self.shared.clone()?;
+        // Never None: the SDK panics on it. Without a configuration (Envoy
+        // does not normally open connections then) the connection passes.
+        let Some(shared) = self.shared.clone() else {
+            return Some(Box::new(PassThrough));
+        };
         let exchange = Exchange::new(shared.config.max_peer_metadata_bytes);
         Some(Box::new(PeerStream { context_id, shared, exchange }))
     }
@@ -166,6 +203,12 @@ fn mark_peer_not_found(role: Role) {
         }
     }
 }
+
+/// A connection seen before the plugin was configured: untouched.
+struct PassThrough;
+
+impl Context for PassThrough {}
+impl StreamContext for PassThrough {}
 
 /// The client role's upstream, read from Envoy's properties on demand.
 struct HostUpstream;
@@ -245,7 +288,7 @@ impl PeerStream {
             self.shared.counters.inc(Counter::AlpnProtocolFound.index());
         }
         if let Some(outcome) = self.exchange.set_participation(participates) {
-            self.record(outcome);
+            self.shared.record(self.context_id, outcome);
         }
     }
 
@@ -269,7 +312,7 @@ impl PeerStream {
         let mut read = |start: usize, len: usize| wasm_host::get_buffer(direction, start, len).ok();
         let (step, outcome) = self.exchange.on_incoming_data(data_size, end_of_stream, now, &mut read);
         if let Some(outcome) = outcome {
-            self.record(outcome);
+            self.shared.record(self.context_id, outcome);
         }
         match step {
             Step::Hold => {
@@ -298,40 +341,6 @@ impl PeerStream {
             self.disarm();
         }
         Action::Continue
-    }
-
-    fn record(&self, outcome: Outcome) {
-        self.shared.counters.inc(outcome.counter().index());
-        let role = self.shared.config.role;
-        match outcome {
-            Outcome::PeerFound(peer) => {
-                if let Err(e) = wasm_host::set_property(role.peer_key(), &peer.metadata_bytes()) {
-                    log::warn!("peer-exchange-filter: cannot set wasm.{}: {e}", role.peer_key());
-                }
-                if let Some(id) = &peer.id {
-                    if let Err(e) = wasm_host::set_property(role.peer_id_key(), id.as_bytes()) {
-                        log::warn!("peer-exchange-filter: cannot set wasm.{}: {e}", role.peer_id_key());
-                    }
-                }
-                log::debug!(
-                    "peer-exchange-filter: connection {}: peer {:?} ({}/{})",
-                    self.context_id,
-                    peer.id.as_deref().unwrap_or(""),
-                    peer.field("NAMESPACE").unwrap_or(""),
-                    peer.field("NAME").unwrap_or("")
-                );
-            }
-            Outcome::NotFound(reason) => {
-                mark_peer_not_found(role);
-                log::debug!("peer-exchange-filter: connection {}: peer not found: {reason:?}", self.context_id);
-            }
-            Outcome::Rejected(reason) => {
-                mark_peer_not_found(role);
-                // Debug, not info: a peer sending junk must not be able to
-                // flood the log; the counters always say what happened.
-                log::debug!("peer-exchange-filter: connection {}: closing: {reason:?}", self.context_id);
-            }
-        }
     }
 
     fn arm_deadline(&self) {
