@@ -76,13 +76,11 @@ fn policy_from_metadata(metadata: &Metadata) -> Result<ClusterPolicy, ConfigErro
     let mut policy = ClusterPolicy::default();
     if let Some(istio) = metadata.filter_metadata.get(ISTIO_NAMESPACE) {
         // Istio compares with the string "false"; a boolean false is accepted too.
-        policy.opt_out = matches!(
-            istio.fields.get("alpn_override").and_then(|v| v.kind.as_ref()),
-            Some(Kind::StringValue(s)) if s == "false"
-        ) || matches!(
-            istio.fields.get("alpn_override").and_then(|v| v.kind.as_ref()),
-            Some(Kind::BoolValue(false))
-        );
+        policy.opt_out = match istio.fields.get("alpn_override").and_then(|v| v.kind.as_ref()) {
+            Some(Kind::StringValue(s)) => s == "false",
+            Some(Kind::BoolValue(b)) => !b,
+            _ => false,
+        };
     }
     let Some(ours) = metadata.filter_metadata.get(FILTER_NAMESPACE) else {
         return Ok(policy);

@@ -46,17 +46,23 @@ pub async fn http_versions_reach_their_inbound_chains(t: &Target) {
     }
 }
 
+/// Echoes `len` random bytes through a client listener (byte-exact) and
+/// returns the client access-log line of that connection (the app sent
+/// exactly `len` bytes, which makes the line findable).
+async fn echo_and_find_client_line(t: &Target, listener: &str, len: usize) -> serde_json::Value {
+    let payload = pseudo_random_bytes(len, nonce());
+    let echoed = echo_through(t.client_listener(listener), &payload).await;
+    assert_same_bytes(&echoed, &payload, listener);
+    t.find_log_line(CLIENT_TCP_LOG, LOG_WAIT, |l| {
+        l["listener"] == listener && as_u64(&l["bytes_received"]) == len as u64
+    })
+    .expect("client access log line for this connection")
+}
+
 /// Client-first TCP through both Envoys: exact bytes, both sides log the peer.
 pub async fn tcp_exchange_learns_both_peers(t: &Target) {
     let len = 100_000 + (nonce() % 900_000) as usize;
-    let payload = pseudo_random_bytes(len, nonce());
-    let echoed = echo_through(t.client_listener("outbound_tcp_echo"), &payload).await;
-    assert_same_bytes(&echoed, &payload, "echo through both Envoys");
-    let client_line = t
-        .find_log_line(CLIENT_TCP_LOG, LOG_WAIT, |l| {
-            l["listener"] == "outbound_tcp_echo" && as_u64(&l["bytes_received"]) == len as u64
-        })
-        .expect("client access log line for this connection");
+    let client_line = echo_and_find_client_line(t, "outbound_tcp_echo", len).await;
     SERVER.assert_is(&client_line["upstream_peer"], "client access log");
     assert_eq!(client_line["upstream_peer_id"], SERVER.node_id);
     let server_line = t
@@ -83,14 +89,7 @@ pub async fn server_first_banner_arrives_intact(t: &Target) {
 /// A non-mesh TLS upstream gets exactly the app's bytes; the peer is not found.
 pub async fn non_mesh_upstream_is_untouched(t: &Target) {
     let len = 10_000 + (nonce() % 90_000) as usize;
-    let payload = pseudo_random_bytes(len, nonce());
-    let echoed = echo_through(t.client_listener("outbound_tcp_plain"), &payload).await;
-    assert_same_bytes(&echoed, &payload, "echo from the non-mesh TLS server");
-    let line = t
-        .find_log_line(CLIENT_TCP_LOG, LOG_WAIT, |l| {
-            l["listener"] == "outbound_tcp_plain" && as_u64(&l["bytes_received"]) == len as u64
-        })
-        .expect("client access log line for this connection");
+    let line = echo_and_find_client_line(t, "outbound_tcp_plain", len).await;
     assert_eq!(line["peer_not_found"], "true", "{line}");
     assert_eq!(line["upstream_peer_id"], PEER_UNKNOWN, "{line}");
     assert_eq!(as_u64(&line["bytes_sent"]), len as u64, "no prefix was stripped from, or added to, the stream");
