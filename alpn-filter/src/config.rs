@@ -11,18 +11,32 @@
 //! No configuration (or `{}`) means Istio's default map. When `alpn_override`
 //! is given, a protocol it does not list, or lists with an empty list, gets no
 //! override — as in Istio.
+//!
+//! Which list a request gets follows the protocol its cluster's codec speaks
+//! (see [`crate::protocol`]); clusters whose metadata does not say are
+//! declared here:
+//!
+//! ```json
+//! {"default_upstream_protocol": "HTTP11",
+//!  "cluster_upstream_protocols": [{"cluster": "outbound|*|grpc-*", "upstream_protocol": "HTTP2"}]}
+//! ```
 
 use std::fmt;
 
 use serde::Deserialize;
 
 use crate::alpn::{AlpnError, AlpnList, UpstreamProtocol};
+use crate::protocol::{ClusterPattern, ClusterRule, ProtocolPolicy};
 
 /// A validated configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AlpnConfig {
     /// Indexed by [`protocol_index`]; `None` = leave that protocol's ALPN alone.
     lists: [Option<AlpnList>; 3],
+    /// The policy of clusters that neither metadata nor a rule declares.
+    pub default_policy: ProtocolPolicy,
+    /// Name rules, first match wins.
+    pub cluster_rules: Vec<ClusterRule>,
 }
 
 pub(crate) fn protocol_index(protocol: UpstreamProtocol) -> usize {
@@ -36,7 +50,11 @@ pub(crate) fn protocol_index(protocol: UpstreamProtocol) -> usize {
 impl Default for AlpnConfig {
     /// Istio's default map.
     fn default() -> Self {
-        AlpnConfig { lists: UpstreamProtocol::ALL.map(|p| Some(p.istio_default_alpn())) }
+        AlpnConfig {
+            lists: UpstreamProtocol::ALL.map(|p| Some(p.istio_default_alpn())),
+            default_policy: ProtocolPolicy::DEFAULT,
+            cluster_rules: Vec::new(),
+        }
     }
 }
 
@@ -67,6 +85,16 @@ impl ConfigError {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     alpn_override: Option<Vec<RawProtocolAlpn>>,
+    default_upstream_protocol: Option<ProtocolName>,
+    #[serde(default)]
+    cluster_upstream_protocols: Vec<RawClusterRule>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClusterRule {
+    cluster: String,
+    upstream_protocol: ProtocolName,
 }
 
 /// One entry of Istio's `alpn_override` list; shared with cluster metadata.
@@ -102,6 +130,15 @@ impl ProtocolName {
             ProtocolName::Number(_) => None,
         };
         found.ok_or_else(|| ConfigError::new(field, "must be one of HTTP10, HTTP11, HTTP2"))
+    }
+
+    /// As a cluster's protocol policy (which also knows `USE_DOWNSTREAM`, `AUTO`).
+    pub(crate) fn resolve_policy(&self, field: &str) -> Result<ProtocolPolicy, ConfigError> {
+        let found = match self {
+            ProtocolName::Name(name) => ProtocolPolicy::from_name(name),
+            ProtocolName::Number(n) => ProtocolPolicy::from_number(*n),
+        };
+        found.ok_or_else(|| ConfigError::new(field, format!("must be one of {}", ProtocolPolicy::NAMES)))
     }
 }
 
@@ -145,10 +182,26 @@ impl AlpnConfig {
         }
         let raw: RawConfig =
             serde_json::from_slice(bytes).map_err(|e| ConfigError::new("", format!("invalid JSON: {e}")))?;
-        match raw.alpn_override {
-            None => Ok(AlpnConfig::default()),
-            Some(entries) => Ok(AlpnConfig { lists: validate_protocol_lists(&entries, "alpn_override")? }),
+        let mut config = AlpnConfig::default();
+        if let Some(entries) = raw.alpn_override {
+            config.lists = validate_protocol_lists(&entries, "alpn_override")?;
         }
+        if let Some(policy) = raw.default_upstream_protocol {
+            config.default_policy = policy.resolve_policy("default_upstream_protocol")?;
+        }
+        for (i, rule) in raw.cluster_upstream_protocols.iter().enumerate() {
+            let field = |name: &str| format!("cluster_upstream_protocols[{i}].{name}");
+            let cluster =
+                ClusterPattern::new(&rule.cluster).ok_or_else(|| ConfigError::new(field("cluster"), "is empty"))?;
+            let policy = rule.upstream_protocol.resolve_policy(&field("upstream_protocol"))?;
+            config.cluster_rules.push(ClusterRule { cluster, policy });
+        }
+        Ok(config)
+    }
+
+    /// The policy a rule gives this cluster name, if any rule matches.
+    pub fn rule_for(&self, cluster_name: &str) -> Option<ProtocolPolicy> {
+        self.cluster_rules.iter().find(|r| r.cluster.matches(cluster_name)).map(|r| r.policy)
     }
 
     /// The configured list for a protocol; `None` means no override.
@@ -253,6 +306,42 @@ mod tests {
         assert!(err.to_string().contains("unknown field `alpn_overide`"), "{err}");
         let err = AlpnConfig::parse(b"{not json").unwrap_err();
         assert!(err.to_string().starts_with("invalid JSON"), "{err}");
+    }
+
+    #[test]
+    fn protocol_policy_default_and_cluster_rules() {
+        let config = AlpnConfig::parse(b"{}").unwrap();
+        assert_eq!(config.default_policy, ProtocolPolicy::Http1);
+        assert!(config.cluster_rules.is_empty());
+        let config = AlpnConfig::parse(
+            br#"{"default_upstream_protocol":"USE_DOWNSTREAM","cluster_upstream_protocols":[
+                {"cluster":"grpc-*","upstream_protocol":"HTTP2"},
+                {"cluster":"grpc-legacy","upstream_protocol":"HTTP11"},
+                {"cluster":"auto","upstream_protocol":"AUTO"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(config.default_policy, ProtocolPolicy::UseDownstream);
+        assert_eq!(config.rule_for("grpc-api"), Some(ProtocolPolicy::Http2));
+        assert_eq!(config.rule_for("grpc-legacy"), Some(ProtocolPolicy::Http2), "first match wins");
+        assert_eq!(config.rule_for("auto"), Some(ProtocolPolicy::Auto));
+        assert_eq!(config.rule_for("other"), None);
+        // Istio's lists are untouched by the policy fields.
+        assert_eq!(value(&config, UpstreamProtocol::Http2).as_deref(), Some("istio-h2,istio,h2"));
+        let cases: &[(&str, &str)] = &[
+            (r#"{"default_upstream_protocol":"HTTP3"}"#, "default_upstream_protocol: must be one of HTTP11, HTTP2"),
+            (
+                r#"{"cluster_upstream_protocols":[{"cluster":"","upstream_protocol":"HTTP2"}]}"#,
+                "cluster_upstream_protocols[0].cluster: is empty",
+            ),
+            (
+                r#"{"cluster_upstream_protocols":[{"cluster":"x","upstream_protocol":"h2"}]}"#,
+                "cluster_upstream_protocols[0].upstream_protocol: must be one of",
+            ),
+        ];
+        for (input, expected) in cases {
+            let err = AlpnConfig::parse(input.as_bytes()).unwrap_err().to_string();
+            assert!(err.starts_with(expected), "{input}: {err}");
+        }
     }
 
     #[test]

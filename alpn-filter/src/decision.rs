@@ -2,18 +2,40 @@
 //!
 //! Rule, in order:
 //! 1. No route cluster: leave the ALPN alone.
-//! 2. Cluster metadata `istio.alpn_override: "false"`: leave it alone (Istio's opt-out).
+//! 2. Cluster metadata `istio.alpn_override: "false"`: leave it alone (Istio's
+//!    opt-out; it wins even over an invalid `istio.alpn` block).
 //! 3. Cluster metadata in `istio.alpn` that does not validate: leave it alone,
 //!    warn and count — it must never reach Envoy.
-//! 4. Upstream protocol = the cluster's `istio.alpn.upstream_protocol` if set,
-//!    else the downstream protocol (HTTP/1.0, HTTP/1.1, HTTP/2). Anything else
-//!    (HTTP/3, unknown): leave the ALPN alone.
+//! 4. The cluster's protocol policy (see [`crate::protocol`]): its metadata's
+//!    `istio.alpn.upstream_protocol`, else the first plugin-config rule
+//!    matching its name, else the plugin config's default (HTTP/1.1, Envoy's
+//!    default codec). The upstream protocol is the one that policy makes the
+//!    cluster's codec speak for this request, as in Istio's native filter;
+//!    only `USE_DOWNSTREAM` looks at the downstream protocol.
 //! 5. List = the cluster's own list for that protocol, else its single list,
 //!    else the plugin config's list (Istio's map by default). No list: leave alone.
+//!
+//! Facts are asked lazily ([`RequestFacts`]) so a request costs only the
+//! hostcalls its decision needs, and decoded cluster metadata is cached by
+//! its bytes ([`Decider`]).
+
+use std::collections::HashMap;
 
 use crate::alpn::{AlpnList, UpstreamProtocol};
 use crate::config::AlpnConfig;
-use crate::metadata::cluster_policy;
+use crate::metadata::{cluster_policy, ClusterPolicy};
+use crate::protocol::ProtocolPolicy;
+
+/// What a request tells the filter, each asked only when the rule needs it.
+pub trait RequestFacts {
+    /// The route cluster's serialized `envoy.config.core.v3.Metadata`;
+    /// `None` when Envoy has none (no cluster, or a cluster without metadata).
+    fn cluster_metadata(&mut self) -> Option<Vec<u8>>;
+    /// The route cluster's name; `None` when the route has no cluster.
+    fn cluster_name(&mut self) -> Option<String>;
+    /// `request.protocol`: `HTTP/1.0`, `HTTP/1.1`, `HTTP/2`, `HTTP/3`.
+    fn request_protocol(&mut self) -> Option<String>;
+}
 
 /// Where the applied list came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,9 +44,17 @@ pub enum ListSource {
     PluginConfig,
 }
 
+/// What declared the cluster's protocol policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PolicySource {
+    ClusterMetadata,
+    ClusterRule,
+    Default,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
-    Override { protocol: UpstreamProtocol, alpn: AlpnList, source: ListSource },
+    Override { protocol: UpstreamProtocol, alpn: AlpnList, source: ListSource, policy: (ProtocolPolicy, PolicySource) },
     Skip(SkipReason),
 }
 
@@ -37,45 +67,105 @@ pub enum SkipReason {
     NoListForProtocol(UpstreamProtocol),
 }
 
-/// `cluster_metadata`: the route cluster's serialized
-/// `envoy.config.core.v3.Metadata` (empty when it has none); `None` when the
-/// route has no cluster.
-pub fn decide(config: &AlpnConfig, request_protocol: Option<&str>, cluster_metadata: Option<&[u8]>) -> Decision {
-    let Some(cluster_metadata) = cluster_metadata else {
-        return Decision::Skip(SkipReason::NoCluster);
-    };
-    let policy = match cluster_policy(cluster_metadata) {
-        Ok(policy) => policy,
-        Err(e) => return Decision::Skip(SkipReason::InvalidMetadata(e.to_string())),
-    };
-    if policy.opt_out {
-        return Decision::Skip(SkipReason::OptOut);
+/// Cached entries per map; past it the map starts over. A mesh has as many
+/// distinct cluster metadata blobs as clusters, so this only bounds memory
+/// against pathological churn.
+const MAX_CACHED: usize = 512;
+
+/// Decides per request, remembering what it decoded.
+///
+/// The metadata cache is keyed by the metadata **bytes**, not by cluster
+/// name: when xDS changes a cluster's metadata, the bytes change and the
+/// next request decodes them afresh, so a cached policy is never stale. Name
+/// rules are keyed by name: they depend only on the name and the plugin
+/// config, and a new plugin config makes a new `Decider`.
+pub struct Decider {
+    config: AlpnConfig,
+    policies: HashMap<Vec<u8>, Result<ClusterPolicy, String>>,
+    rules: HashMap<String, Option<ProtocolPolicy>>,
+}
+
+impl Decider {
+    pub fn new(config: AlpnConfig) -> Self {
+        Decider { config, policies: HashMap::new(), rules: HashMap::new() }
     }
-    let protocol = match policy.upstream_protocol {
-        Some(p) => p,
-        None => match request_protocol.and_then(UpstreamProtocol::from_request_protocol) {
-            Some(p) => p,
-            None => return Decision::Skip(SkipReason::UnknownProtocol(request_protocol.unwrap_or("").to_string())),
-        },
-    };
-    let (alpn, source) = match policy.alpn_for(protocol) {
-        Some(list) => (list, ListSource::ClusterMetadata),
-        None => (config.alpn_for(protocol), ListSource::PluginConfig),
-    };
-    match alpn {
-        Some(alpn) => Decision::Override { protocol, alpn: alpn.clone(), source },
-        None => Decision::Skip(SkipReason::NoListForProtocol(protocol)),
+
+    pub fn decide(&mut self, facts: &mut dyn RequestFacts) -> Decision {
+        let policy = match facts.cluster_metadata() {
+            Some(bytes) => match self.policies.get(&bytes) {
+                Some(cached) => cached.clone(),
+                None => {
+                    let decoded = cluster_policy(&bytes).map_err(|e| e.to_string());
+                    insert_bounded(&mut self.policies, bytes, decoded.clone());
+                    decoded
+                }
+            },
+            None if facts.cluster_name().is_some() => Ok(ClusterPolicy::default()),
+            None => return Decision::Skip(SkipReason::NoCluster),
+        };
+        let policy = match policy {
+            Ok(policy) => policy,
+            Err(e) => return Decision::Skip(SkipReason::InvalidMetadata(e)),
+        };
+        if policy.opt_out {
+            return Decision::Skip(SkipReason::OptOut);
+        }
+        let (protocol_policy, policy_source) = match policy.protocol {
+            Some(p) => (p, PolicySource::ClusterMetadata),
+            None => match self.rule_for(facts) {
+                Some(p) => (p, PolicySource::ClusterRule),
+                None => (self.config.default_policy, PolicySource::Default),
+            },
+        };
+        let downstream = if protocol_policy.follows_downstream() { facts.request_protocol() } else { None };
+        let Some(protocol) = protocol_policy.upstream_protocol(downstream.as_deref()) else {
+            return Decision::Skip(SkipReason::UnknownProtocol(downstream.unwrap_or_default()));
+        };
+        let (alpn, source) = match policy.alpn_for(protocol) {
+            Some(list) => (list, ListSource::ClusterMetadata),
+            None => (self.config.alpn_for(protocol), ListSource::PluginConfig),
+        };
+        match alpn {
+            Some(alpn) => {
+                Decision::Override { protocol, alpn: alpn.clone(), source, policy: (protocol_policy, policy_source) }
+            }
+            None => Decision::Skip(SkipReason::NoListForProtocol(protocol)),
+        }
     }
+
+    /// The name rule for the route's cluster; the name is read only when
+    /// the plugin config has rules.
+    fn rule_for(&mut self, facts: &mut dyn RequestFacts) -> Option<ProtocolPolicy> {
+        if self.config.cluster_rules.is_empty() {
+            return None;
+        }
+        let name = facts.cluster_name()?;
+        if let Some(cached) = self.rules.get(&name) {
+            return *cached;
+        }
+        let found = self.config.rule_for(&name);
+        insert_bounded(&mut self.rules, name, found);
+        found
+    }
+}
+
+fn insert_bounded<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>, key: K, value: V) {
+    if map.len() >= MAX_CACHED {
+        map.clear();
+    }
+    map.insert(key, value);
 }
 
 /// Every counter the filter keeps, declared in one list. The full stat name
 /// is `alpn_filter.<name>`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Counter {
-    OverrideHttp10,
     OverrideHttp11,
     OverrideHttp2,
     OverrideFromClusterMetadata,
+    ProtocolFromClusterMetadata,
+    ProtocolFromClusterRule,
+    ProtocolFromDefault,
     SkippedOptOut,
     SkippedInvalidMetadata,
     SkippedUnknownProtocol,
@@ -85,11 +175,13 @@ pub enum Counter {
 }
 
 impl Counter {
-    pub const ALL: [Counter; 10] = [
-        Counter::OverrideHttp10,
+    pub const ALL: [Counter; 12] = [
         Counter::OverrideHttp11,
         Counter::OverrideHttp2,
         Counter::OverrideFromClusterMetadata,
+        Counter::ProtocolFromClusterMetadata,
+        Counter::ProtocolFromClusterRule,
+        Counter::ProtocolFromDefault,
         Counter::SkippedOptOut,
         Counter::SkippedInvalidMetadata,
         Counter::SkippedUnknownProtocol,
@@ -101,10 +193,12 @@ impl Counter {
 
     pub fn name(self) -> &'static str {
         match self {
-            Counter::OverrideHttp10 => "override_http10",
             Counter::OverrideHttp11 => "override_http11",
             Counter::OverrideHttp2 => "override_http2",
             Counter::OverrideFromClusterMetadata => "override_from_cluster_metadata",
+            Counter::ProtocolFromClusterMetadata => "protocol_from_cluster_metadata",
+            Counter::ProtocolFromClusterRule => "protocol_from_cluster_rule",
+            Counter::ProtocolFromDefault => "protocol_from_default",
             Counter::SkippedOptOut => "skipped_opt_out",
             Counter::SkippedInvalidMetadata => "skipped_invalid_metadata",
             Counter::SkippedUnknownProtocol => "skipped_unknown_protocol",
@@ -122,28 +216,34 @@ impl Counter {
 
 impl Decision {
     /// The counters a decision increments (before the hostcall is made).
-    pub fn counters(&self) -> &'static [Counter] {
-        match self {
-            Decision::Override { protocol, source, .. } => match (protocol, source) {
-                (UpstreamProtocol::Http10, ListSource::PluginConfig) => &[Counter::OverrideHttp10],
-                (UpstreamProtocol::Http11, ListSource::PluginConfig) => &[Counter::OverrideHttp11],
-                (UpstreamProtocol::Http2, ListSource::PluginConfig) => &[Counter::OverrideHttp2],
-                (UpstreamProtocol::Http10, ListSource::ClusterMetadata) => {
-                    &[Counter::OverrideHttp10, Counter::OverrideFromClusterMetadata]
-                }
-                (UpstreamProtocol::Http11, ListSource::ClusterMetadata) => {
-                    &[Counter::OverrideHttp11, Counter::OverrideFromClusterMetadata]
-                }
-                (UpstreamProtocol::Http2, ListSource::ClusterMetadata) => {
-                    &[Counter::OverrideHttp2, Counter::OverrideFromClusterMetadata]
-                }
-            },
-            Decision::Skip(SkipReason::NoCluster) => &[Counter::SkippedNoCluster],
-            Decision::Skip(SkipReason::OptOut) => &[Counter::SkippedOptOut],
-            Decision::Skip(SkipReason::InvalidMetadata(_)) => &[Counter::SkippedInvalidMetadata],
-            Decision::Skip(SkipReason::UnknownProtocol(_)) => &[Counter::SkippedUnknownProtocol],
-            Decision::Skip(SkipReason::NoListForProtocol(_)) => &[Counter::SkippedNoAlpnForProtocol],
-        }
+    pub fn counters(&self) -> impl Iterator<Item = Counter> {
+        let counters: [Option<Counter>; 3] = match self {
+            Decision::Override { protocol, source, policy: (_, policy_source), .. } => [
+                Some(match protocol {
+                    // Never chosen (no policy yields HTTP/1.0); counted with 1.1.
+                    UpstreamProtocol::Http10 | UpstreamProtocol::Http11 => Counter::OverrideHttp11,
+                    UpstreamProtocol::Http2 => Counter::OverrideHttp2,
+                }),
+                (*source == ListSource::ClusterMetadata).then_some(Counter::OverrideFromClusterMetadata),
+                Some(match policy_source {
+                    PolicySource::ClusterMetadata => Counter::ProtocolFromClusterMetadata,
+                    PolicySource::ClusterRule => Counter::ProtocolFromClusterRule,
+                    PolicySource::Default => Counter::ProtocolFromDefault,
+                }),
+            ],
+            Decision::Skip(reason) => [
+                Some(match reason {
+                    SkipReason::NoCluster => Counter::SkippedNoCluster,
+                    SkipReason::OptOut => Counter::SkippedOptOut,
+                    SkipReason::InvalidMetadata(_) => Counter::SkippedInvalidMetadata,
+                    SkipReason::UnknownProtocol(_) => Counter::SkippedUnknownProtocol,
+                    SkipReason::NoListForProtocol(_) => Counter::SkippedNoAlpnForProtocol,
+                }),
+                None,
+                None,
+            ],
+        };
+        counters.into_iter().flatten()
     }
 }
 
@@ -154,60 +254,154 @@ mod tests {
     use crate::metadata::{FILTER_NAMESPACE, ISTIO_NAMESPACE};
     use proptest::prelude::*;
 
-    fn cluster(md: &[u8]) -> Option<&[u8]> {
-        Some(md)
+    /// A request's facts, recording which were asked for.
+    #[derive(Default)]
+    struct Facts {
+        metadata: Option<Vec<u8>>,
+        name: Option<String>,
+        protocol: Option<String>,
+        asked: Vec<&'static str>,
+    }
+
+    impl Facts {
+        fn new(metadata: &[u8], protocol: &str) -> Self {
+            Facts {
+                metadata: (!metadata.is_empty()).then(|| metadata.to_vec()),
+                name: Some("mesh_http".into()),
+                protocol: Some(protocol.into()),
+                asked: Vec::new(),
+            }
+        }
+        fn named(mut self, name: &str) -> Self {
+            self.name = Some(name.into());
+            self
+        }
+    }
+
+    impl RequestFacts for Facts {
+        fn cluster_metadata(&mut self) -> Option<Vec<u8>> {
+            self.asked.push("metadata");
+            self.metadata.clone()
+        }
+        fn cluster_name(&mut self) -> Option<String> {
+            self.asked.push("name");
+            self.name.clone()
+        }
+        fn request_protocol(&mut self) -> Option<String> {
+            self.asked.push("protocol");
+            self.protocol.clone()
+        }
+    }
+
+    fn decide(config: &AlpnConfig, facts: &mut Facts) -> Decision {
+        Decider::new(config.clone()).decide(facts)
     }
 
     fn applied(d: &Decision) -> Option<(UpstreamProtocol, String, ListSource)> {
         match d {
-            Decision::Override { protocol, alpn, source } => Some((*protocol, alpn.to_envoy_value(), *source)),
+            Decision::Override { protocol, alpn, source, .. } => Some((*protocol, alpn.to_envoy_value(), *source)),
             Decision::Skip(_) => None,
         }
     }
 
+    fn counters(d: &Decision) -> Vec<Counter> {
+        d.counters().collect()
+    }
+
+    const H11: &str = "istio-http/1.1,istio,http/1.1";
+    const H2: &str = "istio-h2,istio,h2";
+
     #[test]
-    fn downstream_protocol_picks_istios_list_by_default() {
+    fn an_undeclared_cluster_gets_the_http11_list_whatever_the_downstream_speaks() {
+        // Envoy's default cluster codec is HTTP/1.1: offering the h2 list to
+        // an h2c request would make the server negotiate h2 (the bug).
         let config = AlpnConfig::default();
-        for (proto, expected) in [
-            ("HTTP/1.0", "istio-http/1.0,istio,http/1.0"),
-            ("HTTP/1.1", "istio-http/1.1,istio,http/1.1"),
-            ("HTTP/2", "istio-h2,istio,h2"),
-        ] {
-            let d = decide(&config, Some(proto), cluster(&[]));
-            assert_eq!(applied(&d).map(|a| a.1), Some(expected.to_string()), "{proto}");
-            assert_eq!(applied(&d).map(|a| a.2), Some(ListSource::PluginConfig));
+        for proto in ["HTTP/1.0", "HTTP/1.1", "HTTP/2", "HTTP/3"] {
+            let mut facts = Facts::new(&[], proto);
+            let d = decide(&config, &mut facts);
+            assert_eq!(applied(&d), Some((UpstreamProtocol::Http11, H11.into(), ListSource::PluginConfig)), "{proto}");
+            assert_eq!(counters(&d), [Counter::OverrideHttp11, Counter::ProtocolFromDefault]);
+            // Neither the protocol nor the name was needed.
+            assert_eq!(facts.asked, ["metadata", "name"], "{proto}");
         }
     }
 
     #[test]
-    fn opt_out_wins_over_everything() {
-        let md = metadata(&[
-            (ISTIO_NAMESPACE, strukt(&[("alpn_override", s("false"))])),
-            (FILTER_NAMESPACE, strukt(&[("alpn", list(&["x", "h2"]))])),
-        ]);
-        assert_eq!(decide(&AlpnConfig::default(), Some("HTTP/2"), cluster(&md)), Decision::Skip(SkipReason::OptOut));
-        assert_eq!(Decision::Skip(SkipReason::OptOut).counters(), &[Counter::SkippedOptOut]);
+    fn native_protocol_table_for_every_policy() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("HTTP11", "HTTP/1.0", H11),
+            ("HTTP11", "HTTP/2", H11),
+            ("HTTP2", "HTTP/1.0", H2),
+            ("HTTP2", "HTTP/1.1", H2),
+            ("AUTO", "HTTP/1.1", H2),
+            ("AUTO", "HTTP/1.0", H2),
+            ("USE_DOWNSTREAM", "HTTP/1.0", H11),
+            ("USE_DOWNSTREAM", "HTTP/1.1", H11),
+            ("USE_DOWNSTREAM", "HTTP/2", H2),
+            ("USE_DOWNSTREAM", "HTTP/3", H2),
+        ];
+        for (policy, proto, expected) in cases {
+            let md = metadata(&[(FILTER_NAMESPACE, strukt(&[("upstream_protocol", s(policy))]))]);
+            let mut facts = Facts::new(&md, proto);
+            let d = decide(&AlpnConfig::default(), &mut facts);
+            assert_eq!(applied(&d).map(|a| a.1), Some(expected.to_string()), "{policy} {proto}");
+            assert!(counters(&d).contains(&Counter::ProtocolFromClusterMetadata));
+            assert_eq!(facts.asked.contains(&"protocol"), *policy == "USE_DOWNSTREAM", "{policy}");
+        }
     }
 
     #[test]
-    fn cluster_protocol_policy_overrides_the_downstream_protocol() {
-        let md = metadata(&[(FILTER_NAMESPACE, strukt(&[("upstream_protocol", s("HTTP2"))]))]);
-        let d = decide(&AlpnConfig::default(), Some("HTTP/1.1"), cluster(&md));
-        assert_eq!(applied(&d).map(|a| (a.0, a.1)), Some((UpstreamProtocol::Http2, "istio-h2,istio,h2".into())));
-        // Even when the downstream protocol is unknown.
-        let d = decide(&AlpnConfig::default(), Some("HTTP/3"), cluster(&md));
-        assert_eq!(applied(&d).map(|a| a.0), Some(UpstreamProtocol::Http2));
+    fn name_rules_then_default_and_the_name_is_read_only_when_rules_exist() {
+        let config = AlpnConfig::parse(
+            br#"{"default_upstream_protocol":"USE_DOWNSTREAM",
+                 "cluster_upstream_protocols":[{"cluster":"grpc-*","upstream_protocol":"HTTP2"}]}"#,
+        )
+        .unwrap();
+        let mut facts = Facts::new(&[], "HTTP/1.1").named("grpc-api");
+        let d = decide(&config, &mut facts);
+        assert_eq!(applied(&d).map(|a| a.1), Some(H2.into()));
+        assert!(counters(&d).contains(&Counter::ProtocolFromClusterRule));
+        let mut facts = Facts::new(&[], "HTTP/2").named("web");
+        let d = decide(&config, &mut facts);
+        assert_eq!(applied(&d).map(|a| a.1), Some(H2.into()));
+        assert!(counters(&d).contains(&Counter::ProtocolFromDefault));
+        // Metadata wins over a rule.
+        let md = metadata(&[(FILTER_NAMESPACE, strukt(&[("upstream_protocol", s("HTTP11"))]))]);
+        let mut facts = Facts::new(&md, "HTTP/2").named("grpc-api");
+        assert_eq!(applied(&decide(&config, &mut facts)).map(|a| a.1), Some(H11.into()));
+        assert_eq!(facts.asked, ["metadata"]);
+        // No rules: a cluster with metadata costs one read.
+        let md = metadata(&[("envoy.lb", strukt(&[("canary", s("true"))]))]);
+        let mut facts = Facts::new(&md, "HTTP/2");
+        decide(&AlpnConfig::default(), &mut facts);
+        assert_eq!(facts.asked, ["metadata"]);
+    }
+
+    #[test]
+    fn opt_out_wins_over_everything_even_an_invalid_block() {
+        for block in [list(&["x", "h2"]), s("a,,b")] {
+            let md = metadata(&[
+                (ISTIO_NAMESPACE, strukt(&[("alpn_override", s("false"))])),
+                (FILTER_NAMESPACE, strukt(&[("alpn", block)])),
+            ]);
+            let d = decide(&AlpnConfig::default(), &mut Facts::new(&md, "HTTP/2"));
+            assert_eq!(d, Decision::Skip(SkipReason::OptOut));
+            assert_eq!(counters(&d), [Counter::SkippedOptOut]);
+        }
     }
 
     #[test]
     fn cluster_list_wins_over_config_and_is_counted() {
         let md = metadata(&[(FILTER_NAMESPACE, strukt(&[("alpn", list(&["istio-http/1.0", "http/1.1"]))]))]);
-        let d = decide(&AlpnConfig::default(), Some("HTTP/1.1"), cluster(&md));
+        let d = decide(&AlpnConfig::default(), &mut Facts::new(&md, "HTTP/1.1"));
         assert_eq!(
             applied(&d),
             Some((UpstreamProtocol::Http11, "istio-http/1.0,http/1.1".into(), ListSource::ClusterMetadata))
         );
-        assert_eq!(d.counters(), &[Counter::OverrideHttp11, Counter::OverrideFromClusterMetadata]);
+        assert_eq!(
+            counters(&d),
+            [Counter::OverrideHttp11, Counter::OverrideFromClusterMetadata, Counter::ProtocolFromDefault]
+        );
     }
 
     #[test]
@@ -215,14 +409,16 @@ mod tests {
         let config = AlpnConfig::default();
         let md = metadata(&[(FILTER_NAMESPACE, strukt(&[("alpn", s("a,,b"))]))]);
         assert!(matches!(
-            decide(&config, Some("HTTP/1.1"), cluster(&md)),
+            decide(&config, &mut Facts::new(&md, "HTTP/1.1")),
             Decision::Skip(SkipReason::InvalidMetadata(_))
         ));
-        assert!(
-            matches!(decide(&config, Some("HTTP/3"), cluster(&[])), Decision::Skip(SkipReason::UnknownProtocol(p)) if p == "HTTP/3")
-        );
-        assert!(matches!(decide(&config, None, cluster(&[])), Decision::Skip(SkipReason::UnknownProtocol(_))));
-        assert_eq!(decide(&config, Some("HTTP/1.1"), None), Decision::Skip(SkipReason::NoCluster));
+        let md = metadata(&[(FILTER_NAMESPACE, strukt(&[("upstream_protocol", s("USE_DOWNSTREAM"))]))]);
+        assert!(matches!(
+            decide(&config, &mut Facts::new(&md, "SPDY/3")),
+            Decision::Skip(SkipReason::UnknownProtocol(p)) if p == "SPDY/3"
+        ));
+        let mut none = Facts { name: None, ..Facts::default() };
+        assert_eq!(decide(&config, &mut none), Decision::Skip(SkipReason::NoCluster));
     }
 
     #[test]
@@ -232,9 +428,25 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            decide(&config, Some("HTTP/1.1"), cluster(&[])),
+            decide(&config, &mut Facts::new(&[], "HTTP/1.1")),
             Decision::Skip(SkipReason::NoListForProtocol(UpstreamProtocol::Http11))
         );
+    }
+
+    #[test]
+    fn the_cache_follows_metadata_changes_and_stays_bounded() {
+        let mut decider = Decider::new(AlpnConfig::default());
+        let h2 = metadata(&[(FILTER_NAMESPACE, strukt(&[("upstream_protocol", s("HTTP2"))]))]);
+        let h1 = metadata(&[(FILTER_NAMESPACE, strukt(&[("upstream_protocol", s("HTTP11"))]))]);
+        // Same cluster name, metadata changed by xDS between requests.
+        assert_eq!(applied(&decider.decide(&mut Facts::new(&h2, "HTTP/1.1"))).map(|a| a.1), Some(H2.into()));
+        assert_eq!(applied(&decider.decide(&mut Facts::new(&h1, "HTTP/1.1"))).map(|a| a.1), Some(H11.into()));
+        assert_eq!(applied(&decider.decide(&mut Facts::new(&h2, "HTTP/1.1"))).map(|a| a.1), Some(H2.into()));
+        for i in 0..(MAX_CACHED * 2) {
+            let md = metadata(&[("other", strukt(&[("n", s(&i.to_string()))]))]);
+            decider.decide(&mut Facts::new(&md, "HTTP/1.1"));
+            assert!(decider.policies.len() <= MAX_CACHED);
+        }
     }
 
     #[test]
@@ -253,7 +465,7 @@ mod tests {
         // override always carries a list that is safe for Envoy.
         #[test]
         fn any_input_gives_a_safe_decision(md in proptest::collection::vec(any::<u8>(), 0..200), proto in ".{0,12}") {
-            let d = decide(&AlpnConfig::default(), Some(&proto), cluster(&md));
+            let d = decide(&AlpnConfig::default(), &mut Facts::new(&md, &proto));
             if let Decision::Override { alpn, .. } = d {
                 prop_assert!(crate::alpn::AlpnList::from_comma_separated(&alpn.to_envoy_value()).is_ok());
             }

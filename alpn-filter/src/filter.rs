@@ -1,14 +1,15 @@
-//! The proxy-wasm layer: reads the request's protocol and route cluster,
-//! asks [`decide`](crate::decision::decide), and hands the list to Envoy.
+//! The proxy-wasm layer: answers the [`Decider`]'s questions about the
+//! request from Envoy's properties and hands the chosen list to Envoy.
 
+use std::cell::RefCell;
 use std::rc::Rc;
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
-use wasm_host::{Counters, HostResult};
+use wasm_host::Counters;
 
 use crate::config::AlpnConfig;
-use crate::decision::{decide, Counter, Decision, SkipReason};
+use crate::decision::{Counter, Decider, Decision, RequestFacts, SkipReason};
 
 /// Envoy's filter-state object that replaces the upstream TLS ALPN list.
 const APPLICATION_PROTOCOLS: &str = "envoy.network.application_protocols";
@@ -23,7 +24,7 @@ struct AlpnRoot {
 }
 
 struct Shared {
-    config: AlpnConfig,
+    decider: RefCell<Decider>,
     counters: Counters,
 }
 
@@ -44,7 +45,7 @@ impl RootContext for AlpnRoot {
             log::warn!("alpn-filter: {warning}");
         }
         let counters = Counters::define(Counter::PREFIX, Counter::ALL.iter().map(|c| c.name()));
-        self.shared = Some(Rc::new(Shared { config, counters }));
+        self.shared = Some(Rc::new(Shared { decider: RefCell::new(Decider::new(config)), counters }));
         true
     }
 
@@ -66,38 +67,61 @@ impl Context for AlpnStream {}
 impl HttpContext for AlpnStream {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         if let Some(shared) = &self.shared {
-            if let Err(e) = apply(shared) {
-                log::warn!("alpn-filter: cannot read request properties: {e}");
-            }
+            apply(shared);
         }
         Action::Continue
     }
 }
 
-fn cluster_name() -> String {
-    wasm_host::get_property_string(&["xds", "cluster_name"]).ok().flatten().unwrap_or_else(|| "-".into())
+/// The request's facts, read from Envoy's properties when the rule asks.
+/// A failing read counts as absent (and is logged): the request goes on
+/// with the cluster's own ALPN rather than a guess.
+struct HostRequest;
+
+fn read(path: &[&str]) -> Option<Vec<u8>> {
+    wasm_host::get_property(path).unwrap_or_else(|e| {
+        log::warn!("alpn-filter: cannot read {}: {e}", path.join("."));
+        None
+    })
 }
 
-fn apply(shared: &Shared) -> HostResult<()> {
-    let protocol = wasm_host::get_property_string(&["request", "protocol"])?;
-    // One hostcall in the common case: the route's cluster metadata. Only
-    // when Envoy has none do we ask whether there is a cluster at all.
-    let cluster_metadata = match wasm_host::get_property(&["xds", "cluster_metadata"])? {
-        Some(metadata) => Some(metadata),
-        None => wasm_host::get_property(&["xds", "cluster_name"])?.map(|_| Vec::new()),
-    };
-    let decision = decide(&shared.config, protocol.as_deref(), cluster_metadata.as_deref());
+impl RequestFacts for HostRequest {
+    fn cluster_metadata(&mut self) -> Option<Vec<u8>> {
+        read(&["xds", "cluster_metadata"])
+    }
+    fn cluster_name(&mut self) -> Option<String> {
+        read(&["xds", "cluster_name"]).and_then(|b| String::from_utf8(b).ok())
+    }
+    fn request_protocol(&mut self) -> Option<String> {
+        read(&["request", "protocol"]).and_then(|b| String::from_utf8(b).ok())
+    }
+}
+
+/// For log lines only (debug lines are not formatted unless enabled).
+fn cluster_name() -> String {
+    HostRequest.cluster_name().unwrap_or_else(|| "-".into())
+}
+
+fn apply(shared: &Shared) {
+    let Ok(mut decider) = shared.decider.try_borrow_mut() else { return };
+    let decision = decider.decide(&mut HostRequest);
+    drop(decider);
     for counter in decision.counters() {
         shared.counters.inc(counter.index());
     }
     match &decision {
-        Decision::Override { protocol, alpn, source } => {
+        Decision::Override { protocol, alpn, source, policy } => {
             let value = alpn.to_envoy_value();
             if let Err(e) = wasm_host::set_envoy_filter_state(APPLICATION_PROTOCOLS, &value) {
                 shared.counters.inc(Counter::OverrideFailed.index());
                 log::warn!("alpn-filter: cluster {}: cannot set upstream ALPN: {e}", cluster_name());
             } else {
-                log::debug!("alpn-filter: cluster {}: {protocol} -> ALPN {value} (from {source:?})", cluster_name());
+                log::debug!(
+                    "alpn-filter: cluster {}: {} ({:?}) -> {protocol} -> ALPN {value} (list from {source:?})",
+                    cluster_name(),
+                    policy.0,
+                    policy.1
+                );
             }
         }
         Decision::Skip(SkipReason::InvalidMetadata(reason)) => {
@@ -107,5 +131,4 @@ fn apply(shared: &Shared) -> HostResult<()> {
             log::debug!("alpn-filter: cluster {}: ALPN left alone: {reason:?}", cluster_name());
         }
     }
-    Ok(())
 }

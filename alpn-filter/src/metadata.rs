@@ -6,7 +6,7 @@
 //!     istio:
 //!       alpn_override: "false"        # Istio's opt-out: leave this cluster's ALPN alone
 //!     istio.alpn:                     # this filter's own keys (the filter's name)
-//!       upstream_protocol: HTTP2      # the cluster's protocol, when it is not the downstream one
+//!       upstream_protocol: HTTP2      # the cluster's codec: HTTP11, HTTP2, USE_DOWNSTREAM or AUTO
 //!       alpn: [istio-h2, h2]          # one list for every protocol (or "istio-h2,h2")
 //!       alpn_override:                # per protocol, same shape as the plugin config
 //!         - upstream_protocol: HTTP11
@@ -20,6 +20,7 @@ use serde::Deserialize;
 
 use crate::alpn::{AlpnList, UpstreamProtocol};
 use crate::config::{protocol_index, validate_protocol_lists, ConfigError, ProtocolName, RawProtocolAlpn};
+use crate::protocol::ProtocolPolicy;
 
 /// Istio's namespace, holding the `alpn_override: "false"` opt-out.
 pub const ISTIO_NAMESPACE: &str = "istio";
@@ -31,8 +32,8 @@ pub const FILTER_NAMESPACE: &str = "istio.alpn";
 pub struct ClusterPolicy {
     /// `istio.alpn_override` is `"false"`: do not touch this cluster's ALPN.
     pub opt_out: bool,
-    /// The cluster's upstream protocol, when it does not follow the downstream.
-    pub upstream_protocol: Option<UpstreamProtocol>,
+    /// The cluster's protocol policy, when its metadata declares one.
+    pub protocol: Option<ProtocolPolicy>,
     /// One list for every protocol.
     pub alpn: Option<AlpnList>,
     /// Per-protocol lists; an explicitly empty entry means "no override".
@@ -81,6 +82,11 @@ fn policy_from_metadata(metadata: &Metadata) -> Result<ClusterPolicy, ConfigErro
             Some(Kind::BoolValue(b)) => !b,
             _ => false,
         };
+        // The opt-out comes first: an invalid `istio.alpn` block on an
+        // opted-out cluster is never read, so it cannot turn into a warning.
+        if policy.opt_out {
+            return Ok(policy);
+        }
     }
     let Some(ours) = metadata.filter_metadata.get(FILTER_NAMESPACE) else {
         return Ok(policy);
@@ -89,7 +95,7 @@ fn policy_from_metadata(metadata: &Metadata) -> Result<ClusterPolicy, ConfigErro
         .map_err(|e| ConfigError::new(format!("filter_metadata.{FILTER_NAMESPACE}"), e))?;
     let field = |name: &str| format!("filter_metadata.{FILTER_NAMESPACE}.{name}");
     if let Some(protocol) = raw.upstream_protocol {
-        policy.upstream_protocol = Some(protocol.resolve(&field("upstream_protocol"))?);
+        policy.protocol = Some(protocol.resolve_policy(&field("upstream_protocol"))?);
     }
     if let Some(alpn) = raw.alpn {
         let list = match alpn {
@@ -173,6 +179,18 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn the_opt_out_is_read_before_an_invalid_block() {
+        let md = metadata(&[
+            (ISTIO_NAMESPACE, strukt(&[("alpn_override", s("false"))])),
+            (FILTER_NAMESPACE, strukt(&[("alpn", s("a,,b"))])),
+        ]);
+        assert!(cluster_policy(&md).unwrap().opt_out);
+        // Without the opt-out the same block is an error.
+        let md = metadata(&[(FILTER_NAMESPACE, strukt(&[("alpn", s("a,,b"))]))]);
+        assert!(cluster_policy(&md).is_err());
+    }
+
+    #[test]
     fn cluster_lists_per_protocol_win_over_the_single_list() {
         let md = metadata(&[(
             FILTER_NAMESPACE,
@@ -196,7 +214,7 @@ pub(crate) mod tests {
             ]),
         )]);
         let policy = cluster_policy(&md).unwrap();
-        assert_eq!(policy.upstream_protocol, Some(UpstreamProtocol::Http2));
+        assert_eq!(policy.protocol, Some(ProtocolPolicy::Http2));
         let v = |p| policy.alpn_for(p).map(|o| o.map(AlpnList::to_envoy_value));
         assert_eq!(v(UpstreamProtocol::Http11), Some(Some("m11,http/1.1".to_string())));
         assert_eq!(v(UpstreamProtocol::Http10), Some(None));
@@ -217,6 +235,10 @@ pub(crate) mod tests {
             let md = metadata(&[(FILTER_NAMESPACE, strukt(&[("alpn", alpn.clone())]))]);
             let err = cluster_policy(&md).unwrap_err().to_string();
             assert!(err.starts_with(expected), "{err} / {expected}");
+        }
+        for (name, expected) in [("USE_DOWNSTREAM", ProtocolPolicy::UseDownstream), ("AUTO", ProtocolPolicy::Auto)] {
+            let md = metadata(&[(FILTER_NAMESPACE, strukt(&[("upstream_protocol", s(name))]))]);
+            assert_eq!(cluster_policy(&md).unwrap().protocol, Some(expected));
         }
         let md = metadata(&[(FILTER_NAMESPACE, strukt(&[("upstream_protocol", s("HTTP9"))]))]);
         assert!(cluster_policy(&md).unwrap_err().to_string().contains("upstream_protocol"));

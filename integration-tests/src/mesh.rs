@@ -26,13 +26,17 @@ pub struct MeshOptions {
     pub wasm_log_level: String,
 }
 
+/// alpn-filter's configuration in the tests and in docker-compose: Istio's
+/// lists, and name rules declaring two of the protocol-matrix clusters.
+pub const ALPN_CONFIG: &str = r#"{"cluster_upstream_protocols":[{"cluster":"mesh_http_explicit_*","upstream_protocol":"HTTP11"},{"cluster":"mesh_http_use_downstream","upstream_protocol":"USE_DOWNSTREAM"}]}"#;
+
 /// The exchange timeout the tests' deployment uses (short, to test it).
 pub const TEST_EXCHANGE_TIMEOUT_MS: u64 = 1500;
 
 impl Default for MeshOptions {
     fn default() -> Self {
         MeshOptions {
-            alpn_config: String::new(),
+            alpn_config: ALPN_CONFIG.into(),
             server_exchange_config: format!(r#"{{"role":"server","exchange_timeout_ms":{TEST_EXCHANGE_TIMEOUT_MS}}}"#),
             client_exchange_config: format!(r#"{{"role":"client","exchange_timeout_ms":{TEST_EXCHANGE_TIMEOUT_MS}}}"#),
             wasm_log_level: "debug".into(),

@@ -28,33 +28,52 @@ fn served_by(response: &HttpResponse) -> (String, String) {
     (response.header("x-inbound-chain").to_string(), body["protocol"].as_str().unwrap_or_default().to_string())
 }
 
+/// The chain and backend protocol each upstream list leads to.
+type Served = (&'static str, &'static str);
+const H11: Served = ("inbound-http11", "HTTP/1.1");
+const H2: Served = ("inbound-h2", "HTTP/2");
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http10_http11_and_h2c_each_reach_the_matching_inbound_chain() {
+async fn every_downstream_protocol_through_every_kind_of_cluster_is_served_with_natives_list() {
     let mesh = Mesh::start();
     let app = mesh.client_listener("outbound_http");
-
-    let r10 = http1_get(app, "1.0", "/mesh/v10").await;
-    let r11 = http1_get(app, "1.1", "/mesh/v11").await;
-    let r2 = h2c_get(app, "/mesh/v2").await;
-    // Envoy always speaks HTTP/1.1 upstream for an HTTP/1.0 request: the
-    // inbound side learns "1.0" from the ALPN alone, via its chain.
-    assert_eq!(served_by(&r10), ("inbound-http10".into(), "HTTP/1.1".into()));
-    assert_eq!(served_by(&r11), ("inbound-http11".into(), "HTTP/1.1".into()));
-    assert_eq!(served_by(&r2), ("inbound-h2".into(), "HTTP/2".into()));
-    assert_eq!(r10.version, "HTTP/1.0");
-    assert_eq!(r2.version, "HTTP/2");
-
-    assert_eq!(counter(&mesh, "override_http10"), 1);
-    assert_eq!(counter(&mesh, "override_http11"), 1);
-    assert_eq!(counter(&mesh, "override_http2"), 1);
-    let log = mesh.wait_access_log(SERVER_HTTP_LOG, 3, LOG_WAIT);
-    let chains: BTreeMap<String, String> = log
-        .iter()
-        .map(|l| (l["path"].as_str().unwrap().to_string(), l["chain"].as_str().unwrap().to_string()))
-        .collect();
-    assert_eq!(chains["/mesh/v10"], "inbound-http10");
-    assert_eq!(chains["/mesh/v11"], "inbound-http11");
-    assert_eq!(chains["/mesh/v2"], "inbound-h2");
+    // Route prefix, the cluster's HttpProtocolOptions (and who declares
+    // them), and the list native's table gives for HTTP/1.0, HTTP/1.1, h2c.
+    let matrix: &[(&str, &str, [Served; 3])] = &[
+        ("/no-options/", "none, left to the default", [H11, H11, H11]),
+        ("/explicit-h1/", "explicit http1, name rule", [H11, H11, H11]),
+        ("/h2-cluster/", "explicit http2, metadata", [H2, H2, H2]),
+        ("/use-downstream/", "use_downstream, name rule", [H11, H11, H2]),
+        ("/auto/", "auto_config, metadata AUTO", [H2, H2, H2]),
+        ("/mesh/", "auto_config, left to the default", [H11, H11, H11]),
+    ];
+    let mut expected_counts = BTreeMap::<&str, u64>::new();
+    for (prefix, kind, expected) in matrix {
+        let responses = [
+            http1_get(app, "1.0", &format!("{prefix}v10")).await,
+            http1_get(app, "1.1", &format!("{prefix}v11")).await,
+            h2c_get(app, &format!("{prefix}v2")).await,
+        ];
+        for (response, (chain, protocol)) in responses.iter().zip(expected) {
+            // 200 everywhere: the list always matches what the cluster's codec speaks.
+            assert_eq!(served_by(response), (chain.to_string(), protocol.to_string()), "{prefix} ({kind})");
+            let counter = if *chain == H2.0 { "override_http2" } else { "override_http11" };
+            *expected_counts.entry(counter).or_default() += 1;
+        }
+    }
+    for (name, count) in &expected_counts {
+        assert_eq!(counter(&mesh, name), *count, "{name}");
+    }
+    // Which source declared each cluster's protocol, 3 requests each.
+    assert_eq!(counter(&mesh, "protocol_from_default"), 6);
+    assert_eq!(counter(&mesh, "protocol_from_cluster_rule"), 6);
+    assert_eq!(counter(&mesh, "protocol_from_cluster_metadata"), 6);
+    let log = mesh.client.log();
+    assert!(log.contains("cluster mesh_http_auto: AUTO (ClusterMetadata) -> HTTP2 -> ALPN istio-h2,istio,h2"), "{log}");
+    assert!(log.contains("cluster mesh_http_use_downstream: USE_DOWNSTREAM (ClusterRule) -> HTTP11 -> ALPN istio-http/1.1,istio,http/1.1"));
+    assert!(
+        log.contains("cluster mesh_http_no_options: HTTP11 (Default) -> HTTP11 -> ALPN istio-http/1.1,istio,http/1.1")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -113,10 +132,12 @@ async fn weighted_clusters_decide_per_request_and_alpn_lists_never_share_a_conne
     }
     assert_eq!(seen.len(), 2, "both weighted clusters were picked: {seen:?}");
 
-    // One cluster, two lists: HTTP/1.0 and HTTP/1.1 requests interleaved.
+    // One cluster, two lists: HTTP/1.1 and h2c requests interleaved on a
+    // use-downstream cluster.
     for i in 0..5 {
-        assert_eq!(served_by(&http1_get(app, "1.0", &format!("/mesh/ten/{i}")).await).0, "inbound-http10");
-        assert_eq!(served_by(&http1_get(app, "1.1", &format!("/mesh/eleven/{i}")).await).0, "inbound-http11");
+        let h11 = http1_get(app, "1.1", &format!("/use-downstream/eleven/{i}")).await;
+        assert_eq!(served_by(&h11).0, "inbound-http11");
+        assert_eq!(served_by(&h2c_get(app, &format!("/use-downstream/two/{i}")).await).0, "inbound-h2");
     }
 
     // Every upstream connection (seen from the server) carried one chain only.

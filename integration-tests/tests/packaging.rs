@@ -120,6 +120,11 @@ fn compose_environment_renders_configs_that_envoy_accepts() {
                 (k, v)
             })
             .collect();
+        if envoy == "client-envoy" {
+            // The deployment declares the protocol-matrix clusters as the tests do.
+            let alpn = vars.iter().find(|(k, _)| k == "ALPN_CONFIG").map(|(_, v)| v.as_str());
+            assert_eq!(alpn, Some(mesh::ALPN_CONFIG));
+        }
         let out = dir.path().join(template);
         let rendered = render_sh(template, &vars, &out);
         assert!(rendered.status.success(), "render.sh: {}", String::from_utf8_lossy(&rendered.stderr));

@@ -35,7 +35,7 @@ fn show_http(what: &str, r: &HttpResponse, decision: &str) {
         chain => format!("server Envoy chain {chain}, backend saw {protocol}"),
     };
     println!(
-        "  {what:<36} {} via cluster {:<22} | alpn-filter: {decision}\n  {:<36} reached {reached}",
+        "  {what:<38} {} via cluster {:<24} | alpn-filter: {decision}\n  {:<38} reached {reached}",
         r.status,
         r.header("x-client-cluster"),
         "",
@@ -72,21 +72,23 @@ async fn main() {
     );
     println!("  configs, certificates and logs in {}", mesh.dir().display());
 
-    section("alpn-filter: downstream HTTP version -> upstream ALPN -> inbound chain picked from the ClientHello");
+    section("alpn-filter: cluster's upstream protocol -> upstream ALPN -> inbound chain picked from the ClientHello");
     let app = mesh.client_listener("outbound_http");
-    let r = http1_get(app, "1.0", "/mesh/demo").await;
-    show_http("HTTP/1.0 GET /mesh/demo", &r, &alpn_decision(&mesh, "mesh_http", 0));
-    let r = http1_get(app, "1.1", "/mesh/demo").await;
-    show_http("HTTP/1.1 GET /mesh/demo", &r, &alpn_decision(&mesh, "mesh_http", 1));
-    let r = h2c_get(app, "/mesh/demo").await;
-    show_http("HTTP/2 (h2c) GET /mesh/demo", &r, &alpn_decision(&mesh, "mesh_http", 2));
+    let r = h2c_get(app, "/no-options/demo").await;
+    show_http("h2c, cluster without protocol options", &r, &alpn_decision(&mesh, "mesh_http_no_options", 0));
+    let r = http1_get(app, "1.1", "/h2-cluster/demo").await;
+    show_http("HTTP/1.1, explicit-h2 cluster", &r, &alpn_decision(&mesh, "mesh_http_h2_policy", 0));
+    let r = http1_get(app, "1.0", "/use-downstream/demo").await;
+    show_http("HTTP/1.0, use-downstream cluster", &r, &alpn_decision(&mesh, "mesh_http_use_downstream", 0));
+    let r = h2c_get(app, "/use-downstream/demo").await;
+    show_http("h2c, use-downstream cluster", &r, &alpn_decision(&mesh, "mesh_http_use_downstream", 1));
     let r = http1_get(app, "1.1", "/custom/demo").await;
     show_http("HTTP/1.1, cluster's own list", &r, &alpn_decision(&mesh, "mesh_http_custom_alpn", 0));
     let r = http1_get(app, "1.1", "/optout/demo").await;
     show_http("HTTP/1.1, istio.alpn_override=false", &r, &alpn_decision(&mesh, "plain_https_optout", 0));
     let r = http1_get(app, "1.1", "/no-optout/demo").await;
     println!(
-        "  {:<36} {} (same h2-only server without the opt-out: the mesh ALPN list is refused)",
+        "  {:<38} {} (same h2-only server without the opt-out: the mesh ALPN list is refused)",
         "HTTP/1.1, no opt-out", r.status
     );
     counters(&mesh, "wasmcustom.alpn_filter.");
