@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::clients::{assert_same_bytes, echo_through, h2c_get, http1_get};
 use crate::mesh::{CLIENT_TCP_LOG, SERVER_HTTP_LOG, SERVER_TCP_LOG};
 use crate::target::Target;
-use crate::workloads::{CLIENT, PEER_UNKNOWN, SERVER};
+use crate::workloads::{peer_struct, CLIENT, PEER_UNKNOWN, SERVER};
 use crate::{pseudo_random_bytes, BANNER};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -87,13 +87,18 @@ pub async fn server_first_banner_arrives_intact(t: &Target) {
     assert_eq!(&echo, b"QUIT\r\n");
 }
 
-/// A non-mesh TLS upstream gets exactly the app's bytes; the peer is not found.
+/// A non-mesh TLS upstream gets exactly the app's bytes; with no exchange,
+/// the peer comes from Istio's endpoint metadata, or is not found.
 pub async fn non_mesh_upstream_is_untouched(t: &Target) {
     let len = 10_000 + (nonce() % 90_000) as usize;
     let line = echo_and_find_client_line(t, "outbound_tcp_plain", len).await;
+    assert_eq!(peer_struct(&line["upstream_peer"])["source"], "endpoint_metadata", "{line}");
+    assert_eq!(peer_struct(&line["upstream_peer"])["workload"], "legacy-db", "{line}");
+    assert_eq!(as_u64(&line["bytes_sent"]), len as u64, "no prefix was stripped from, or added to, the stream");
+    let line = echo_and_find_client_line(t, "outbound_tcp_plain_marked", len + 1).await;
     assert_eq!(line["peer_not_found"], "true", "{line}");
     assert_eq!(line["upstream_peer_id"], PEER_UNKNOWN, "{line}");
-    assert_eq!(as_u64(&line["bytes_sent"]), len as u64, "no prefix was stripped from, or added to, the stream");
+    assert_eq!(as_u64(&line["bytes_sent"]), len as u64 + 1);
 }
 
 /// All of the above, in order (counter deltas stay meaningful).

@@ -1,19 +1,26 @@
-//! The workload metadata of the two Envoys, as written in the node sections
-//! of envoy-configs/server.yaml and client.yaml.
+//! The workload metadata of the two Envoys (the node sections of
+//! envoy-configs/server.yaml and client.yaml), written out by hand from
+//! Istio's rules: what each sends on the wire, and what its peer stores.
 
-/// Istio's string fields, in the order Istio lists them.
+/// One Envoy's workload.
 pub struct Workload {
     pub node_id: &'static str,
-    pub fields: [(&'static str, &'static str); 8],
-    /// The labels Istio sends by default.
-    pub labels: [(&'static str, &'static str); 4],
+    /// The UPPERCASE string fields native's write of the node metadata sends.
+    pub wire_fields: &'static [(&'static str, &'static str)],
+    /// The labels sent by default (normalised `app` and `version`).
+    pub wire_labels: [(&'static str, &'static str); 4],
     /// A label only sent when named in `additional_labels`.
     pub team: &'static str,
+    /// What a peer stores in filter state: native's lowercase schema, plus
+    /// our `source`.
+    pub stored: &'static [(&'static str, &'static str)],
 }
 
+/// A Deployment with every field in its node metadata but the region and
+/// zone (from the node locality).
 pub const SERVER: Workload = Workload {
     node_id: "sidecar~10.1.0.2~server-7d4b9c-abcde.server-ns~server-ns.svc.cluster.local",
-    fields: [
+    wire_fields: &[
         ("NAME", "server-7d4b9c-abcde"),
         ("NAMESPACE", "server-ns"),
         ("WORKLOAD_NAME", "server"),
@@ -23,56 +30,106 @@ pub const SERVER: Workload = Workload {
         ("REGION", "region-a"),
         ("AVAILABILITY_ZONE", "zone-a1"),
     ],
-    labels: [
+    wire_labels: [
         ("service.istio.io/canonical-name", "server"),
         ("service.istio.io/canonical-revision", "v1"),
         ("app", "server"),
         ("version", "v1"),
     ],
     team: "blue",
+    stored: &[
+        ("type", "deployment"),
+        ("workload", "server"),
+        ("name", "server-7d4b9c-abcde"),
+        ("cluster", "Kubernetes"),
+        ("namespace", "server-ns"),
+        ("service", "server"),
+        ("revision", "v1"),
+        ("app", "server"),
+        ("version", "v1"),
+        ("identity", "spiffe://cluster.local/ns/server-ns/sa/server"),
+        ("region", "region-a"),
+        ("availability_zone", "zone-a1"),
+        ("source", "exchange"),
+    ],
 };
 
+/// A StatefulSet (so no OWNER is sent and no `type` stored) with both
+/// `app.kubernetes.io/name` and a plain `app` label, and no region or zone
+/// but a node locality.
 pub const CLIENT: Workload = Workload {
     node_id: "sidecar~10.1.0.1~client-5f6d8e-fghij.client-ns~client-ns.svc.cluster.local",
-    fields: [
+    wire_fields: &[
         ("NAME", "client-5f6d8e-fghij"),
         ("NAMESPACE", "client-ns"),
         ("WORKLOAD_NAME", "client"),
         ("CLUSTER_ID", "Kubernetes"),
         ("IDENTITY", "spiffe://cluster.local/ns/client-ns/sa/client"),
-        ("OWNER", "kubernetes://apis/apps/v1/namespaces/client-ns/deployments/client"),
         ("REGION", "region-a"),
         ("AVAILABILITY_ZONE", "zone-a2"),
     ],
-    labels: [
+    wire_labels: [
         ("service.istio.io/canonical-name", "client"),
         ("service.istio.io/canonical-revision", "v2"),
-        ("app", "client"),
+        ("app", "client-app"),
         ("version", "v2"),
     ],
     team: "red",
+    stored: &[
+        ("workload", "client"),
+        ("name", "client-5f6d8e-fghij"),
+        ("cluster", "Kubernetes"),
+        ("namespace", "client-ns"),
+        ("service", "client"),
+        ("revision", "v2"),
+        ("app", "client-app"),
+        ("version", "v2"),
+        ("identity", "spiffe://cluster.local/ns/client-ns/sa/client"),
+        ("region", "region-a"),
+        ("availability_zone", "zone-a2"),
+        ("source", "exchange"),
+    ],
 };
 
 /// Istio's sentinel peer id for "decidedly unknown".
 pub const PEER_UNKNOWN: &str = "envoy.wasm.metadata_exchange.peer_unknown";
 
+/// The peer struct inside an access-log value (`{"@type":..,"value":{..}}`
+/// or the bare struct).
+pub fn peer_struct(logged: &serde_json::Value) -> &serde_json::Value {
+    if logged.get("@type").is_some() {
+        &logged["value"]
+    } else {
+        logged
+    }
+}
+
+/// Checks that a logged peer struct has exactly `expected` as its fields.
+pub fn assert_stored(logged: &serde_json::Value, expected: &[(&str, &str)], what: &str) {
+    let value = peer_struct(logged);
+    let object = value.as_object().unwrap_or_else(|| panic!("{what}: no peer struct in {logged}"));
+    for (k, v) in expected {
+        assert_eq!(value[*k], *v, "{what}: field {k} in {value}");
+    }
+    let mut keys: Vec<&str> = object.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    let mut expected_keys: Vec<&str> = expected.iter().map(|(k, _)| *k).collect();
+    expected_keys.sort_unstable();
+    assert_eq!(keys, expected_keys, "{what}: native's schema exactly (no PLATFORM_METADATA, no other labels)");
+}
+
 impl Workload {
-    /// Checks a peer struct as access logs print it (`{"@type":..,"value":{..}}`
-    /// or the bare struct): exactly Istio's fields and default labels, nothing else.
+    /// Checks a peer struct as access logs print it.
     pub fn assert_is(&self, logged: &serde_json::Value, what: &str) {
-        let value = if logged.get("@type").is_some() { &logged["value"] } else { logged };
-        let object = value.as_object().unwrap_or_else(|| panic!("{what}: no peer struct in {logged}"));
-        for (k, v) in self.fields {
-            assert_eq!(value[k], v, "{what}: field {k} in {value}");
-        }
-        for (k, v) in self.labels {
-            assert_eq!(value["LABELS"][k], v, "{what}: label {k} in {value}");
-        }
-        let mut keys: Vec<&str> = object.keys().map(String::as_str).collect();
-        keys.sort_unstable();
-        let mut expected: Vec<&str> = self.fields.iter().map(|(k, _)| *k).chain(["LABELS"]).collect();
-        expected.sort_unstable();
-        assert_eq!(keys, expected, "{what}: only Istio's fields are exchanged (no PLATFORM_METADATA)");
-        assert_eq!(value["LABELS"].as_object().map(|l| l.len()), Some(4), "{what}: only the default labels: {value}");
+        assert_stored(logged, self.stored, what);
+    }
+
+    /// Checks the UPPERCASE struct this workload sent on the wire (as JSON).
+    pub fn assert_sent(&self, wire: &serde_json::Value, what: &str) {
+        let mut expected: serde_json::Map<String, serde_json::Value> =
+            self.wire_fields.iter().map(|(k, v)| (k.to_string(), (*v).into())).collect();
+        let labels = self.wire_labels.iter().map(|(k, v)| (k.to_string(), (*v).into())).collect();
+        expected.insert("LABELS".into(), serde_json::Value::Object(labels));
+        assert_eq!(wire, &serde_json::Value::Object(expected), "{what}");
     }
 }

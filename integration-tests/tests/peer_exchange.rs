@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use integration_tests::clients::{assert_same_bytes, echo_through, STEP_TIMEOUT};
 use integration_tests::mesh::{Mesh, MeshOptions, CLIENT_TCP_LOG, SERVER_TCP_LOG, TEST_EXCHANGE_TIMEOUT_MS};
 use integration_tests::wire::{self, V};
-use integration_tests::workloads::{CLIENT, PEER_UNKNOWN, SERVER};
+use integration_tests::workloads::{assert_stored, CLIENT, PEER_UNKNOWN, SERVER};
 use integration_tests::{pseudo_random_bytes, BANNER};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -134,14 +134,18 @@ async fn prefix_delivered_one_byte_at_a_time_by_a_raw_tls_client() {
     let received = read_prefixed(&mut tls, data.len()).await;
     let (server_metadata, server_id, rest) = wire::split_prefix(&received).unwrap();
     assert_eq!(rest, data, "the echo, with the server's prefix stripped off");
-    SERVER.assert_is(&server_metadata, "server prefix");
+    SERVER.assert_sent(&server_metadata, "server prefix");
     assert_eq!(server_id, SERVER.node_id);
     tls.shutdown().await.unwrap();
     drop(tls);
 
     let log = mesh.wait_access_log(SERVER_TCP_LOG, 1, LOG_WAIT);
-    assert_eq!(log[0]["downstream_peer"]["value"]["NAME"], "raw-client-1", "{}", log[0]);
-    assert_eq!(log[0]["downstream_peer"]["value"]["LABELS"]["app"], "raw");
+    // No CLUSTER_ID: native would store `name` only with a cluster; we keep it.
+    assert_stored(
+        &log[0]["downstream_peer"],
+        &[("name", "raw-client-1"), ("namespace", "raw-ns"), ("app", "raw"), ("source", "exchange")],
+        "raw client",
+    );
     assert_eq!(log[0]["downstream_peer_id"], RAW_CLIENT_ID);
     assert_eq!(server_counter(&mesh, "metadata_received"), 1);
 }
@@ -169,11 +173,29 @@ async fn upstreams_that_do_not_take_part_never_receive_magic_bytes() {
     assert_eq!(client_counter(&mesh, "metadata_added"), 0);
 
     let log = mesh.wait_access_log(CLIENT_TCP_LOG, 2, LOG_WAIT);
-    for line in &log {
-        assert_eq!(line["peer_not_found"], "true", "{line}");
-        assert_eq!(line["upstream_peer_id"], PEER_UNKNOWN, "{line}");
-        assert!(line["upstream_peer"].is_null(), "{line}");
-    }
+    let line = |listener: &str| log.iter().find(|l| l["listener"] == listener).expect("log line");
+    // No exchange, but the endpoint carries Istio's `istio.workload`: the
+    // peer comes from it, marked as such.
+    let plain = line("outbound_tcp_plain");
+    assert_stored(
+        &plain["upstream_peer"],
+        &[
+            ("workload", "legacy-db"),
+            ("namespace", "legacy-ns"),
+            ("service", "legacy-db"),
+            ("revision", "v7"),
+            ("cluster", "Kubernetes"),
+            ("source", "endpoint_metadata"),
+        ],
+        "peer from endpoint metadata",
+    );
+    assert!(plain["peer_not_found"].is_null(), "{plain}");
+    assert_eq!(client_counter(&mesh, "peer_from_endpoint_metadata"), 1);
+    // No endpoint metadata: peer not found.
+    let marked = line("outbound_tcp_plain_marked");
+    assert_eq!(marked["peer_not_found"], "true", "{marked}");
+    assert_eq!(marked["upstream_peer_id"], PEER_UNKNOWN, "{marked}");
+    assert!(marked["upstream_peer"].is_null(), "{marked}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -259,7 +281,7 @@ async fn half_close_during_the_prefix_gives_up_and_passes_the_held_bytes() {
     tls.shutdown().await.unwrap(); // close_notify + FIN: no more bytes will come
     let received = read_all(&mut tls).await;
     let (metadata, _, rest) = wire::split_prefix(&received).expect("server prefix");
-    SERVER.assert_is(&metadata, "server prefix");
+    SERVER.assert_sent(&metadata, "server prefix");
     assert_eq!(rest, partial, "the held bytes went on to the backend and came back");
     assert_eq!(server_counter(&mesh, "half_closed_mid_prefix"), 1);
     assert_eq!(server_counter(&mesh, "exchange_timeout"), 0);
@@ -298,11 +320,11 @@ async fn two_hundred_concurrent_connections_all_learn_the_peer_with_exact_bytes(
 
 /// Istio's metadata struct for a workload, built from the spec.
 fn spec_metadata(w: &integration_tests::workloads::Workload, with_team: bool) -> Vec<(&'static str, V<'static>)> {
-    let mut labels: Vec<(&str, V<'_>)> = w.labels.iter().map(|(k, v)| (*k, V::Str(v))).collect();
+    let mut labels: Vec<(&str, V<'_>)> = w.wire_labels.iter().map(|(k, v)| (*k, V::Str(v))).collect();
     if with_team {
         labels.push(("team", V::Str(w.team)));
     }
-    let mut fields: Vec<(&str, V<'_>)> = w.fields.iter().map(|(k, v)| (*k, V::Str(v))).collect();
+    let mut fields: Vec<(&str, V<'_>)> = w.wire_fields.iter().map(|(k, v)| (*k, V::Str(v))).collect();
     fields.push(("LABELS", V::Struct(labels)));
     fields
 }

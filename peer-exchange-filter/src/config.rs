@@ -12,14 +12,17 @@
 //! }
 //! ```
 //! Only `role` is required. `node_id` and `metadata` override what Envoy's
-//! node says; `upstream` is for the client role only.
+//! node says (and go through the same normalisation as the node's values:
+//! only Istio's fields, the labels native derives `app`/`version`/canonical
+//! names from, and `additional_labels` are sent); `upstream` is for the
+//! client role only.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::Deserialize;
 
-use crate::metadata::{LABELS_FIELD, WORKLOAD_FIELDS};
+use crate::workload::{LABELS_FIELD, WORKLOAD_FIELDS};
 
 pub const DEFAULT_MAX_PEER_METADATA_BYTES: u32 = 64 * 1024;
 pub const DEFAULT_EXCHANGE_TIMEOUT_MS: u64 = 10_000;
@@ -168,17 +171,6 @@ impl Config {
         })
     }
 
-    /// Every label name that is sent: Istio's standard ones plus `additional_labels`.
-    pub fn label_names(&self) -> Vec<&str> {
-        let mut names: Vec<&str> = crate::metadata::STANDARD_LABELS.to_vec();
-        for l in &self.additional_labels {
-            if !names.contains(&l.as_str()) {
-                names.push(l);
-            }
-        }
-        names
-    }
-
     /// The stat prefix: `peer_exchange.<role>.`.
     pub fn stat_prefix(&self) -> String {
         format!("peer_exchange.{}.", self.role.name())
@@ -197,7 +189,6 @@ mod tests {
         assert_eq!(c.exchange_timeout_ms, DEFAULT_EXCHANGE_TIMEOUT_MS);
         assert_eq!(c.peer_identity_prefix, "spiffe://");
         assert_eq!(c.stat_prefix(), "peer_exchange.server.");
-        assert_eq!(c.label_names(), crate::metadata::STANDARD_LABELS.to_vec());
     }
 
     #[test]
@@ -211,8 +202,7 @@ mod tests {
         assert_eq!(c.node_id.as_deref(), Some("n1"));
         assert_eq!(c.fields.get("NAME").map(String::as_str), Some("a"));
         assert_eq!(c.labels.get("app").map(String::as_str), Some("x"));
-        assert_eq!(c.label_names().last(), Some(&"team"));
-        assert_eq!(c.label_names().len(), 5);
+        assert_eq!(c.additional_labels, ["team", "app"]);
         assert_eq!(c.exchange_timeout_ms, 0);
         assert_eq!(c.peer_identity_prefix, "");
     }

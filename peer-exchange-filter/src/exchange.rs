@@ -61,6 +61,8 @@ pub enum NotFound {
     WrongMagic,
     /// The payload is not an `Any(Struct)`.
     BadPayload(String),
+    /// A well-formed payload without `x-envoy-peer-metadata` (stripped).
+    NoPeerMetadata,
     /// The peer half-closed with a partial prefix.
     HalfClosedMidPrefix,
     /// The peer half-closed without sending anything.
@@ -215,7 +217,8 @@ impl Exchange {
             }
             self.incoming = Incoming::Done;
             return match decode_payload(&payload) {
-                Ok(peer) => (Step::Strip(total), Some(Outcome::PeerFound(peer))),
+                Ok(Some(peer)) => (Step::Strip(total), Some(Outcome::PeerFound(peer))),
+                Ok(None) => (Step::Strip(total), Some(Outcome::NotFound(NotFound::NoPeerMetadata))),
                 Err(e) => {
                     self.suppress_outgoing = true;
                     (Step::Continue, Some(Outcome::NotFound(NotFound::BadPayload(e.to_string()))))
@@ -260,10 +263,13 @@ pub enum Counter {
     HalfClosedMidPrefix,
     EndedBeforePrefix,
     BufferError,
+    PeerMetadataMissing,
+    PeerFromEndpointMetadata,
+    EndpointMetadataInvalid,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 11] = [
+    pub const ALL: [Counter; 14] = [
         Counter::AlpnProtocolFound,
         Counter::AlpnProtocolNotFound,
         Counter::InitialHeaderNotFound,
@@ -275,6 +281,9 @@ impl Counter {
         Counter::HalfClosedMidPrefix,
         Counter::EndedBeforePrefix,
         Counter::BufferError,
+        Counter::PeerMetadataMissing,
+        Counter::PeerFromEndpointMetadata,
+        Counter::EndpointMetadataInvalid,
     ];
 
     pub fn name(self) -> &'static str {
@@ -290,6 +299,9 @@ impl Counter {
             Counter::HalfClosedMidPrefix => "half_closed_mid_prefix",
             Counter::EndedBeforePrefix => "ended_before_prefix",
             Counter::BufferError => "buffer_error",
+            Counter::PeerMetadataMissing => "peer_metadata_missing",
+            Counter::PeerFromEndpointMetadata => "peer_from_endpoint_metadata",
+            Counter::EndpointMetadataInvalid => "endpoint_metadata_invalid",
         }
     }
 
@@ -305,6 +317,7 @@ impl Outcome {
             Outcome::NotFound(NotFound::NotParticipating) => Counter::AlpnProtocolNotFound,
             Outcome::NotFound(NotFound::WrongMagic) => Counter::InitialHeaderNotFound,
             Outcome::NotFound(NotFound::BadPayload(_)) => Counter::HeaderNotFound,
+            Outcome::NotFound(NotFound::NoPeerMetadata) => Counter::PeerMetadataMissing,
             Outcome::NotFound(NotFound::HalfClosedMidPrefix) => Counter::HalfClosedMidPrefix,
             Outcome::NotFound(NotFound::EndedBeforePrefix) => Counter::EndedBeforePrefix,
             Outcome::Rejected(Rejected::DataSizeTooLarge { .. }) => Counter::DataSizeTooLarge,
@@ -318,17 +331,20 @@ impl Outcome {
 mod tests {
     use super::*;
     use crate::codec::encode_frame;
-    use crate::metadata::{encode_payload, WorkloadMetadata};
+    use crate::metadata::{encode_payload, PeerMetadata};
+    use crate::workload::Workload;
     use proptest::prelude::*;
+    use proto::prost::Message;
+    use proto::prost_types::{value::Kind, Struct, Value};
 
     const MAX: u32 = 4096;
 
     fn prefix() -> Vec<u8> {
-        let mut m = WorkloadMetadata::default();
-        m.set_field("NAME", "client-pod");
-        m.set_field("NAMESPACE", "ns");
-        m.set_label("app", "client");
-        encode_frame(&encode_payload(&m, "client-id")).unwrap()
+        let s = |v: &str| Value { kind: Some(Kind::StringValue(v.into())) };
+        let node = Struct {
+            fields: [("NAME".to_string(), s("client-pod")), ("NAMESPACE".to_string(), s("ns"))].into_iter().collect(),
+        };
+        encode_frame(&encode_payload(&Workload::read(&node, &[], None).to_wire(), "client-id")).unwrap()
     }
 
     /// Simulates Envoy: bytes accumulate while held, are released on
@@ -418,6 +434,25 @@ mod tests {
         assert!(!closed);
         assert_eq!(outcomes.len(), 1);
         assert_eq!(outcomes[0].counter(), Counter::HeaderNotFound);
+    }
+
+    #[test]
+    fn a_frame_without_peer_metadata_is_stripped_and_the_peer_not_found() {
+        let any = proto::prost_types::Any {
+            type_url: "example.com/google.protobuf.Struct".into(),
+            value: Struct::default().encode_to_vec(),
+        };
+        let mut bytes = encode_frame(&any.encode_to_vec()).unwrap();
+        bytes.extend_from_slice(b"rest");
+        let mut ex = Exchange::new(MAX);
+        ex.set_participation(true);
+        let snapshot = bytes.clone();
+        let mut read = |start: usize, len: usize| snapshot.get(start..start + len).map(<[u8]>::to_vec);
+        let (step, outcome) = ex.on_incoming_data(bytes.len(), false, 0, &mut read);
+        assert_eq!(step, Step::Strip(bytes.len() - 4));
+        assert_eq!(outcome, Some(Outcome::NotFound(NotFound::NoPeerMetadata)));
+        assert_eq!(Outcome::NotFound(NotFound::NoPeerMetadata).counter(), Counter::PeerMetadataMissing);
+        assert!(ex.on_outgoing_data(), "the peer speaks the exchange: it gets our prefix");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
+use proto::prost::Message;
 use proxy_wasm::traits::{Context, RootContext, StreamContext};
 use proxy_wasm::types::{Action, ContextType, PeerType};
 use wasm_host::{Counters, Direction, PropertyType};
@@ -12,8 +13,11 @@ use crate::codec::encode_frame;
 use crate::config::{Config, Role};
 use crate::deadlines::Deadlines;
 use crate::exchange::{Counter, Exchange, Outcome, Rejected, Step};
-use crate::metadata::{encode_payload, WorkloadMetadata, WORKLOAD_FIELDS};
+use crate::metadata::encode_payload;
 use crate::participation::{client_verdict, server_participates, UpstreamFacts, Verdict};
+use crate::workload::{
+    endpoint_workload, EndpointWorkload, Locality, NodeMetadata, PeerSource, Workload, SOURCE_LABELS, WORKLOAD_FIELDS,
+};
 
 /// Filter-state key of the "peer not found" marker (`wasm.peer_not_found`).
 const PEER_NOT_FOUND_KEY: &str = "peer_not_found";
@@ -40,9 +44,8 @@ impl Shared {
         let role = self.config.role;
         match outcome {
             Outcome::PeerFound(peer) => {
-                if let Err(e) = wasm_host::set_property(role.peer_key(), &peer.metadata_bytes()) {
-                    log::warn!("peer-exchange-filter: cannot set wasm.{}: {e}", role.peer_key());
-                }
+                let workload = Workload::read(&peer.metadata, &self.config.additional_labels, None);
+                self.store_peer(&workload, PeerSource::Exchange);
                 if let Some(id) = &peer.id {
                     if let Err(e) = wasm_host::set_property(role.peer_id_key(), id.as_bytes()) {
                         log::warn!("peer-exchange-filter: cannot set wasm.{}: {e}", role.peer_id_key());
@@ -52,13 +55,16 @@ impl Shared {
                     "peer-exchange-filter: connection {}: peer {:?} ({}/{})",
                     context_id,
                     peer.id.as_deref().unwrap_or(""),
-                    peer.field("NAMESPACE").unwrap_or(""),
-                    peer.field("NAME").unwrap_or("")
+                    workload.namespace,
+                    workload.name
                 );
             }
             Outcome::NotFound(reason) => {
-                mark_peer_not_found(role);
                 log::debug!("peer-exchange-filter: connection {}: peer not found: {reason:?}", context_id);
+                if role == Role::Client && self.endpoint_fallback(context_id) {
+                    return;
+                }
+                mark_peer_not_found(role);
             }
             Outcome::Rejected(reason) => {
                 mark_peer_not_found(role);
@@ -66,6 +72,38 @@ impl Shared {
                 // flood the log; the counters always say what happened.
                 log::debug!("peer-exchange-filter: connection {}: closing: {reason:?}", context_id);
             }
+        }
+    }
+
+    /// Stores the peer in native's lowercase schema.
+    fn store_peer(&self, workload: &Workload, source: PeerSource) {
+        let key = self.config.role.peer_key();
+        if let Err(e) = wasm_host::set_property(key, &workload.to_peer_struct(source).encode_to_vec()) {
+            log::warn!("peer-exchange-filter: cannot set wasm.{key}: {e}");
+        }
+    }
+
+    /// Client side without an exchanged peer: Istio's endpoint metadata
+    /// `istio.workload`, as native's stats fall back to it. True if stored.
+    fn endpoint_fallback(&self, context_id: u32) -> bool {
+        let metadata = wasm_host::get_property(&["xds", "upstream_host_metadata"]).ok().flatten().unwrap_or_default();
+        match endpoint_workload(&metadata) {
+            EndpointWorkload::Found(workload) => {
+                self.counters.inc(Counter::PeerFromEndpointMetadata.index());
+                self.store_peer(&workload, PeerSource::EndpointMetadata);
+                log::debug!(
+                    "peer-exchange-filter: connection {context_id}: peer from endpoint metadata ({}/{})",
+                    workload.namespace,
+                    workload.workload
+                );
+                true
+            }
+            EndpointWorkload::Invalid(reason) => {
+                self.counters.inc(Counter::EndpointMetadataInvalid.index());
+                log::debug!("peer-exchange-filter: connection {context_id}: endpoint metadata ignored: {reason}");
+                false
+            }
+            EndpointWorkload::Absent => false,
         }
     }
 }
@@ -87,8 +125,8 @@ impl RootContext for PeerRoot {
                 return false;
             }
         };
-        let (metadata, node_id) = local_metadata(&config);
-        let Some(prefix) = encode_frame(&encode_payload(&metadata, &node_id)) else {
+        let (workload, node_id) = local_workload(&config);
+        let Some(prefix) = encode_frame(&encode_payload(&workload.to_wire(), &node_id)) else {
             log::error!("peer-exchange-filter: local metadata too large to send");
             return false;
         };
@@ -113,15 +151,11 @@ impl RootContext for PeerRoot {
             }
         }
         log::info!(
-            "peer-exchange-filter: role {}, node id {:?}, sending {} bytes of metadata ({})",
+            "peer-exchange-filter: role {}, node id {:?}, sending {} bytes of metadata ({:?})",
             role.name(),
             node_id,
             prefix.len(),
-            WORKLOAD_FIELDS
-                .iter()
-                .filter_map(|f| metadata.field(f).map(|v| format!("{f}={v}")))
-                .collect::<Vec<_>>()
-                .join(" ")
+            workload
         );
         let counters = Counters::define(&config.stat_prefix(), Counter::ALL.iter().map(|c| c.name()));
         self.shared = Some(Rc::new(Shared { config, prefix, counters, deadlines: RefCell::new(Deadlines::default()) }));
@@ -163,37 +197,26 @@ impl RootContext for PeerRoot {
     }
 }
 
-/// Our workload metadata: config overrides first, then Envoy's node.
-fn local_metadata(config: &Config) -> (WorkloadMetadata, String) {
+/// Our workload, read once per VM from Envoy's node (only the keys native
+/// reads), with the configuration's overrides, through native's normalisation.
+fn local_workload(config: &Config) -> (Workload, String) {
     let property = |path: &[&str]| wasm_host::get_property_string(path).ok().flatten().unwrap_or_default();
     let node_id = config.node_id.clone().unwrap_or_else(|| property(&["xds", "node", "id"]));
-    let mut metadata = WorkloadMetadata::default();
+    let mut node = NodeMetadata {
+        locality: Locality {
+            region: property(&["xds", "node", "locality", "region"]),
+            zone: property(&["xds", "node", "locality", "zone"]),
+        },
+        ..NodeMetadata::default()
+    };
     for field in WORKLOAD_FIELDS {
-        let value = match config.fields.get(field) {
-            Some(v) => v.clone(),
-            None => {
-                let from_node = property(&["xds", "node", "metadata", field]);
-                match field {
-                    // Istio fills these from the node's locality.
-                    "REGION" if from_node.is_empty() => property(&["xds", "node", "locality", "region"]),
-                    "AVAILABILITY_ZONE" if from_node.is_empty() => property(&["xds", "node", "locality", "zone"]),
-                    _ => from_node,
-                }
-            }
-        };
-        metadata.set_field(field, &value);
+        node.fields.insert(field.to_string(), property(&["xds", "node", "metadata", field]));
     }
-    for name in config.label_names() {
-        let value = match config.labels.get(name) {
-            Some(v) => v.clone(),
-            None => property(&["xds", "node", "metadata", "LABELS", name]),
-        };
-        metadata.set_label(name, &value);
+    let labels = SOURCE_LABELS.iter().copied().chain(config.additional_labels.iter().map(String::as_str));
+    for label in labels {
+        node.labels.insert(label.to_string(), property(&["xds", "node", "metadata", "LABELS", label]));
     }
-    for (name, value) in &config.labels {
-        metadata.set_label(name, value);
-    }
-    (metadata, node_id)
+    (node.workload(&config.fields, &config.labels, &config.additional_labels), node_id)
 }
 
 fn mark_peer_not_found(role: Role) {

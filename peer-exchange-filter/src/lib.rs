@@ -4,7 +4,8 @@
 //! Each side prefixes its stream with `magic, data_size, Any(Struct)` carrying
 //! its workload metadata, strips the peer's prefix, and stores the peer's
 //! metadata in filter state. Pure logic: [`codec`] (the frame), [`metadata`]
-//! (the payload), [`exchange`] (the per-connection state machine),
+//! (the payload), [`workload`] (native's normalisation, wire and stored
+//! views, endpoint metadata), [`exchange`] (the per-connection state machine),
 //! [`participation`] (who takes part), [`deadlines`] (the exchange timeout),
 //! [`config`]. `filter` is the thin proxy-wasm layer (wasm32 only).
 
@@ -14,6 +15,7 @@ pub mod deadlines;
 pub mod exchange;
 pub mod metadata;
 pub mod participation;
+pub mod workload;
 
 #[cfg(target_arch = "wasm32")]
 mod filter;

@@ -143,8 +143,9 @@ async fn main() {
     }
     if let Some(line) = client_log.iter().find(|l| l["listener"] == "outbound_tcp_plain") {
         println!(
-            "  client Envoy access log (non-mesh upstream): peer_not_found={} upstream_peer_id={}",
-            line["peer_not_found"], line["upstream_peer_id"]
+            "  client Envoy access log (non-mesh upstream, no exchange): peer from Istio's endpoint metadata \
+             istio.workload:\n    {}",
+            pretty(&line["upstream_peer"])
         );
     }
     counters(&mesh, "wasmcustom.peer_exchange.");
