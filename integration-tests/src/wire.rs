@@ -2,6 +2,9 @@
 //! (magic, big-endian length, protobuf `Any(Struct)`), not from the filter's
 //! code, so the tests can check the filter against it.
 
+/// The type URL Istio writes in the payload's `Any`.
+pub const STRUCT_TYPE_URL: &str = "type.googleapis.com/google.protobuf.Struct";
+
 /// Istio's magic number.
 pub const MAGIC: [u8; 4] = [0x3D, 0x23, 0x04, 0x67];
 
@@ -60,9 +63,14 @@ pub fn strukt(fields: &[(&str, V<'_>)]) -> Vec<u8> {
 pub fn prefix(metadata: Vec<(&str, V<'_>)>, node_id: &str) -> Vec<u8> {
     let payload_struct =
         strukt(&[("x-envoy-peer-metadata", V::Struct(metadata)), ("x-envoy-peer-metadata-id", V::Str(node_id))]);
+    frame(STRUCT_TYPE_URL, &payload_struct)
+}
+
+/// magic, data_size, `Any { type_url, value }` around any serialized message.
+pub fn frame(type_url: &str, value: &[u8]) -> Vec<u8> {
     let mut any = Vec::new();
-    length_delimited(1, b"type.googleapis.com/google.protobuf.Struct", &mut any);
-    length_delimited(2, &payload_struct, &mut any);
+    length_delimited(1, type_url.as_bytes(), &mut any);
+    length_delimited(2, value, &mut any);
     let mut out = MAGIC.to_vec();
     out.extend_from_slice(&(any.len() as u32).to_be_bytes());
     out.extend_from_slice(&any);
@@ -80,7 +88,7 @@ pub fn split_prefix(bytes: &[u8]) -> Option<(serde_json::Value, String, &[u8])> 
     let size = u32::from_be_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]) as usize;
     let payload = bytes.get(8..8 + size)?;
     let any = Any::decode(payload).ok()?;
-    if any.type_url != "type.googleapis.com/google.protobuf.Struct" {
+    if any.type_url != STRUCT_TYPE_URL {
         return None;
     }
     let s = Struct::decode(any.value.as_slice()).ok()?;

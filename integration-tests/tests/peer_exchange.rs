@@ -82,6 +82,9 @@ async fn client_first_echo_of_1_mib_is_byte_exact_and_both_sides_log_the_peer() 
     CLIENT.assert_is(&server_log[0]["downstream_peer"], "server access log");
     assert_eq!(server_log[0]["downstream_peer_id"], CLIENT.node_id);
     assert_eq!(server_log[0]["chain"], "inbound-tcp-echo");
+    // A CEL expression over the stored peer, as written for native's
+    // `downstream_peer` with the `wasm.` prefix.
+    assert_eq!(server_log[0]["downstream_peer_namespace"], "client-ns", "{}", server_log[0]);
 
     for (side, counter) in [("client", client_counter as fn(&Mesh, &str) -> u64), ("server", server_counter)] {
         assert_eq!(counter(&mesh, "alpn_protocol_found"), 1, "{side}");
@@ -216,6 +219,49 @@ async fn wrong_magic_from_a_raw_tls_client_passes_through_untouched() {
     let log = mesh.wait_access_log(SERVER_TCP_LOG, 1, LOG_WAIT);
     assert_eq!(log[0]["peer_not_found"], "true");
     assert_eq!(log[0]["downstream_peer_id"], PEER_UNKNOWN);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payload_without_peer_metadata_is_no_peer_and_any_type_url_host_is_accepted() {
+    let mesh = Mesh::start();
+    let metadata = vec![("NAME", V::Str("other-host-1")), ("NAMESPACE", V::Str("other-ns"))];
+    let cases = [
+        // A valid frame whose Struct lacks x-envoy-peer-metadata.
+        ("no-peer", wire::frame(wire::STRUCT_TYPE_URL, &wire::strukt(&[("x-envoy-peer-metadata-id", V::Str("id"))]))),
+        // The Struct under another type URL host.
+        (
+            "other-host",
+            wire::frame(
+                "example.com/google.protobuf.Struct",
+                &wire::strukt(&[("x-envoy-peer-metadata", V::Struct(metadata))]),
+            ),
+        ),
+    ];
+    for (i, (case, prefix)) in cases.iter().enumerate() {
+        let mut tls = mesh.connect_inbound("echo.mesh.local", PEER_EXCHANGE_ALPN).await;
+        tls.write_all(prefix).await.unwrap();
+        tls.write_all(case.as_bytes()).await.unwrap();
+        tls.shutdown().await.unwrap();
+        let received = read_all(&mut tls).await;
+        let (_, _, rest) = wire::split_prefix(&received).expect("the server's prefix: the peer speaks the exchange");
+        assert_eq!(rest, case.as_bytes(), "{case}: our frame was stripped, the data came back exact");
+        let log = mesh.wait_access_log(SERVER_TCP_LOG, i + 1, LOG_WAIT);
+        let line = &log[i];
+        match *case {
+            "no-peer" => {
+                assert_eq!(line["peer_not_found"], "true", "{line}");
+                assert!(line["downstream_peer"].is_null(), "{line}");
+            }
+            _ => assert_stored(
+                &line["downstream_peer"],
+                &[("name", "other-host-1"), ("namespace", "other-ns"), ("source", "exchange")],
+                case,
+            ),
+        }
+    }
+    assert_eq!(server_counter(&mesh, "peer_metadata_missing"), 1);
+    assert_eq!(server_counter(&mesh, "metadata_received"), 1);
+    assert_eq!(server_counter(&mesh, "header_not_found"), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
