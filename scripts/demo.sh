@@ -9,9 +9,4 @@ cd "$ROOT"
 "$ROOT/scripts/setup.sh"
 "$ROOT/scripts/build-wasm.sh"
 step "running the two-Envoy demo"
-if command -v cargo >/dev/null 2>&1; then
-    cargo run --locked --quiet -p integration-tests --bin demo
-else
-    load_toolchain_env
-    env PATH="/usr/bin:/bin:$PATH" RUSTC="$WASM_RUSTC" "$WASM_CARGO" run --locked --quiet -p integration-tests --bin demo
-fi
+native_cargo run --locked --quiet -p integration-tests --bin demo

@@ -80,3 +80,14 @@ wasm_cargo() {
         env CARGO_TARGET_DIR="$target_dir" "$cargo_bin" "$subcommand" --target wasm32-unknown-unknown "$@"
     fi
 }
+
+# Cargo for native (host) builds: rustup's when there is one, else the Debian
+# toolchain the wasm route installed (the same fallback everywhere).
+native_cargo() {
+    if command -v cargo >/dev/null 2>&1; then
+        cargo "$@"
+    else
+        load_toolchain_env
+        env PATH="/usr/bin:/bin:$PATH" RUSTC="$WASM_RUSTC" "$WASM_CARGO" "$@"
+    fi
+}

@@ -11,21 +11,13 @@ cd "$ROOT"
 "$ROOT/scripts/lint.sh"
 
 load_toolchain_env
-native_cargo() {
-    if command -v cargo >/dev/null 2>&1; then
-        cargo "$@"
-    else
-        # Only the Debian toolchain is here: use it natively too.
-        env PATH="/usr/bin:/bin:$PATH" RUSTC="$WASM_RUSTC" "$WASM_CARGO" "$@"
-    fi
-}
 
 step "unit tests (native: codecs, state machines, decisions, configs)"
 native_cargo test --locked --workspace --exclude integration-tests
 
 step "end-to-end tests (real Envoy $ENVOY_VERSION, real .wasm, real mTLS)"
 # A hard limit, so a wedged run fails instead of hanging CI.
-timeout -k 30 1500 bash -c "$(declare -f native_cargo); native_cargo test --locked -p integration-tests" ||
+timeout -k 30 1500 bash -c "$(declare -f native_cargo load_toolchain_env die); TOOLCHAIN_ENV='$TOOLCHAIN_ENV'; native_cargo test --locked -p integration-tests" ||
     die "end-to-end tests failed (exit $?); each failing test prints its Envoys' logs above"
 
 step "all tests passed"

@@ -68,6 +68,7 @@ fn common_vars(dir: &Path, pki: &Pki, plugin_config: &str) -> BTreeMap<String, S
         ("CERT_DIR", pki.dir.display().to_string()),
         ("LOG_DIR", dir.display().to_string()),
         ("PEER_EXCHANGE_WASM", paths::peer_exchange_filter_wasm().display().to_string()),
+        ("EMPTY_WASM", paths::empty_filter_wasm().display().to_string()),
         ("PEER_EXCHANGE_CONFIG", plugin_config.to_string()),
     ])
 }

@@ -40,6 +40,11 @@ pub fn peer_exchange_filter_wasm() -> PathBuf {
     wasm("peer_exchange_filter")
 }
 
+/// The benchmark's floor: a filter that does nothing (bench/empty-filter).
+pub fn empty_filter_wasm() -> PathBuf {
+    wasm("empty_filter")
+}
+
 pub fn envoy_configs() -> PathBuf {
     workspace_root().join("envoy-configs")
 }

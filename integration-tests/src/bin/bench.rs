@@ -1,80 +1,145 @@
-//! Benchmark: the same Envoys, the same paths, with and without our filters,
-//! measured in one run (rounds alternate between the two so drift hits both).
-//! Prints operations per second and the ratio filter/baseline.
+//! Benchmark: the same two Envoys, the same paths, with each variant of
+//! filter in front of them, measured in one run with rounds alternating
+//! between variants (so drift hits all of them), medians over rounds.
 //!
-//!   cargo run --release -p integration-tests --bin bench [rounds]
+//! For every variant: throughput and the **CPU time per request (or
+//! connection) of each Envoy process** — the sum of its threads' on-CPU
+//! nanoseconds (`/proc/<pid>/task/*/schedstat`) while the load ran, divided
+//! by the operations served. On a shared 2-core machine that is far steadier
+//! than throughput. HTTP load comes from `wrk` (HTTP/1.1) and `h2load`
+//! (h2c); TCP connection churn and bulk echo from the generator below.
+//!
+//!   cargo run --release -p integration-tests --bin bench [rounds] [seconds per run]
 
 use std::net::SocketAddr;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
 use integration_tests::mesh::{Mesh, MeshOptions};
 use integration_tests::pseudo_random_bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const CONCURRENCY: usize = 16;
-
-/// HTTP/1.1 keep-alive requests per second over CONCURRENCY connections.
-async fn http_requests(addr: SocketAddr, per_connection: usize) -> f64 {
-    let start = Instant::now();
-    let tasks: Vec<_> = (0..CONCURRENCY)
-        .map(|_| {
-            tokio::spawn(async move {
-                let stream = TcpStream::connect(addr).await.expect("connect");
-                stream.set_nodelay(true).expect("nodelay");
-                let (mut sender, conn) =
-                    hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
-                tokio::spawn(conn);
-                for _ in 0..per_connection {
-                    sender.ready().await.expect("ready");
-                    let req = hyper::Request::get("/mesh/bench")
-                        .header("host", "app.local")
-                        .body(Empty::<Bytes>::new())
-                        .expect("req");
-                    let res = sender.send_request(req).await.expect("send");
-                    assert_eq!(res.status(), 200);
-                    res.into_body().collect().await.expect("body");
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.expect("task");
-    }
-    (CONCURRENCY * per_connection) as f64 / start.elapsed().as_secs_f64()
+/// Sum of the on-CPU time of every thread of a process, in nanoseconds.
+fn cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
 }
 
-/// New TCP connections per second, each: connect, 64-byte round trip, close.
-async fn tcp_connections(addr: SocketAddr, per_task: usize) -> f64 {
-    let start = Instant::now();
-    let tasks: Vec<_> = (0..CONCURRENCY)
+/// One measured run: operations done, throughput, CPU per operation of each Envoy.
+#[derive(Clone, Copy, Debug)]
+struct Run {
+    rate: f64,
+    client_us: f64,
+    server_us: f64,
+}
+
+struct Envoys {
+    client: u32,
+    server: u32,
+}
+
+impl Envoys {
+    /// Runs `load` (which returns the operations it completed) and measures.
+    async fn measure<F: std::future::Future<Output = u64>>(&self, load: F) -> Run {
+        let (c0, s0, t0) = (cpu_ns(self.client), cpu_ns(self.server), Instant::now());
+        let ops = load.await.max(1);
+        let elapsed = t0.elapsed().as_secs_f64();
+        let (c1, s1) = (cpu_ns(self.client), cpu_ns(self.server));
+        Run {
+            rate: ops as f64 / elapsed,
+            client_us: (c1 - c0) as f64 / 1e3 / ops as f64,
+            server_us: (s1 - s0) as f64 / 1e3 / ops as f64,
+        }
+    }
+}
+
+fn number_after(text: &str, label: &str) -> Option<u64> {
+    let rest = &text[text.find(label)? + label.len()..];
+    rest.split_whitespace().next()?.trim_end_matches(',').parse().ok()
+}
+
+/// `wrk` (HTTP/1.1 keep-alive) for `secs` over `connections`; successful requests.
+async fn wrk(addr: SocketAddr, connections: u32, secs: u64) -> u64 {
+    let threads = connections.clamp(1, 2);
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("wrk")
+            .args([&format!("-t{threads}"), &format!("-c{connections}"), &format!("-d{secs}s")])
+            .arg(format!("http://{addr}/mesh/bench"))
+            .output()
+            .expect("run wrk (scripts/bench.sh installs it)")
+    })
+    .await
+    .expect("wrk");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && !text.contains("Non-2xx"), "wrk failed:\n{text}");
+    requests_from_wrk(&text)
+}
+
+fn requests_from_wrk(text: &str) -> u64 {
+    // "  123456 requests in 4.00s, ..."
+    text.lines()
+        .find(|l| l.contains(" requests in "))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no request count in wrk output:\n{text}"))
+}
+
+/// `h2load` (h2c, prior knowledge) for `secs` over `connections`; successful requests.
+async fn h2load(addr: SocketAddr, connections: u32, secs: u64) -> u64 {
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("h2load")
+            .args(["-c", &connections.to_string(), "-m", "1", "-D", &secs.to_string()])
+            .arg(format!("http://{addr}/mesh/bench"))
+            .output()
+            .expect("run h2load (scripts/bench.sh installs nghttp2-client)")
+    })
+    .await
+    .expect("h2load");
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "requests: N total, N started, N done, N succeeded, F failed, ..."
+    let failed = number_after(&text, "succeeded, ");
+    assert!(out.status.success() && failed == Some(0), "h2load failed:\n{text}");
+    let line = text.lines().find(|l| l.starts_with("requests:")).unwrap_or_default();
+    line.split(',')
+        .find(|p| p.contains("succeeded"))
+        .and_then(|p| p.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// New TCP connections for `secs`, 16 at a time, each: connect, 64-byte round trip, close.
+async fn tcp_churn(addr: SocketAddr, secs: u64) -> u64 {
+    let until = Instant::now() + Duration::from_secs(secs);
+    let tasks: Vec<_> = (0..16)
         .map(|_| {
             tokio::spawn(async move {
                 let mut buf = [0u8; 64];
-                for _ in 0..per_task {
+                let mut done = 0u64;
+                while Instant::now() < until {
                     let mut s = TcpStream::connect(addr).await.expect("connect");
                     s.set_nodelay(true).expect("nodelay");
                     s.write_all(&[7u8; 64]).await.expect("write");
                     s.read_exact(&mut buf).await.expect("read");
+                    done += 1;
                 }
+                done
             })
         })
         .collect();
+    let mut total = 0;
     for t in tasks {
-        t.await.expect("task");
+        total += t.await.expect("task");
     }
-    (CONCURRENCY * per_task) as f64 / start.elapsed().as_secs_f64()
+    total
 }
 
-/// MiB/s of echo through one long-lived connection.
-async fn tcp_throughput(addr: SocketAddr, mib: usize) -> f64 {
+/// MiB echoed through one long-lived connection.
+async fn tcp_bulk(addr: SocketAddr, mib: usize) -> u64 {
     let payload = pseudo_random_bytes(1 << 20, 9);
     let stream = TcpStream::connect(addr).await.expect("connect");
     let (mut r, mut w) = stream.into_split();
-    let start = Instant::now();
     let writer = tokio::spawn(async move {
         for _ in 0..mib {
             w.write_all(&payload).await.expect("write");
@@ -89,59 +154,160 @@ async fn tcp_throughput(addr: SocketAddr, mib: usize) -> f64 {
         total += n;
     }
     writer.await.expect("writer");
-    mib as f64 / start.elapsed().as_secs_f64()
+    mib as u64
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// A scenario: its variants (name, client listener), each measured once per
+/// round, in an order that rotates from round to round.
+struct Scenario {
+    title: &'static str,
+    unit: &'static str,
+    variants: Vec<(&'static str, &'static str)>,
+    /// Index of the variant that is the floor for "Δ over floor".
+    floor: Option<usize>,
+    targets: Vec<(&'static str, String)>,
+}
+
+#[derive(Clone, Copy)]
+enum Load {
+    Wrk(u32),
+    H2load(u32),
+    Churn,
+    Bulk,
+}
+
+/// `BENCH_ONLY=http1,churn` runs only the scenarios whose key is listed
+/// (http1, http32, h2c1, h2c32, churn, bulk); unset runs all.
+fn selected(key: &str) -> bool {
+    std::env::var("BENCH_ONLY").map_or(true, |only| only.split(',').any(|k| k.trim() == key))
+}
+
+async fn run_scenario(mesh: &Mesh, envoys: &Envoys, scenario: &Scenario, load: Load, rounds: usize, secs: u64) {
+    let listeners: Vec<SocketAddr> = scenario.variants.iter().map(|(_, l)| mesh.client_listener(l)).collect();
+    let go = |addr: SocketAddr| async move {
+        match load {
+            Load::Wrk(c) => wrk(addr, c, secs).await,
+            Load::H2load(c) => h2load(addr, c, secs).await,
+            Load::Churn => tcp_churn(addr, secs).await,
+            Load::Bulk => tcp_bulk(addr, 64).await,
+        }
+    };
+    for addr in &listeners {
+        // Warm-up: connection pools, VMs, caches.
+        let _ = go(*addr).await;
+    }
+    let n = listeners.len();
+    let mut runs: Vec<Vec<Run>> = vec![Vec::new(); n];
+    for round in 0..rounds {
+        for k in 0..n {
+            let i = (k + round) % n;
+            runs[i].push(envoys.measure(go(listeners[i])).await);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    println!("\n{} ({} rounds, median)", scenario.title, rounds);
+    println!(
+        "  {:<38} {:>10} {:>7} {:>13} {:>13} {:>22}",
+        "variant", scenario.unit, "ratio", "client µs/op", "server µs/op", "client/server Δ floor"
+    );
+    for (i, (name, _)) in scenario.variants.iter().enumerate() {
+        let per_round = |f: &dyn Fn(usize) -> f64| median((0..rounds).map(f).collect());
+        let rate = per_round(&|r| runs[i][r].rate);
+        let ratio = per_round(&|r| runs[i][r].rate / runs[0][r].rate);
+        let client = per_round(&|r| runs[i][r].client_us);
+        let server = per_round(&|r| runs[i][r].server_us);
+        let delta = match scenario.floor {
+            Some(f) if i > f => format!(
+                "{:+.1} / {:+.1}",
+                per_round(&|r| runs[i][r].client_us - runs[f][r].client_us),
+                per_round(&|r| runs[i][r].server_us - runs[f][r].server_us)
+            ),
+            _ => String::new(),
+        };
+        println!("  {name:<38} {rate:>10.1} {ratio:>7.3} {client:>13.1} {server:>13.1} {delta:>22}");
+    }
+    for (what, target) in &scenario.targets {
+        println!("  target: {what}: {target}");
+    }
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let rounds: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(5);
+    let mut args = std::env::args().skip(1);
+    let rounds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(5);
+    let secs: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(3);
     // Production log level: the per-decision debug lines are off.
     let mesh = Mesh::start_with(MeshOptions { wasm_log_level: "info".into(), ..MeshOptions::default() });
-    let pairs = [
-        ("HTTP/1.1 requests/s (alpn-filter)", "outbound_http_baseline", "outbound_http"),
-        ("TCP new connections/s (peer exchange)", "outbound_tcp_echo_baseline", "outbound_tcp_echo"),
-        ("TCP echo MiB/s (peer exchange)", "outbound_tcp_echo_baseline", "outbound_tcp_echo"),
-    ];
-    println!("rounds: {rounds}, concurrency {CONCURRENCY}; each round runs baseline and filter back to back");
-    println!("{:<40} {:>12} {:>12} {:>8}", "scenario", "baseline", "filter", "ratio");
-    for (i, (name, base, with)) in pairs.iter().enumerate() {
-        let (base, with) = (mesh.client_listener(base), mesh.client_listener(with));
-        let run = |addr: SocketAddr| async move {
-            match i {
-                0 => http_requests(addr, 200).await,
-                1 => tcp_connections(addr, 40).await,
-                _ => tcp_throughput(addr, 64).await,
-            }
-        };
-        run(base).await; // warm-up: connection pools, VMs, caches
-        run(with).await;
-        let (mut b, mut f, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-        for round in 0..rounds {
-            // Alternate the order so neither side always runs second.
-            let (x, y) = if round % 2 == 0 {
-                let x = run(base).await;
-                (x, run(with).await)
-            } else {
-                let y = run(with).await;
-                (run(base).await, y)
-            };
-            b.push(x);
-            f.push(y);
-            ratios.push(y / x);
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        println!("{:<40} {:>12.1} {:>12.1} {:>8.3}", name, median(b), median(f), median(ratios));
-    }
-    let stats = mesh.client.stats();
+    let envoys = Envoys {
+        client: mesh.client.pid().expect("client Envoy pid"),
+        server: mesh.server.pid().expect("server Envoy pid"),
+    };
     println!(
-        "\nclient counters: override_http11={} metadata_added={} metadata_received={}",
-        stats.get("wasmcustom.alpn_filter.override_http11").copied().unwrap_or(0),
-        stats.get("wasmcustom.peer_exchange.client.metadata_added").copied().unwrap_or(0),
-        stats.get("wasmcustom.peer_exchange.client.metadata_received").copied().unwrap_or(0),
+        "client Envoy pid {} and server Envoy pid {}, --concurrency 1 each; {rounds} rounds of {secs} s per variant, \
+         variants alternating; µs/op = the Envoy's CPU time (all threads) per request or connection",
+        envoys.client, envoys.server
     );
+    let http_variants = vec![
+        ("no filter (static ALPN cluster)", "outbound_http_baseline"),
+        ("native set_filter_state", "outbound_http_native"),
+        ("empty wasm filter (floor)", "outbound_http_empty_wasm"),
+        ("alpn-filter", "outbound_http"),
+    ];
+    let http_targets =
+        || vec![("alpn-filter", "client Δ over the empty wasm filter ≤ +5 µs; req/s ratio ≥ 0.95".to_string())];
+    for (key, title, load) in [
+        ("http1", "HTTP/1.1, wrk, 1 connection", Load::Wrk(1)),
+        ("http32", "HTTP/1.1, wrk, 32 connections", Load::Wrk(32)),
+        ("h2c1", "h2c, h2load, 1 connection", Load::H2load(1)),
+        ("h2c32", "h2c, h2load, 32 connections", Load::H2load(32)),
+    ] {
+        if !selected(key) {
+            continue;
+        }
+        let scenario =
+            Scenario { title, unit: "req/s", variants: http_variants.clone(), floor: Some(2), targets: http_targets() };
+        run_scenario(&mesh, &envoys, &scenario, load, rounds, secs).await;
+    }
+    let churn = Scenario {
+        title: "TCP over mTLS, new connection + 64-byte echo + close, 16 at a time",
+        unit: "conn/s",
+        variants: vec![
+            ("no filter", "outbound_tcp_echo_baseline"),
+            ("empty wasm filter, both sides (floor)", "outbound_tcp_echo_empty_wasm"),
+            ("exchange, logs without the peer", "outbound_tcp_echo_quiet_log"),
+            ("exchange, shipped logs (peer JSON)", "outbound_tcp_echo"),
+        ],
+        floor: Some(1),
+        targets: vec![
+            ("exchange, logs without the peer", "client and server Δ over the floor ≤ +15 µs".to_string()),
+            ("exchange, shipped logs", "conn/s ratio ≥ 0.90; the extra over the quiet row is printing the peer".into()),
+        ],
+    };
+    if selected("churn") {
+        run_scenario(&mesh, &envoys, &churn, Load::Churn, rounds, secs).await;
+    }
+    let bulk = Scenario {
+        title: "TCP bulk echo, 64 MiB through one connection",
+        unit: "MiB/s",
+        variants: vec![("no filter", "outbound_tcp_echo_baseline"), ("exchange", "outbound_tcp_echo")],
+        floor: None,
+        targets: vec![("exchange", "MiB/s ratio ≥ 0.98".into())],
+    };
+    if selected("bulk") {
+        run_scenario(&mesh, &envoys, &bulk, Load::Bulk, rounds, secs).await;
+    }
+
+    let sizes: Vec<String> = ["alpn_filter", "peer_exchange_filter", "empty_filter"]
+        .iter()
+        .map(|n| {
+            let len = std::fs::metadata(integration_tests::paths::wasm(n)).map(|m| m.len()).unwrap_or(0);
+            format!("{n}.wasm {len} B ({:.1} KiB)", len as f64 / 1024.0)
+        })
+        .collect();
+    println!("\nmodule sizes: {} (target: each filter ≤ 150 KiB)", sizes.join(", "));
 }
