@@ -12,7 +12,9 @@
 //! [`Outcome`] that names its counter.
 
 use crate::codec::{decode_header, Header, HEADER_LEN};
-use crate::metadata::{decode_payload, PeerMetadata};
+use std::rc::Rc;
+
+use crate::peers::{PeerDecoder, StoredPeer};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Incoming {
@@ -46,7 +48,7 @@ pub enum Step {
 /// How the exchange on a connection ended (or did not start).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Outcome {
-    PeerFound(PeerMetadata),
+    PeerFound(Rc<StoredPeer>),
     /// Pass-through; the peer is recorded as not found.
     NotFound(NotFound),
     /// The connection is closed; the peer is recorded as not found.
@@ -145,23 +147,26 @@ impl Exchange {
 
     /// Handles the peer's bytes. `available` is what Envoy holds (everything
     /// since the stream began while we hold); `read(start, len)` returns those
-    /// bytes (`None` if the host fails). Reads only what it needs: at most the
-    /// 8-byte header, then the payload once all of it is there.
+    /// bytes (`None` if the host fails); `now()` is asked only when a partial
+    /// prefix starts being held. One read in the common case (the whole
+    /// prefix in the first chunk): at most `8 + max_data_size` bytes from the
+    /// head; then the payload goes through `peers`.
     pub fn on_incoming_data(
         &mut self,
         available: usize,
         end_of_stream: bool,
-        now_ms: u64,
+        now: &mut dyn FnMut() -> u64,
         read: &mut dyn FnMut(usize, usize) -> Option<Vec<u8>>,
+        peers: &mut PeerDecoder,
     ) -> (Step, Option<Outcome>) {
         if self.participating != Some(true) {
             return (Step::Continue, None);
         }
-        let (step, outcome) = self.advance(available, end_of_stream, read);
+        let (step, outcome) = self.advance(available, end_of_stream, read, peers);
         match step {
             Step::Hold => {
                 if self.holding_since.is_none() && available > 0 {
-                    self.holding_since = Some(now_ms);
+                    self.holding_since = Some(now());
                 }
             }
             _ => {
@@ -178,7 +183,10 @@ impl Exchange {
         available: usize,
         end_of_stream: bool,
         read: &mut dyn FnMut(usize, usize) -> Option<Vec<u8>>,
+        peers: &mut PeerDecoder,
     ) -> (Step, Option<Outcome>) {
+        // Bytes already read from the head of the stream in this call.
+        let mut head: Vec<u8> = Vec::new();
         if self.incoming == Incoming::ReadingInitialHeader {
             if available == 0 {
                 if end_of_stream {
@@ -186,9 +194,11 @@ impl Exchange {
                 }
                 return (Step::Continue, None);
             }
-            let Some(head) = read(0, available.min(HEADER_LEN)) else {
+            let want = available.min(HEADER_LEN.saturating_add(self.max_data_size as usize));
+            let Some(bytes) = read(0, want) else {
                 return self.reject(Rejected::BufferReadFailed);
             };
+            head = bytes;
             match decode_header(&head) {
                 Header::NotMagic => {
                     self.suppress_outgoing = true;
@@ -209,14 +219,15 @@ impl Exchange {
             if available < total {
                 return self.wait(end_of_stream);
             }
-            let Some(payload) = read(HEADER_LEN, data_size) else {
-                return self.reject(Rejected::BufferReadFailed);
+            let payload = match head.get(HEADER_LEN..total) {
+                Some(payload) => payload.to_vec(),
+                None => match read(HEADER_LEN, data_size) {
+                    Some(payload) if payload.len() == data_size => payload,
+                    _ => return self.reject(Rejected::BufferReadFailed),
+                },
             };
-            if payload.len() != data_size {
-                return self.reject(Rejected::BufferReadFailed);
-            }
             self.incoming = Incoming::Done;
-            return match decode_payload(&payload) {
+            return match peers.decode(&payload) {
                 Ok(Some(peer)) => (Step::Strip(total), Some(Outcome::PeerFound(peer))),
                 Ok(None) => (Step::Strip(total), Some(Outcome::NotFound(NotFound::NoPeerMetadata))),
                 Err(e) => {
@@ -331,7 +342,7 @@ impl Outcome {
 mod tests {
     use super::*;
     use crate::codec::encode_frame;
-    use crate::metadata::{encode_payload, PeerMetadata};
+    use crate::metadata::encode_payload;
     use crate::workload::Workload;
     use proptest::prelude::*;
     use proto::prost::Message;
@@ -360,7 +371,8 @@ mod tests {
             let eos = end_at_last && i + 1 == chunks.len();
             let snapshot = held.clone();
             let mut read = |start: usize, len: usize| snapshot.get(start..start + len).map(<[u8]>::to_vec);
-            let (step, outcome) = ex.on_incoming_data(held.len(), eos, i as u64, &mut read);
+            let (step, outcome) =
+                ex.on_incoming_data(held.len(), eos, &mut || i as u64, &mut read, &mut PeerDecoder::new(vec![]));
             outcomes.extend(outcome);
             match step {
                 Step::Hold => {}
@@ -375,7 +387,7 @@ mod tests {
         (delivered, outcomes, false)
     }
 
-    fn found(outcomes: &[Outcome]) -> Option<&PeerMetadata> {
+    fn found(outcomes: &[Outcome]) -> Option<&Rc<StoredPeer>> {
         outcomes.iter().find_map(|o| match o {
             Outcome::PeerFound(p) => Some(p),
             _ => None,
@@ -416,13 +428,17 @@ mod tests {
         ex.set_participation(true);
         let data = b"GET / HTTP/1.1\r\n\r\n".to_vec();
         let mut read = |s: usize, l: usize| data.get(s..s + l).map(<[u8]>::to_vec);
-        let (step, outcome) = ex.on_incoming_data(data.len(), false, 0, &mut read);
+        let (step, outcome) =
+            ex.on_incoming_data(data.len(), false, &mut || 0, &mut read, &mut PeerDecoder::new(vec![]));
         assert_eq!(step, Step::Continue);
         assert_eq!(outcome.unwrap().counter(), Counter::InitialHeaderNotFound);
         assert!(!ex.on_outgoing_data(), "a peer without the protocol gets no prefix");
         // Later data is not inspected again.
         let mut never = |_: usize, _: usize| -> Option<Vec<u8>> { panic!("read after done") };
-        assert_eq!(ex.on_incoming_data(10, false, 1, &mut never), (Step::Continue, None));
+        assert_eq!(
+            ex.on_incoming_data(10, false, &mut || 1, &mut never, &mut PeerDecoder::new(vec![])),
+            (Step::Continue, None)
+        );
     }
 
     #[test]
@@ -448,7 +464,8 @@ mod tests {
         ex.set_participation(true);
         let snapshot = bytes.clone();
         let mut read = |start: usize, len: usize| snapshot.get(start..start + len).map(<[u8]>::to_vec);
-        let (step, outcome) = ex.on_incoming_data(bytes.len(), false, 0, &mut read);
+        let (step, outcome) =
+            ex.on_incoming_data(bytes.len(), false, &mut || 0, &mut read, &mut PeerDecoder::new(vec![]));
         assert_eq!(step, Step::Strip(bytes.len() - 4));
         assert_eq!(outcome, Some(Outcome::NotFound(NotFound::NoPeerMetadata)));
         assert_eq!(Outcome::NotFound(NotFound::NoPeerMetadata).counter(), Counter::PeerMetadataMissing);
@@ -485,17 +502,29 @@ mod tests {
         let mut idle = Exchange::new(MAX);
         idle.set_participation(true);
         let mut read = |_: usize, _: usize| -> Option<Vec<u8>> { Some(vec![]) };
-        assert_eq!(idle.on_incoming_data(0, false, 5, &mut read), (Step::Continue, None));
+        assert_eq!(
+            idle.on_incoming_data(0, false, &mut || 5, &mut read, &mut PeerDecoder::new(vec![])),
+            (Step::Continue, None)
+        );
         assert_eq!(idle.holding_since(), None, "an idle connection gets no deadline, so it is never closed");
 
         let mut stalled = Exchange::new(MAX);
         stalled.set_participation(true);
         let p = prefix();
         let mut read = |s: usize, l: usize| p.get(s..s + l).map(<[u8]>::to_vec);
-        assert_eq!(stalled.on_incoming_data(3, false, 7, &mut read).0, Step::Hold);
-        assert_eq!(stalled.on_incoming_data(10, false, 9, &mut read).0, Step::Hold);
+        assert_eq!(
+            stalled.on_incoming_data(3, false, &mut || 7, &mut read, &mut PeerDecoder::new(vec![])).0,
+            Step::Hold
+        );
+        assert_eq!(
+            stalled.on_incoming_data(10, false, &mut || 9, &mut read, &mut PeerDecoder::new(vec![])).0,
+            Step::Hold
+        );
         assert_eq!(stalled.holding_since(), Some(7), "the clock starts at the first held byte");
-        assert_eq!(stalled.on_incoming_data(p.len(), false, 11, &mut read).0, Step::Strip(p.len()));
+        assert_eq!(
+            stalled.on_incoming_data(p.len(), false, &mut || 11, &mut read, &mut PeerDecoder::new(vec![])).0,
+            Step::Strip(p.len())
+        );
         assert_eq!(stalled.holding_since(), None, "a completed prefix stops the clock");
     }
 
@@ -507,7 +536,10 @@ mod tests {
         assert!(!ex.on_outgoing_data());
         let p = prefix();
         let mut read = |s: usize, l: usize| p.get(s..s + l).map(<[u8]>::to_vec);
-        assert_eq!(ex.on_incoming_data(p.len(), false, 0, &mut read), (Step::Continue, None));
+        assert_eq!(
+            ex.on_incoming_data(p.len(), false, &mut || 0, &mut read, &mut PeerDecoder::new(vec![])),
+            (Step::Continue, None)
+        );
     }
 
     #[test]
@@ -523,7 +555,7 @@ mod tests {
         let mut ex = Exchange::new(MAX);
         ex.set_participation(true);
         let mut read = |_: usize, _: usize| -> Option<Vec<u8>> { None };
-        let (step, outcome) = ex.on_incoming_data(4, false, 0, &mut read);
+        let (step, outcome) = ex.on_incoming_data(4, false, &mut || 0, &mut read, &mut PeerDecoder::new(vec![]));
         assert_eq!(step, Step::Close);
         assert_eq!(outcome.unwrap().counter(), Counter::BufferError);
     }

@@ -15,6 +15,7 @@ use crate::deadlines::Deadlines;
 use crate::exchange::{Counter, Exchange, Outcome, Rejected, Step};
 use crate::metadata::encode_payload;
 use crate::participation::{client_verdict, server_participates, UpstreamFacts, Verdict};
+use crate::peers::PeerDecoder;
 use crate::workload::{
     endpoint_workload, EndpointWorkload, Locality, NodeMetadata, PeerSource, Workload, SOURCE_LABELS, WORKLOAD_FIELDS,
 };
@@ -34,6 +35,8 @@ struct Shared {
     prefix: Vec<u8>,
     counters: Counters,
     deadlines: RefCell<Deadlines>,
+    /// Payload bytes -> stored peer, shared by the VM's connections.
+    peers: RefCell<PeerDecoder>,
 }
 
 impl Shared {
@@ -44,8 +47,10 @@ impl Shared {
         let role = self.config.role;
         match outcome {
             Outcome::PeerFound(peer) => {
-                let workload = Workload::read(&peer.metadata, &self.config.additional_labels, None);
-                self.store_peer(&workload, PeerSource::Exchange);
+                let key = role.peer_key();
+                if let Err(e) = wasm_host::set_property(key, &peer.stored) {
+                    log::warn!("peer-exchange-filter: cannot set wasm.{key}: {e}");
+                }
                 if let Some(id) = &peer.id {
                     if let Err(e) = wasm_host::set_property(role.peer_id_key(), id.as_bytes()) {
                         log::warn!("peer-exchange-filter: cannot set wasm.{}: {e}", role.peer_id_key());
@@ -55,8 +60,8 @@ impl Shared {
                     "peer-exchange-filter: connection {}: peer {:?} ({}/{})",
                     context_id,
                     peer.id.as_deref().unwrap_or(""),
-                    workload.namespace,
-                    workload.name
+                    peer.namespace,
+                    peer.name
                 );
             }
             Outcome::NotFound(reason) => {
@@ -75,14 +80,6 @@ impl Shared {
         }
     }
 
-    /// Stores the peer in native's lowercase schema.
-    fn store_peer(&self, workload: &Workload, source: PeerSource) {
-        let key = self.config.role.peer_key();
-        if let Err(e) = wasm_host::set_property(key, &workload.to_peer_struct(source).encode_to_vec()) {
-            log::warn!("peer-exchange-filter: cannot set wasm.{key}: {e}");
-        }
-    }
-
     /// Client side without an exchanged peer: Istio's endpoint metadata
     /// `istio.workload`, as native's stats fall back to it. True if stored.
     fn endpoint_fallback(&self, context_id: u32) -> bool {
@@ -90,7 +87,11 @@ impl Shared {
         match endpoint_workload(&metadata) {
             EndpointWorkload::Found(workload) => {
                 self.counters.inc(Counter::PeerFromEndpointMetadata.index());
-                self.store_peer(&workload, PeerSource::EndpointMetadata);
+                let key = self.config.role.peer_key();
+                let stored = workload.to_peer_struct(PeerSource::EndpointMetadata).encode_to_vec();
+                if let Err(e) = wasm_host::set_property(key, &stored) {
+                    log::warn!("peer-exchange-filter: cannot set wasm.{key}: {e}");
+                }
                 log::debug!(
                     "peer-exchange-filter: connection {context_id}: peer from endpoint metadata ({}/{})",
                     workload.namespace,
@@ -158,7 +159,9 @@ impl RootContext for PeerRoot {
             workload
         );
         let counters = Counters::define(&config.stat_prefix(), Counter::ALL.iter().map(|c| c.name()));
-        self.shared = Some(Rc::new(Shared { config, prefix, counters, deadlines: RefCell::new(Deadlines::default()) }));
+        let peers = RefCell::new(PeerDecoder::new(config.additional_labels.clone()));
+        self.shared =
+            Some(Rc::new(Shared { config, prefix, counters, deadlines: RefCell::new(Deadlines::default()), peers }));
         true
     }
 
@@ -331,9 +334,21 @@ impl PeerStream {
         if self.exchange.incoming_done() {
             return Action::Continue;
         }
-        let now = wasm_host::now_millis().unwrap_or(0);
+        let mut now = || wasm_host::now_millis().unwrap_or(0);
         let mut read = |start: usize, len: usize| wasm_host::get_buffer(direction, start, len).ok();
-        let (step, outcome) = self.exchange.on_incoming_data(data_size, end_of_stream, now, &mut read);
+        // The shared decoder is never borrowed across a hostcall; should it
+        // be, a one-off decoder does the same work without the cache.
+        let mut shared_peers = self.shared.peers.try_borrow_mut().ok();
+        let mut one_off;
+        let peers = match shared_peers.as_deref_mut() {
+            Some(peers) => peers,
+            None => {
+                one_off = PeerDecoder::new(self.shared.config.additional_labels.clone());
+                &mut one_off
+            }
+        };
+        let (step, outcome) = self.exchange.on_incoming_data(data_size, end_of_stream, &mut now, &mut read, peers);
+        drop(shared_peers);
         if let Some(outcome) = outcome {
             self.shared.record(self.context_id, outcome);
         }

@@ -5,7 +5,8 @@
 //! its workload metadata, strips the peer's prefix, and stores the peer's
 //! metadata in filter state. Pure logic: [`codec`] (the frame), [`metadata`]
 //! (the payload), [`workload`] (native's normalisation, wire and stored
-//! views, endpoint metadata), [`exchange`] (the per-connection state machine),
+//! views, endpoint metadata), [`exchange`] (the per-connection state machine), [`peers`] (payload to
+//! stored peer, cached per VM),
 //! [`participation`] (who takes part), [`deadlines`] (the exchange timeout),
 //! [`config`]. `filter` is the thin proxy-wasm layer (wasm32 only).
 
@@ -15,6 +16,7 @@ pub mod deadlines;
 pub mod exchange;
 pub mod metadata;
 pub mod participation;
+pub mod peers;
 pub mod workload;
 
 #[cfg(target_arch = "wasm32")]
