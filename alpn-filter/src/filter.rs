@@ -33,7 +33,13 @@ impl Context for AlpnRoot {}
 impl RootContext for AlpnRoot {
     fn on_configure(&mut self, size: usize) -> bool {
         wasm_host::init_logging();
-        let bytes = wasm_host::plugin_configuration(size);
+        let bytes = match wasm_host::plugin_configuration(size) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                log::error!("alpn-filter: cannot read the plugin configuration ({e}), refusing it");
+                return false;
+            }
+        };
         let config = match AlpnConfig::parse(&bytes) {
             Ok(config) => config,
             Err(e) => {

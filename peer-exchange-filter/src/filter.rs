@@ -119,7 +119,14 @@ impl Context for PeerRoot {}
 impl RootContext for PeerRoot {
     fn on_configure(&mut self, size: usize) -> bool {
         wasm_host::init_logging();
-        let config = match Config::parse(&wasm_host::plugin_configuration(size)) {
+        let bytes = match wasm_host::plugin_configuration(size) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                log::error!("peer-exchange-filter: cannot read the plugin configuration ({e}), refusing it");
+                return false;
+            }
+        };
+        let config = match Config::parse(&bytes) {
             Ok(config) => config,
             Err(e) => {
                 log::error!("peer-exchange-filter: invalid plugin configuration, refusing it: {e}");

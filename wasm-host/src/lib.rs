@@ -110,6 +110,7 @@ mod abi {
         ) -> u32;
         pub fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
         pub fn proxy_get_log_level(return_level: *mut u32) -> u32;
+        pub fn proxy_log(level: u32, message_data: *const u8, message_size: usize) -> u32;
     }
 }
 
@@ -281,17 +282,25 @@ pub fn set_tick_period_millis(period: u32) -> HostResult<()> {
     status(unsafe { abi::proxy_set_tick_period_milliseconds(period) })
 }
 
-/// The plugin configuration bytes (`size` as given to `on_configure`).
-pub fn plugin_configuration(size: usize) -> Vec<u8> {
-    // BufferType::PluginConfiguration = 7.
+/// proxy-wasm `BufferType::PluginConfiguration`.
+const PLUGIN_CONFIGURATION_BUFFER: u32 = 7;
+/// proxy-wasm `MetricType::Counter`.
+const METRIC_COUNTER: u32 = 0;
+
+/// The plugin configuration bytes (`size` as given to `on_configure`). A
+/// host failure is an error, never an empty configuration (which would be
+/// taken for "use the defaults").
+pub fn plugin_configuration(size: usize) -> HostResult<Vec<u8>> {
     let mut data: *mut u8 = null_mut();
     let mut len: usize = 0;
     // SAFETY: plain ABI call with valid pointers to locals.
-    let raw = unsafe { abi::proxy_get_buffer_bytes(7, 0, size, &mut data, &mut len) };
+    let raw = unsafe { abi::proxy_get_buffer_bytes(PLUGIN_CONFIGURATION_BUFFER, 0, size, &mut data, &mut len) };
     match status(raw) {
         // SAFETY: the call returned Ok.
-        Ok(()) => unsafe { owned_bytes(data, len) }.unwrap_or_default(),
-        Err(_) => Vec::new(),
+        Ok(()) => Ok(unsafe { owned_bytes(data, len) }.unwrap_or_default()),
+        // No configuration at all.
+        Err(HostError::NOT_FOUND) if size == 0 => Ok(Vec::new()),
+        Err(e) => Err(e),
     }
 }
 
@@ -310,7 +319,7 @@ impl Counters {
                 let full = format!("{prefix}{name}");
                 let mut id: u32 = 0;
                 // SAFETY: plain ABI call with valid pointers.
-                let raw = unsafe { abi::proxy_define_metric(0, full.as_ptr(), full.len(), &mut id) };
+                let raw = unsafe { abi::proxy_define_metric(METRIC_COUNTER, full.as_ptr(), full.len(), &mut id) };
                 match status(raw) {
                     Ok(()) => Some(id),
                     Err(e) => {
@@ -332,23 +341,68 @@ impl Counters {
     }
 }
 
-/// Installs the SDK logger at Envoy's current wasm log level, so debug lines
+/// proxy-wasm log levels (`LogLevel`), as the log hostcalls number them.
+mod log_level {
+    pub const TRACE: u32 = 0;
+    pub const DEBUG: u32 = 1;
+    pub const INFO: u32 = 2;
+    pub const WARN: u32 = 3;
+    pub const ERROR: u32 = 4;
+}
+
+/// Our logger: the SDK's calls the log hostcall with `unwrap()`, so a
+/// refused log line would panic and kill the VM. Ours drops it instead.
+struct HostLogger;
+
+static LOGGER: HostLogger = HostLogger;
+
+impl log::Log for HostLogger {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let level = match record.level() {
+            log::Level::Trace => log_level::TRACE,
+            log::Level::Debug => log_level::DEBUG,
+            log::Level::Info => log_level::INFO,
+            log::Level::Warn => log_level::WARN,
+            log::Level::Error => log_level::ERROR,
+        };
+        let message = record.args().to_string();
+        // SAFETY: plain ABI call with a valid buffer. A failure loses the line.
+        let _ = unsafe { abi::proxy_log(level, message.as_ptr(), message.len()) };
+    }
+
+    fn flush(&self) {}
+}
+
+/// Installs our logger at Envoy's current wasm log level, so debug lines
 /// are not even formatted unless Envoy runs with debug logging.
 pub fn init_logging() {
-    let mut level: u32 = 2;
+    let mut level: u32 = log_level::INFO;
     // SAFETY: plain ABI call with a valid pointer to a local.
     if unsafe { abi::proxy_get_log_level(&mut level) } != 0 {
-        level = 2;
+        level = log_level::INFO;
     }
-    let level = match level {
-        0 => proxy_wasm::types::LogLevel::Trace,
-        1 => proxy_wasm::types::LogLevel::Debug,
-        2 => proxy_wasm::types::LogLevel::Info,
-        3 => proxy_wasm::types::LogLevel::Warn,
-        4 => proxy_wasm::types::LogLevel::Error,
-        _ => proxy_wasm::types::LogLevel::Critical,
+    let filter = match level {
+        log_level::TRACE => log::LevelFilter::Trace,
+        log_level::DEBUG => log::LevelFilter::Debug,
+        log_level::INFO => log::LevelFilter::Info,
+        log_level::WARN => log::LevelFilter::Warn,
+        log_level::ERROR => log::LevelFilter::Error,
+        _ => log::LevelFilter::Off,
     };
-    proxy_wasm::set_log_level(level);
+    // Already installed on a reconfigure: only the level changes.
+    if log::set_logger(&LOGGER).is_ok() {
+        // A panic should never happen (clippy denies the usual causes); if
+        // one does, its message reaches Envoy's log before the VM aborts.
+        std::panic::set_hook(Box::new(|info| log::error!("panic in the wasm filter: {info}")));
+    }
+    log::set_max_level(filter);
 }
 
 #[cfg(test)]
