@@ -20,6 +20,7 @@
 //! its bytes ([`Decider`]).
 
 use std::collections::HashMap;
+use std::rc::Rc;
 
 use crate::alpn::{AlpnList, UpstreamProtocol};
 use crate::config::AlpnConfig;
@@ -81,31 +82,39 @@ const MAX_CACHED: usize = 512;
 /// config, and a new plugin config makes a new `Decider`.
 pub struct Decider {
     config: AlpnConfig,
-    policies: HashMap<Vec<u8>, Result<ClusterPolicy, String>>,
+    /// Shared, not cloned, per request: a hit costs a hash of the bytes.
+    policies: HashMap<Vec<u8>, Rc<Result<ClusterPolicy, String>>>,
+    /// The policy of a cluster without metadata.
+    no_metadata: Rc<Result<ClusterPolicy, String>>,
     rules: HashMap<String, Option<ProtocolPolicy>>,
 }
 
 impl Decider {
     pub fn new(config: AlpnConfig) -> Self {
-        Decider { config, policies: HashMap::new(), rules: HashMap::new() }
+        Decider {
+            config,
+            policies: HashMap::new(),
+            no_metadata: Rc::new(Ok(ClusterPolicy::default())),
+            rules: HashMap::new(),
+        }
     }
 
     pub fn decide(&mut self, facts: &mut dyn RequestFacts) -> Decision {
         let policy = match facts.cluster_metadata() {
             Some(bytes) => match self.policies.get(&bytes) {
-                Some(cached) => cached.clone(),
+                Some(cached) => Rc::clone(cached),
                 None => {
-                    let decoded = cluster_policy(&bytes).map_err(|e| e.to_string());
-                    insert_bounded(&mut self.policies, bytes, decoded.clone());
+                    let decoded = Rc::new(cluster_policy(&bytes).map_err(|e| e.to_string()));
+                    insert_bounded(&mut self.policies, bytes, Rc::clone(&decoded));
                     decoded
                 }
             },
-            None if facts.cluster_name().is_some() => Ok(ClusterPolicy::default()),
+            None if facts.cluster_name().is_some() => Rc::clone(&self.no_metadata),
             None => return Decision::Skip(SkipReason::NoCluster),
         };
-        let policy = match policy {
+        let policy = match &*policy {
             Ok(policy) => policy,
-            Err(e) => return Decision::Skip(SkipReason::InvalidMetadata(e)),
+            Err(e) => return Decision::Skip(SkipReason::InvalidMetadata(e.clone())),
         };
         if policy.opt_out {
             return Decision::Skip(SkipReason::OptOut);

@@ -78,6 +78,9 @@ pub enum Rejected {
     BufferReadFailed,
 }
 
+/// Payload bytes taken with the header in the first read.
+const FIRST_READ_PAYLOAD: usize = 4096;
+
 /// The exchange state of one connection.
 #[derive(Debug)]
 pub struct Exchange {
@@ -194,7 +197,10 @@ impl Exchange {
                 }
                 return (Step::Continue, None);
             }
-            let want = available.min(HEADER_LEN.saturating_add(self.max_data_size as usize));
+            // Enough for a typical prefix (a few hundred bytes) in one read,
+            // without copying a large first chunk of app data into the VM;
+            // a larger payload is read on its own below.
+            let want = available.min(HEADER_LEN + FIRST_READ_PAYLOAD.min(self.max_data_size as usize));
             let Some(bytes) = read(0, want) else {
                 return self.reject(Rejected::BufferReadFailed);
             };
@@ -219,15 +225,19 @@ impl Exchange {
             if available < total {
                 return self.wait(end_of_stream);
             }
-            let payload = match head.get(HEADER_LEN..total) {
-                Some(payload) => payload.to_vec(),
+            let read_later;
+            let payload: &[u8] = match head.get(HEADER_LEN..total) {
+                Some(payload) => payload,
                 None => match read(HEADER_LEN, data_size) {
-                    Some(payload) if payload.len() == data_size => payload,
+                    Some(payload) if payload.len() == data_size => {
+                        read_later = payload;
+                        &read_later
+                    }
                     _ => return self.reject(Rejected::BufferReadFailed),
                 },
             };
             self.incoming = Incoming::Done;
-            return match peers.decode(&payload) {
+            return match peers.decode(payload) {
                 Ok(Some(peer)) => (Step::Strip(total), Some(Outcome::PeerFound(peer))),
                 Ok(None) => (Step::Strip(total), Some(Outcome::NotFound(NotFound::NoPeerMetadata))),
                 Err(e) => {
@@ -450,6 +460,28 @@ mod tests {
         assert!(!closed);
         assert_eq!(outcomes.len(), 1);
         assert_eq!(outcomes[0].counter(), Counter::HeaderNotFound);
+    }
+
+    #[test]
+    fn a_payload_beyond_the_first_read_is_read_on_its_own() {
+        let s = |v: &str| Value { kind: Some(Kind::StringValue(v.into())) };
+        let big = "x".repeat(FIRST_READ_PAYLOAD * 2);
+        let node = Struct { fields: [("NAME".to_string(), s("big")), ("CLUSTER_ID".to_string(), s(&big))].into() };
+        let mut bytes = encode_frame(&encode_payload(&Workload::read(&node, &[], None).to_wire(), "id")).unwrap();
+        let prefix_len = bytes.len();
+        bytes.extend_from_slice(b"after");
+        let mut ex = Exchange::new(64 * 1024);
+        ex.set_participation(true);
+        let mut reads = Vec::new();
+        let mut read = |start: usize, len: usize| {
+            reads.push((start, len));
+            bytes.get(start..start + len).map(<[u8]>::to_vec)
+        };
+        let (step, outcome) =
+            ex.on_incoming_data(prefix_len + 5, false, &mut || 0, &mut read, &mut PeerDecoder::new(vec![]));
+        assert_eq!(step, Step::Strip(prefix_len));
+        assert!(matches!(outcome, Some(Outcome::PeerFound(ref p)) if p.name == "big"));
+        assert_eq!(reads, [(0, HEADER_LEN + FIRST_READ_PAYLOAD), (HEADER_LEN, prefix_len - HEADER_LEN)]);
     }
 
     #[test]

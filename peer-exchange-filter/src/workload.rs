@@ -157,13 +157,14 @@ impl Workload {
     /// Native's read of a Struct (1a). `locality` is given for our own
     /// metadata only: a peer's missing region is not filled from ours.
     pub fn read(s: &Struct, additional_labels: &[String], locality: Option<&Locality>) -> Workload {
+        let no_labels = Struct::default();
         let labels = match s.fields.get(LABELS_FIELD).and_then(|v| v.kind.as_ref()) {
-            Some(Kind::StructValue(labels)) => labels.clone(),
-            _ => Struct::default(),
+            Some(Kind::StructValue(labels)) => labels,
+            _ => &no_labels,
         };
         // The qualified label wins; the plain one counts when it is empty or
         // absent (native's result depends on map order then; ours does not).
-        let first_of = |keys: [&str; 2]| keys.iter().map(|k| string_of(&labels, k)).find(|v| !v.is_empty());
+        let first_of = |keys: [&str; 2]| keys.iter().map(|k| string_of(labels, k)).find(|v| !v.is_empty());
         let mut w = Workload {
             name: string_of(s, "NAME"),
             namespace: string_of(s, "NAMESPACE"),
@@ -173,8 +174,8 @@ impl Workload {
             workload_type: WorkloadType::Unknown,
             region: string_of(s, "REGION"),
             zone: string_of(s, "AVAILABILITY_ZONE"),
-            service: string_of(&labels, CANONICAL_NAME_LABEL),
-            revision: string_of(&labels, CANONICAL_REVISION_LABEL),
+            service: string_of(labels, CANONICAL_NAME_LABEL),
+            revision: string_of(labels, CANONICAL_REVISION_LABEL),
             app: first_of(["app.kubernetes.io/name", "app"]).unwrap_or_default(),
             version: first_of(["app.kubernetes.io/version", "version"]).unwrap_or_default(),
             labels: BTreeMap::new(),
@@ -189,7 +190,7 @@ impl Workload {
             }
         }
         for name in additional_labels {
-            let value = string_of(&labels, name);
+            let value = string_of(labels, name);
             if !value.is_empty() {
                 w.labels.insert(name.clone(), value);
             }
