@@ -165,62 +165,27 @@ fn insert_bounded<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>, key: K, v
     map.insert(key, value);
 }
 
-/// Every counter the filter keeps, declared in one list. The full stat name
-/// is `alpn_filter.<name>`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Counter {
-    OverrideHttp11,
-    OverrideHttp2,
-    OverrideFromClusterMetadata,
-    ProtocolFromClusterMetadata,
-    ProtocolFromClusterRule,
-    ProtocolFromDefault,
-    SkippedOptOut,
-    SkippedInvalidMetadata,
-    SkippedUnknownProtocol,
-    SkippedNoCluster,
-    SkippedNoAlpnForProtocol,
-    OverrideFailed,
+wasm_host::counters! {
+    /// Every counter the filter keeps, declared in one list. The full stat name
+    /// is `alpn_filter.<name>`.
+    pub enum Counter {
+        OverrideHttp11 => "override_http11",
+        OverrideHttp2 => "override_http2",
+        OverrideFromClusterMetadata => "override_from_cluster_metadata",
+        ProtocolFromClusterMetadata => "protocol_from_cluster_metadata",
+        ProtocolFromClusterRule => "protocol_from_cluster_rule",
+        ProtocolFromDefault => "protocol_from_default",
+        SkippedOptOut => "skipped_opt_out",
+        SkippedInvalidMetadata => "skipped_invalid_metadata",
+        SkippedUnknownProtocol => "skipped_unknown_protocol",
+        SkippedNoCluster => "skipped_no_cluster",
+        SkippedNoAlpnForProtocol => "skipped_no_alpn_for_protocol",
+        OverrideFailed => "override_failed",
+    }
 }
 
 impl Counter {
-    pub const ALL: [Counter; 12] = [
-        Counter::OverrideHttp11,
-        Counter::OverrideHttp2,
-        Counter::OverrideFromClusterMetadata,
-        Counter::ProtocolFromClusterMetadata,
-        Counter::ProtocolFromClusterRule,
-        Counter::ProtocolFromDefault,
-        Counter::SkippedOptOut,
-        Counter::SkippedInvalidMetadata,
-        Counter::SkippedUnknownProtocol,
-        Counter::SkippedNoCluster,
-        Counter::SkippedNoAlpnForProtocol,
-        Counter::OverrideFailed,
-    ];
     pub const PREFIX: &'static str = "alpn_filter.";
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Counter::OverrideHttp11 => "override_http11",
-            Counter::OverrideHttp2 => "override_http2",
-            Counter::OverrideFromClusterMetadata => "override_from_cluster_metadata",
-            Counter::ProtocolFromClusterMetadata => "protocol_from_cluster_metadata",
-            Counter::ProtocolFromClusterRule => "protocol_from_cluster_rule",
-            Counter::ProtocolFromDefault => "protocol_from_default",
-            Counter::SkippedOptOut => "skipped_opt_out",
-            Counter::SkippedInvalidMetadata => "skipped_invalid_metadata",
-            Counter::SkippedUnknownProtocol => "skipped_unknown_protocol",
-            Counter::SkippedNoCluster => "skipped_no_cluster",
-            Counter::SkippedNoAlpnForProtocol => "skipped_no_alpn_for_protocol",
-            Counter::OverrideFailed => "override_failed",
-        }
-    }
-
-    /// Position in [`Counter::ALL`].
-    pub fn index(self) -> usize {
-        self as usize
-    }
 }
 
 impl Decision {

@@ -268,8 +268,11 @@ fn wasm_plugin_manifests_are_well_formed_and_their_configs_are_accepted() {
             match kind {
                 "NETWORK" => {
                     assert_eq!(spec["phase"], "AUTHN", "{file}: first on its chain");
-                    let parsed = peer_exchange_filter::config::Config::parse(&config)
-                        .unwrap_or_else(|e| panic!("{file}: pluginConfig refused: {e}"));
+                    let parsed = peer_exchange_filter::config::Config::parse(
+                        &config,
+                        peer_exchange_filter::config::Transport::Tcp,
+                    )
+                    .unwrap_or_else(|e| panic!("{file}: pluginConfig refused: {e}"));
                     let mode = spec["match"][0]["mode"].as_str().unwrap();
                     let expected = if mode == "SERVER" { "server" } else { "client" };
                     assert_eq!(parsed.role.name(), expected, "{file}: role matches the traffic direction");
@@ -299,8 +302,11 @@ fn documented_configuration_examples_are_accepted_by_the_filters() {
                 alpn_filter::config::AlpnConfig::parse(block.as_bytes()).unwrap_or_else(|e| panic!("{e}:\n{block}"));
             }
             "peer-exchange-filter" => {
-                peer_exchange_filter::config::Config::parse(block.as_bytes())
-                    .unwrap_or_else(|e| panic!("{e}:\n{block}"));
+                peer_exchange_filter::config::Config::parse(
+                    block.as_bytes(),
+                    peer_exchange_filter::config::Transport::Tcp,
+                )
+                .unwrap_or_else(|e| panic!("{e}:\n{block}"));
             }
             other => panic!("unknown example tag {other}"),
         }

@@ -15,7 +15,12 @@
 //! node says (and go through the same normalisation as the node's values:
 //! only Istio's fields, the labels native derives `app`/`version`/canonical
 //! names from, and `additional_labels` are sent); `upstream` is for the
-//! client role only.
+//! client role only, `downstream` for the server role.
+//!
+//! The HTTP form (root id [`HTTP_ROOT_ID`]) takes the same fields, except
+//! `exchange_timeout_ms` (a request has no exchange to wait for), plus
+//! `upstream.istio_service_clusters` and `downstream.peer_identity_prefix`;
+//! its `max_peer_metadata_bytes` defaults to 8 KiB.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -25,6 +30,31 @@ use serde::Deserialize;
 use crate::workload::{LABELS_FIELD, WORKLOAD_FIELDS};
 
 pub const DEFAULT_MAX_PEER_METADATA_BYTES: u32 = 64 * 1024;
+/// For the header form: a real workload's metadata is a few hundred bytes,
+/// and Envoy refuses requests whose headers pass 60 KiB anyway.
+pub const DEFAULT_MAX_PEER_METADATA_HEADER_BYTES: u32 = 8 * 1024;
+/// The plugin root id that selects the HTTP (header) form of the exchange.
+pub const HTTP_ROOT_ID: &str = "peer_exchange_http";
+
+/// Which form of the exchange a plugin runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// The `istio-peer-exchange` prefix, as a network filter.
+    Tcp,
+    /// `x-envoy-peer-metadata` headers, as an HTTP filter.
+    Http,
+}
+
+impl Transport {
+    /// The form a plugin's root id selects.
+    pub fn for_root_id(root_id: &str) -> Transport {
+        if root_id == HTTP_ROOT_ID {
+            Transport::Http
+        } else {
+            Transport::Tcp
+        }
+    }
+}
 pub const DEFAULT_EXCHANGE_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_PEER_IDENTITY_PREFIX: &str = "spiffe://";
 
@@ -63,6 +93,7 @@ impl Role {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
+    pub transport: Transport,
     pub role: Role,
     pub node_id: Option<String>,
     /// Overrides of Istio's string fields.
@@ -73,7 +104,10 @@ pub struct Config {
     pub max_peer_metadata_bytes: u32,
     /// 0 disables the exchange timeout.
     pub exchange_timeout_ms: u64,
+    /// The certificate URI SAN prefix that makes a peer a mesh workload.
     pub peer_identity_prefix: String,
+    /// HTTP client: istiod's `istio.services` cluster mark counts as a mesh upstream.
+    pub istio_service_clusters: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -97,11 +131,19 @@ struct RawConfig {
     max_peer_metadata_bytes: Option<u32>,
     exchange_timeout_ms: Option<u64>,
     upstream: Option<RawUpstream>,
+    downstream: Option<RawDownstream>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawUpstream {
+    peer_identity_prefix: Option<String>,
+    istio_service_clusters: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDownstream {
     peer_identity_prefix: Option<String>,
 }
 
@@ -110,7 +152,7 @@ fn err(field: &str, reason: impl fmt::Display) -> ConfigError {
 }
 
 impl Config {
-    pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
+    pub fn parse(bytes: &[u8], transport: Transport) -> Result<Config, ConfigError> {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Err(err(
                 "role",
@@ -146,7 +188,11 @@ impl Config {
         if let Some((i, _)) = raw.additional_labels.iter().enumerate().find(|(_, l)| l.is_empty()) {
             return Err(err(&format!("additional_labels[{i}]"), "must not be empty"));
         }
-        let max_peer_metadata_bytes = raw.max_peer_metadata_bytes.unwrap_or(DEFAULT_MAX_PEER_METADATA_BYTES);
+        let default_max = match transport {
+            Transport::Tcp => DEFAULT_MAX_PEER_METADATA_BYTES,
+            Transport::Http => DEFAULT_MAX_PEER_METADATA_HEADER_BYTES,
+        };
+        let max_peer_metadata_bytes = raw.max_peer_metadata_bytes.unwrap_or(default_max);
         if max_peer_metadata_bytes == 0 {
             return Err(err("max_peer_metadata_bytes", "must be greater than 0"));
         }
@@ -154,12 +200,25 @@ impl Config {
         if exchange_timeout_ms > u64::from(u32::MAX) {
             return Err(err("exchange_timeout_ms", "must be at most 4294967295"));
         }
-        let peer_identity_prefix = match (raw.role, raw.upstream) {
-            (Role::Server, Some(_)) => return Err(err("upstream", "only applies to role \"client\"")),
-            (_, Some(RawUpstream { peer_identity_prefix: Some(p) })) => p,
-            _ => DEFAULT_PEER_IDENTITY_PREFIX.to_string(),
+        if transport == Transport::Http && raw.exchange_timeout_ms.is_some() {
+            return Err(err("exchange_timeout_ms", "only applies to the TCP exchange"));
+        }
+        let (prefix, istio_service_clusters) = match (raw.role, raw.upstream, raw.downstream) {
+            (Role::Server, Some(_), _) => return Err(err("upstream", "only applies to role \"client\"")),
+            (Role::Client, _, Some(_)) => return Err(err("downstream", "only applies to role \"server\"")),
+            (Role::Server, None, Some(_)) if transport == Transport::Tcp => {
+                return Err(err("downstream", "only applies to the HTTP exchange"))
+            }
+            (_, Some(RawUpstream { istio_service_clusters: Some(_), .. }), _) if transport == Transport::Tcp => {
+                return Err(err("upstream.istio_service_clusters", "only applies to the HTTP exchange"))
+            }
+            (_, Some(up), _) => (up.peer_identity_prefix, up.istio_service_clusters.unwrap_or(false)),
+            (_, None, Some(down)) => (down.peer_identity_prefix, false),
+            (_, None, None) => (None, false),
         };
+        let peer_identity_prefix = prefix.unwrap_or_else(|| DEFAULT_PEER_IDENTITY_PREFIX.to_string());
         Ok(Config {
+            transport,
             role: raw.role,
             node_id: raw.node_id,
             fields,
@@ -168,12 +227,16 @@ impl Config {
             max_peer_metadata_bytes,
             exchange_timeout_ms,
             peer_identity_prefix,
+            istio_service_clusters,
         })
     }
 
-    /// The stat prefix: `peer_exchange.<role>.`.
+    /// The stat prefix: `peer_exchange.<role>.`, `peer_exchange.http_<role>.`.
     pub fn stat_prefix(&self) -> String {
-        format!("peer_exchange.{}.", self.role.name())
+        match self.transport {
+            Transport::Tcp => format!("peer_exchange.{}.", self.role.name()),
+            Transport::Http => format!("peer_exchange.http_{}.", self.role.name()),
+        }
     }
 }
 
@@ -183,7 +246,7 @@ mod tests {
 
     #[test]
     fn minimal_configuration_takes_defaults() {
-        let c = Config::parse(br#"{"role":"server"}"#).unwrap();
+        let c = Config::parse(br#"{"role":"server"}"#, Transport::Tcp).unwrap();
         assert_eq!(c.role, Role::Server);
         assert_eq!(c.max_peer_metadata_bytes, DEFAULT_MAX_PEER_METADATA_BYTES);
         assert_eq!(c.exchange_timeout_ms, DEFAULT_EXCHANGE_TIMEOUT_MS);
@@ -197,6 +260,7 @@ mod tests {
             br#"{"role":"client","node_id":"n1","metadata":{"NAME":"a","LABELS":{"app":"x"}},
                  "additional_labels":["team","app"],"max_peer_metadata_bytes":100,"exchange_timeout_ms":0,
                  "upstream":{"peer_identity_prefix":""}}"#,
+            Transport::Tcp,
         )
         .unwrap();
         assert_eq!(c.node_id.as_deref(), Some("n1"));
@@ -225,8 +289,44 @@ mod tests {
             (r#"{"role":"client","timeout":1}"#, "unknown field `timeout`"),
         ];
         for (input, expected) in cases {
-            let e = Config::parse(input.as_bytes()).unwrap_err().to_string();
+            let e = Config::parse(input.as_bytes(), Transport::Tcp).unwrap_err().to_string();
             assert!(e.contains(expected), "{input}: {e}");
         }
+    }
+
+    #[test]
+    fn the_http_form_takes_its_own_fields() {
+        let c = Config::parse(
+            br#"{"role":"server","downstream":{"peer_identity_prefix":"spiffe://td/"}}"#,
+            Transport::Http,
+        )
+        .unwrap();
+        assert_eq!(c.peer_identity_prefix, "spiffe://td/");
+        assert_eq!(c.max_peer_metadata_bytes, DEFAULT_MAX_PEER_METADATA_HEADER_BYTES);
+        assert_eq!(c.stat_prefix(), "peer_exchange.http_server.");
+        let c =
+            Config::parse(br#"{"role":"client","upstream":{"istio_service_clusters":true}}"#, Transport::Http).unwrap();
+        assert!(c.istio_service_clusters);
+        assert_eq!(c.peer_identity_prefix, "spiffe://");
+        let cases: &[(&str, Transport, &str)] = &[
+            (
+                r#"{"role":"server","exchange_timeout_ms":5}"#,
+                Transport::Http,
+                "exchange_timeout_ms: only applies to the TCP",
+            ),
+            (r#"{"role":"client","downstream":{}}"#, Transport::Http, "downstream: only applies to role \"server\""),
+            (r#"{"role":"server","downstream":{}}"#, Transport::Tcp, "downstream: only applies to the HTTP"),
+            (
+                r#"{"role":"client","upstream":{"istio_service_clusters":true}}"#,
+                Transport::Tcp,
+                "upstream.istio_service_clusters: only applies to the HTTP",
+            ),
+        ];
+        for (input, transport, expected) in cases {
+            let e = Config::parse(input.as_bytes(), *transport).unwrap_err().to_string();
+            assert!(e.contains(expected), "{input}: {e}");
+        }
+        assert_eq!(Transport::for_root_id(HTTP_ROOT_ID), Transport::Http);
+        assert_eq!(Transport::for_root_id(""), Transport::Tcp);
     }
 }

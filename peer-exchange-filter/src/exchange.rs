@@ -270,64 +270,23 @@ impl Exchange {
     }
 }
 
-/// Every counter the filter keeps, declared in one list: Istio's five, then ours.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Counter {
-    AlpnProtocolFound,
-    AlpnProtocolNotFound,
-    InitialHeaderNotFound,
-    HeaderNotFound,
-    MetadataAdded,
-    MetadataReceived,
-    DataSizeTooLarge,
-    ExchangeTimeout,
-    HalfClosedMidPrefix,
-    EndedBeforePrefix,
-    BufferError,
-    PeerMetadataMissing,
-    PeerFromEndpointMetadata,
-    EndpointMetadataInvalid,
-}
-
-impl Counter {
-    pub const ALL: [Counter; 14] = [
-        Counter::AlpnProtocolFound,
-        Counter::AlpnProtocolNotFound,
-        Counter::InitialHeaderNotFound,
-        Counter::HeaderNotFound,
-        Counter::MetadataAdded,
-        Counter::MetadataReceived,
-        Counter::DataSizeTooLarge,
-        Counter::ExchangeTimeout,
-        Counter::HalfClosedMidPrefix,
-        Counter::EndedBeforePrefix,
-        Counter::BufferError,
-        Counter::PeerMetadataMissing,
-        Counter::PeerFromEndpointMetadata,
-        Counter::EndpointMetadataInvalid,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Counter::AlpnProtocolFound => "alpn_protocol_found",
-            Counter::AlpnProtocolNotFound => "alpn_protocol_not_found",
-            Counter::InitialHeaderNotFound => "initial_header_not_found",
-            Counter::HeaderNotFound => "header_not_found",
-            Counter::MetadataAdded => "metadata_added",
-            Counter::MetadataReceived => "metadata_received",
-            Counter::DataSizeTooLarge => "data_size_too_large",
-            Counter::ExchangeTimeout => "exchange_timeout",
-            Counter::HalfClosedMidPrefix => "half_closed_mid_prefix",
-            Counter::EndedBeforePrefix => "ended_before_prefix",
-            Counter::BufferError => "buffer_error",
-            Counter::PeerMetadataMissing => "peer_metadata_missing",
-            Counter::PeerFromEndpointMetadata => "peer_from_endpoint_metadata",
-            Counter::EndpointMetadataInvalid => "endpoint_metadata_invalid",
-        }
-    }
-
-    pub fn index(self) -> usize {
-        self as usize
+wasm_host::counters! {
+    /// Every counter the filter keeps, declared in one list: Istio's five, then ours.
+    pub enum Counter {
+        AlpnProtocolFound => "alpn_protocol_found",
+        AlpnProtocolNotFound => "alpn_protocol_not_found",
+        InitialHeaderNotFound => "initial_header_not_found",
+        HeaderNotFound => "header_not_found",
+        MetadataAdded => "metadata_added",
+        MetadataReceived => "metadata_received",
+        DataSizeTooLarge => "data_size_too_large",
+        ExchangeTimeout => "exchange_timeout",
+        HalfClosedMidPrefix => "half_closed_mid_prefix",
+        EndedBeforePrefix => "ended_before_prefix",
+        BufferError => "buffer_error",
+        PeerMetadataMissing => "peer_metadata_missing",
+        PeerFromEndpointMetadata => "peer_from_endpoint_metadata",
+        EndpointMetadataInvalid => "endpoint_metadata_invalid",
     }
 }
 

@@ -1,27 +1,30 @@
 //! The proxy-wasm layer: builds our prefix once per VM, runs one
 //! [`Exchange`] per connection, and carries out its steps with hostcalls.
+//! A plugin whose root id is [`crate::config::HTTP_ROOT_ID`] runs the header form instead
+//! ([`crate::http_filter`]).
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
 use proto::prost::Message;
-use proxy_wasm::traits::{Context, RootContext, StreamContext};
+use proxy_wasm::traits::{Context, HttpContext, RootContext, StreamContext};
 use proxy_wasm::types::{Action, ContextType, PeerType};
-use wasm_host::{Counters, Direction, PropertyType};
+use wasm_host::{Counters, Direction, PropertyType, Span};
 
 use crate::codec::encode_frame;
-use crate::config::{Config, Role};
+use crate::config::{Config, Role, Transport};
 use crate::deadlines::Deadlines;
 use crate::exchange::{Counter, Exchange, Outcome, Rejected, Step};
+use crate::http_filter::HttpShared;
 use crate::metadata::encode_payload;
 use crate::participation::{client_verdict, server_participates, UpstreamFacts, Verdict};
-use crate::peers::PeerDecoder;
+use crate::peers::{PeerDecoder, StoredPeer};
 use crate::workload::{
     endpoint_workload, EndpointWorkload, Locality, NodeMetadata, PeerSource, Workload, SOURCE_LABELS, WORKLOAD_FIELDS,
 };
 
 /// Filter-state key of the "peer not found" marker (`wasm.peer_not_found`).
-const PEER_NOT_FOUND_KEY: &str = "peer_not_found";
+pub(crate) const PEER_NOT_FOUND_KEY: &str = "peer_not_found";
 /// Istio's sentinel peer id when the peer is decidedly unknown.
 const PEER_UNKNOWN_ID: &str = "envoy.wasm.metadata_exchange.peer_unknown";
 
@@ -46,24 +49,7 @@ impl Shared {
         self.counters.inc(outcome.counter().index());
         let role = self.config.role;
         match outcome {
-            Outcome::PeerFound(peer) => {
-                let key = role.peer_key();
-                if let Err(e) = wasm_host::set_property(key, &peer.stored) {
-                    log::warn!("peer-exchange-filter: cannot set wasm.{key}: {e}");
-                }
-                if let Some(id) = &peer.id {
-                    if let Err(e) = wasm_host::set_property(role.peer_id_key(), id.as_bytes()) {
-                        log::warn!("peer-exchange-filter: cannot set wasm.{}: {e}", role.peer_id_key());
-                    }
-                }
-                log::debug!(
-                    "peer-exchange-filter: connection {}: peer {:?} ({}/{})",
-                    context_id,
-                    peer.id.as_deref().unwrap_or(""),
-                    peer.namespace,
-                    peer.name
-                );
-            }
+            Outcome::PeerFound(peer) => store_peer(role, &peer, "connection", context_id),
             Outcome::NotFound(reason) => {
                 log::debug!("peer-exchange-filter: connection {}: peer not found: {reason:?}", context_id);
                 if role == Role::Client && self.endpoint_fallback(context_id) {
@@ -109,9 +95,15 @@ impl Shared {
     }
 }
 
+/// What a configured plugin runs.
+enum Plugin {
+    Tcp(Rc<Shared>),
+    Http(Rc<HttpShared>),
+}
+
 #[derive(Default)]
 struct PeerRoot {
-    shared: Option<Rc<Shared>>,
+    plugin: Option<Plugin>,
 }
 
 impl Context for PeerRoot {}
@@ -126,7 +118,9 @@ impl RootContext for PeerRoot {
                 return false;
             }
         };
-        let config = match Config::parse(&bytes) {
+        let root_id = wasm_host::get_property_string(&["plugin_root_id"]).ok().flatten().unwrap_or_default();
+        let transport = Transport::for_root_id(&root_id);
+        let config = match Config::parse(&bytes, transport) {
             Ok(config) => config,
             Err(e) => {
                 log::error!("peer-exchange-filter: invalid plugin configuration, refusing it: {e}");
@@ -134,46 +128,31 @@ impl RootContext for PeerRoot {
             }
         };
         let (workload, node_id) = local_workload(&config);
-        let Some(prefix) = encode_frame(&encode_payload(&workload.to_wire(), &node_id)) else {
-            log::error!("peer-exchange-filter: local metadata too large to send");
-            return false;
+        let span = match transport {
+            Transport::Tcp => Span::Connection,
+            Transport::Http => Span::Request,
         };
-        let role = config.role;
-        for (name, ty) in [
-            (role.peer_key(), PropertyType::Struct),
-            (role.peer_id_key(), PropertyType::String),
-            (PEER_NOT_FOUND_KEY, PropertyType::String),
-        ] {
-            if let Err(e) = wasm_host::declare_property(name, ty) {
-                log::warn!("peer-exchange-filter: cannot declare wasm.{name} ({e}); access logs may not print it");
-            }
-        }
-        if config.exchange_timeout_ms > 0 {
-            // A tick of a tenth of the timeout (10..100 ms) keeps the close
-            // within ~10% of the configured time.
-            let tick = (config.exchange_timeout_ms / 10).clamp(10, 100) as u32;
-            if let Err(e) = wasm_host::set_tick_period_millis(tick) {
-                log::warn!(
-                    "peer-exchange-filter: cannot start the exchange timer ({e}); stalled prefixes will not time out"
-                );
-            }
-        }
+        declare_peer_properties(config.role, span);
         log::info!(
-            "peer-exchange-filter: role {}, node id {:?}, sending {} bytes of metadata ({:?})",
-            role.name(),
+            "peer-exchange-filter: {} exchange, role {}, node id {:?}, sending {:?}",
+            match transport {
+                Transport::Tcp => "TCP",
+                Transport::Http => "HTTP",
+            },
+            config.role.name(),
             node_id,
-            prefix.len(),
             workload
         );
-        let counters = Counters::define(&config.stat_prefix(), Counter::ALL.iter().map(|c| c.name()));
-        let peers = RefCell::new(PeerDecoder::new(config.additional_labels.clone()));
-        self.shared =
-            Some(Rc::new(Shared { config, prefix, counters, deadlines: RefCell::new(Deadlines::default()), peers }));
-        true
+        let plugin = match transport {
+            Transport::Tcp => tcp_plugin(config, &workload, &node_id).map(Plugin::Tcp),
+            Transport::Http => Some(Plugin::Http(Rc::new(HttpShared::new(config, &workload, node_id)))),
+        };
+        self.plugin = plugin;
+        self.plugin.is_some()
     }
 
     fn on_tick(&mut self) {
-        let Some(shared) = &self.shared else { return };
+        let Some(Plugin::Tcp(shared)) = &self.plugin else { return };
         let Ok(now) = wasm_host::now_millis() else { return };
         // Release the borrow before any hostcall: closing a connection can
         // call back into the VM for that connection.
@@ -195,21 +174,86 @@ impl RootContext for PeerRoot {
     fn create_stream_context(&self, context_id: u32) -> Option<Box<dyn StreamContext>> {
         // Never None: the SDK panics on it. Without a configuration (Envoy
         // does not normally open connections then) the connection passes.
-        let Some(shared) = self.shared.clone() else {
+        let Some(Plugin::Tcp(shared)) = &self.plugin else {
             return Some(Box::new(PassThrough));
         };
         let exchange = Exchange::new(shared.config.max_peer_metadata_bytes);
-        Some(Box::new(PeerStream { context_id, shared, exchange }))
+        Some(Box::new(PeerStream { context_id, shared: shared.clone(), exchange }))
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        let Some(Plugin::Http(shared)) = &self.plugin else {
+            return Some(Box::new(PassThrough));
+        };
+        Some(crate::http_filter::stream(context_id, shared.clone()))
     }
 
     fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::StreamContext)
+        // Envoy creates streams only after a successful configuration; the
+        // type the root id names is the type of the filter it was loaded as.
+        match self.plugin {
+            Some(Plugin::Http(_)) => Some(ContextType::HttpContext),
+            _ => Some(ContextType::StreamContext),
+        }
     }
+}
+
+/// The TCP exchange's per-VM state: our prefix, built once.
+fn tcp_plugin(config: Config, workload: &Workload, node_id: &str) -> Option<Rc<Shared>> {
+    let Some(prefix) = encode_frame(&encode_payload(&workload.to_wire(), node_id)) else {
+        log::error!("peer-exchange-filter: local metadata too large to send");
+        return None;
+    };
+    if config.exchange_timeout_ms > 0 {
+        // A tick of a tenth of the timeout (10..100 ms) keeps the close
+        // within ~10% of the configured time.
+        let tick = (config.exchange_timeout_ms / 10).clamp(10, 100) as u32;
+        if let Err(e) = wasm_host::set_tick_period_millis(tick) {
+            log::warn!(
+                "peer-exchange-filter: cannot start the exchange timer ({e}); stalled prefixes will not time out"
+            );
+        }
+    }
+    let counters = Counters::define(&config.stat_prefix(), Counter::ALL.iter().map(|c| c.name()));
+    let peers = RefCell::new(PeerDecoder::new(config.additional_labels.clone()));
+    Some(Rc::new(Shared { config, prefix, counters, deadlines: RefCell::new(Deadlines::default()), peers }))
+}
+
+/// Declares the filter-state keys we set, so access logs print them.
+fn declare_peer_properties(role: Role, span: Span) {
+    for (name, ty) in [
+        (role.peer_key(), PropertyType::Struct),
+        (role.peer_id_key(), PropertyType::String),
+        (PEER_NOT_FOUND_KEY, PropertyType::String),
+    ] {
+        if let Err(e) = wasm_host::declare_property(name, ty, span) {
+            log::warn!("peer-exchange-filter: cannot declare wasm.{name} ({e}); access logs may not print it");
+        }
+    }
+}
+
+/// Stores a found peer (and its id) for the current connection or request.
+pub(crate) fn store_peer(role: Role, peer: &StoredPeer, what: &str, context_id: u32) {
+    let key = role.peer_key();
+    if let Err(e) = wasm_host::set_property(key, &peer.stored) {
+        log::warn!("peer-exchange-filter: cannot set wasm.{key}: {e}");
+    }
+    if let Some(id) = &peer.id {
+        if let Err(e) = wasm_host::set_property(role.peer_id_key(), id.as_bytes()) {
+            log::warn!("peer-exchange-filter: cannot set wasm.{}: {e}", role.peer_id_key());
+        }
+    }
+    log::debug!(
+        "peer-exchange-filter: {what} {context_id}: peer {:?} ({}/{})",
+        peer.id.as_deref().unwrap_or(""),
+        peer.namespace,
+        peer.name
+    );
 }
 
 /// Our workload, read once per VM from Envoy's node (only the keys native
 /// reads), with the configuration's overrides, through native's normalisation.
-fn local_workload(config: &Config) -> (Workload, String) {
+pub(crate) fn local_workload(config: &Config) -> (Workload, String) {
     let property = |path: &[&str]| wasm_host::get_property_string(path).ok().flatten().unwrap_or_default();
     let node_id = config.node_id.clone().unwrap_or_else(|| property(&["xds", "node", "id"]));
     let mut node = NodeMetadata {
@@ -229,7 +273,7 @@ fn local_workload(config: &Config) -> (Workload, String) {
     (node.workload(&config.fields, &config.labels, &config.additional_labels), node_id)
 }
 
-fn mark_peer_not_found(role: Role) {
+pub(crate) fn mark_peer_not_found(role: Role) {
     for (key, value) in [(role.peer_id_key(), PEER_UNKNOWN_ID), (PEER_NOT_FOUND_KEY, "true")] {
         if let Err(e) = wasm_host::set_property(key, value.as_bytes()) {
             log::debug!("peer-exchange-filter: cannot set wasm.{key}: {e}");
@@ -237,11 +281,13 @@ fn mark_peer_not_found(role: Role) {
     }
 }
 
-/// A connection seen before the plugin was configured: untouched.
+/// A connection or request seen before the plugin was configured (or of
+/// the other form than the one configured): untouched.
 struct PassThrough;
 
 impl Context for PassThrough {}
 impl StreamContext for PassThrough {}
+impl HttpContext for PassThrough {}
 
 /// The client role's upstream, read from Envoy's properties on demand.
 struct HostUpstream;

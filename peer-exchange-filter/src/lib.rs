@@ -14,6 +14,8 @@ pub mod codec;
 pub mod config;
 pub mod deadlines;
 pub mod exchange;
+pub mod headers;
+pub mod http;
 pub mod metadata;
 pub mod participation;
 pub mod peers;
@@ -21,3 +23,5 @@ pub mod workload;
 
 #[cfg(target_arch = "wasm32")]
 mod filter;
+#[cfg(target_arch = "wasm32")]
+mod http_filter;

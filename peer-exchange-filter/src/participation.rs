@@ -28,6 +28,7 @@
 use proto::core::Metadata;
 use proto::prost::Message;
 use proto::prost_types::value::Kind;
+use proto::prost_types::Struct;
 
 /// Cluster metadata namespace of the opt-in/opt-out (`enabled: true|false`).
 pub const CLUSTER_NAMESPACE: &str = "istio.peer_exchange";
@@ -89,13 +90,16 @@ pub fn server_participates(downstream_tls_version: Option<&str>) -> bool {
 /// `istio.peer_exchange.enabled` as a bool or "true"/"false"; `None` if absent
 /// or unreadable (unreadable metadata never opts a cluster in).
 fn cluster_enabled(metadata: &[u8]) -> Option<bool> {
-    let metadata = Metadata::decode(metadata).ok()?;
-    let value = metadata.filter_metadata.get(CLUSTER_NAMESPACE)?.fields.get("enabled")?;
-    match value.kind.as_ref()? {
+    enabled_flag(Metadata::decode(metadata).ok()?.filter_metadata.get(CLUSTER_NAMESPACE)?)
+}
+
+/// The `enabled` flag of an `istio.peer_exchange` metadata struct: a bool or
+/// "true"; anything else present counts as an opt-out (unclear metadata must
+/// not send our metadata); `None` when absent.
+pub fn enabled_flag(namespace: &Struct) -> Option<bool> {
+    match namespace.fields.get("enabled")?.kind.as_ref()? {
         Kind::BoolValue(b) => Some(*b),
         Kind::StringValue(s) if s == "true" => Some(true),
-        // Anything else present but not "true" counts as an opt-out: unclear
-        // metadata must not send magic bytes.
         _ => Some(false),
     }
 }
@@ -117,7 +121,7 @@ fn endpoint_is_istio_mtls(metadata: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proto::prost_types::{Struct, Value};
+    use proto::prost_types::Value;
 
     fn md(namespace: &str, key: &str, value: Kind) -> Vec<u8> {
         let fields = [(key.to_string(), Value { kind: Some(value) })].into_iter().collect();

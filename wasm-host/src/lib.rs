@@ -97,6 +97,19 @@ mod abi {
             results_data: *mut *mut u8,
             results_size: *mut usize,
         ) -> u32;
+        pub fn proxy_get_header_map_pairs(
+            map_type: u32,
+            return_map_data: *mut *mut u8,
+            return_map_size: *mut usize,
+        ) -> u32;
+        pub fn proxy_replace_header_map_value(
+            map_type: u32,
+            key_data: *const u8,
+            key_size: usize,
+            value_data: *const u8,
+            value_size: usize,
+        ) -> u32;
+        pub fn proxy_remove_header_map_value(map_type: u32, key_data: *const u8, key_size: usize) -> u32;
         pub fn proxy_close_stream(stream_type: u32) -> u32;
         pub fn proxy_continue_stream(stream_type: u32) -> u32;
         pub fn proxy_set_effective_context(context_id: u32) -> u32;
@@ -198,9 +211,18 @@ pub enum PropertyType {
     Struct,
 }
 
-/// Declares `wasm.<name>` with a type and a connection lifespan, so that
-/// access logs (`%FILTER_STATE(wasm.<name>)%`) can print it.
-pub fn declare_property(name: &str, ty: PropertyType) -> HostResult<()> {
+/// How long a property set with [`set_property`] lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Span {
+    /// One HTTP request (an HTTP filter's peer: each request has its own).
+    Request,
+    /// The downstream connection (a network filter's peer).
+    Connection,
+}
+
+/// Declares `wasm.<name>` with a type and a lifespan, so that access logs
+/// (`%FILTER_STATE(wasm.<name>)%`) can print it.
+pub fn declare_property(name: &str, ty: PropertyType, span: Span) -> HostResult<()> {
     let (wasm_type, schema) = match ty {
         PropertyType::String => (WasmType::String, Vec::new()),
         PropertyType::Struct => (WasmType::Protobuf, proto::STRUCT_TYPE_URL.as_bytes().to_vec()),
@@ -210,7 +232,10 @@ pub fn declare_property(name: &str, ty: PropertyType) -> HostResult<()> {
         readonly: false,
         r#type: wasm_type as i32,
         schema,
-        span: LifeSpan::DownstreamConnection as i32,
+        span: match span {
+            Span::Request => LifeSpan::DownstreamRequest,
+            Span::Connection => LifeSpan::DownstreamConnection,
+        } as i32,
     };
     call_foreign_function("declare_property", &args.encode_to_vec()).map(|_| ())
 }
@@ -253,6 +278,80 @@ pub fn set_buffer(direction: Direction, start: usize, size: usize, value: &[u8])
 pub fn close(direction: Direction) -> HostResult<()> {
     // SAFETY: plain ABI call.
     status(unsafe { abi::proxy_close_stream(direction.raw()) })
+}
+
+/// An HTTP header map of the current stream (proxy-wasm `MapType`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeaderMap {
+    RequestHeaders,
+    ResponseHeaders,
+}
+
+impl HeaderMap {
+    fn raw(self) -> u32 {
+        match self {
+            HeaderMap::RequestHeaders => 0,
+            HeaderMap::ResponseHeaders => 2,
+        }
+    }
+}
+
+/// All headers of a map in one hostcall, in Envoy's order (names are
+/// lowercase). Empty when the map is not available in this callback.
+pub fn get_headers(map: HeaderMap) -> HostResult<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut data: *mut u8 = null_mut();
+    let mut size: usize = 0;
+    // SAFETY: plain ABI call with valid pointers to locals.
+    let raw = unsafe { abi::proxy_get_header_map_pairs(map.raw(), &mut data, &mut size) };
+    match status(raw) {
+        // SAFETY: the call returned Ok.
+        Ok(()) => Ok(unsafe { owned_bytes(data, size) }.map(|bytes| parse_pairs(&bytes)).unwrap_or_default()),
+        Err(HostError::NOT_FOUND) => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Sets a header, replacing every value it had (adds it if absent).
+pub fn replace_header(map: HeaderMap, name: &str, value: &[u8]) -> HostResult<()> {
+    // SAFETY: plain ABI call with valid pointers.
+    status(unsafe {
+        abi::proxy_replace_header_map_value(map.raw(), name.as_ptr(), name.len(), value.as_ptr(), value.len())
+    })
+}
+
+/// Removes every value of a header.
+pub fn remove_header(map: HeaderMap, name: &str) -> HostResult<()> {
+    // SAFETY: plain ABI call with valid pointers.
+    status(unsafe { abi::proxy_remove_header_map_value(map.raw(), name.as_ptr(), name.len()) })
+}
+
+/// The proxy-wasm pairs encoding: a u32 count, a (name size, value size)
+/// u32 pair per entry, then each name and value followed by a NUL (all
+/// little-endian). Whatever does not fit that shape ends the list.
+fn parse_pairs(bytes: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let u32_at = |at: usize| -> Option<usize> {
+        let b = bytes.get(at..at.checked_add(4)?)?;
+        Some(u32::from_le_bytes([b.first().copied()?, b.get(1).copied()?, b.get(2).copied()?, b.get(3).copied()?])
+            as usize)
+    };
+    let Some(count) = u32_at(0) else { return Vec::new() };
+    let mut data = match count.checked_mul(8).and_then(|n| n.checked_add(4)) {
+        Some(start) if start <= bytes.len() => start,
+        _ => return Vec::new(),
+    };
+    let mut out = Vec::with_capacity(count);
+    for i in 0..count {
+        let (Some(name_len), Some(value_len)) = (u32_at(4 + i * 8), u32_at(8 + i * 8)) else { break };
+        let name_end = data.saturating_add(name_len);
+        let value_start = name_end.saturating_add(1);
+        let value_end = value_start.saturating_add(value_len);
+        let (Some(name), Some(value)) = (bytes.get(data..name_end), bytes.get(value_start..value_end)) else {
+            break;
+        };
+        out.push((name.to_vec(), value.to_vec()));
+        data = value_end.saturating_add(1);
+    }
+    out
 }
 
 /// Releases held downstream bytes without new data. Envoy only implements
@@ -302,6 +401,57 @@ pub fn plugin_configuration(size: usize) -> HostResult<Vec<u8>> {
         Err(HostError::NOT_FOUND) if size == 0 => Ok(Vec::new()),
         Err(e) => Err(e),
     }
+}
+
+/// Declares a filter's counters once: an enum whose variants name them,
+/// with `ALL` (the defining order), `name()` (the stat name after the
+/// filter's prefix) and `index()` (the position in `ALL`, what
+/// [`Counters::inc`] takes).
+///
+/// ```
+/// wasm_host::counters! {
+///     /// What the example counts.
+///     pub enum Counter {
+///         /// A peer was stored.
+///         MetadataReceived => "metadata_received",
+///         HeaderNotFound => "header_not_found",
+///     }
+/// }
+/// assert_eq!(Counter::ALL.len(), 2);
+/// assert_eq!(Counter::HeaderNotFound.name(), "header_not_found");
+/// assert_eq!(Counter::HeaderNotFound.index(), 1);
+/// ```
+#[macro_export]
+macro_rules! counters {
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $name:ident {
+            $($(#[$variant_meta:meta])* $variant:ident => $stat:literal,)+
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        $vis enum $name {
+            $($(#[$variant_meta])* $variant,)+
+        }
+
+        impl $name {
+            /// Every counter, in defining order.
+            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
+
+            /// The stat name, after the filter's prefix.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $($name::$variant => $stat,)+
+                }
+            }
+
+            /// Position in [`Self::ALL`].
+            pub fn index(self) -> usize {
+                self as usize
+            }
+        }
+    };
 }
 
 /// A fixed list of counters, defined once per VM and incremented by index.
@@ -414,5 +564,35 @@ mod tests {
         assert_eq!(encode_path(&["xds", "cluster_name"]), b"xds\0cluster_name".to_vec());
         assert_eq!(encode_path(&["upstream_peer"]), b"upstream_peer".to_vec());
         assert!(encode_path(&[]).is_empty());
+    }
+
+    fn pairs(entries: &[(&str, &str)]) -> Vec<u8> {
+        let mut out = (entries.len() as u32).to_le_bytes().to_vec();
+        for (k, v) in entries {
+            out.extend_from_slice(&(k.len() as u32).to_le_bytes());
+            out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        }
+        for (k, v) in entries {
+            out.extend_from_slice(k.as_bytes());
+            out.push(0);
+            out.extend_from_slice(v.as_bytes());
+            out.push(0);
+        }
+        out
+    }
+
+    #[test]
+    fn header_pairs_decode_and_truncation_never_panics() {
+        let entries = [(":path", "/a"), ("x-envoy-peer-metadata", "Q0E="), ("empty", "")];
+        let bytes = pairs(&entries);
+        let parsed = parse_pairs(&bytes);
+        let expected: Vec<(Vec<u8>, Vec<u8>)> =
+            entries.iter().map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec())).collect();
+        assert_eq!(parsed, expected);
+        for cut in 0..bytes.len() {
+            let partial = parse_pairs(&bytes[..cut]);
+            assert!(partial.len() < entries.len() || cut + 1 == bytes.len(), "cut {cut}");
+        }
+        assert!(parse_pairs(&[0xff, 0xff, 0xff, 0xff]).is_empty());
     }
 }

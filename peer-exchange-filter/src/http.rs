@@ -1,0 +1,298 @@
+//! The exchange's HTTP form, decisions only: who gets our headers, which
+//! received headers are believed, and what each case counts.
+//!
+//! **Client** (outbound, before the router):
+//! - request: any exchange header the app set is removed (counted
+//!   `untrusted_header_removed`); ours are added only when the route's
+//!   cluster is a mesh upstream ([`client_verdict`]);
+//! - response, when we sent ours: the server's headers are believed only
+//!   if the upstream's certificate carries a mesh identity; they are stored
+//!   as `upstream_peer` and always removed before the app sees them.
+//!
+//! **Server** (inbound):
+//! - request: the client's headers are believed only over a connection
+//!   whose peer certificate carries a mesh identity; believed or not, they
+//!   are removed before the app sees them;
+//! - response: ours are added only when the request carried the metadata
+//!   header over such a connection, so a plain client never receives them.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use proto::core::Metadata;
+use proto::prost::Message;
+use proto::prost_types::value::Kind;
+
+use crate::headers::{HeaderError, PeerHeaders};
+use crate::participation::{enabled_flag, CLUSTER_NAMESPACE};
+use crate::peers::{PeerDecoder, StoredPeer};
+
+/// Istio's cluster metadata namespace (`istio.external`, `istio.disable_mx`,
+/// `istio.services`).
+pub const ISTIO_NAMESPACE: &str = "istio";
+
+wasm_host::counters! {
+    /// The HTTP exchange's counters (`peer_exchange.http_<role>.<name>`).
+    pub enum HttpCounter {
+        /// Our headers were added (client request, server response).
+        MetadataAdded => "metadata_added",
+        /// A peer was stored from its headers.
+        MetadataReceived => "metadata_received",
+        /// A request/response that should carry the peer's headers did not.
+        MetadataAbsent => "metadata_absent",
+        /// The metadata header was not base64 or not a Struct.
+        MetadataInvalid => "metadata_invalid",
+        /// The metadata header was over `max_peer_metadata_bytes`.
+        MetadataTooLarge => "metadata_too_large",
+        /// Exchange headers from someone not entitled to send them (the local
+        /// app, a connection without a mesh certificate) were removed.
+        UntrustedHeaderRemoved => "untrusted_header_removed",
+        /// Client: the cluster is not marked as a mesh upstream.
+        SkippedNotMesh => "skipped_not_mesh",
+        /// Client: the cluster opted out (`istio.peer_exchange.enabled: false`
+        /// or `istio.disable_mx: true`).
+        SkippedOptOut => "skipped_opt_out",
+        /// Client: the cluster is external to the mesh (`istio.external: true`).
+        SkippedExternal => "skipped_external",
+        /// A header could not be added, removed or read.
+        HeaderError => "header_error",
+    }
+}
+
+/// Whether the client sends our headers on a request to this cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientVerdict {
+    Send,
+    NotMarkedAsMesh,
+    OptedOut,
+    External,
+}
+
+impl ClientVerdict {
+    pub fn counter(self) -> Option<HttpCounter> {
+        match self {
+            ClientVerdict::Send => None,
+            ClientVerdict::NotMarkedAsMesh => Some(HttpCounter::SkippedNotMesh),
+            ClientVerdict::OptedOut => Some(HttpCounter::SkippedOptOut),
+            ClientVerdict::External => Some(HttpCounter::SkippedExternal),
+        }
+    }
+}
+
+/// The client's rule, from the route's cluster metadata (the upstream host
+/// and its certificate are not known before the router runs):
+/// 1. `istio.disable_mx: true` (native's own opt-out) or
+///    `istio.peer_exchange.enabled` other than true: opted out;
+/// 2. `istio.external: true` (istiod's mark of a MESH_EXTERNAL service): external;
+/// 3. `istio.peer_exchange.enabled: true`: send;
+/// 4. with `istio_service_clusters`, istiod's `istio.services` mark of a
+///    service cluster: send;
+/// 5. otherwise not a mesh upstream. Unreadable metadata never sends.
+pub fn client_verdict(cluster_metadata: &[u8], istio_service_clusters: bool) -> ClientVerdict {
+    let Ok(metadata) = Metadata::decode(cluster_metadata) else {
+        return ClientVerdict::NotMarkedAsMesh;
+    };
+    let istio = metadata.filter_metadata.get(ISTIO_NAMESPACE);
+    let istio_flag = |key: &str| {
+        matches!(istio.and_then(|s| s.fields.get(key)).and_then(|v| v.kind.as_ref()), Some(Kind::BoolValue(true)))
+    };
+    let enabled = metadata.filter_metadata.get(CLUSTER_NAMESPACE).map(enabled_flag);
+    if istio_flag("disable_mx") || matches!(enabled, Some(Some(false))) {
+        return ClientVerdict::OptedOut;
+    }
+    if istio_flag("external") {
+        return ClientVerdict::External;
+    }
+    if matches!(enabled, Some(Some(true))) {
+        return ClientVerdict::Send;
+    }
+    if istio_service_clusters && istio.is_some_and(|s| s.fields.contains_key("services")) {
+        return ClientVerdict::Send;
+    }
+    ClientVerdict::NotMarkedAsMesh
+}
+
+/// Distinct cluster metadata remembered; past this the map starts over.
+const MAX_CACHED_VERDICTS: usize = 512;
+
+/// [`client_verdict`] once per distinct cluster metadata. The key is the
+/// metadata bytes Envoy hands over on each request, so an xDS update is a
+/// new key, never a stale answer.
+pub struct ClientVerdicts {
+    istio_service_clusters: bool,
+    cache: HashMap<Vec<u8>, ClientVerdict>,
+}
+
+impl ClientVerdicts {
+    pub fn new(istio_service_clusters: bool) -> Self {
+        ClientVerdicts { istio_service_clusters, cache: HashMap::new() }
+    }
+
+    pub fn verdict(&mut self, cluster_metadata: &[u8]) -> ClientVerdict {
+        if let Some(verdict) = self.cache.get(cluster_metadata) {
+            return *verdict;
+        }
+        let verdict = client_verdict(cluster_metadata, self.istio_service_clusters);
+        if self.cache.len() >= MAX_CACHED_VERDICTS {
+            self.cache.clear();
+        }
+        self.cache.insert(cluster_metadata.to_vec(), verdict);
+        verdict
+    }
+}
+
+/// Whether a certificate URI SAN is a mesh identity (`prefix` empty: any
+/// certificate will do, but there must be one).
+pub fn is_mesh_identity(uri_san: Option<&str>, prefix: &str) -> bool {
+    uri_san.is_some_and(|san| !san.is_empty() && san.starts_with(prefix))
+}
+
+/// What the peer's headers gave.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Received {
+    Found(Rc<StoredPeer>),
+    /// No metadata header (an `-id` alone says nothing about the workload).
+    Absent,
+    /// Headers from a sender without a mesh identity: removed, not read.
+    Untrusted,
+    Invalid(HeaderError),
+}
+
+impl Received {
+    pub fn counter(&self) -> HttpCounter {
+        match self {
+            Received::Found(_) => HttpCounter::MetadataReceived,
+            Received::Absent => HttpCounter::MetadataAbsent,
+            Received::Untrusted => HttpCounter::UntrustedHeaderRemoved,
+            Received::Invalid(HeaderError::TooLarge { .. }) => HttpCounter::MetadataTooLarge,
+            Received::Invalid(_) => HttpCounter::MetadataInvalid,
+        }
+    }
+}
+
+/// Reads the peer's headers. `trusted` is asked only when there are
+/// headers (it costs a property read).
+pub fn receive(
+    headers: &PeerHeaders<'_>,
+    trusted: impl FnOnce() -> bool,
+    peers: &mut PeerDecoder,
+    max_payload: usize,
+) -> Received {
+    if !headers.any() {
+        return Received::Absent;
+    }
+    if !trusted() {
+        return Received::Untrusted;
+    }
+    match peers.decode_peer_headers(headers, max_payload) {
+        None => Received::Absent,
+        Some(Ok(peer)) => Received::Found(peer),
+        Some(Err(e)) => Received::Invalid(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::headers::encode_metadata_header;
+    use proto::prost_types::{ListValue, Struct, Value};
+
+    fn md(entries: &[(&str, &str, Kind)]) -> Vec<u8> {
+        let mut metadata = Metadata::default();
+        for (namespace, key, value) in entries {
+            metadata
+                .filter_metadata
+                .entry(namespace.to_string())
+                .or_default()
+                .fields
+                .insert(key.to_string(), Value { kind: Some(value.clone()) });
+        }
+        metadata.encode_to_vec()
+    }
+
+    #[test]
+    fn only_marked_mesh_clusters_get_our_headers() {
+        let on = (CLUSTER_NAMESPACE, "enabled", Kind::BoolValue(true));
+        let off = (CLUSTER_NAMESPACE, "enabled", Kind::BoolValue(false));
+        let external = (ISTIO_NAMESPACE, "external", Kind::BoolValue(true));
+        let disable_mx = (ISTIO_NAMESPACE, "disable_mx", Kind::BoolValue(true));
+        let services = (ISTIO_NAMESPACE, "services", Kind::ListValue(ListValue::default()));
+        assert_eq!(client_verdict(&md(std::slice::from_ref(&on)), false), ClientVerdict::Send);
+        assert_eq!(client_verdict(&[], false), ClientVerdict::NotMarkedAsMesh);
+        assert_eq!(client_verdict(&[0xff, 0x01], true), ClientVerdict::NotMarkedAsMesh);
+        assert_eq!(client_verdict(&md(&[off]), true), ClientVerdict::OptedOut);
+        assert_eq!(client_verdict(&md(&[on.clone(), disable_mx]), false), ClientVerdict::OptedOut);
+        assert_eq!(client_verdict(&md(&[on.clone(), external.clone()]), false), ClientVerdict::External);
+        // istiod's service mark counts only when asked for, and never for external services.
+        assert_eq!(client_verdict(&md(std::slice::from_ref(&services)), false), ClientVerdict::NotMarkedAsMesh);
+        assert_eq!(client_verdict(&md(std::slice::from_ref(&services)), true), ClientVerdict::Send);
+        assert_eq!(client_verdict(&md(&[services, external]), true), ClientVerdict::External);
+        // A string "true" is not native's bool flag.
+        let string_external = (ISTIO_NAMESPACE, "external", Kind::StringValue("true".into()));
+        assert_eq!(client_verdict(&md(&[on, string_external]), false), ClientVerdict::Send);
+    }
+
+    #[test]
+    fn verdicts_are_remembered_per_metadata_and_bounded() {
+        let on = md(&[(CLUSTER_NAMESPACE, "enabled", Kind::BoolValue(true))]);
+        let mut verdicts = ClientVerdicts::new(false);
+        assert_eq!(verdicts.verdict(&on), ClientVerdict::Send);
+        assert_eq!(verdicts.verdict(&on), ClientVerdict::Send);
+        assert_eq!(verdicts.verdict(&[]), ClientVerdict::NotMarkedAsMesh);
+        for i in 0..(MAX_CACHED_VERDICTS * 2) {
+            let metadata = md(&[(CLUSTER_NAMESPACE, &i.to_string(), Kind::BoolValue(true))]);
+            assert_eq!(verdicts.verdict(&metadata), ClientVerdict::NotMarkedAsMesh);
+            assert!(verdicts.cache.len() <= MAX_CACHED_VERDICTS);
+        }
+    }
+
+    #[test]
+    fn mesh_identity_needs_a_certificate() {
+        assert!(is_mesh_identity(Some("spiffe://cluster.local/ns/a/sa/b"), "spiffe://"));
+        assert!(!is_mesh_identity(Some("https://example.com"), "spiffe://"));
+        assert!(!is_mesh_identity(None, ""));
+        assert!(!is_mesh_identity(Some(""), ""));
+        assert!(is_mesh_identity(Some("dns-only"), ""));
+    }
+
+    #[test]
+    fn received_headers_are_read_only_from_trusted_senders() {
+        let s = |v: &str| Value { kind: Some(Kind::StringValue(v.into())) };
+        let wire = Struct { fields: [("NAMESPACE".to_string(), s("ns"))].into() };
+        let value = encode_metadata_header(&wire);
+        let mut peers = PeerDecoder::new(vec![]);
+        let headers = PeerHeaders { metadata: Some(value.as_bytes()), id: Some(b"id") };
+
+        let mut asked = false;
+        let none = receive(
+            &PeerHeaders::default(),
+            || {
+                asked = true;
+                true
+            },
+            &mut peers,
+            4096,
+        );
+        assert_eq!(none, Received::Absent);
+        assert!(!asked, "no headers, no certificate read");
+
+        assert_eq!(receive(&headers, || false, &mut peers, 4096), Received::Untrusted);
+        let Received::Found(peer) = receive(&headers, || true, &mut peers, 4096) else { panic!("not found") };
+        assert_eq!((peer.namespace.as_str(), peer.id.as_deref()), ("ns", Some("id")));
+        let id_only = PeerHeaders { metadata: None, id: Some(b"id") };
+        assert_eq!(receive(&id_only, || true, &mut peers, 4096), Received::Absent);
+        assert_eq!(receive(&id_only, || false, &mut peers, 4096), Received::Untrusted);
+
+        let bad = PeerHeaders { metadata: Some(b"%%%"), id: None };
+        assert_eq!(receive(&bad, || true, &mut peers, 4096).counter(), HttpCounter::MetadataInvalid);
+        assert_eq!(receive(&headers, || true, &mut peers, 2).counter(), HttpCounter::MetadataTooLarge);
+    }
+
+    #[test]
+    fn counter_names_are_unique() {
+        let mut names: Vec<_> = HttpCounter::ALL.iter().map(|c| c.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), HttpCounter::ALL.len());
+    }
+}

@@ -1,0 +1,208 @@
+//! The proxy-wasm layer of the header form: one [`HttpPeer`] per request,
+//! carrying out [`crate::http`]'s decisions with hostcalls.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::Action;
+use wasm_host::{Counters, HeaderMap};
+
+use crate::config::{Config, Role};
+use crate::filter::{mark_peer_not_found, store_peer};
+use crate::headers::{encode_metadata_header, PeerHeaders, ID_HEADER, METADATA_HEADER};
+use crate::http::{is_mesh_identity, receive, ClientVerdict, ClientVerdicts, HttpCounter, Received};
+use crate::peers::PeerDecoder;
+use crate::workload::Workload;
+
+/// The header form's per-VM state.
+pub(crate) struct HttpShared {
+    config: Config,
+    /// Our `x-envoy-peer-metadata` value, built once.
+    metadata_value: String,
+    node_id: String,
+    counters: Counters,
+    peers: RefCell<PeerDecoder>,
+    verdicts: RefCell<ClientVerdicts>,
+}
+
+impl HttpShared {
+    pub(crate) fn new(config: Config, workload: &Workload, node_id: String) -> HttpShared {
+        let counters = Counters::define(&config.stat_prefix(), HttpCounter::ALL.iter().map(|c| c.name()));
+        HttpShared {
+            metadata_value: encode_metadata_header(&workload.to_wire()),
+            node_id,
+            counters,
+            peers: RefCell::new(PeerDecoder::new(config.additional_labels.clone())),
+            verdicts: RefCell::new(ClientVerdicts::new(config.istio_service_clusters)),
+            config,
+        }
+    }
+
+    fn count(&self, counter: HttpCounter) {
+        self.counters.inc(counter.index());
+    }
+}
+
+pub(crate) fn stream(context_id: u32, shared: Rc<HttpShared>) -> Box<dyn HttpContext> {
+    Box::new(HttpPeer { context_id, shared, send_ours: false })
+}
+
+struct HttpPeer {
+    context_id: u32,
+    shared: Rc<HttpShared>,
+    /// Client: we sent our headers, so the response is read. Server: the
+    /// request came from a mesh peer, so the response gets ours.
+    send_ours: bool,
+}
+
+impl Context for HttpPeer {}
+
+impl HttpContext for HttpPeer {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        match self.shared.config.role {
+            Role::Client => self.client_request(),
+            Role::Server => self.server_request(),
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        match (self.shared.config.role, self.send_ours) {
+            (Role::Client, true) => self.client_response(),
+            // A request we did not send ours with: its upstream is not a mesh
+            // peer, and nothing it says about itself is read.
+            (Role::Client, false) => mark_peer_not_found(Role::Client),
+            (Role::Server, true) => self.add_ours(HeaderMap::ResponseHeaders),
+            (Role::Server, false) => {}
+        }
+        Action::Continue
+    }
+}
+
+impl HttpPeer {
+    fn client_request(&mut self) {
+        let shared = Rc::clone(&self.shared);
+        // Exchange headers the app set are never passed on as ours.
+        let app_set = self.take_headers(HeaderMap::RequestHeaders);
+        if app_set.is_some_and(|found| found.any) {
+            shared.count(HttpCounter::UntrustedHeaderRemoved);
+            log::debug!("peer-exchange-filter: request {}: removed exchange headers the app set", self.context_id);
+        }
+        let metadata = wasm_host::get_property(&["xds", "cluster_metadata"]).ok().flatten().unwrap_or_default();
+        let verdict = match shared.verdicts.try_borrow_mut() {
+            Ok(mut verdicts) => verdicts.verdict(&metadata),
+            Err(_) => ClientVerdict::NotMarkedAsMesh,
+        };
+        match verdict.counter() {
+            None => self.add_ours(HeaderMap::RequestHeaders),
+            Some(counter) => {
+                shared.count(counter);
+                log::debug!(
+                    "peer-exchange-filter: request {}: upstream not sent our metadata: {verdict:?}",
+                    self.context_id
+                );
+            }
+        }
+    }
+
+    fn client_response(&mut self) {
+        self.receive(HeaderMap::ResponseHeaders, &["upstream", "uri_san_peer_certificate"]);
+    }
+
+    fn server_request(&mut self) {
+        let received = self.receive(HeaderMap::RequestHeaders, &["connection", "uri_san_peer_certificate"]);
+        // A mesh peer that sent its metadata gets ours; a plain client,
+        // or one whose headers were not believed, never does.
+        self.send_ours = !matches!(received, None | Some(Received::Absent | Received::Untrusted));
+    }
+
+    /// Reads, believes or not, and removes the peer's headers; stores the
+    /// outcome. `None` when the headers could not be read at all.
+    fn receive(&mut self, map: HeaderMap, certificate: &[&str]) -> Option<Received> {
+        let shared = Rc::clone(&self.shared);
+        let role = shared.config.role;
+        let Some(found) = self.take_headers(map) else {
+            mark_peer_not_found(role);
+            return None;
+        };
+        let trusted = || {
+            let san = wasm_host::get_property_string(certificate).ok().flatten();
+            is_mesh_identity(san.as_deref(), &shared.config.peer_identity_prefix)
+        };
+        let max = shared.config.max_peer_metadata_bytes as usize;
+        let received = match shared.peers.try_borrow_mut() {
+            Ok(mut peers) => receive(&found.headers(), trusted, &mut peers, max),
+            Err(_) => {
+                receive(&found.headers(), trusted, &mut PeerDecoder::new(shared.config.additional_labels.clone()), max)
+            }
+        };
+        shared.count(received.counter());
+        match &received {
+            Received::Found(peer) => store_peer(role, peer, "request", self.context_id),
+            other => {
+                log::debug!("peer-exchange-filter: request {}: peer not found: {other:?}", self.context_id);
+                mark_peer_not_found(role);
+            }
+        }
+        Some(received)
+    }
+
+    /// Reads the exchange headers of a map and removes those present.
+    fn take_headers(&self, map: HeaderMap) -> Option<FoundHeaders> {
+        let pairs = match wasm_host::get_headers(map) {
+            Ok(pairs) => pairs,
+            Err(e) => {
+                self.shared.count(HttpCounter::HeaderError);
+                log::warn!("peer-exchange-filter: request {}: cannot read headers: {e}", self.context_id);
+                return None;
+            }
+        };
+        let found = PeerHeaders::find(&pairs);
+        let owned = FoundHeaders {
+            any: found.any(),
+            metadata: found.metadata.map(<[u8]>::to_vec),
+            id: found.id.map(<[u8]>::to_vec),
+        };
+        for (name, present) in [(METADATA_HEADER, owned.metadata.is_some()), (ID_HEADER, owned.id.is_some())] {
+            if present {
+                if let Err(e) = wasm_host::remove_header(map, name) {
+                    self.shared.count(HttpCounter::HeaderError);
+                    log::warn!("peer-exchange-filter: request {}: cannot remove {name}: {e}", self.context_id);
+                }
+            }
+        }
+        Some(owned)
+    }
+
+    fn add_ours(&mut self, map: HeaderMap) {
+        let shared = Rc::clone(&self.shared);
+        let mut added = wasm_host::replace_header(map, METADATA_HEADER, shared.metadata_value.as_bytes());
+        if added.is_ok() && !shared.node_id.is_empty() {
+            added = wasm_host::replace_header(map, ID_HEADER, shared.node_id.as_bytes());
+        }
+        match added {
+            Ok(()) => {
+                self.send_ours = true;
+                shared.count(HttpCounter::MetadataAdded);
+            }
+            Err(e) => {
+                shared.count(HttpCounter::HeaderError);
+                log::warn!("peer-exchange-filter: request {}: cannot add our metadata: {e}", self.context_id);
+            }
+        }
+    }
+}
+
+/// The exchange headers of one map, copied out of the host's pairs.
+struct FoundHeaders {
+    any: bool,
+    metadata: Option<Vec<u8>>,
+    id: Option<Vec<u8>>,
+}
+
+impl FoundHeaders {
+    fn headers(&self) -> PeerHeaders<'_> {
+        PeerHeaders { metadata: self.metadata.as_deref(), id: self.id.as_deref() }
+    }
+}
