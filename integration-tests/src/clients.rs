@@ -60,16 +60,30 @@ impl HttpResponse {
 /// One HTTP/1.0 or HTTP/1.1 request (`version` is "1.0" or "1.1") on a new
 /// connection that closes after the response.
 pub async fn http1_get(addr: SocketAddr, version: &str, path: &str) -> HttpResponse {
+    http1_get_with(addr, version, path, &[]).await
+}
+
+/// [`http1_get`] with extra request headers.
+pub async fn http1_get_with(addr: SocketAddr, version: &str, path: &str, headers: &[(&str, &str)]) -> HttpResponse {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
-    let request = if version == "1.0" {
-        format!("GET {path} HTTP/1.0\r\nHost: app.local\r\n\r\n")
-    } else {
-        format!("GET {path} HTTP/1.1\r\nHost: app.local\r\nConnection: close\r\n\r\n")
-    };
-    stream.write_all(request.as_bytes()).await.expect("write request");
+    stream.write_all(http1_request(version, path, headers).as_bytes()).await.expect("write request");
     let mut raw = Vec::new();
     tokio::time::timeout(STEP_TIMEOUT, stream.read_to_end(&mut raw)).await.expect("response timed out").expect("read");
     parse_http1(&String::from_utf8_lossy(&raw))
+}
+
+/// The text of a GET that asks the server to close after answering.
+pub fn http1_request(version: &str, path: &str, headers: &[(&str, &str)]) -> String {
+    let mut request = if version == "1.0" {
+        format!("GET {path} HTTP/1.0\r\nHost: app.local\r\n")
+    } else {
+        format!("GET {path} HTTP/1.1\r\nHost: app.local\r\nConnection: close\r\n")
+    };
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    request
 }
 
 /// Parses a complete HTTP/1 response with a Content-Length or close-delimited body.
@@ -112,11 +126,20 @@ pub async fn http11_keepalive(addr: SocketAddr, paths: &[String]) -> Vec<HttpRes
 
 /// One h2c (HTTP/2 with prior knowledge) request.
 pub async fn h2c_get(addr: SocketAddr, path: &str) -> HttpResponse {
+    h2c_get_with(addr, path, &[]).await
+}
+
+/// [`h2c_get`] with extra request headers.
+pub async fn h2c_get_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> HttpResponse {
     let stream = TcpStream::connect(addr).await.expect("connect");
     let (mut sender, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.expect("h2 handshake");
     tokio::spawn(conn);
-    let req = hyper::Request::get(format!("http://app.local{path}")).body(Empty::<Bytes>::new()).expect("request");
+    let mut req = hyper::Request::get(format!("http://app.local{path}"));
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let req = req.body(Empty::<Bytes>::new()).expect("request");
     collect(tokio::time::timeout(STEP_TIMEOUT, sender.send_request(req)).await.expect("timeout").expect("send")).await
 }
 

@@ -22,6 +22,9 @@ pub struct MeshOptions {
     pub alpn_config: String,
     pub server_exchange_config: String,
     pub client_exchange_config: String,
+    /// The HTTP form of the exchange (root id `peer_exchange_http`).
+    pub server_http_exchange_config: String,
+    pub client_http_exchange_config: String,
     /// Envoy's `wasm` log level (the filters log each decision at debug).
     pub wasm_log_level: String,
 }
@@ -29,6 +32,10 @@ pub struct MeshOptions {
 /// alpn-filter's configuration in the tests and in docker-compose: Istio's
 /// lists, and name rules declaring two of the protocol-matrix clusters.
 pub const ALPN_CONFIG: &str = r#"{"cluster_upstream_protocols":[{"cluster":"mesh_http_explicit_*","upstream_protocol":"HTTP11"},{"cluster":"mesh_http_use_downstream","upstream_protocol":"USE_DOWNSTREAM"}]}"#;
+
+/// The HTTP exchange's configurations in the tests and in docker-compose.
+pub const HTTP_SERVER_CONFIG: &str = r#"{"role":"server"}"#;
+pub const HTTP_CLIENT_CONFIG: &str = r#"{"role":"client"}"#;
 
 /// The exchange timeout the tests' deployment uses (short, to test it).
 pub const TEST_EXCHANGE_TIMEOUT_MS: u64 = 1500;
@@ -39,6 +46,8 @@ impl Default for MeshOptions {
             alpn_config: ALPN_CONFIG.into(),
             server_exchange_config: format!(r#"{{"role":"server","exchange_timeout_ms":{TEST_EXCHANGE_TIMEOUT_MS}}}"#),
             client_exchange_config: format!(r#"{{"role":"client","exchange_timeout_ms":{TEST_EXCHANGE_TIMEOUT_MS}}}"#),
+            server_http_exchange_config: HTTP_SERVER_CONFIG.into(),
+            client_http_exchange_config: HTTP_CLIENT_CONFIG.into(),
             wasm_log_level: "debug".into(),
         }
     }
@@ -59,8 +68,10 @@ fn vars(pairs: &[(&str, String)]) -> BTreeMap<String, String> {
 }
 
 /// Values both templates share.
-fn common_vars(dir: &Path, pki: &Pki, plugin_config: &str) -> BTreeMap<String, String> {
-    assert!(!plugin_config.contains('\''), "plugin configurations are single-quoted in YAML: no ' allowed");
+fn common_vars(dir: &Path, pki: &Pki, plugin_config: &str, http_config: &str) -> BTreeMap<String, String> {
+    for config in [plugin_config, http_config] {
+        assert!(!config.contains('\''), "plugin configurations are single-quoted in YAML: no ' allowed");
+    }
     vars(&[
         ("BIND_ADDRESS", "127.0.0.1".into()),
         ("ADMIN_ADDRESS", "127.0.0.1".into()),
@@ -70,12 +81,13 @@ fn common_vars(dir: &Path, pki: &Pki, plugin_config: &str) -> BTreeMap<String, S
         ("PEER_EXCHANGE_WASM", paths::peer_exchange_filter_wasm().display().to_string()),
         ("EMPTY_WASM", paths::empty_filter_wasm().display().to_string()),
         ("PEER_EXCHANGE_CONFIG", plugin_config.to_string()),
+        ("PEER_EXCHANGE_HTTP_CONFIG", http_config.to_string()),
     ])
 }
 
 /// Values of the server template.
-pub fn server_vars(dir: &Path, pki: &Pki, backends: &Backends, exchange_config: &str) -> BTreeMap<String, String> {
-    let mut v = common_vars(dir, pki, exchange_config);
+pub fn server_vars(dir: &Path, pki: &Pki, backends: &Backends, options: &MeshOptions) -> BTreeMap<String, String> {
+    let mut v = common_vars(dir, pki, &options.server_exchange_config, &options.server_http_exchange_config);
     v.extend(vars(&[
         ("INBOUND_PORT", "0".into()),
         ("ECHO_HOST", backends.echo.ip().to_string()),
@@ -94,15 +106,17 @@ pub fn client_vars(
     pki: &Pki,
     backends: &Backends,
     server: SocketAddr,
-    alpn_config: &str,
-    exchange_config: &str,
+    options: &MeshOptions,
 ) -> BTreeMap<String, String> {
-    assert!(!alpn_config.contains('\''), "plugin configurations are single-quoted in YAML: no ' allowed");
-    let mut v = common_vars(dir, pki, exchange_config);
+    assert!(!options.alpn_config.contains('\''), "plugin configurations are single-quoted in YAML: no ' allowed");
+    let mut v = common_vars(dir, pki, &options.client_exchange_config, &options.client_http_exchange_config);
     v.extend(vars(&[
         ("ALPN_WASM", paths::alpn_filter_wasm().display().to_string()),
-        ("ALPN_CONFIG", alpn_config.to_string()),
+        ("ALPN_CONFIG", options.alpn_config.to_string()),
         ("HTTP_PORT", "0".into()),
+        ("HTTP_EXCHANGE_PORT", "0".into()),
+        ("HTTP_BACKEND_HOST", backends.http.ip().to_string()),
+        ("HTTP_BACKEND_PORT", backends.http.port().to_string()),
         ("HTTP_BASELINE_PORT", "0".into()),
         ("TCP_BASELINE_PORT", "0".into()),
         ("TCP_ECHO_PORT", "0".into()),
@@ -131,7 +145,7 @@ impl Mesh {
         let dir = tempfile::Builder::new().prefix("mesh-").tempdir().expect("temp dir");
         let pki = Pki::generate(&dir.path().join("certs"));
         let backends = Backends::start(&pki);
-        let server_vars = server_vars(dir.path(), &pki, &backends, &options.server_exchange_config);
+        let server_vars = server_vars(dir.path(), &pki, &backends, &options);
         let launch = |name, template, vars| Launch {
             name,
             template,
@@ -141,14 +155,7 @@ impl Mesh {
         };
         let server = Envoy::start(&launch("server", "server.yaml", &server_vars)).unwrap_or_else(|e| panic!("{e}"));
         let server_addr = SocketAddr::from(([127, 0, 0, 1], server.listener_port("inbound_mtls")));
-        let client_vars = client_vars(
-            dir.path(),
-            &pki,
-            &backends,
-            server_addr,
-            &options.alpn_config,
-            &options.client_exchange_config,
-        );
+        let client_vars = client_vars(dir.path(), &pki, &backends, server_addr, &options);
         let client = Envoy::start(&launch("client", "client.yaml", &client_vars)).unwrap_or_else(|e| panic!("{e}"));
         Mesh { client, server, backends, pki, dir }
     }
@@ -170,7 +177,13 @@ impl Mesh {
     /// A raw TLS connection to the server Envoy, as a mesh client with the
     /// `raw-client` identity would open it.
     pub async fn connect_inbound(&self, sni: &str, alpn: &[&str]) -> TlsStream<TcpStream> {
-        let connector = TlsConnector::from(self.pki.client_config("raw-client", alpn));
+        self.connect_inbound_as("raw-client", sni, alpn).await
+    }
+
+    /// [`Mesh::connect_inbound`] with another certificate of the PKI
+    /// (`plain`: valid for the server, but no mesh identity).
+    pub async fn connect_inbound_as(&self, certificate: &str, sni: &str, alpn: &[&str]) -> TlsStream<TcpStream> {
+        let connector = TlsConnector::from(self.pki.client_config(certificate, alpn));
         let tcp = TcpStream::connect(self.server_inbound()).await.expect("connect to the server Envoy");
         tcp.set_nodelay(true).expect("nodelay");
         connector.connect(server_name(sni), tcp).await.expect("TLS handshake with the server Envoy")

@@ -30,7 +30,7 @@ struct Leaf {
 const LEAVES: [Leaf; 5] = [
     Leaf {
         name: "server",
-        dns: &["echo.mesh.local", "banner.mesh.local", "baseline.mesh.local"],
+        dns: &["echo.mesh.local", "banner.mesh.local", "baseline.mesh.local", "http.mesh.local"],
         uri: Some(SERVER_IDENTITY),
     },
     Leaf { name: "client", dns: &[], uri: Some(CLIENT_IDENTITY) },

@@ -2,6 +2,8 @@
 //! envoy-configs/server.yaml and client.yaml), written out by hand from
 //! Istio's rules: what each sends on the wire, and what its peer stores.
 
+use crate::wire::V;
+
 /// One Envoy's workload.
 pub struct Workload {
     pub node_id: &'static str,
@@ -119,6 +121,18 @@ pub fn assert_stored(logged: &serde_json::Value, expected: &[(&str, &str)], what
 }
 
 impl Workload {
+    /// Istio's UPPERCASE wire Struct for this workload, built from the spec
+    /// (with the `team` label when it is named in `additional_labels`).
+    pub fn wire_metadata(&self, with_team: bool) -> Vec<(&'static str, V<'static>)> {
+        let mut labels: Vec<(&str, V<'_>)> = self.wire_labels.iter().map(|(k, v)| (*k, V::Str(v))).collect();
+        if with_team {
+            labels.push(("team", V::Str(self.team)));
+        }
+        let mut fields: Vec<(&str, V<'_>)> = self.wire_fields.iter().map(|(k, v)| (*k, V::Str(v))).collect();
+        fields.push(("LABELS", V::Struct(labels)));
+        fields
+    }
+
     /// Checks a peer struct as access logs print it.
     pub fn assert_is(&self, logged: &serde_json::Value, what: &str) {
         assert_stored(logged, self.stored, what);

@@ -188,8 +188,12 @@ fn expect_refused(alpn_config: &str, exchange_config: &str, expected_log: &[&str
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::generate(&dir.path().join("certs"));
     let backends = Backends::start(&pki);
-    let vars =
-        mesh::client_vars(dir.path(), &pki, &backends, "127.0.0.1:9".parse().unwrap(), alpn_config, exchange_config);
+    let options = mesh::MeshOptions {
+        alpn_config: alpn_config.into(),
+        client_exchange_config: exchange_config.into(),
+        ..mesh::MeshOptions::default()
+    };
+    let vars = mesh::client_vars(dir.path(), &pki, &backends, "127.0.0.1:9".parse().unwrap(), &options);
     let launch =
         Launch { name: "client", template: "client.yaml", vars: &vars, dir: dir.path(), wasm_log_level: "debug" };
     let mut envoy = Envoy::spawn(&launch).unwrap_or_else(|e| panic!("{e}"));

@@ -126,6 +126,9 @@ fn compose_environment_renders_configs_that_envoy_accepts() {
             let alpn = vars.iter().find(|(k, _)| k == "ALPN_CONFIG").map(|(_, v)| v.as_str());
             assert_eq!(alpn, Some(mesh::ALPN_CONFIG));
         }
+        let http_exchange = vars.iter().find(|(k, _)| k == "PEER_EXCHANGE_HTTP_CONFIG").map(|(_, v)| v.as_str());
+        let expected = if envoy == "client-envoy" { mesh::HTTP_CLIENT_CONFIG } else { mesh::HTTP_SERVER_CONFIG };
+        assert_eq!(http_exchange, Some(expected), "{envoy}: the tests' HTTP exchange configuration");
         let out = dir.path().join(template);
         let rendered = render_sh(template, &vars, &out);
         assert!(rendered.status.success(), "render.sh: {}", String::from_utf8_lossy(&rendered.stderr));
@@ -148,15 +151,9 @@ fn render_script_matches_the_harness_renderer() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::generate(&dir.path().join("certs"));
     let backends = Backends::start(&pki);
-    let server_vars = mesh::server_vars(dir.path(), &pki, &backends, r#"{"role":"server"}"#);
-    let client_vars = mesh::client_vars(
-        dir.path(),
-        &pki,
-        &backends,
-        "127.0.0.1:15006".parse().unwrap(),
-        "{}",
-        r#"{"role":"client"}"#,
-    );
+    let options = mesh::MeshOptions::default();
+    let server_vars = mesh::server_vars(dir.path(), &pki, &backends, &options);
+    let client_vars = mesh::client_vars(dir.path(), &pki, &backends, "127.0.0.1:15006".parse().unwrap(), &options);
     for (template, vars) in [("server.yaml", server_vars), ("client.yaml", client_vars)] {
         let expected = render(&std::fs::read_to_string(paths::envoy_configs().join(template)).unwrap(), &vars).unwrap();
         let out = dir.path().join(format!("sh-{template}"));

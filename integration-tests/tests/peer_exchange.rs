@@ -364,17 +364,6 @@ async fn two_hundred_concurrent_connections_all_learn_the_peer_with_exact_bytes(
     assert_eq!(server_counter(&mesh, "metadata_received"), CONNECTIONS as u64);
 }
 
-/// Istio's metadata struct for a workload, built from the spec.
-fn spec_metadata(w: &integration_tests::workloads::Workload, with_team: bool) -> Vec<(&'static str, V<'static>)> {
-    let mut labels: Vec<(&str, V<'_>)> = w.wire_labels.iter().map(|(k, v)| (*k, V::Str(v))).collect();
-    if with_team {
-        labels.push(("team", V::Str(w.team)));
-    }
-    let mut fields: Vec<(&str, V<'_>)> = w.wire_fields.iter().map(|(k, v)| (*k, V::Str(v))).collect();
-    fields.push(("LABELS", V::Struct(labels)));
-    fields
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn golden_wire_bytes_equal_the_prefix_built_from_the_spec() {
     let options = MeshOptions {
@@ -387,7 +376,7 @@ async fn golden_wire_bytes_equal_the_prefix_built_from_the_spec() {
     let echoed = echo_through(mesh.client_listener("outbound_tcp_recorder"), b"golden").await;
     assert_eq!(echoed, b"golden");
     let recorded = mesh.backends.mesh_recorder_received.connections();
-    let mut expected = wire::prefix(spec_metadata(&CLIENT, true), CLIENT.node_id);
+    let mut expected = wire::prefix(CLIENT.wire_metadata(true), CLIENT.node_id);
     expected.extend_from_slice(b"golden");
     assert_eq!(recorded, vec![expected], "client prefix on the wire");
 
@@ -397,7 +386,7 @@ async fn golden_wire_bytes_equal_the_prefix_built_from_the_spec() {
     tls.write_all(b"golden").await.unwrap();
     tls.shutdown().await.unwrap();
     let received = read_all(&mut tls).await;
-    let mut expected = wire::prefix(spec_metadata(&SERVER, false), SERVER.node_id);
+    let mut expected = wire::prefix(SERVER.wire_metadata(false), SERVER.node_id);
     expected.extend_from_slice(b"golden");
     assert_eq!(received, expected, "server prefix on the wire");
 }

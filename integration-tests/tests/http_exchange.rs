@@ -1,0 +1,284 @@
+//! End-to-end tests of the exchange's HTTP form (`x-envoy-peer-metadata`
+//! headers): real Envoys, real mTLS, our .wasm. The client Envoy's
+//! `outbound_http_exchange` listener runs role "client" in front of
+//! alpn-filter; every HTTP chain of the server Envoy runs role "server".
+
+use std::time::Duration;
+
+use base64::Engine;
+use integration_tests::clients::{h2c_get, h2c_get_with, http11_keepalive, http1_get, http1_get_with, http1_request};
+use integration_tests::clients::{parse_http1, HttpResponse, STEP_TIMEOUT};
+use integration_tests::mesh::{Mesh, CLIENT_HTTP_LOG, SERVER_HTTP_LOG};
+use integration_tests::wire::{self, V};
+use integration_tests::workloads::{CLIENT, PEER_UNKNOWN, SERVER};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const LOG_WAIT: Duration = Duration::from_secs(10);
+const METADATA: &str = "x-envoy-peer-metadata";
+const METADATA_ID: &str = "x-envoy-peer-metadata-id";
+const APP: &str = "outbound_http_exchange";
+const RAW_CLIENT_ID: &str = "raw-client~10.9.9.9~raw.raw-ns~raw-ns.svc.cluster.local";
+
+fn client_counter(mesh: &Mesh, name: &str) -> u64 {
+    mesh.client.counter(&format!("wasmcustom.peer_exchange.http_client.{name}"))
+}
+
+fn server_counter(mesh: &Mesh, name: &str) -> u64 {
+    mesh.server.counter(&format!("wasmcustom.peer_exchange.http_server.{name}"))
+}
+
+/// A header value built from the spec: standard padded base64 of the
+/// deterministic Struct bytes.
+fn header_value(metadata: &[(&str, V<'_>)]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(wire::strukt(metadata))
+}
+
+fn raw_client_value() -> String {
+    header_value(&[
+        ("NAME", V::Str("raw-client-1")),
+        ("NAMESPACE", V::Str("raw-ns")),
+        ("LABELS", V::Struct(vec![("app", V::Str("raw"))])),
+    ])
+}
+
+/// A workload claiming to be someone it is not.
+fn forged_value() -> String {
+    header_value(&[
+        ("NAME", V::Str("payments-api-0")),
+        ("NAMESPACE", V::Str("payments")),
+        ("WORKLOAD_NAME", V::Str("payments-api")),
+        ("LABELS", V::Struct(vec![("app", V::Str("payments-api"))])),
+    ])
+}
+
+/// No exchange header in what a side handed on (response headers, or the
+/// request headers a backend echoed).
+fn assert_no_exchange_headers<'a>(names: impl IntoIterator<Item = &'a String>, what: &str) {
+    let leaked: Vec<&String> = names.into_iter().filter(|n| n.to_ascii_lowercase().starts_with(METADATA)).collect();
+    assert!(leaked.is_empty(), "{what}: exchange headers leaked: {leaked:?}");
+}
+
+fn backend_saw(response: &HttpResponse) -> Vec<String> {
+    let body = response.json();
+    body["headers"].as_object().map(|h| h.keys().cloned().collect()).unwrap_or_default()
+}
+
+/// One request straight to the server Envoy's HTTP/1.1 chain over a raw
+/// TLS connection with `certificate` (the raw mesh client, or `plain`).
+async fn raw_request(mesh: &Mesh, certificate: &str, headers: &[(&str, &str)]) -> HttpResponse {
+    let mut tls =
+        mesh.connect_inbound_as(certificate, "http.mesh.local", &["istio-http/1.1", "istio", "http/1.1"]).await;
+    tls.write_all(http1_request("1.1", "/raw", headers).as_bytes()).await.expect("write request");
+    let mut raw = Vec::new();
+    tokio::time::timeout(STEP_TIMEOUT, tls.read_to_end(&mut raw)).await.expect("response timed out").ok();
+    parse_http1(&String::from_utf8_lossy(&raw))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_and_h2c_requests_learn_each_other_and_neither_app_sees_the_headers() {
+    let mesh = Mesh::start();
+    let app = mesh.client_listener(APP);
+    // mesh_http speaks HTTP/1.1 upstream, mesh_http_h2_policy HTTP/2.
+    let requests =
+        [("HTTP/1.1", "/mesh/a"), ("h2c", "/mesh/b"), ("HTTP/1.1", "/h2-cluster/c"), ("h2c", "/h2-cluster/d")];
+    for (protocol, path) in requests {
+        let response = if protocol == "h2c" { h2c_get(app, path).await } else { http1_get(app, "1.1", path).await };
+        assert_eq!(response.status, 200, "{protocol} {path}: {response:?}");
+        assert_no_exchange_headers(response.headers.keys(), &format!("{protocol} {path}: the client app"));
+        assert_no_exchange_headers(&backend_saw(&response), &format!("{protocol} {path}: the backend"));
+    }
+    let client_log = mesh.wait_access_log(CLIENT_HTTP_LOG, requests.len(), LOG_WAIT);
+    assert_eq!(client_log.len(), requests.len());
+    for line in &client_log {
+        SERVER.assert_is(&line["upstream_peer"], &format!("client access log {line}"));
+        assert_eq!(line["upstream_peer_id"], SERVER.node_id, "{line}");
+        assert!(line["peer_not_found"].is_null(), "{line}");
+    }
+    let server_log = mesh.wait_access_log(SERVER_HTTP_LOG, requests.len(), LOG_WAIT);
+    let protocols: Vec<&str> = server_log.iter().filter_map(|l| l["protocol"].as_str()).collect();
+    assert!(protocols.contains(&"HTTP/1.1") && protocols.contains(&"HTTP/2"), "both upstream protocols: {protocols:?}");
+    for line in &server_log {
+        CLIENT.assert_is(&line["downstream_peer"], &format!("server access log {line}"));
+        assert_eq!(line["downstream_peer_id"], CLIENT.node_id, "{line}");
+        assert_eq!(line["downstream_peer_namespace"], "client-ns", "{line}");
+    }
+    let n = requests.len() as u64;
+    assert_eq!(client_counter(&mesh, "metadata_added"), n);
+    assert_eq!(client_counter(&mesh, "metadata_received"), n);
+    assert_eq!(server_counter(&mesh, "metadata_received"), n);
+    assert_eq!(server_counter(&mesh, "metadata_added"), n);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_mesh_upstreams_never_receive_our_headers_nor_the_apps() {
+    let mesh = Mesh::start();
+    let app = mesh.client_listener(APP);
+    // Unmarked HTTPS server; the same server marked as mesh but external.
+    let plain = http1_get(app, "1.1", "/optout/a").await;
+    let external = h2c_get(app, "/external/b").await;
+    // The app itself sets exchange headers towards a non-mesh upstream.
+    let forged = [(METADATA, forged_value()), (METADATA_ID, "forged".to_string())];
+    let forged: Vec<(&str, &str)> = forged.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let app_set = http1_get_with(app, "1.1", "/optout/c", &forged).await;
+    for (what, response) in [("unmarked", &plain), ("external", &external), ("app-set headers", &app_set)] {
+        assert_eq!(response.status, 200, "{what}: {response:?}");
+        assert_no_exchange_headers(&backend_saw(response), &format!("{what}: the non-mesh server"));
+    }
+    let log = mesh.wait_access_log(CLIENT_HTTP_LOG, 3, LOG_WAIT);
+    for line in &log {
+        assert_eq!(line["peer_not_found"], "true", "{line}");
+        assert_eq!(line["upstream_peer_id"], PEER_UNKNOWN, "{line}");
+        assert!(line["upstream_peer"].is_null(), "{line}");
+    }
+    assert_eq!(client_counter(&mesh, "skipped_not_mesh"), 2);
+    assert_eq!(client_counter(&mesh, "skipped_external"), 1);
+    assert_eq!(client_counter(&mesh, "untrusted_header_removed"), 1);
+    assert_eq!(client_counter(&mesh, "metadata_added"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_header_from_the_app_never_reaches_the_server() {
+    let mesh = Mesh::start();
+    let app = mesh.client_listener(APP);
+    let forged = forged_value();
+    let headers = [(METADATA, forged.as_str()), (METADATA_ID, "payments-api-0.payments")];
+    assert_eq!(http1_get_with(app, "1.1", "/mesh/forged", &headers).await.status, 200);
+    assert_eq!(h2c_get_with(app, "/mesh/forged", &headers).await.status, 200);
+    // Only a metadata id: removed too.
+    assert_eq!(http1_get_with(app, "1.1", "/mesh/forged-id", &headers[1..]).await.status, 200);
+    let server_log = mesh.wait_access_log(SERVER_HTTP_LOG, 3, LOG_WAIT);
+    assert_eq!(server_log.len(), 3);
+    for line in &server_log {
+        CLIENT.assert_is(&line["downstream_peer"], &format!("the server stores the real client: {line}"));
+        assert_eq!(line["downstream_peer_id"], CLIENT.node_id, "{line}");
+    }
+    assert_eq!(client_counter(&mesh, "untrusted_header_removed"), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_truncated_and_oversized_values_are_peer_not_found_and_requests_are_served() {
+    let mut mesh = Mesh::start();
+    let valid = raw_client_value();
+    let truncated = valid[..valid.len() - 5].to_string();
+    // 20 KB of base64 (15 KB decoded): over the default 8 KiB, under Envoy's header limit.
+    let oversized = "A".repeat(20_000);
+    let cases: [(&str, &str, &str); 5] = [
+        ("garbage", "!!not base64!!", "metadata_invalid"),
+        ("truncated", &truncated, "metadata_invalid"),
+        ("not a Struct", "/w==", "metadata_invalid"),
+        ("non-ASCII junk", "\u{e9}\u{ff}%%=", "metadata_invalid"),
+        ("oversized", &oversized, "metadata_too_large"),
+    ];
+    for (what, value, _) in &cases {
+        let response = raw_request(&mesh, "raw-client", &[(METADATA, value), (METADATA_ID, RAW_CLIENT_ID)]).await;
+        assert_eq!(response.status, 200, "{what}: {response:?}");
+        assert_no_exchange_headers(&backend_saw(&response), &format!("{what}: the server's backend"));
+    }
+    let log = mesh.wait_access_log(SERVER_HTTP_LOG, cases.len(), LOG_WAIT);
+    assert_eq!(log.len(), cases.len());
+    for line in &log {
+        assert_eq!(line["peer_not_found"], "true", "{line}");
+        assert!(line["downstream_peer"].is_null(), "{line}");
+    }
+    for counter in ["metadata_invalid", "metadata_too_large"] {
+        let expected = cases.iter().filter(|(_, _, c)| *c == counter).count() as u64;
+        assert_eq!(server_counter(&mesh, counter), expected, "{counter}");
+    }
+    assert_eq!(server_counter(&mesh, "metadata_received"), 0);
+    assert!(mesh.server.is_alive());
+    // Still serving, and a valid value is stored.
+    let response = raw_request(&mesh, "raw-client", &[(METADATA, &valid), (METADATA_ID, RAW_CLIENT_ID)]).await;
+    assert_eq!(response.status, 200);
+    let log = mesh.wait_access_log(SERVER_HTTP_LOG, cases.len() + 1, LOG_WAIT);
+    let last = log.last().expect("a line");
+    assert_eq!(last["downstream_peer_namespace"], "raw-ns", "{last}");
+    assert_eq!(last["downstream_peer_id"], RAW_CLIENT_ID, "{last}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_without_a_mesh_certificate_are_removed_and_plain_clients_never_get_ours() {
+    let mesh = Mesh::start();
+    let valid = raw_client_value();
+    // A certificate the server accepts, but with no mesh (SPIFFE) identity.
+    let untrusted = raw_request(&mesh, "plain", &[(METADATA, &valid), (METADATA_ID, RAW_CLIENT_ID)]).await;
+    assert_eq!(untrusted.status, 200, "{untrusted:?}");
+    assert_no_exchange_headers(&backend_saw(&untrusted), "the backend behind an untrusted sender");
+    assert_no_exchange_headers(untrusted.headers.keys(), "our answer to an untrusted sender");
+    // A mesh client that sends nothing gets nothing.
+    let silent = raw_request(&mesh, "raw-client", &[]).await;
+    assert_eq!(silent.status, 200);
+    assert_no_exchange_headers(silent.headers.keys(), "our answer to a client that sent no metadata");
+    let log = mesh.wait_access_log(SERVER_HTTP_LOG, 2, LOG_WAIT);
+    for line in &log {
+        assert_eq!(line["peer_not_found"], "true", "{line}");
+        assert!(line["downstream_peer"].is_null(), "{line}");
+    }
+    assert_eq!(server_counter(&mesh, "untrusted_header_removed"), 1);
+    assert_eq!(server_counter(&mesh, "metadata_absent"), 1);
+    assert_eq!(server_counter(&mesh, "metadata_added"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn golden_header_values_equal_the_ones_built_from_the_spec() {
+    let mesh = Mesh::start();
+    // What the client Envoy sends, as a mesh-marked recorder received it.
+    let recorded = http1_get(mesh.client_listener(APP), "1.1", "/recorder/golden").await;
+    assert_eq!(recorded.status, 200);
+    let seen = &recorded.json()["headers"];
+    assert_eq!(seen[METADATA], header_value(&CLIENT.wire_metadata(false)), "client header value");
+    assert_eq!(seen[METADATA_ID], CLIENT.node_id);
+    // The recorder answered without metadata: no peer, and counted.
+    assert_eq!(client_counter(&mesh, "metadata_absent"), 1);
+
+    // What the server Envoy answers a mesh client with.
+    let response = raw_request(&mesh, "raw-client", &[(METADATA, &raw_client_value())]).await;
+    assert_eq!(response.status, 200);
+    assert_eq!(response.header(METADATA), header_value(&SERVER.wire_metadata(false)), "server header value");
+    assert_eq!(response.header(METADATA_ID), SERVER.node_id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_requests_over_eight_connections_each_log_the_right_peer() {
+    const CONNECTIONS: usize = 8;
+    const PER_CONNECTION: usize = 25;
+    let mesh = Mesh::start();
+    let app = mesh.client_listener(APP);
+    // Mesh and non-mesh requests interleaved on each keep-alive connection:
+    // a peer stored for one request must never show up on the next.
+    let tasks: Vec<_> = (0..CONNECTIONS)
+        .map(|c| {
+            let paths: Vec<String> = (0..PER_CONNECTION)
+                .map(|i| if (c + i) % 2 == 0 { format!("/mesh/{c}/{i}") } else { format!("/optout/{c}/{i}") })
+                .collect();
+            tokio::spawn(async move { http11_keepalive(app, &paths).await })
+        })
+        .collect();
+    for task in tasks {
+        for response in task.await.expect("connection task") {
+            assert_eq!(response.status, 200, "{response:?}");
+            assert_no_exchange_headers(response.headers.keys(), "the client app");
+        }
+    }
+    let total = CONNECTIONS * PER_CONNECTION;
+    let client_log = mesh.wait_access_log(CLIENT_HTTP_LOG, total, LOG_WAIT);
+    assert_eq!(client_log.len(), total);
+    let mut mesh_lines = 0;
+    for line in &client_log {
+        let path = line["path"].as_str().unwrap_or_default();
+        if path.starts_with("/mesh/") {
+            mesh_lines += 1;
+            SERVER.assert_is(&line["upstream_peer"], &format!("{line}"));
+            assert!(line["peer_not_found"].is_null(), "{line}");
+        } else {
+            assert!(line["upstream_peer"].is_null(), "{line}");
+            assert_eq!(line["peer_not_found"], "true", "{line}");
+        }
+    }
+    let server_log = mesh.wait_access_log(SERVER_HTTP_LOG, mesh_lines, LOG_WAIT);
+    assert_eq!(server_log.len(), mesh_lines);
+    for line in &server_log {
+        CLIENT.assert_is(&line["downstream_peer"], &format!("{line}"));
+    }
+    assert_eq!(client_counter(&mesh, "metadata_received"), mesh_lines as u64);
+    assert_eq!(server_counter(&mesh, "metadata_received"), mesh_lines as u64);
+}
