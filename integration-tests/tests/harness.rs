@@ -35,6 +35,11 @@ async fn both_filters_load_into_real_envoys_and_run() {
     assert_eq!(mesh.client.counter("wasmcustom.peer_exchange.client.metadata_received"), 1);
     let log = mesh.wait_access_log(CLIENT_TCP_LOG, 1, Duration::from_secs(5));
     assert_eq!(log.len(), 1, "{log:?}");
-    assert!(mesh.client.log().contains("peer-exchange-filter: role client"), "{}", mesh.client.log_tail(50));
-    assert!(mesh.server.log().contains("peer-exchange-filter: role server"));
+    // Both forms of the exchange, selected by root id, from the same module.
+    for (envoy, role) in [(&mesh.client, "client"), (&mesh.server, "server")] {
+        for form in ["TCP", "HTTP"] {
+            let line = format!("peer-exchange-filter: {form} exchange, role {role}");
+            assert!(envoy.log().contains(&line), "{line}:\n{}", envoy.log_tail(50));
+        }
+    }
 }
