@@ -4,8 +4,9 @@
 
 use std::time::Duration;
 
-use integration_tests::clients::{echo_through, h2c_get, http1_get, HttpResponse};
-use integration_tests::mesh::{Mesh, CLIENT_TCP_LOG, SERVER_TCP_LOG};
+use integration_tests::clients::{echo_through, h2c_get, http1_get, http1_get_with, HttpResponse};
+use integration_tests::mesh::{Mesh, CLIENT_HTTP_LOG, CLIENT_TCP_LOG, SERVER_HTTP_LOG, SERVER_TCP_LOG};
+use integration_tests::workloads::peer_struct;
 use integration_tests::{pseudo_random_bytes, BANNER};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -42,12 +43,12 @@ fn show_http(what: &str, r: &HttpResponse, decision: &str) {
     );
 }
 
-fn counters(mesh: &Mesh, prefix: &str) {
+fn counters(mesh: &Mesh, prefixes: &[&str]) {
     for (side, envoy) in [("client", &mesh.client), ("server", &mesh.server)] {
         let stats: Vec<String> = envoy
             .stats()
             .into_iter()
-            .filter(|(k, v)| k.starts_with(prefix) && *v > 0)
+            .filter(|(k, v)| prefixes.iter().any(|p| k.starts_with(p)) && *v > 0)
             .map(|(k, v)| format!("{}={v}", k.trim_start_matches("wasmcustom.")))
             .collect();
         if !stats.is_empty() {
@@ -91,7 +92,7 @@ async fn main() {
         "  {:<38} {} (same h2-only server without the opt-out: the mesh ALPN list is refused)",
         "HTTP/1.1, no opt-out", r.status
     );
-    counters(&mesh, "wasmcustom.alpn_filter.");
+    counters(&mesh, &["wasmcustom.alpn_filter."]);
 
     section("peer-exchange-filter: Istio TCP metadata exchange (ALPN istio-peer-exchange)");
     let payload = pseudo_random_bytes(1 << 20, 42);
@@ -148,7 +149,50 @@ async fn main() {
             pretty(&line["upstream_peer"])
         );
     }
-    counters(&mesh, "wasmcustom.peer_exchange.");
+    counters(&mesh, &["wasmcustom.peer_exchange.client.", "wasmcustom.peer_exchange.server."]);
+
+    section("peer-exchange-filter, HTTP form: x-envoy-peer-metadata headers between mesh peers only");
+    let app = mesh.client_listener("outbound_http_exchange");
+    let (client_lines, server_lines) = (mesh.access_log(CLIENT_HTTP_LOG).len(), mesh.access_log(SERVER_HTTP_LOG).len());
+    let forged = [("x-envoy-peer-metadata", "Cg8KBE5BTUUSBxoFZm9yZ2U="), ("x-envoy-peer-metadata-id", "forged")];
+    let requests = [
+        ("HTTP/1.1 to a mesh upstream", http1_get(app, "1.1", "/mesh/exchange").await),
+        ("h2c to a mesh upstream (HTTP/2 up)", h2c_get(app, "/h2-cluster/exchange").await),
+        ("HTTP/1.1 to a non-mesh HTTPS server", http1_get(app, "1.1", "/optout/exchange").await),
+        ("app-forged headers to a mesh upstream", http1_get_with(app, "1.1", "/mesh/forged", &forged).await),
+    ];
+    for (what, r) in &requests {
+        let backend = serde_json::from_str::<serde_json::Value>(&r.body).unwrap_or_default();
+        let saw = |names: Vec<&String>| names.iter().any(|n| n.starts_with("x-envoy-peer-metadata"));
+        let backend_saw = saw(backend["headers"].as_object().map(|h| h.keys().collect()).unwrap_or_default());
+        println!(
+            "  {what:<40} {} | exchange headers seen by the backend: {backend_saw}, by the app: {}",
+            r.status,
+            saw(r.headers.keys().collect())
+        );
+    }
+    // Every request has a client line; the non-mesh one has no server line.
+    let client_log = mesh.wait_access_log(CLIENT_HTTP_LOG, client_lines + 4, Duration::from_secs(10));
+    let server_log = mesh.wait_access_log(SERVER_HTTP_LOG, server_lines + 3, Duration::from_secs(10));
+    let peer = |line: &serde_json::Value, key: &str| {
+        let p = peer_struct(&line[key]);
+        match p.get("namespace") {
+            Some(ns) => {
+                format!("{}/{} ({})", ns.as_str().unwrap_or(""), p["workload"].as_str().unwrap_or(""), p["source"])
+            }
+            None => format!("peer_not_found={}", line["peer_not_found"]),
+        }
+    };
+    for path in ["/mesh/exchange", "/h2-cluster/exchange", "/optout/exchange", "/mesh/forged"] {
+        let client = client_log.iter().find(|l| l["path"] == path).map(|l| peer(l, "upstream_peer"));
+        let server = server_log.iter().find(|l| l["path"] == path).map(|l| peer(l, "downstream_peer"));
+        println!(
+            "  {path:<20} client log upstream_peer: {:<40} server log downstream_peer: {}",
+            client.unwrap_or_else(|| "-".into()),
+            server.unwrap_or_else(|| "(never reached the server Envoy)".into())
+        );
+    }
+    counters(&mesh, &["wasmcustom.peer_exchange.http_client.", "wasmcustom.peer_exchange.http_server."]);
 
     section("stopping both Envoys and the backends");
     drop(mesh);
