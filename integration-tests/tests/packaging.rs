@@ -2,6 +2,7 @@
 //! engine), the template renderer it uses, the Istio WasmPlugin manifests,
 //! the OCI image in Istio's wasm image format, and the documented examples.
 
+use peer_exchange_filter::config::Transport;
 use std::collections::BTreeSet;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -262,28 +263,40 @@ fn wasm_plugin_manifests_are_well_formed_and_their_configs_are_accepted() {
             assert!(["FAIL_CLOSE", "FAIL_OPEN", "FAIL_RELOAD"].contains(&strategy));
             let config = serde_json::to_vec(&serde_json::to_value(&spec["pluginConfig"]).unwrap()).unwrap();
             let kind = spec["type"].as_str().unwrap();
-            match kind {
-                "NETWORK" => {
+            let mode = spec["match"][0]["mode"].as_str().unwrap_or("");
+            let expected_role = if mode == "SERVER" { "server" } else { "client" };
+            match (kind, spec["pluginName"].as_str()) {
+                ("NETWORK", _) => {
                     assert_eq!(spec["phase"], "AUTHN", "{file}: first on its chain");
-                    let parsed = peer_exchange_filter::config::Config::parse(
-                        &config,
-                        peer_exchange_filter::config::Transport::Tcp,
-                    )
-                    .unwrap_or_else(|e| panic!("{file}: pluginConfig refused: {e}"));
-                    let mode = spec["match"][0]["mode"].as_str().unwrap();
-                    let expected = if mode == "SERVER" { "server" } else { "client" };
-                    assert_eq!(parsed.role.name(), expected, "{file}: role matches the traffic direction");
+                    let parsed = peer_exchange_filter::config::Config::parse(&config, Transport::Tcp)
+                        .unwrap_or_else(|e| panic!("{file}: pluginConfig refused: {e}"));
+                    assert_eq!(parsed.role.name(), expected_role, "{file}: role matches the traffic direction");
                 }
-                "HTTP" => {
+                ("HTTP", Some(peer_exchange_filter::config::HTTP_ROOT_ID)) => {
+                    assert_eq!(spec["phase"], "AUTHN", "{file}: before Istio's HTTP filters");
+                    let parsed = peer_exchange_filter::config::Config::parse(&config, Transport::Http)
+                        .unwrap_or_else(|e| panic!("{file}: pluginConfig refused: {e}"));
+                    assert_eq!(parsed.role.name(), expected_role, "{file}: role matches the traffic direction");
+                }
+                ("HTTP", _) => {
                     alpn_filter::config::AlpnConfig::parse(&config)
                         .unwrap_or_else(|e| panic!("{file}: pluginConfig refused: {e}"));
                 }
-                other => panic!("{file}: unexpected type {other}"),
+                (other, _) => panic!("{file}: unexpected type {other}"),
             }
             seen.push(plugin["metadata"]["name"].as_str().unwrap().to_string());
         }
     }
-    assert_eq!(seen, ["peer-exchange-server", "peer-exchange-client", "alpn-override"]);
+    assert_eq!(
+        seen,
+        [
+            "peer-exchange-server",
+            "peer-exchange-client",
+            "peer-exchange-http-server",
+            "peer-exchange-http-client",
+            "alpn-override"
+        ]
+    );
 }
 
 #[test]
@@ -297,6 +310,10 @@ fn documented_configuration_examples_are_accepted_by_the_filters() {
         match tag.trim() {
             "alpn-filter" => {
                 alpn_filter::config::AlpnConfig::parse(block.as_bytes()).unwrap_or_else(|e| panic!("{e}:\n{block}"));
+            }
+            "peer-exchange-filter-http" => {
+                peer_exchange_filter::config::Config::parse(block.as_bytes(), Transport::Http)
+                    .unwrap_or_else(|e| panic!("{e}:\n{block}"));
             }
             "peer-exchange-filter" => {
                 peer_exchange_filter::config::Config::parse(
