@@ -257,9 +257,20 @@ async fn main() {
         ("native set_filter_state", "outbound_http_native"),
         ("empty wasm filter (floor)", "outbound_http_empty_wasm"),
         ("alpn-filter", "outbound_http"),
+        ("alpn + HTTP exchange, logs without peer", "outbound_http_exchange_quiet_log"),
+        ("alpn + HTTP exchange, shipped logs", "outbound_http_exchange"),
     ];
-    let http_targets =
-        || vec![("alpn-filter", "client Δ over the empty wasm filter ≤ +5 µs; req/s ratio ≥ 0.95".to_string())];
+    let http_targets = || {
+        vec![
+            ("alpn-filter", "client Δ over the empty wasm filter ≤ +5 µs; req/s ratio ≥ 0.95".to_string()),
+            (
+                "HTTP exchange",
+                "its cost = the rows' Δ over the alpn-filter row (the server runs the exchange on every row: \
+                 without headers on the first four)"
+                    .to_string(),
+            ),
+        ]
+    };
     for (key, title, load) in [
         ("http1", "HTTP/1.1, wrk, 1 connection", Load::Wrk(1)),
         ("http32", "HTTP/1.1, wrk, 32 connections", Load::Wrk(32)),
