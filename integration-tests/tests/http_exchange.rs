@@ -8,9 +8,12 @@ use std::time::Duration;
 use base64::Engine;
 use integration_tests::clients::{h2c_get, h2c_get_with, http11_keepalive, http1_get, http1_get_with, http1_request};
 use integration_tests::clients::{parse_http1, HttpResponse, STEP_TIMEOUT};
+use integration_tests::envoy::Envoy;
 use integration_tests::mesh::{Mesh, CLIENT_HTTP_LOG, SERVER_HTTP_LOG};
 use integration_tests::wire::{self, V};
 use integration_tests::workloads::{CLIENT, PEER_UNKNOWN, SERVER};
+use peer_exchange_filter::config::Role;
+use peer_exchange_filter::http::HttpCounter;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const LOG_WAIT: Duration = Duration::from_secs(10);
@@ -19,12 +22,16 @@ const METADATA_ID: &str = "x-envoy-peer-metadata-id";
 const APP: &str = "outbound_http_exchange";
 const RAW_CLIENT_ID: &str = "raw-client~10.9.9.9~raw.raw-ns~raw-ns.svc.cluster.local";
 
-fn client_counter(mesh: &Mesh, name: &str) -> u64 {
-    mesh.client.counter(&format!("wasmcustom.peer_exchange.http_client.{name}"))
+fn counter(envoy: &Envoy, role: Role, counter: HttpCounter) -> u64 {
+    envoy.counter(&format!("wasmcustom.peer_exchange.http_{}.{}", role.name(), counter.name()))
 }
 
-fn server_counter(mesh: &Mesh, name: &str) -> u64 {
-    mesh.server.counter(&format!("wasmcustom.peer_exchange.http_server.{name}"))
+/// Checks counters of one side (names from the filter crate).
+fn assert_counters(mesh: &Mesh, role: Role, expected: &[(HttpCounter, u64)]) {
+    let envoy = if role == Role::Client { &mesh.client } else { &mesh.server };
+    for (c, value) in expected {
+        assert_eq!(counter(envoy, role, *c), *value, "{} {}", role.name(), c.name());
+    }
 }
 
 /// A header value built from the spec: standard padded base64 of the
@@ -103,10 +110,8 @@ async fn http1_and_h2c_requests_learn_each_other_and_neither_app_sees_the_header
         assert_eq!(line["downstream_peer_namespace"], "client-ns", "{line}");
     }
     let n = requests.len() as u64;
-    assert_eq!(client_counter(&mesh, "metadata_added"), n);
-    assert_eq!(client_counter(&mesh, "metadata_received"), n);
-    assert_eq!(server_counter(&mesh, "metadata_received"), n);
-    assert_eq!(server_counter(&mesh, "metadata_added"), n);
+    assert_counters(&mesh, Role::Client, &[(HttpCounter::MetadataAdded, n), (HttpCounter::MetadataReceived, n)]);
+    assert_counters(&mesh, Role::Server, &[(HttpCounter::MetadataReceived, n), (HttpCounter::MetadataAdded, n)]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,10 +135,16 @@ async fn non_mesh_upstreams_never_receive_our_headers_nor_the_apps() {
         assert_eq!(line["upstream_peer_id"], PEER_UNKNOWN, "{line}");
         assert!(line["upstream_peer"].is_null(), "{line}");
     }
-    assert_eq!(client_counter(&mesh, "skipped_not_mesh"), 2);
-    assert_eq!(client_counter(&mesh, "skipped_external"), 1);
-    assert_eq!(client_counter(&mesh, "untrusted_header_removed"), 1);
-    assert_eq!(client_counter(&mesh, "metadata_added"), 0);
+    assert_counters(
+        &mesh,
+        Role::Client,
+        &[
+            (HttpCounter::SkippedNotMesh, 2),
+            (HttpCounter::SkippedExternal, 1),
+            (HttpCounter::UntrustedHeaderRemoved, 1),
+            (HttpCounter::MetadataAdded, 0),
+        ],
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -152,7 +163,7 @@ async fn a_forged_header_from_the_app_never_reaches_the_server() {
         CLIENT.assert_is(&line["downstream_peer"], &format!("the server stores the real client: {line}"));
         assert_eq!(line["downstream_peer_id"], CLIENT.node_id, "{line}");
     }
-    assert_eq!(client_counter(&mesh, "untrusted_header_removed"), 3);
+    assert_counters(&mesh, Role::Client, &[(HttpCounter::UntrustedHeaderRemoved, 3)]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -180,11 +191,11 @@ async fn garbage_truncated_and_oversized_values_are_peer_not_found_and_requests_
         assert_eq!(line["peer_not_found"], "true", "{line}");
         assert!(line["downstream_peer"].is_null(), "{line}");
     }
-    for counter in ["metadata_invalid", "metadata_too_large"] {
-        let expected = cases.iter().filter(|(_, _, c)| *c == counter).count() as u64;
-        assert_eq!(server_counter(&mesh, counter), expected, "{counter}");
+    for c in [HttpCounter::MetadataInvalid, HttpCounter::MetadataTooLarge] {
+        let expected = cases.iter().filter(|(_, _, name)| *name == c.name()).count() as u64;
+        assert_counters(&mesh, Role::Server, &[(c, expected)]);
     }
-    assert_eq!(server_counter(&mesh, "metadata_received"), 0);
+    assert_counters(&mesh, Role::Server, &[(HttpCounter::MetadataReceived, 0)]);
     assert!(mesh.server.is_alive());
     // Still serving, and a valid value is stored.
     let response = raw_request(&mesh, "raw-client", &[(METADATA, &valid), (METADATA_ID, RAW_CLIENT_ID)]).await;
@@ -213,9 +224,11 @@ async fn headers_without_a_mesh_certificate_are_removed_and_plain_clients_never_
         assert_eq!(line["peer_not_found"], "true", "{line}");
         assert!(line["downstream_peer"].is_null(), "{line}");
     }
-    assert_eq!(server_counter(&mesh, "untrusted_header_removed"), 1);
-    assert_eq!(server_counter(&mesh, "metadata_absent"), 1);
-    assert_eq!(server_counter(&mesh, "metadata_added"), 0);
+    assert_counters(
+        &mesh,
+        Role::Server,
+        &[(HttpCounter::UntrustedHeaderRemoved, 1), (HttpCounter::MetadataAbsent, 1), (HttpCounter::MetadataAdded, 0)],
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -228,7 +241,7 @@ async fn golden_header_values_equal_the_ones_built_from_the_spec() {
     assert_eq!(seen[METADATA], header_value(&CLIENT.wire_metadata(false)), "client header value");
     assert_eq!(seen[METADATA_ID], CLIENT.node_id);
     // The recorder answered without metadata: no peer, and counted.
-    assert_eq!(client_counter(&mesh, "metadata_absent"), 1);
+    assert_counters(&mesh, Role::Client, &[(HttpCounter::MetadataAbsent, 1)]);
 
     // What the server Envoy answers a mesh client with.
     let response = raw_request(&mesh, "raw-client", &[(METADATA, &raw_client_value())]).await;
@@ -279,6 +292,6 @@ async fn two_hundred_requests_over_eight_connections_each_log_the_right_peer() {
     for line in &server_log {
         CLIENT.assert_is(&line["downstream_peer"], &format!("{line}"));
     }
-    assert_eq!(client_counter(&mesh, "metadata_received"), mesh_lines as u64);
-    assert_eq!(server_counter(&mesh, "metadata_received"), mesh_lines as u64);
+    assert_counters(&mesh, Role::Client, &[(HttpCounter::MetadataReceived, mesh_lines as u64)]);
+    assert_counters(&mesh, Role::Server, &[(HttpCounter::MetadataReceived, mesh_lines as u64)]);
 }
