@@ -193,6 +193,7 @@ impl Exchange {
         if self.incoming == Incoming::ReadingInitialHeader {
             if available == 0 {
                 if end_of_stream {
+                    self.suppress_outgoing = true;
                     return self.give_up(NotFound::EndedBeforePrefix);
                 }
                 return (Step::Continue, None);
@@ -252,6 +253,9 @@ impl Exchange {
     fn wait(&mut self, end_of_stream: bool) -> (Step, Option<Outcome>) {
         if end_of_stream {
             // Nothing more will come: hand over what is held rather than hang.
+            // A peer that never completed a prefix is not known to speak the
+            // exchange: like a wrong magic, it gets nothing from us.
+            self.suppress_outgoing = true;
             self.give_up(NotFound::HalfClosedMidPrefix)
         } else {
             (Step::Hold, None)
@@ -486,6 +490,31 @@ mod tests {
         let (delivered, outcomes, _) = run(&[vec![]], true);
         assert!(delivered.is_empty());
         assert_eq!(outcomes, vec![Outcome::NotFound(NotFound::EndedBeforePrefix)]);
+    }
+
+    #[test]
+    fn a_peer_that_ends_without_a_complete_prefix_gets_none_of_ours() {
+        let p = prefix();
+        for chunks in [vec![vec![]], vec![p[..5].to_vec()], vec![p[..12].to_vec()]] {
+            let mut exchange = Exchange::new(MAX);
+            exchange.set_participation(true);
+            let held: Vec<u8> = chunks.concat();
+            let mut read =
+                |start: usize, len: usize| held.get(start..(start + len).min(held.len())).map(<[u8]>::to_vec);
+            let mut peers = PeerDecoder::new(vec![]);
+            let (step, outcome) = exchange.on_incoming_data(held.len(), true, &mut || 0, &mut read, &mut peers);
+            assert_eq!(step, Step::Continue);
+            assert!(matches!(outcome, Some(Outcome::NotFound(_))), "{outcome:?}");
+            assert!(!exchange.on_outgoing_data(), "no prefix after {} bytes then end of stream", held.len());
+        }
+        // A completed prefix followed by end of stream still gets ours.
+        let mut exchange = Exchange::new(MAX);
+        exchange.set_participation(true);
+        let mut read = |start: usize, len: usize| p.get(start..(start + len).min(p.len())).map(<[u8]>::to_vec);
+        let (_, outcome) =
+            exchange.on_incoming_data(p.len(), true, &mut || 0, &mut read, &mut PeerDecoder::new(vec![]));
+        assert!(matches!(outcome, Some(Outcome::PeerFound(_))));
+        assert!(exchange.on_outgoing_data());
     }
 
     #[test]
