@@ -3,7 +3,8 @@
 //! deltas and find their own access-log lines instead of assuming a fresh
 //! Envoy.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use crate::LOG_WAIT;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::clients::{assert_same_bytes, echo_through, h2c_get, http1_get};
 use crate::mesh::{CLIENT_TCP_LOG, SERVER_HTTP_LOG, SERVER_TCP_LOG};
@@ -11,8 +12,6 @@ use crate::target::Target;
 use crate::workloads::{peer_struct, CLIENT, PEER_UNKNOWN, SERVER};
 use crate::{pseudo_random_bytes, BANNER};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-const LOG_WAIT: Duration = Duration::from_secs(15);
 
 /// A value that differs between runs (unique paths and payload sizes).
 fn nonce() -> u64 {

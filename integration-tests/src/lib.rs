@@ -26,6 +26,10 @@ pub mod wire;
 pub mod workloads;
 
 /// The banner the server-first backend writes on accept.
+/// How long tests wait for an access-log line or a counter: Envoy writes a
+/// TCP line when the connection closes and flushes its log files every 100 ms.
+pub const LOG_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
+
 pub const BANNER: &[u8] = b"220 banner.mesh.local ESMTP server-first backend ready\r\n";
 
 /// Deterministic pseudo-random bytes (xorshift), so failures are reproducible.

@@ -1,6 +1,7 @@
 //! End-to-end tests of alpn-filter and of the server Envoy's ALPN-selected
 //! inbound chains: real Envoys, mTLS, our .wasm.
 
+use integration_tests::LOG_WAIT;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -9,8 +10,6 @@ use integration_tests::clients::{h2c_get, http11_keepalive, http1_get, HttpRespo
 use integration_tests::envoy::{Envoy, Launch};
 use integration_tests::mesh::{self, Mesh, MeshOptions, CLIENT_HTTP_LOG, SERVER_HTTP_LOG};
 use integration_tests::pki::Pki;
-
-const LOG_WAIT: Duration = Duration::from_secs(10);
 
 fn counter(mesh: &Mesh, name: &str) -> u64 {
     mesh.client.counter(&format!("wasmcustom.alpn_filter.{name}"))

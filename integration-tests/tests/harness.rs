@@ -1,7 +1,7 @@
 //! The harness itself: real Envoys load our real .wasm files and the filters
 //! run (read back from Envoy's counters and logs).
 
-use std::time::Duration;
+use integration_tests::LOG_WAIT;
 
 use integration_tests::mesh::{Mesh, CLIENT_TCP_LOG};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -26,14 +26,11 @@ async fn both_filters_load_into_real_envoys_and_run() {
     tcp.read_exact(&mut echo).await.unwrap();
     assert_eq!(&echo, b"ping");
     drop(tcp);
-    assert_eq!(
-        mesh.client.wait_counter("wasmcustom.peer_exchange.client.metadata_added", 1, Duration::from_secs(5)),
-        1
-    );
+    assert_eq!(mesh.client.wait_counter("wasmcustom.peer_exchange.client.metadata_added", 1, LOG_WAIT), 1);
     assert_eq!(mesh.server.counter("wasmcustom.peer_exchange.server.metadata_received"), 1);
     assert_eq!(mesh.server.counter("wasmcustom.peer_exchange.server.metadata_added"), 1);
     assert_eq!(mesh.client.counter("wasmcustom.peer_exchange.client.metadata_received"), 1);
-    let log = mesh.wait_access_log(CLIENT_TCP_LOG, 1, Duration::from_secs(5));
+    let log = mesh.wait_access_log(CLIENT_TCP_LOG, 1, LOG_WAIT);
     assert_eq!(log.len(), 1, "{log:?}");
     // Both forms of the exchange, selected by root id, from the same module.
     for (envoy, role) in [(&mesh.client, "client"), (&mesh.server, "server")] {

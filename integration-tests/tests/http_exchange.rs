@@ -3,7 +3,7 @@
 //! `outbound_http_exchange` listener runs role "client" in front of
 //! alpn-filter; every HTTP chain of the server Envoy runs role "server".
 
-use std::time::Duration;
+use integration_tests::LOG_WAIT;
 
 use base64::Engine;
 use integration_tests::clients::{h2c_get, h2c_get_with, http11_keepalive, http1_get, http1_get_with, http1_request};
@@ -16,7 +16,6 @@ use peer_exchange_filter::config::Role;
 use peer_exchange_filter::http::HttpCounter;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const LOG_WAIT: Duration = Duration::from_secs(10);
 const METADATA: &str = "x-envoy-peer-metadata";
 const METADATA_ID: &str = "x-envoy-peer-metadata-id";
 const APP: &str = "outbound_http_exchange";

@@ -2,6 +2,7 @@
 //! our .wasm. The client Envoy runs role "client", the server Envoy role
 //! "server"; raw TLS clients speak the protocol to the server directly.
 
+use integration_tests::LOG_WAIT;
 use std::time::{Duration, Instant};
 
 use integration_tests::clients::{assert_same_bytes, echo_through, STEP_TIMEOUT};
@@ -12,7 +13,6 @@ use integration_tests::{pseudo_random_bytes, BANNER};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const LOG_WAIT: Duration = Duration::from_secs(10);
 const PEER_EXCHANGE_ALPN: &[&str] = &["istio-peer-exchange"];
 const RAW_CLIENT_ID: &str = "raw-client~10.9.9.9~raw.raw-ns~raw-ns.svc.cluster.local";
 

@@ -2,7 +2,7 @@
 //! real filters and real backends, sends traffic through them, prints what
 //! each filter did, and stops everything.
 
-use std::time::Duration;
+use integration_tests::LOG_WAIT;
 
 use integration_tests::clients::{echo_through, h2c_get, http1_get, http1_get_with, HttpResponse};
 use integration_tests::mesh::{Mesh, CLIENT_HTTP_LOG, CLIENT_TCP_LOG, SERVER_HTTP_LOG, SERVER_TCP_LOG};
@@ -124,8 +124,8 @@ async fn main() {
         received.first().map(Vec::as_slice) == Some(&sent[..])
     );
 
-    let client_log = mesh.wait_access_log(CLIENT_TCP_LOG, 3, Duration::from_secs(10));
-    let server_log = mesh.wait_access_log(SERVER_TCP_LOG, 2, Duration::from_secs(10));
+    let client_log = mesh.wait_access_log(CLIENT_TCP_LOG, 3, LOG_WAIT);
+    let server_log = mesh.wait_access_log(SERVER_TCP_LOG, 2, LOG_WAIT);
     if let Some(line) = client_log.iter().find(|l| l["listener"] == "outbound_tcp_echo") {
         println!(
             "  client Envoy access log, %FILTER_STATE(wasm.upstream_peer)%:\n    {}",
@@ -172,8 +172,8 @@ async fn main() {
         );
     }
     // Every request has a client line; the non-mesh one has no server line.
-    let client_log = mesh.wait_access_log(CLIENT_HTTP_LOG, client_lines + 4, Duration::from_secs(10));
-    let server_log = mesh.wait_access_log(SERVER_HTTP_LOG, server_lines + 3, Duration::from_secs(10));
+    let client_log = mesh.wait_access_log(CLIENT_HTTP_LOG, client_lines + 4, LOG_WAIT);
+    let server_log = mesh.wait_access_log(SERVER_HTTP_LOG, server_lines + 3, LOG_WAIT);
     let peer = |line: &serde_json::Value, key: &str| {
         let p = peer_struct(&line[key]);
         match p.get("namespace") {
