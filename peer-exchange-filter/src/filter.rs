@@ -18,7 +18,7 @@ use crate::exchange::{Counter, Exchange, Outcome, Rejected, Step};
 use crate::http_filter::HttpShared;
 use crate::metadata::encode_payload;
 use crate::participation::{client_verdict, server_participates, UpstreamFacts, Verdict};
-use crate::peers::{PeerDecoder, StoredPeer};
+use crate::peers::{with_decoder, PeerDecoder, StoredPeer};
 use crate::workload::{
     endpoint_workload, EndpointWorkload, Locality, NodeMetadata, PeerSource, Workload, SOURCE_LABELS, WORKLOAD_FIELDS,
 };
@@ -73,11 +73,8 @@ impl Shared {
         match endpoint_workload(&metadata) {
             EndpointWorkload::Found(workload) => {
                 self.counters.inc(Counter::PeerFromEndpointMetadata.index());
-                let key = self.config.role.peer_key();
                 let stored = workload.to_peer_struct(PeerSource::EndpointMetadata).encode_to_vec();
-                if let Err(e) = wasm_host::set_property(key, &stored) {
-                    log::warn!("peer-exchange-filter: cannot set wasm.{key}: {e}");
-                }
+                set_state(self.config.role.peer_key(), &stored);
                 log::debug!(
                     "peer-exchange-filter: connection {context_id}: peer from endpoint metadata ({}/{})",
                     workload.namespace,
@@ -234,14 +231,9 @@ fn declare_peer_properties(role: Role, span: Span) {
 
 /// Stores a found peer (and its id) for the current connection or request.
 pub(crate) fn store_peer(role: Role, peer: &StoredPeer, what: &str, context_id: u32) {
-    let key = role.peer_key();
-    if let Err(e) = wasm_host::set_property(key, &peer.stored) {
-        log::warn!("peer-exchange-filter: cannot set wasm.{key}: {e}");
-    }
+    set_state(role.peer_key(), &peer.stored);
     if let Some(id) = &peer.id {
-        if let Err(e) = wasm_host::set_property(role.peer_id_key(), id.as_bytes()) {
-            log::warn!("peer-exchange-filter: cannot set wasm.{}: {e}", role.peer_id_key());
-        }
+        set_state(role.peer_id_key(), id.as_bytes());
     }
     log::debug!(
         "peer-exchange-filter: {what} {context_id}: peer {:?} ({}/{})",
@@ -274,10 +266,14 @@ pub(crate) fn local_workload(config: &Config) -> (Workload, String) {
 }
 
 pub(crate) fn mark_peer_not_found(role: Role) {
-    for (key, value) in [(role.peer_id_key(), PEER_UNKNOWN_ID), (PEER_NOT_FOUND_KEY, "true")] {
-        if let Err(e) = wasm_host::set_property(key, value.as_bytes()) {
-            log::debug!("peer-exchange-filter: cannot set wasm.{key}: {e}");
-        }
+    set_state(role.peer_id_key(), PEER_UNKNOWN_ID.as_bytes());
+    set_state(PEER_NOT_FOUND_KEY, b"true");
+}
+
+/// Sets filter state `wasm.<key>`; a refusal loses only that value.
+fn set_state(key: &str, value: &[u8]) {
+    if let Err(e) = wasm_host::set_property(key, value) {
+        log::warn!("peer-exchange-filter: cannot set wasm.{key}: {e}");
     }
 }
 
@@ -389,19 +385,10 @@ impl PeerStream {
         }
         let mut now = || wasm_host::now_millis().unwrap_or(0);
         let mut read = |start: usize, len: usize| wasm_host::get_buffer(direction, start, len).ok();
-        // The shared decoder is never borrowed across a hostcall; should it
-        // be, a one-off decoder does the same work without the cache.
-        let mut shared_peers = self.shared.peers.try_borrow_mut().ok();
-        let mut one_off;
-        let peers = match shared_peers.as_deref_mut() {
-            Some(peers) => peers,
-            None => {
-                one_off = PeerDecoder::new(self.shared.config.additional_labels.clone());
-                &mut one_off
-            }
-        };
-        let (step, outcome) = self.exchange.on_incoming_data(data_size, end_of_stream, &mut now, &mut read, peers);
-        drop(shared_peers);
+        let (shared, exchange) = (&self.shared, &mut self.exchange);
+        let (step, outcome) = with_decoder(&shared.peers, &shared.config.additional_labels, |peers| {
+            exchange.on_incoming_data(data_size, end_of_stream, &mut now, &mut read, peers)
+        });
         if let Some(outcome) = outcome {
             self.shared.record(self.context_id, outcome);
         }

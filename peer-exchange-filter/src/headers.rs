@@ -32,13 +32,13 @@ pub struct PeerHeaders<'a> {
 
 impl<'a> PeerHeaders<'a> {
     /// Picks the exchange headers out of a map's (lowercase name, value) pairs.
-    pub fn find(pairs: &'a [(Vec<u8>, Vec<u8>)]) -> PeerHeaders<'a> {
+    pub fn find(pairs: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> PeerHeaders<'a> {
         let mut found = PeerHeaders::default();
         for (name, value) in pairs {
-            if name.as_slice() == METADATA_HEADER.as_bytes() {
-                found.metadata.get_or_insert(value.as_slice());
-            } else if name.as_slice() == ID_HEADER.as_bytes() {
-                found.id.get_or_insert(value.as_slice());
+            if name == METADATA_HEADER.as_bytes() {
+                found.metadata.get_or_insert(value);
+            } else if name == ID_HEADER.as_bytes() {
+                found.id.get_or_insert(value);
             }
         }
         found
@@ -221,10 +221,10 @@ mod tests {
         .iter()
         .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
         .collect();
-        let found = PeerHeaders::find(&pairs);
+        let found = PeerHeaders::find(pairs.iter().map(|(k, v)| (k.as_slice(), v.as_slice())));
         assert_eq!(found, PeerHeaders { metadata: Some(b"first"), id: Some(b"id-1") });
         assert!(found.any());
-        assert!(!PeerHeaders::find(&[]).any());
+        assert!(!PeerHeaders::find([]).any());
     }
 
     proptest! {

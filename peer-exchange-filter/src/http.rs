@@ -195,20 +195,8 @@ pub fn receive(
 mod tests {
     use super::*;
     use crate::headers::encode_metadata_header;
+    use crate::participation::tests::md;
     use proto::prost_types::{ListValue, Struct, Value};
-
-    fn md(entries: &[(&str, &str, Kind)]) -> Vec<u8> {
-        let mut metadata = Metadata::default();
-        for (namespace, key, value) in entries {
-            metadata
-                .filter_metadata
-                .entry(namespace.to_string())
-                .or_default()
-                .fields
-                .insert(key.to_string(), Value { kind: Some(value.clone()) });
-        }
-        metadata.encode_to_vec()
-    }
 
     #[test]
     fn only_marked_mesh_clusters_get_our_headers() {

@@ -6,13 +6,13 @@ use std::rc::Rc;
 
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
-use wasm_host::{Counters, HeaderMap};
+use wasm_host::{Counters, HeaderMap, HeaderPairs};
 
 use crate::config::{Config, Role};
 use crate::filter::{mark_peer_not_found, store_peer};
 use crate::headers::{encode_metadata_header, PeerHeaders, ID_HEADER, METADATA_HEADER};
 use crate::http::{is_mesh_identity, receive, ClientVerdict, ClientVerdicts, HttpCounter, Received};
-use crate::peers::PeerDecoder;
+use crate::peers::{with_decoder, PeerDecoder};
 use crate::workload::Workload;
 
 /// The header form's per-VM state.
@@ -69,11 +69,15 @@ impl HttpContext for HttpPeer {
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         match (self.shared.config.role, self.send_ours) {
-            (Role::Client, true) => self.client_response(),
+            (Role::Client, true) => {
+                self.receive(HeaderMap::ResponseHeaders, &["upstream", "uri_san_peer_certificate"]);
+            }
             // A request we did not send ours with: its upstream is not a mesh
             // peer, and nothing it says about itself is read.
             (Role::Client, false) => mark_peer_not_found(Role::Client),
-            (Role::Server, true) => self.add_ours(HeaderMap::ResponseHeaders),
+            (Role::Server, true) => {
+                self.add_ours(HeaderMap::ResponseHeaders);
+            }
             (Role::Server, false) => {}
         }
         Action::Continue
@@ -82,32 +86,30 @@ impl HttpContext for HttpPeer {
 
 impl HttpPeer {
     fn client_request(&mut self) {
-        let shared = Rc::clone(&self.shared);
         // Exchange headers the app set are never passed on as ours.
-        let app_set = self.take_headers(HeaderMap::RequestHeaders);
-        if app_set.is_some_and(|found| found.any) {
-            shared.count(HttpCounter::UntrustedHeaderRemoved);
-            log::debug!("peer-exchange-filter: request {}: removed exchange headers the app set", self.context_id);
+        if let Some(pairs) = self.read_headers(HeaderMap::RequestHeaders) {
+            let app_set = PeerHeaders::find(pairs.iter());
+            if app_set.any() {
+                self.remove(HeaderMap::RequestHeaders, &app_set);
+                self.shared.count(HttpCounter::UntrustedHeaderRemoved);
+                log::debug!("peer-exchange-filter: request {}: removed exchange headers the app set", self.context_id);
+            }
         }
         let metadata = wasm_host::get_property(&["xds", "cluster_metadata"]).ok().flatten().unwrap_or_default();
-        let verdict = match shared.verdicts.try_borrow_mut() {
+        let verdict = match self.shared.verdicts.try_borrow_mut() {
             Ok(mut verdicts) => verdicts.verdict(&metadata),
             Err(_) => ClientVerdict::NotMarkedAsMesh,
         };
         match verdict.counter() {
-            None => self.add_ours(HeaderMap::RequestHeaders),
+            None => self.send_ours = self.add_ours(HeaderMap::RequestHeaders),
             Some(counter) => {
-                shared.count(counter);
+                self.shared.count(counter);
                 log::debug!(
                     "peer-exchange-filter: request {}: upstream not sent our metadata: {verdict:?}",
                     self.context_id
                 );
             }
         }
-    }
-
-    fn client_response(&mut self) {
-        self.receive(HeaderMap::ResponseHeaders, &["upstream", "uri_san_peer_certificate"]);
     }
 
     fn server_request(&mut self) {
@@ -119,24 +121,22 @@ impl HttpPeer {
 
     /// Reads, believes or not, and removes the peer's headers; stores the
     /// outcome. `None` when the headers could not be read at all.
-    fn receive(&mut self, map: HeaderMap, certificate: &[&str]) -> Option<Received> {
-        let shared = Rc::clone(&self.shared);
+    fn receive(&self, map: HeaderMap, certificate: &[&str]) -> Option<Received> {
+        let shared = &self.shared;
         let role = shared.config.role;
-        let Some(found) = self.take_headers(map) else {
+        let Some(pairs) = self.read_headers(map) else {
             mark_peer_not_found(role);
             return None;
         };
+        let found = PeerHeaders::find(pairs.iter());
+        self.remove(map, &found);
         let trusted = || {
             let san = wasm_host::get_property_string(certificate).ok().flatten();
             is_mesh_identity(san.as_deref(), &shared.config.peer_identity_prefix)
         };
         let max = shared.config.max_peer_metadata_bytes as usize;
-        let received = match shared.peers.try_borrow_mut() {
-            Ok(mut peers) => receive(&found.headers(), trusted, &mut peers, max),
-            Err(_) => {
-                receive(&found.headers(), trusted, &mut PeerDecoder::new(shared.config.additional_labels.clone()), max)
-            }
-        };
+        let received =
+            with_decoder(&shared.peers, &shared.config.additional_labels, |peers| receive(&found, trusted, peers, max));
         shared.count(received.counter());
         match &received {
             Received::Found(peer) => store_peer(role, peer, "request", self.context_id),
@@ -148,23 +148,21 @@ impl HttpPeer {
         Some(received)
     }
 
-    /// Reads the exchange headers of a map and removes those present.
-    fn take_headers(&self, map: HeaderMap) -> Option<FoundHeaders> {
-        let pairs = match wasm_host::get_headers(map) {
-            Ok(pairs) => pairs,
+    /// All headers of a map (one hostcall); `None`, counted, if Envoy refuses.
+    fn read_headers(&self, map: HeaderMap) -> Option<HeaderPairs> {
+        match wasm_host::get_headers(map) {
+            Ok(pairs) => Some(pairs),
             Err(e) => {
                 self.shared.count(HttpCounter::HeaderError);
                 log::warn!("peer-exchange-filter: request {}: cannot read headers: {e}", self.context_id);
-                return None;
+                None
             }
-        };
-        let found = PeerHeaders::find(&pairs);
-        let owned = FoundHeaders {
-            any: found.any(),
-            metadata: found.metadata.map(<[u8]>::to_vec),
-            id: found.id.map(<[u8]>::to_vec),
-        };
-        for (name, present) in [(METADATA_HEADER, owned.metadata.is_some()), (ID_HEADER, owned.id.is_some())] {
+        }
+    }
+
+    /// Removes the exchange headers that are present.
+    fn remove(&self, map: HeaderMap, found: &PeerHeaders<'_>) {
+        for (name, present) in [(METADATA_HEADER, found.metadata.is_some()), (ID_HEADER, found.id.is_some())] {
             if present {
                 if let Err(e) = wasm_host::remove_header(map, name) {
                     self.shared.count(HttpCounter::HeaderError);
@@ -172,37 +170,25 @@ impl HttpPeer {
                 }
             }
         }
-        Some(owned)
     }
 
-    fn add_ours(&mut self, map: HeaderMap) {
-        let shared = Rc::clone(&self.shared);
+    /// Adds our headers; true if Envoy took them.
+    fn add_ours(&self, map: HeaderMap) -> bool {
+        let shared = &self.shared;
         let mut added = wasm_host::replace_header(map, METADATA_HEADER, shared.metadata_value.as_bytes());
         if added.is_ok() && !shared.node_id.is_empty() {
             added = wasm_host::replace_header(map, ID_HEADER, shared.node_id.as_bytes());
         }
         match added {
             Ok(()) => {
-                self.send_ours = true;
                 shared.count(HttpCounter::MetadataAdded);
+                true
             }
             Err(e) => {
                 shared.count(HttpCounter::HeaderError);
                 log::warn!("peer-exchange-filter: request {}: cannot add our metadata: {e}", self.context_id);
+                false
             }
         }
-    }
-}
-
-/// The exchange headers of one map, copied out of the host's pairs.
-struct FoundHeaders {
-    any: bool,
-    metadata: Option<Vec<u8>>,
-    id: Option<Vec<u8>>,
-}
-
-impl FoundHeaders {
-    fn headers(&self) -> PeerHeaders<'_> {
-        PeerHeaders { metadata: self.metadata.as_deref(), id: self.id.as_deref() }
     }
 }

@@ -119,13 +119,22 @@ fn endpoint_is_istio_mtls(metadata: &[u8]) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proto::prost_types::Value;
 
-    fn md(namespace: &str, key: &str, value: Kind) -> Vec<u8> {
-        let fields = [(key.to_string(), Value { kind: Some(value) })].into_iter().collect();
-        Metadata { filter_metadata: [(namespace.to_string(), Struct { fields })].into_iter().collect() }.encode_to_vec()
+    /// Serialized cluster/endpoint metadata with `(namespace, key, value)` entries.
+    pub(crate) fn md(entries: &[(&str, &str, Kind)]) -> Vec<u8> {
+        let mut metadata = Metadata::default();
+        for (namespace, key, value) in entries {
+            metadata
+                .filter_metadata
+                .entry(namespace.to_string())
+                .or_default()
+                .fields
+                .insert(key.to_string(), Value { kind: Some(value.clone()) });
+        }
+        metadata.encode_to_vec()
     }
 
     #[derive(Clone, Default)]
@@ -168,21 +177,21 @@ mod tests {
 
     #[test]
     fn cluster_opt_in_or_istio_endpoint_marker_makes_a_mesh_upstream() {
-        let opt_in = md(CLUSTER_NAMESPACE, "enabled", Kind::BoolValue(true));
+        let opt_in = md(&[(CLUSTER_NAMESPACE, "enabled", Kind::BoolValue(true))]);
         let mut view = mesh_upstream(&opt_in, &[]);
         assert_eq!(client_verdict(&mut view, "spiffe://"), Verdict::Participate);
         assert_eq!(view.asked, ["tls_version", "peer_uri_san", "cluster_metadata"], "host metadata not needed");
-        let opt_in_str = md(CLUSTER_NAMESPACE, "enabled", Kind::StringValue("true".into()));
+        let opt_in_str = md(&[(CLUSTER_NAMESPACE, "enabled", Kind::StringValue("true".into()))]);
         assert_eq!(client_verdict(&mut mesh_upstream(&opt_in_str, &[]), "spiffe://"), Verdict::Participate);
-        let istio = md(TRANSPORT_SOCKET_MATCH_NAMESPACE, "tlsMode", Kind::StringValue("istio".into()));
+        let istio = md(&[(TRANSPORT_SOCKET_MATCH_NAMESPACE, "tlsMode", Kind::StringValue("istio".into()))]);
         assert_eq!(client_verdict(&mut mesh_upstream(&[], &istio), "spiffe://"), Verdict::Participate);
     }
 
     #[test]
     fn unmarked_plaintext_or_non_mesh_upstreams_never_participate() {
-        let opt_in = md(CLUSTER_NAMESPACE, "enabled", Kind::BoolValue(true));
+        let opt_in = md(&[(CLUSTER_NAMESPACE, "enabled", Kind::BoolValue(true))]);
         assert_eq!(client_verdict(&mut mesh_upstream(&[], &[]), "spiffe://"), Verdict::NotMarkedAsMesh);
-        let disabled = md(TRANSPORT_SOCKET_MATCH_NAMESPACE, "tlsMode", Kind::StringValue("disabled".into()));
+        let disabled = md(&[(TRANSPORT_SOCKET_MATCH_NAMESPACE, "tlsMode", Kind::StringValue("disabled".into()))]);
         assert_eq!(client_verdict(&mut mesh_upstream(&[], &disabled), "spiffe://"), Verdict::NotMarkedAsMesh);
 
         let mut plaintext = View { tls_version: None, ..mesh_upstream(&opt_in, &[]) };
@@ -198,9 +207,9 @@ mod tests {
 
     #[test]
     fn cluster_opt_out_wins_over_the_endpoint_marker() {
-        let istio = md(TRANSPORT_SOCKET_MATCH_NAMESPACE, "tlsMode", Kind::StringValue("istio".into()));
+        let istio = md(&[(TRANSPORT_SOCKET_MATCH_NAMESPACE, "tlsMode", Kind::StringValue("istio".into()))]);
         for off in [Kind::BoolValue(false), Kind::StringValue("false".into()), Kind::StringValue("yes".into())] {
-            let opt_out = md(CLUSTER_NAMESPACE, "enabled", off);
+            let opt_out = md(&[(CLUSTER_NAMESPACE, "enabled", off)]);
             assert_eq!(client_verdict(&mut mesh_upstream(&opt_out, &istio), "spiffe://"), Verdict::ClusterOptedOut);
         }
     }

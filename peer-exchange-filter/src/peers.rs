@@ -6,6 +6,7 @@
 //! per-connection path. The key is the payload itself, so a peer whose
 //! metadata changes is simply a new entry; the map is bounded.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
@@ -99,20 +100,35 @@ impl PeerDecoder {
             return Err(HeaderError::TooLarge { len: metadata.len(), max });
         }
         let labels = &self.additional_labels;
-        let id = id.map(|id| String::from_utf8_lossy(id).into_owned());
-        let mut key = Vec::with_capacity(metadata.len() + id.as_ref().map_or(0, String::len) + 1);
-        key.extend_from_slice(id.as_deref().unwrap_or("").as_bytes());
+        let id = id.unwrap_or_default();
+        let mut key = Vec::with_capacity(id.len() + 1 + metadata.len());
+        key.extend_from_slice(id);
         key.push(0);
         key.extend_from_slice(metadata);
         self.headers.get_or_decode(&key, || {
             let wire = decode_metadata_header(metadata, max_payload)?;
-            Ok(stored_peer(&wire, id.filter(|id| !id.is_empty()), labels))
+            let id = (!id.is_empty()).then(|| String::from_utf8_lossy(id).into_owned());
+            Ok(stored_peer(&wire, id, labels))
         })
     }
 
     /// Convenience for [`PeerHeaders`] that carry the metadata header.
     pub fn decode_peer_headers(&mut self, headers: &PeerHeaders<'_>, max_payload: usize) -> Option<DecodedHeaders> {
         headers.metadata.map(|metadata| self.decode_headers(metadata, headers.id, max_payload))
+    }
+}
+
+/// Runs `f` with the VM's shared decoder, or, should it already be borrowed
+/// (it never is across a hostcall), with a one-off decoder that does the same
+/// work without the cache.
+pub fn with_decoder<R>(
+    shared: &RefCell<PeerDecoder>,
+    additional_labels: &[String],
+    f: impl FnOnce(&mut PeerDecoder) -> R,
+) -> R {
+    match shared.try_borrow_mut() {
+        Ok(mut peers) => f(&mut peers),
+        Err(_) => f(&mut PeerDecoder::new(additional_labels.to_vec())),
     }
 }
 

@@ -298,15 +298,15 @@ impl HeaderMap {
 
 /// All headers of a map in one hostcall, in Envoy's order (names are
 /// lowercase). Empty when the map is not available in this callback.
-pub fn get_headers(map: HeaderMap) -> HostResult<Vec<(Vec<u8>, Vec<u8>)>> {
+pub fn get_headers(map: HeaderMap) -> HostResult<HeaderPairs> {
     let mut data: *mut u8 = null_mut();
     let mut size: usize = 0;
     // SAFETY: plain ABI call with valid pointers to locals.
     let raw = unsafe { abi::proxy_get_header_map_pairs(map.raw(), &mut data, &mut size) };
     match status(raw) {
         // SAFETY: the call returned Ok.
-        Ok(()) => Ok(unsafe { owned_bytes(data, size) }.map(|bytes| parse_pairs(&bytes)).unwrap_or_default()),
-        Err(HostError::NOT_FOUND) => Ok(Vec::new()),
+        Ok(()) => Ok(HeaderPairs { bytes: unsafe { owned_bytes(data, size) }.unwrap_or_default() }),
+        Err(HostError::NOT_FOUND) => Ok(HeaderPairs { bytes: Vec::new() }),
         Err(e) => Err(e),
     }
 }
@@ -325,33 +325,37 @@ pub fn remove_header(map: HeaderMap, name: &str) -> HostResult<()> {
     status(unsafe { abi::proxy_remove_header_map_value(map.raw(), name.as_ptr(), name.len()) })
 }
 
-/// The proxy-wasm pairs encoding: a u32 count, a (name size, value size)
-/// u32 pair per entry, then each name and value followed by a NUL (all
-/// little-endian). Whatever does not fit that shape ends the list.
-fn parse_pairs(bytes: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let u32_at = |at: usize| -> Option<usize> {
-        let b = bytes.get(at..at.checked_add(4)?)?;
-        Some(u32::from_le_bytes([b.first().copied()?, b.get(1).copied()?, b.get(2).copied()?, b.get(3).copied()?])
-            as usize)
-    };
-    let Some(count) = u32_at(0) else { return Vec::new() };
-    let mut data = match count.checked_mul(8).and_then(|n| n.checked_add(4)) {
-        Some(start) if start <= bytes.len() => start,
-        _ => return Vec::new(),
-    };
-    let mut out = Vec::with_capacity(count);
-    for i in 0..count {
-        let (Some(name_len), Some(value_len)) = (u32_at(4 + i * 8), u32_at(8 + i * 8)) else { break };
-        let name_end = data.saturating_add(name_len);
-        let value_start = name_end.saturating_add(1);
-        let value_end = value_start.saturating_add(value_len);
-        let (Some(name), Some(value)) = (bytes.get(data..name_end), bytes.get(value_start..value_end)) else {
-            break;
+/// A header map as the host serialised it, read in place (no copy per
+/// header): the proxy-wasm pairs encoding — a u32 count, a (name size,
+/// value size) u32 pair per entry, then each name and value followed by a
+/// NUL, all little-endian. Whatever does not fit that shape ends the list.
+pub struct HeaderPairs {
+    bytes: Vec<u8>,
+}
+
+impl HeaderPairs {
+    /// (name, value) of each header, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        let bytes = self.bytes.as_slice();
+        let u32_at = move |at: usize| -> Option<usize> {
+            let b: [u8; 4] = bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
+            Some(u32::from_le_bytes(b) as usize)
         };
-        out.push((name.to_vec(), value.to_vec()));
-        data = value_end.saturating_add(1);
+        let count = u32_at(0).unwrap_or(0);
+        // The sizes table must fit before the data starts.
+        let data = count.checked_mul(8).and_then(|n| n.checked_add(4)).filter(|start| *start <= bytes.len());
+        let count = if data.is_some() { count } else { 0 };
+        let mut at = data.unwrap_or(0);
+        (0..count).map_while(move |i| {
+            let (name_len, value_len) = (u32_at(4 + i * 8)?, u32_at(8 + i * 8)?);
+            let name_end = at.checked_add(name_len)?;
+            let value_start = name_end.checked_add(1)?;
+            let value_end = value_start.checked_add(value_len)?;
+            let pair = (bytes.get(at..name_end)?, bytes.get(value_start..value_end)?);
+            at = value_end.saturating_add(1);
+            Some(pair)
+        })
     }
-    out
 }
 
 /// Releases held downstream bytes without new data. Envoy only implements
@@ -584,15 +588,18 @@ mod tests {
     #[test]
     fn header_pairs_decode_and_truncation_never_panics() {
         let entries = [(":path", "/a"), ("x-envoy-peer-metadata", "Q0E="), ("empty", "")];
+        let parse = |bytes: &[u8]| -> Vec<(Vec<u8>, Vec<u8>)> {
+            HeaderPairs { bytes: bytes.to_vec() }.iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect()
+        };
         let bytes = pairs(&entries);
-        let parsed = parse_pairs(&bytes);
+        let parsed = parse(&bytes);
         let expected: Vec<(Vec<u8>, Vec<u8>)> =
             entries.iter().map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec())).collect();
         assert_eq!(parsed, expected);
         for cut in 0..bytes.len() {
-            let partial = parse_pairs(&bytes[..cut]);
+            let partial = parse(&bytes[..cut]);
             assert!(partial.len() < entries.len() || cut + 1 == bytes.len(), "cut {cut}");
         }
-        assert!(parse_pairs(&[0xff, 0xff, 0xff, 0xff]).is_empty());
+        assert!(parse(&[0xff, 0xff, 0xff, 0xff]).is_empty());
     }
 }
