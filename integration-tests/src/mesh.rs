@@ -177,12 +177,17 @@ impl Mesh {
     /// A raw TLS connection to the server Envoy, as a mesh client with the
     /// `raw-client` identity would open it.
     pub async fn connect_inbound(&self, sni: &str, alpn: &[&str]) -> TlsStream<TcpStream> {
-        self.connect_inbound_as("raw-client", sni, alpn).await
+        self.connect_inbound_as(Some("raw-client"), sni, alpn).await
     }
 
     /// [`Mesh::connect_inbound`] with another certificate of the PKI
     /// (`plain`: valid for the server, but no mesh identity).
-    pub async fn connect_inbound_as(&self, certificate: &str, sni: &str, alpn: &[&str]) -> TlsStream<TcpStream> {
+    pub async fn connect_inbound_as(
+        &self,
+        certificate: Option<&str>,
+        sni: &str,
+        alpn: &[&str],
+    ) -> TlsStream<TcpStream> {
         let connector = TlsConnector::from(self.pki.client_config(certificate, alpn));
         let tcp = TcpStream::connect(self.server_inbound()).await.expect("connect to the server Envoy");
         tcp.set_nodelay(true).expect("nodelay");

@@ -30,7 +30,13 @@ struct Leaf {
 const LEAVES: [Leaf; 5] = [
     Leaf {
         name: "server",
-        dns: &["echo.mesh.local", "banner.mesh.local", "baseline.mesh.local", "http.mesh.local"],
+        dns: &[
+            "echo.mesh.local",
+            "banner.mesh.local",
+            "baseline.mesh.local",
+            "http.mesh.local",
+            "optional-cert.mesh.local",
+        ],
         uri: Some(SERVER_IDENTITY),
     },
     Leaf { name: "client", dns: &[], uri: Some(CLIENT_IDENTITY) },
@@ -101,16 +107,21 @@ impl Pki {
         Arc::new(config)
     }
 
-    /// A rustls client with `name`'s certificate, trusting the CA, offering `alpn`.
-    /// The server's certificate must carry the DNS name connected to.
-    pub fn client_config(&self, name: &str, alpn: &[&str]) -> Arc<rustls::ClientConfig> {
-        let (chain, key) = self.chain_and_key(name);
-        let mut config = rustls::ClientConfig::builder_with_provider(provider())
+    /// A rustls client with `name`'s certificate (`None`: no client
+    /// certificate), trusting the CA, offering `alpn`. The server's
+    /// certificate must carry the DNS name connected to.
+    pub fn client_config(&self, name: Option<&str>, alpn: &[&str]) -> Arc<rustls::ClientConfig> {
+        let builder = rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .expect("versions")
-            .with_root_certificates(self.roots())
-            .with_client_auth_cert(chain, key)
-            .expect("client config");
+            .with_root_certificates(self.roots());
+        let mut config = match name {
+            Some(name) => {
+                let (chain, key) = self.chain_and_key(name);
+                builder.with_client_auth_cert(chain, key).expect("client config")
+            }
+            None => builder.with_no_client_auth(),
+        };
         config.alpn_protocols = alpn.iter().map(|a| a.as_bytes().to_vec()).collect();
         Arc::new(config)
     }

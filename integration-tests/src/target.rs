@@ -105,7 +105,7 @@ impl Target {
 
     /// A raw TLS connection to the server Envoy with the `raw-client` identity.
     pub async fn connect_inbound(&self, sni: &str, alpn: &[&str]) -> TlsStream<TcpStream> {
-        let connector = TlsConnector::from(self.pki.client_config("raw-client", alpn));
+        let connector = TlsConnector::from(self.pki.client_config(Some("raw-client"), alpn));
         let tcp = TcpStream::connect(self.server_inbound()).await.expect("connect to the server Envoy");
         connector.connect(server_name(sni), tcp).await.expect("TLS handshake with the server Envoy")
     }

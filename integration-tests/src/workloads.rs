@@ -14,7 +14,7 @@ pub struct Workload {
     /// A label only sent when named in `additional_labels`.
     pub team: &'static str,
     /// What a peer stores in filter state: native's lowercase schema, plus
-    /// our `source`.
+    /// our `source` and the identity check's `service_account` and `verified`.
     pub stored: &'static [(&'static str, &'static str)],
 }
 
@@ -53,6 +53,9 @@ pub const SERVER: Workload = Workload {
         ("region", "region-a"),
         ("availability_zone", "zone-a1"),
         ("source", "exchange"),
+        // The identity check (default `enforce`): consistent with the certificate.
+        ("service_account", "server"),
+        ("verified", "true"),
     ],
 };
 
@@ -90,6 +93,8 @@ pub const CLIENT: Workload = Workload {
         ("region", "region-a"),
         ("availability_zone", "zone-a2"),
         ("source", "exchange"),
+        ("service_account", "client"),
+        ("verified", "true"),
     ],
 };
 
@@ -106,12 +111,20 @@ pub fn peer_struct(logged: &serde_json::Value) -> &serde_json::Value {
     }
 }
 
+/// Stored-peer fields that are JSON booleans (`"true"`/`"false"` in expectations).
+const BOOL_FIELDS: [&str; 1] = ["verified"];
+
 /// Checks that a logged peer struct has exactly `expected` as its fields.
 pub fn assert_stored(logged: &serde_json::Value, expected: &[(&str, &str)], what: &str) {
     let value = peer_struct(logged);
     let object = value.as_object().unwrap_or_else(|| panic!("{what}: no peer struct in {logged}"));
     for (k, v) in expected {
-        assert_eq!(value[*k], *v, "{what}: field {k} in {value}");
+        let want = if BOOL_FIELDS.contains(k) {
+            serde_json::Value::Bool(*v == "true")
+        } else {
+            serde_json::Value::String(v.to_string())
+        };
+        assert_eq!(value[*k], want, "{what}: field {k} in {value}");
     }
     let mut keys: Vec<&str> = object.keys().map(String::as_str).collect();
     keys.sort_unstable();

@@ -73,7 +73,7 @@ fn backend_saw(response: &HttpResponse) -> Vec<String> {
 /// TLS connection with `certificate` (the raw mesh client, or `plain`).
 async fn raw_request(mesh: &Mesh, certificate: &str, headers: &[(&str, &str)]) -> HttpResponse {
     let mut tls =
-        mesh.connect_inbound_as(certificate, "http.mesh.local", &["istio-http/1.1", "istio", "http/1.1"]).await;
+        mesh.connect_inbound_as(Some(certificate), "http.mesh.local", &["istio-http/1.1", "istio", "http/1.1"]).await;
     tls.write_all(http1_request("1.1", "/raw", headers).as_bytes()).await.expect("write request");
     let mut raw = Vec::new();
     tokio::time::timeout(STEP_TIMEOUT, tls.read_to_end(&mut raw)).await.expect("response timed out").ok();

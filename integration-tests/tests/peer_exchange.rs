@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use integration_tests::clients::{assert_same_bytes, echo_through, STEP_TIMEOUT};
 use integration_tests::mesh::{Mesh, MeshOptions, CLIENT_TCP_LOG, SERVER_TCP_LOG, TEST_EXCHANGE_TIMEOUT_MS};
+use integration_tests::pki::RAW_CLIENT_IDENTITY;
 use integration_tests::wire::{self, V};
 use integration_tests::workloads::{assert_stored, CLIENT, PEER_UNKNOWN, SERVER};
 use integration_tests::{pseudo_random_bytes, BANNER};
@@ -146,7 +147,16 @@ async fn prefix_delivered_one_byte_at_a_time_by_a_raw_tls_client() {
     // No CLUSTER_ID: native would store `name` only with a cluster; we keep it.
     assert_stored(
         &log[0]["downstream_peer"],
-        &[("name", "raw-client-1"), ("namespace", "raw-ns"), ("app", "raw"), ("source", "exchange")],
+        &[
+            ("name", "raw-client-1"),
+            ("namespace", "raw-ns"),
+            ("app", "raw"),
+            ("source", "exchange"),
+            // Claimed no identity: the certificate's, as the claim is consistent with it.
+            ("identity", RAW_CLIENT_IDENTITY),
+            ("service_account", "raw-client"),
+            ("verified", "true"),
+        ],
         "raw client",
     );
     assert_eq!(log[0]["downstream_peer_id"], RAW_CLIENT_ID);
@@ -189,6 +199,8 @@ async fn upstreams_that_do_not_take_part_never_receive_magic_bytes() {
             ("revision", "v7"),
             ("cluster", "Kubernetes"),
             ("source", "endpoint_metadata"),
+            ("verified", "false"),
+            ("unverified_reason", "not_checked"),
         ],
         "peer from endpoint metadata",
     );
@@ -252,9 +264,17 @@ async fn a_payload_without_peer_metadata_is_no_peer_and_any_type_url_host_is_acc
                 assert_eq!(line["peer_not_found"], "true", "{line}");
                 assert!(line["downstream_peer"].is_null(), "{line}");
             }
+            // A claim the raw client's certificate does not back: only the
+            // certificate is stored (identity_check enforce).
             _ => assert_stored(
                 &line["downstream_peer"],
-                &[("name", "other-host-1"), ("namespace", "other-ns"), ("source", "exchange")],
+                &[
+                    ("identity", RAW_CLIENT_IDENTITY),
+                    ("namespace", "raw-ns"),
+                    ("service_account", "raw-client"),
+                    ("source", "certificate"),
+                    ("verified", "true"),
+                ],
                 case,
             ),
         }

@@ -8,10 +8,12 @@
 //!   "additional_labels": ["team"],
 //!   "max_peer_metadata_bytes": 65536,
 //!   "exchange_timeout_ms": 10000,
+//!   "identity_check": "enforce",
 //!   "upstream": {"peer_identity_prefix": "spiffe://"}
 //! }
 //! ```
-//! Only `role` is required. `node_id` and `metadata` override what Envoy's
+//! Only `role` is required. `identity_check` (`enforce`, `annotate`, `off`)
+//! says what a peer's claim is worth against its certificate ([`crate::identity`]). `node_id` and `metadata` override what Envoy's
 //! node says (and go through the same normalisation as the node's values:
 //! only Istio's fields, the labels native derives `app`/`version`/canonical
 //! names from, and `additional_labels` are sent); `upstream` is for the
@@ -27,6 +29,7 @@ use std::fmt;
 
 use serde::Deserialize;
 
+use crate::identity::IdentityCheck;
 use crate::workload::{LABELS_FIELD, WORKLOAD_FIELDS};
 
 pub const DEFAULT_MAX_PEER_METADATA_BYTES: u32 = 64 * 1024;
@@ -108,6 +111,8 @@ pub struct Config {
     pub peer_identity_prefix: String,
     /// HTTP client: istiod's `istio.services` cluster mark counts as a mesh upstream.
     pub istio_service_clusters: bool,
+    /// What a claim that disagrees with the peer's certificate is worth.
+    pub identity_check: IdentityCheck,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -130,6 +135,8 @@ struct RawConfig {
     additional_labels: Vec<String>,
     max_peer_metadata_bytes: Option<u32>,
     exchange_timeout_ms: Option<u64>,
+    #[serde(default)]
+    identity_check: IdentityCheck,
     upstream: Option<RawUpstream>,
     downstream: Option<RawDownstream>,
 }
@@ -228,6 +235,7 @@ impl Config {
             exchange_timeout_ms,
             peer_identity_prefix,
             istio_service_clusters,
+            identity_check: raw.identity_check,
         })
     }
 
@@ -251,7 +259,14 @@ mod tests {
         assert_eq!(c.max_peer_metadata_bytes, DEFAULT_MAX_PEER_METADATA_BYTES);
         assert_eq!(c.exchange_timeout_ms, DEFAULT_EXCHANGE_TIMEOUT_MS);
         assert_eq!(c.peer_identity_prefix, "spiffe://");
+        assert_eq!(c.identity_check, IdentityCheck::Enforce);
         assert_eq!(c.stat_prefix(), "peer_exchange.server.");
+        for (value, mode) in
+            [("enforce", IdentityCheck::Enforce), ("annotate", IdentityCheck::Annotate), ("off", IdentityCheck::Off)]
+        {
+            let json = format!(r#"{{"role":"client","identity_check":"{value}"}}"#);
+            assert_eq!(Config::parse(json.as_bytes(), Transport::Http).unwrap().identity_check, mode);
+        }
     }
 
     #[test]
@@ -287,6 +302,7 @@ mod tests {
             (r#"{"role":"server","upstream":{}}"#, "upstream: only applies to role \"client\""),
             (r#"{"role":"client","upstream":{"x":1}}"#, "unknown field `x`"),
             (r#"{"role":"client","timeout":1}"#, "unknown field `timeout`"),
+            (r#"{"role":"client","identity_check":"strict"}"#, "unknown variant `strict`, expected one of"),
         ];
         for (input, expected) in cases {
             let e = Config::parse(input.as_bytes(), Transport::Tcp).unwrap_err().to_string();

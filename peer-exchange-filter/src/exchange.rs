@@ -14,7 +14,8 @@
 use crate::codec::{decode_header, Header, HEADER_LEN};
 use std::rc::Rc;
 
-use crate::peers::{PeerDecoder, StoredPeer};
+use crate::identity::Verification;
+use crate::peers::{Decoded, StoredPeer};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Incoming {
@@ -153,19 +154,20 @@ impl Exchange {
     /// bytes (`None` if the host fails); `now()` is asked only when a partial
     /// prefix starts being held. One read in the common case (the whole
     /// prefix in the first chunk): at most `8 + max_data_size` bytes from the
-    /// head; then the payload goes through `peers`.
+    /// head; then the payload goes through `decode` (the VM's
+    /// [`PeerDecoder`](crate::peers::PeerDecoder), with the peer's certificate).
     pub fn on_incoming_data(
         &mut self,
         available: usize,
         end_of_stream: bool,
         now: &mut dyn FnMut() -> u64,
         read: &mut dyn FnMut(usize, usize) -> Option<Vec<u8>>,
-        peers: &mut PeerDecoder,
+        decode: &mut dyn FnMut(&[u8]) -> Decoded,
     ) -> (Step, Option<Outcome>) {
         if self.participating != Some(true) {
             return (Step::Continue, None);
         }
-        let (step, outcome) = self.advance(available, end_of_stream, read, peers);
+        let (step, outcome) = self.advance(available, end_of_stream, read, decode);
         match step {
             Step::Hold => {
                 if self.holding_since.is_none() && available > 0 {
@@ -186,7 +188,7 @@ impl Exchange {
         available: usize,
         end_of_stream: bool,
         read: &mut dyn FnMut(usize, usize) -> Option<Vec<u8>>,
-        peers: &mut PeerDecoder,
+        decode: &mut dyn FnMut(&[u8]) -> Decoded,
     ) -> (Step, Option<Outcome>) {
         // Bytes already read from the head of the stream in this call.
         let mut head: Vec<u8> = Vec::new();
@@ -238,7 +240,7 @@ impl Exchange {
                 },
             };
             self.incoming = Incoming::Done;
-            return match peers.decode(payload) {
+            return match decode(payload) {
                 Ok(Some(peer)) => (Step::Strip(total), Some(Outcome::PeerFound(peer))),
                 Ok(None) => (Step::Strip(total), Some(Outcome::NotFound(NotFound::NoPeerMetadata))),
                 Err(e) => {
@@ -291,6 +293,23 @@ wasm_host::counters! {
         PeerMetadataMissing => "peer_metadata_missing",
         PeerFromEndpointMetadata => "peer_from_endpoint_metadata",
         EndpointMetadataInvalid => "endpoint_metadata_invalid",
+        /// The peer's claim agrees with its certificate.
+        PeerIdentityVerified => "peer_identity_verified",
+        /// The peer's claim disagrees with its certificate.
+        PeerIdentityMismatch => "peer_identity_mismatch",
+        /// The peer has no certificate to check its claim against.
+        PeerIdentityNoCertificate => "peer_identity_no_certificate",
+    }
+}
+
+impl Counter {
+    /// What the identity check found.
+    pub fn for_verification(verification: Verification) -> Counter {
+        match verification {
+            Verification::Verified => Counter::PeerIdentityVerified,
+            Verification::Mismatch(_) => Counter::PeerIdentityMismatch,
+            Verification::NoCertificate => Counter::PeerIdentityNoCertificate,
+        }
     }
 }
 
@@ -315,7 +334,9 @@ impl Outcome {
 mod tests {
     use super::*;
     use crate::codec::encode_frame;
+    use crate::identity::IdentityCheck;
     use crate::metadata::encode_payload;
+    use crate::peers::PeerDecoder;
     use crate::workload::Workload;
     use proptest::prelude::*;
     use proto::prost::Message;
@@ -344,8 +365,7 @@ mod tests {
             let eos = end_at_last && i + 1 == chunks.len();
             let snapshot = held.clone();
             let mut read = |start: usize, len: usize| snapshot.get(start..start + len).map(<[u8]>::to_vec);
-            let (step, outcome) =
-                ex.on_incoming_data(held.len(), eos, &mut || i as u64, &mut read, &mut PeerDecoder::new(vec![]));
+            let (step, outcome) = ex.on_incoming_data(held.len(), eos, &mut || i as u64, &mut read, &mut decoder());
             outcomes.extend(outcome);
             match step {
                 Step::Hold => {}
@@ -358,6 +378,12 @@ mod tests {
             }
         }
         (delivered, outcomes, false)
+    }
+
+    /// The VM's decoder as the TCP layer uses it, without identity checks.
+    fn decoder() -> impl FnMut(&[u8]) -> Decoded {
+        let mut peers = PeerDecoder::new(vec![], IdentityCheck::Off);
+        move |payload| peers.decode(payload, None)
     }
 
     fn found(outcomes: &[Outcome]) -> Option<&Rc<StoredPeer>> {
@@ -401,17 +427,13 @@ mod tests {
         ex.set_participation(true);
         let data = b"GET / HTTP/1.1\r\n\r\n".to_vec();
         let mut read = |s: usize, l: usize| data.get(s..s + l).map(<[u8]>::to_vec);
-        let (step, outcome) =
-            ex.on_incoming_data(data.len(), false, &mut || 0, &mut read, &mut PeerDecoder::new(vec![]));
+        let (step, outcome) = ex.on_incoming_data(data.len(), false, &mut || 0, &mut read, &mut decoder());
         assert_eq!(step, Step::Continue);
         assert_eq!(outcome.unwrap().counter(), Counter::InitialHeaderNotFound);
         assert!(!ex.on_outgoing_data(), "a peer without the protocol gets no prefix");
         // Later data is not inspected again.
         let mut never = |_: usize, _: usize| -> Option<Vec<u8>> { panic!("read after done") };
-        assert_eq!(
-            ex.on_incoming_data(10, false, &mut || 1, &mut never, &mut PeerDecoder::new(vec![])),
-            (Step::Continue, None)
-        );
+        assert_eq!(ex.on_incoming_data(10, false, &mut || 1, &mut never, &mut decoder()), (Step::Continue, None));
     }
 
     #[test]
@@ -440,8 +462,7 @@ mod tests {
             reads.push((start, len));
             bytes.get(start..start + len).map(<[u8]>::to_vec)
         };
-        let (step, outcome) =
-            ex.on_incoming_data(prefix_len + 5, false, &mut || 0, &mut read, &mut PeerDecoder::new(vec![]));
+        let (step, outcome) = ex.on_incoming_data(prefix_len + 5, false, &mut || 0, &mut read, &mut decoder());
         assert_eq!(step, Step::Strip(prefix_len));
         assert!(matches!(outcome, Some(Outcome::PeerFound(ref p)) if p.name == "big"));
         assert_eq!(reads, [(0, HEADER_LEN + FIRST_READ_PAYLOAD), (HEADER_LEN, prefix_len - HEADER_LEN)]);
@@ -459,8 +480,7 @@ mod tests {
         ex.set_participation(true);
         let snapshot = bytes.clone();
         let mut read = |start: usize, len: usize| snapshot.get(start..start + len).map(<[u8]>::to_vec);
-        let (step, outcome) =
-            ex.on_incoming_data(bytes.len(), false, &mut || 0, &mut read, &mut PeerDecoder::new(vec![]));
+        let (step, outcome) = ex.on_incoming_data(bytes.len(), false, &mut || 0, &mut read, &mut decoder());
         assert_eq!(step, Step::Strip(bytes.len() - 4));
         assert_eq!(outcome, Some(Outcome::NotFound(NotFound::NoPeerMetadata)));
         assert_eq!(Outcome::NotFound(NotFound::NoPeerMetadata).counter(), Counter::PeerMetadataMissing);
@@ -501,8 +521,7 @@ mod tests {
             let held: Vec<u8> = chunks.concat();
             let mut read =
                 |start: usize, len: usize| held.get(start..(start + len).min(held.len())).map(<[u8]>::to_vec);
-            let mut peers = PeerDecoder::new(vec![]);
-            let (step, outcome) = exchange.on_incoming_data(held.len(), true, &mut || 0, &mut read, &mut peers);
+            let (step, outcome) = exchange.on_incoming_data(held.len(), true, &mut || 0, &mut read, &mut decoder());
             assert_eq!(step, Step::Continue);
             assert!(matches!(outcome, Some(Outcome::NotFound(_))), "{outcome:?}");
             assert!(!exchange.on_outgoing_data(), "no prefix after {} bytes then end of stream", held.len());
@@ -511,8 +530,7 @@ mod tests {
         let mut exchange = Exchange::new(MAX);
         exchange.set_participation(true);
         let mut read = |start: usize, len: usize| p.get(start..(start + len).min(p.len())).map(<[u8]>::to_vec);
-        let (_, outcome) =
-            exchange.on_incoming_data(p.len(), true, &mut || 0, &mut read, &mut PeerDecoder::new(vec![]));
+        let (_, outcome) = exchange.on_incoming_data(p.len(), true, &mut || 0, &mut read, &mut decoder());
         assert!(matches!(outcome, Some(Outcome::PeerFound(_))));
         assert!(exchange.on_outgoing_data());
     }
@@ -522,27 +540,18 @@ mod tests {
         let mut idle = Exchange::new(MAX);
         idle.set_participation(true);
         let mut read = |_: usize, _: usize| -> Option<Vec<u8>> { Some(vec![]) };
-        assert_eq!(
-            idle.on_incoming_data(0, false, &mut || 5, &mut read, &mut PeerDecoder::new(vec![])),
-            (Step::Continue, None)
-        );
+        assert_eq!(idle.on_incoming_data(0, false, &mut || 5, &mut read, &mut decoder()), (Step::Continue, None));
         assert_eq!(idle.holding_since(), None, "an idle connection gets no deadline, so it is never closed");
 
         let mut stalled = Exchange::new(MAX);
         stalled.set_participation(true);
         let p = prefix();
         let mut read = |s: usize, l: usize| p.get(s..s + l).map(<[u8]>::to_vec);
-        assert_eq!(
-            stalled.on_incoming_data(3, false, &mut || 7, &mut read, &mut PeerDecoder::new(vec![])).0,
-            Step::Hold
-        );
-        assert_eq!(
-            stalled.on_incoming_data(10, false, &mut || 9, &mut read, &mut PeerDecoder::new(vec![])).0,
-            Step::Hold
-        );
+        assert_eq!(stalled.on_incoming_data(3, false, &mut || 7, &mut read, &mut decoder()).0, Step::Hold);
+        assert_eq!(stalled.on_incoming_data(10, false, &mut || 9, &mut read, &mut decoder()).0, Step::Hold);
         assert_eq!(stalled.holding_since(), Some(7), "the clock starts at the first held byte");
         assert_eq!(
-            stalled.on_incoming_data(p.len(), false, &mut || 11, &mut read, &mut PeerDecoder::new(vec![])).0,
+            stalled.on_incoming_data(p.len(), false, &mut || 11, &mut read, &mut decoder()).0,
             Step::Strip(p.len())
         );
         assert_eq!(stalled.holding_since(), None, "a completed prefix stops the clock");
@@ -556,10 +565,7 @@ mod tests {
         assert!(!ex.on_outgoing_data());
         let p = prefix();
         let mut read = |s: usize, l: usize| p.get(s..s + l).map(<[u8]>::to_vec);
-        assert_eq!(
-            ex.on_incoming_data(p.len(), false, &mut || 0, &mut read, &mut PeerDecoder::new(vec![])),
-            (Step::Continue, None)
-        );
+        assert_eq!(ex.on_incoming_data(p.len(), false, &mut || 0, &mut read, &mut decoder()), (Step::Continue, None));
     }
 
     #[test]
@@ -575,7 +581,7 @@ mod tests {
         let mut ex = Exchange::new(MAX);
         ex.set_participation(true);
         let mut read = |_: usize, _: usize| -> Option<Vec<u8>> { None };
-        let (step, outcome) = ex.on_incoming_data(4, false, &mut || 0, &mut read, &mut PeerDecoder::new(vec![]));
+        let (step, outcome) = ex.on_incoming_data(4, false, &mut || 0, &mut read, &mut decoder());
         assert_eq!(step, Step::Close);
         assert_eq!(outcome.unwrap().counter(), Counter::BufferError);
     }

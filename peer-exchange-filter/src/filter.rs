@@ -16,6 +16,7 @@ use crate::config::{Config, Role, Transport};
 use crate::deadlines::Deadlines;
 use crate::exchange::{Counter, Exchange, Outcome, Rejected, Step};
 use crate::http_filter::HttpShared;
+use crate::identity::{mark_not_checked, IdentityCheck};
 use crate::metadata::encode_payload;
 use crate::participation::{client_verdict, server_participates, UpstreamFacts, Verdict};
 use crate::peers::{with_decoder, PeerDecoder, StoredPeer};
@@ -49,7 +50,12 @@ impl Shared {
         self.counters.inc(outcome.counter().index());
         let role = self.config.role;
         match outcome {
-            Outcome::PeerFound(peer) => store_peer(role, &peer, "connection", context_id),
+            Outcome::PeerFound(peer) => {
+                if let Some(verification) = peer.verification {
+                    self.counters.inc(Counter::for_verification(verification).index());
+                }
+                store_peer(role, &peer, "connection", context_id);
+            }
             Outcome::NotFound(reason) => {
                 log::debug!("peer-exchange-filter: connection {}: peer not found: {reason:?}", context_id);
                 if role == Role::Client && self.endpoint_fallback(context_id) {
@@ -73,8 +79,11 @@ impl Shared {
         match endpoint_workload(&metadata) {
             EndpointWorkload::Found(workload) => {
                 self.counters.inc(Counter::PeerFromEndpointMetadata.index());
-                let stored = workload.to_peer_struct(PeerSource::EndpointMetadata).encode_to_vec();
-                set_state(self.config.role.peer_key(), &stored);
+                let mut stored = workload.to_peer_struct(PeerSource::EndpointMetadata);
+                if self.config.identity_check != IdentityCheck::Off {
+                    mark_not_checked(&mut stored);
+                }
+                set_state(self.config.role.peer_key(), &stored.encode_to_vec());
                 log::debug!(
                     "peer-exchange-filter: connection {context_id}: peer from endpoint metadata ({}/{})",
                     workload.namespace,
@@ -175,7 +184,7 @@ impl RootContext for PeerRoot {
             return Some(Box::new(PassThrough));
         };
         let exchange = Exchange::new(shared.config.max_peer_metadata_bytes);
-        Some(Box::new(PeerStream { context_id, shared: shared.clone(), exchange }))
+        Some(Box::new(PeerStream { context_id, shared: shared.clone(), exchange, peer_uri_san: None }))
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
@@ -212,7 +221,7 @@ fn tcp_plugin(config: Config, workload: &Workload, node_id: &str) -> Option<Rc<S
         }
     }
     let counters = Counters::define(&config.stat_prefix(), Counter::ALL.iter().map(|c| c.name()));
-    let peers = RefCell::new(PeerDecoder::new(config.additional_labels.clone()));
+    let peers = RefCell::new(PeerDecoder::for_config(&config));
     Some(Rc::new(Shared { config, prefix, counters, deadlines: RefCell::new(Deadlines::default()), peers }))
 }
 
@@ -229,18 +238,25 @@ fn declare_peer_properties(role: Role, span: Span) {
     }
 }
 
-/// Stores a found peer (and its id) for the current connection or request.
+/// Stores a found peer (and its id) for the current connection or request,
+/// as the identity check decided.
 pub(crate) fn store_peer(role: Role, peer: &StoredPeer, what: &str, context_id: u32) {
-    set_state(role.peer_key(), &peer.stored);
+    log::debug!(
+        "peer-exchange-filter: {what} {context_id}: peer {:?} claims {}/{} {:?}, identity check: {}",
+        peer.id.as_deref().unwrap_or(""),
+        peer.namespace,
+        peer.name,
+        peer.identity,
+        peer.verification.map_or_else(|| "off".to_string(), |v| v.to_string()),
+    );
+    let Some(stored) = &peer.stored else {
+        mark_peer_not_found(role);
+        return;
+    };
+    set_state(role.peer_key(), stored);
     if let Some(id) = &peer.id {
         set_state(role.peer_id_key(), id.as_bytes());
     }
-    log::debug!(
-        "peer-exchange-filter: {what} {context_id}: peer {:?} ({}/{})",
-        peer.id.as_deref().unwrap_or(""),
-        peer.namespace,
-        peer.name
-    );
 }
 
 /// Our workload, read once per VM from Envoy's node (only the keys native
@@ -286,14 +302,18 @@ impl StreamContext for PassThrough {}
 impl HttpContext for PassThrough {}
 
 /// The client role's upstream, read from Envoy's properties on demand.
-struct HostUpstream;
+/// The certificate's URI SAN, once read, is kept for the identity check.
+#[derive(Default)]
+struct HostUpstream {
+    uri_san: Option<Option<String>>,
+}
 
 impl UpstreamFacts for HostUpstream {
     fn tls_version(&mut self) -> Option<String> {
         wasm_host::get_property_string(&["upstream", "tls_version"]).ok().flatten()
     }
     fn peer_uri_san(&mut self) -> Option<String> {
-        wasm_host::get_property_string(&["upstream", "uri_san_peer_certificate"]).ok().flatten()
+        self.uri_san.get_or_insert_with(|| read_peer_uri_san(Role::Client)).clone()
     }
     fn cluster_metadata(&mut self) -> Vec<u8> {
         wasm_host::get_property(&["xds", "cluster_metadata"]).ok().flatten().unwrap_or_default()
@@ -303,10 +323,21 @@ impl UpstreamFacts for HostUpstream {
     }
 }
 
+/// The peer certificate's URI SAN (`None`: no certificate, or none with a URI SAN).
+fn read_peer_uri_san(role: Role) -> Option<String> {
+    let side = match role {
+        Role::Server => "connection",
+        Role::Client => "upstream",
+    };
+    wasm_host::get_property_string(&[side, "uri_san_peer_certificate"]).ok().flatten()
+}
+
 struct PeerStream {
     context_id: u32,
     shared: Rc<Shared>,
     exchange: Exchange,
+    /// The peer certificate's URI SAN once read (`Some(None)`: none).
+    peer_uri_san: Option<Option<String>>,
 }
 
 impl Context for PeerStream {
@@ -349,7 +380,9 @@ impl PeerStream {
                 server_participates(tls.as_deref())
             }
             Role::Client => {
-                let verdict = client_verdict(&mut HostUpstream, &self.shared.config.peer_identity_prefix);
+                let mut upstream = HostUpstream::default();
+                let verdict = client_verdict(&mut upstream, &self.shared.config.peer_identity_prefix);
+                self.peer_uri_san = upstream.uri_san;
                 if verdict != Verdict::Participate {
                     log::debug!(
                         "peer-exchange-filter: connection {}: upstream does not take part: {verdict:?}",
@@ -385,9 +418,20 @@ impl PeerStream {
         }
         let mut now = || wasm_host::now_millis().unwrap_or(0);
         let mut read = |start: usize, len: usize| wasm_host::get_buffer(direction, start, len).ok();
-        let (shared, exchange) = (&self.shared, &mut self.exchange);
-        let (step, outcome) = with_decoder(&shared.peers, &shared.config.additional_labels, |peers| {
-            exchange.on_incoming_data(data_size, end_of_stream, &mut now, &mut read, peers)
+        let (shared, exchange, peer_uri_san) = (&self.shared, &mut self.exchange, &mut self.peer_uri_san);
+        let role = shared.config.role;
+        let (step, outcome) = with_decoder(&shared.peers, &shared.config, |peers| {
+            // The certificate is read (once) only when a payload is there to
+            // check; a property read does not re-enter the VM.
+            let mut decode = |payload: &[u8]| {
+                let uri_san = if peers.needs_certificate() {
+                    peer_uri_san.get_or_insert_with(|| read_peer_uri_san(role)).as_deref()
+                } else {
+                    None
+                };
+                peers.decode(payload, uri_san)
+            };
+            exchange.on_incoming_data(data_size, end_of_stream, &mut now, &mut read, &mut decode)
         });
         if let Some(outcome) = outcome {
             self.shared.record(self.context_id, outcome);

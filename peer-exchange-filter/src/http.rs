@@ -24,6 +24,7 @@ use proto::prost::Message;
 use proto::prost_types::value::Kind;
 
 use crate::headers::{HeaderError, PeerHeaders};
+use crate::identity::Verification;
 use crate::participation::{enabled_flag, CLUSTER_NAMESPACE};
 use crate::peers::{PeerDecoder, StoredPeer};
 
@@ -56,6 +57,25 @@ wasm_host::counters! {
         SkippedExternal => "skipped_external",
         /// A header could not be added, removed or read.
         HeaderError => "header_error",
+        /// The peer's claim agrees with its certificate.
+        PeerIdentityVerified => "peer_identity_verified",
+        /// The peer's claim disagrees with its certificate.
+        PeerIdentityMismatch => "peer_identity_mismatch",
+        /// Kept for one vocabulary with the TCP form; never counted here:
+        /// headers from a sender without a certificate are not read at all
+        /// (`untrusted_header_removed`).
+        PeerIdentityNoCertificate => "peer_identity_no_certificate",
+    }
+}
+
+impl HttpCounter {
+    /// What the identity check found.
+    pub fn for_verification(verification: Verification) -> HttpCounter {
+        match verification {
+            Verification::Verified => HttpCounter::PeerIdentityVerified,
+            Verification::Mismatch(_) => HttpCounter::PeerIdentityMismatch,
+            Verification::NoCertificate => HttpCounter::PeerIdentityNoCertificate,
+        }
     }
 }
 
@@ -170,21 +190,25 @@ impl Received {
     }
 }
 
-/// Reads the peer's headers. `trusted` is asked only when there are
-/// headers (it costs a property read).
+/// Reads the peer's headers: believed only from a sender whose certificate
+/// URI SAN is a mesh identity, then checked against it. `certificate` is
+/// asked only when there are headers (it costs a property read).
 pub fn receive(
     headers: &PeerHeaders<'_>,
-    trusted: impl FnOnce() -> bool,
+    certificate: impl FnOnce() -> Option<String>,
+    peer_identity_prefix: &str,
     peers: &mut PeerDecoder,
     max_payload: usize,
 ) -> Received {
     if !headers.any() {
         return Received::Absent;
     }
-    if !trusted() {
+    let uri_san = certificate();
+    if !is_mesh_identity(uri_san.as_deref(), peer_identity_prefix) {
         return Received::Untrusted;
     }
-    match peers.decode_peer_headers(headers, max_payload) {
+    let uri_san = uri_san.as_deref().filter(|_| peers.needs_certificate());
+    match peers.decode_peer_headers(headers, max_payload, uri_san) {
         None => Received::Absent,
         Some(Ok(peer)) => Received::Found(peer),
         Some(Err(e)) => Received::Invalid(e),
@@ -195,8 +219,11 @@ pub fn receive(
 mod tests {
     use super::*;
     use crate::headers::encode_metadata_header;
+    use crate::identity::IdentityCheck;
     use crate::participation::tests::md;
     use proto::prost_types::{ListValue, Struct, Value};
+
+    const SAN: &str = "spiffe://cluster.local/ns/client-ns/sa/client";
 
     #[test]
     fn only_marked_mesh_clusters_get_our_headers() {
@@ -248,32 +275,57 @@ mod tests {
         let s = |v: &str| Value { kind: Some(Kind::StringValue(v.into())) };
         let wire = Struct { fields: [("NAMESPACE".to_string(), s("ns"))].into() };
         let value = encode_metadata_header(&wire);
-        let mut peers = PeerDecoder::new(vec![]);
+        let mut peers = PeerDecoder::new(vec![], IdentityCheck::Off);
         let headers = PeerHeaders { metadata: Some(value.as_bytes()), id: Some(b"id") };
+        let mesh = || Some(SAN.to_string());
+        let prefix = "spiffe://";
 
         let mut asked = false;
-        let none = receive(
-            &PeerHeaders::default(),
-            || {
-                asked = true;
-                true
-            },
-            &mut peers,
-            4096,
-        );
+        let certificate = || {
+            asked = true;
+            mesh()
+        };
+        let none = receive(&PeerHeaders::default(), certificate, prefix, &mut peers, 4096);
         assert_eq!(none, Received::Absent);
         assert!(!asked, "no headers, no certificate read");
 
-        assert_eq!(receive(&headers, || false, &mut peers, 4096), Received::Untrusted);
-        let Received::Found(peer) = receive(&headers, || true, &mut peers, 4096) else { panic!("not found") };
+        for not_mesh in [None, Some(String::new()), Some("https://example.com".to_string())] {
+            assert_eq!(receive(&headers, || not_mesh.clone(), prefix, &mut peers, 4096), Received::Untrusted);
+        }
+        let Received::Found(peer) = receive(&headers, mesh, prefix, &mut peers, 4096) else { panic!("not found") };
         assert_eq!((peer.namespace.as_str(), peer.id.as_deref()), ("ns", Some("id")));
+        assert_eq!(peer.verification, None, "identity_check off");
         let id_only = PeerHeaders { metadata: None, id: Some(b"id") };
-        assert_eq!(receive(&id_only, || true, &mut peers, 4096), Received::Absent);
-        assert_eq!(receive(&id_only, || false, &mut peers, 4096), Received::Untrusted);
+        assert_eq!(receive(&id_only, mesh, prefix, &mut peers, 4096), Received::Absent);
+        assert_eq!(receive(&id_only, || None, prefix, &mut peers, 4096), Received::Untrusted);
 
         let bad = PeerHeaders { metadata: Some(b"%%%"), id: None };
-        assert_eq!(receive(&bad, || true, &mut peers, 4096).counter(), HttpCounter::MetadataInvalid);
-        assert_eq!(receive(&headers, || true, &mut peers, 2).counter(), HttpCounter::MetadataTooLarge);
+        assert_eq!(receive(&bad, mesh, prefix, &mut peers, 4096).counter(), HttpCounter::MetadataInvalid);
+        assert_eq!(receive(&headers, mesh, prefix, &mut peers, 2).counter(), HttpCounter::MetadataTooLarge);
+    }
+
+    #[test]
+    fn received_claims_are_checked_against_the_senders_certificate() {
+        let s = |v: &str| Value { kind: Some(Kind::StringValue(v.into())) };
+        let claim = |ns: &str| encode_metadata_header(&Struct { fields: [("NAMESPACE".to_string(), s(ns))].into() });
+        let (honest, liar) = (claim("client-ns"), claim("payments"));
+        let mut peers = PeerDecoder::new(vec![], IdentityCheck::Enforce);
+        let certificate = || Some(SAN.to_string());
+        let found = |value: &str, peers: &mut PeerDecoder| {
+            let headers = PeerHeaders { metadata: Some(value.as_bytes()), id: Some(b"id") };
+            match receive(&headers, certificate, "spiffe://", peers, 4096) {
+                Received::Found(peer) => peer,
+                other => panic!("{other:?}"),
+            }
+        };
+        let peer = found(&honest, &mut peers);
+        assert_eq!(peer.verification, Some(Verification::Verified));
+        assert_eq!(HttpCounter::for_verification(Verification::Verified), HttpCounter::PeerIdentityVerified);
+        let peer = found(&liar, &mut peers);
+        let mismatch = Verification::Mismatch(crate::identity::Mismatch::Namespace);
+        assert_eq!(peer.verification, Some(mismatch));
+        assert_eq!(peer.id, None, "enforce: the claimed node id is not kept");
+        assert_eq!(HttpCounter::for_verification(mismatch), HttpCounter::PeerIdentityMismatch);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use wasm_host::{Counters, HeaderMap, HeaderPairs};
 use crate::config::{Config, Role};
 use crate::filter::{mark_peer_not_found, store_peer};
 use crate::headers::{encode_metadata_header, PeerHeaders, ID_HEADER, METADATA_HEADER};
-use crate::http::{is_mesh_identity, receive, ClientVerdict, ClientVerdicts, HttpCounter, Received};
+use crate::http::{receive, ClientVerdict, ClientVerdicts, HttpCounter, Received};
 use crate::peers::{with_decoder, PeerDecoder};
 use crate::workload::Workload;
 
@@ -33,7 +33,7 @@ impl HttpShared {
             metadata_value: encode_metadata_header(&workload.to_wire()),
             node_id,
             counters,
-            peers: RefCell::new(PeerDecoder::new(config.additional_labels.clone())),
+            peers: RefCell::new(PeerDecoder::for_config(&config)),
             verdicts: RefCell::new(ClientVerdicts::new(config.istio_service_clusters)),
             config,
         }
@@ -130,16 +130,19 @@ impl HttpPeer {
         };
         let found = PeerHeaders::find(pairs.iter());
         self.remove(map, &found);
-        let trusted = || {
-            let san = wasm_host::get_property_string(certificate).ok().flatten();
-            is_mesh_identity(san.as_deref(), &shared.config.peer_identity_prefix)
-        };
-        let max = shared.config.max_peer_metadata_bytes as usize;
-        let received =
-            with_decoder(&shared.peers, &shared.config.additional_labels, |peers| receive(&found, trusted, peers, max));
+        let read_certificate = || wasm_host::get_property_string(certificate).ok().flatten();
+        let (config, max) = (&shared.config, shared.config.max_peer_metadata_bytes as usize);
+        let received = with_decoder(&shared.peers, config, |peers| {
+            receive(&found, read_certificate, &config.peer_identity_prefix, peers, max)
+        });
         shared.count(received.counter());
         match &received {
-            Received::Found(peer) => store_peer(role, peer, "request", self.context_id),
+            Received::Found(peer) => {
+                if let Some(verification) = peer.verification {
+                    shared.count(HttpCounter::for_verification(verification));
+                }
+                store_peer(role, peer, "request", self.context_id);
+            }
             other => {
                 log::debug!("peer-exchange-filter: request {}: peer not found: {other:?}", self.context_id);
                 mark_peer_not_found(role);

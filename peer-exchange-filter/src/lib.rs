@@ -16,6 +16,7 @@ pub mod deadlines;
 pub mod exchange;
 pub mod headers;
 pub mod http;
+pub mod identity;
 pub mod metadata;
 pub mod participation;
 pub mod peers;

@@ -1,10 +1,12 @@
-//! From a peer's payload bytes to what is stored for it, remembered per VM.
+//! From a peer's payload bytes (or headers) and its certificate to what is
+//! stored for it, remembered per VM.
 //!
 //! A mesh has few distinct workloads and each sends the same payload on
-//! every connection, so decoding, normalising and re-encoding the peer once
-//! per distinct payload (not once per connection) takes that work off the
-//! per-connection path. The key is the payload itself, so a peer whose
-//! metadata changes is simply a new entry; the map is bounded.
+//! every connection under the same certificate, so decoding, normalising,
+//! checking the identity ([`crate::identity`]) and re-encoding the peer once
+//! per distinct (certificate URI SAN, payload) takes that work off the
+//! per-connection path. The key is those bytes themselves, so a peer whose
+//! metadata or certificate changes is simply a new entry; the map is bounded.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -14,20 +16,27 @@ use proto::prost::Message;
 
 use proto::prost_types::Struct;
 
+use crate::config::Config;
 use crate::headers::{decode_metadata_header, max_header_len, HeaderError, PeerHeaders};
+use crate::identity::{annotate, certificate_peer, judge, Belief, IdentityCheck, Verification};
 use crate::metadata::{decode_payload, PayloadError};
 use crate::workload::{PeerSource, Workload};
 
 /// A peer as it is stored in filter state.
 #[derive(Debug, PartialEq)]
 pub struct StoredPeer {
-    /// The serialized lowercase Struct (native's schema, `source: exchange`).
-    pub stored: Vec<u8>,
-    /// The node id, if the peer sent one.
+    /// The serialized lowercase Struct (native's schema, `source: exchange`,
+    /// the identity check's fields); `None`: nothing is stored, the peer is
+    /// not found (`identity_check: enforce` without a certificate).
+    pub stored: Option<Vec<u8>>,
+    /// The node id the peer sent, unless only its certificate is believed.
     pub id: Option<String>,
-    /// For log lines.
+    /// What the peer claims, for log lines.
     pub namespace: String,
     pub name: String,
+    pub identity: String,
+    /// What the identity check found (`None`: `identity_check: off`).
+    pub verification: Option<Verification>,
 }
 
 /// What a payload decodes to: a peer, no peer (a well-formed payload without
@@ -69,127 +78,242 @@ impl<T: Clone> Cache<T> {
 
 pub struct PeerDecoder {
     additional_labels: Vec<String>,
+    identity_check: IdentityCheck,
     /// TCP payloads.
     payloads: Cache<Decoded>,
-    /// Header pairs, keyed by id, NUL, metadata value (header values hold no NUL).
+    /// Header pairs.
     headers: Cache<DecodedHeaders>,
 }
 
 impl PeerDecoder {
-    pub fn new(additional_labels: Vec<String>) -> Self {
-        PeerDecoder { additional_labels, payloads: Cache::new(), headers: Cache::new() }
+    pub fn new(additional_labels: Vec<String>, identity_check: IdentityCheck) -> Self {
+        PeerDecoder { additional_labels, identity_check, payloads: Cache::new(), headers: Cache::new() }
     }
 
-    /// A TCP exchange payload.
-    pub fn decode(&mut self, payload: &[u8]) -> Decoded {
-        let labels = &self.additional_labels;
-        self.payloads.get_or_decode(payload, || {
+    /// The decoder a plugin configuration asks for.
+    pub fn for_config(config: &Config) -> Self {
+        PeerDecoder::new(config.additional_labels.clone(), config.identity_check)
+    }
+
+    /// Whether decoding needs the peer certificate's URI SAN (callers read
+    /// it only then: with `off` it is never asked for).
+    pub fn needs_certificate(&self) -> bool {
+        self.identity_check != IdentityCheck::Off
+    }
+
+    /// A TCP exchange payload from a peer whose certificate has `uri_san`.
+    pub fn decode(&mut self, payload: &[u8], uri_san: Option<&str>) -> Decoded {
+        let (labels, mode) = (&self.additional_labels, self.identity_check);
+        let key = cache_key(&[uri_san.map(str::as_bytes)], payload);
+        self.payloads.get_or_decode(&key, || {
             let Some(peer) = decode_payload(payload)? else {
                 return Ok(None);
             };
-            Ok(Some(stored_peer(&peer.metadata, peer.id, labels)))
+            Ok(Some(stored_peer(&peer.metadata, peer.id, labels, mode, uri_san)))
         })
     }
 
     /// The exchange headers (the metadata header must be there; the id is
     /// optional). `max_payload` bounds the decoded Struct.
-    pub fn decode_headers(&mut self, metadata: &[u8], id: Option<&[u8]>, max_payload: usize) -> DecodedHeaders {
+    pub fn decode_headers(
+        &mut self,
+        metadata: &[u8],
+        id: Option<&[u8]>,
+        max_payload: usize,
+        uri_san: Option<&str>,
+    ) -> DecodedHeaders {
         let max = max_header_len(max_payload);
         if metadata.len() > max {
             // Before the cache: the limit is not part of its key.
             return Err(HeaderError::TooLarge { len: metadata.len(), max });
         }
-        let labels = &self.additional_labels;
+        let (labels, mode) = (&self.additional_labels, self.identity_check);
         let id = id.unwrap_or_default();
-        let mut key = Vec::with_capacity(id.len() + 1 + metadata.len());
-        key.extend_from_slice(id);
-        key.push(0);
-        key.extend_from_slice(metadata);
+        let key = cache_key(&[uri_san.map(str::as_bytes), Some(id)], metadata);
         self.headers.get_or_decode(&key, || {
             let wire = decode_metadata_header(metadata, max_payload)?;
             let id = (!id.is_empty()).then(|| String::from_utf8_lossy(id).into_owned());
-            Ok(stored_peer(&wire, id, labels))
+            Ok(stored_peer(&wire, id, labels, mode, uri_san))
         })
     }
 
     /// Convenience for [`PeerHeaders`] that carry the metadata header.
-    pub fn decode_peer_headers(&mut self, headers: &PeerHeaders<'_>, max_payload: usize) -> Option<DecodedHeaders> {
-        headers.metadata.map(|metadata| self.decode_headers(metadata, headers.id, max_payload))
+    pub fn decode_peer_headers(
+        &mut self,
+        headers: &PeerHeaders<'_>,
+        max_payload: usize,
+        uri_san: Option<&str>,
+    ) -> Option<DecodedHeaders> {
+        headers.metadata.map(|metadata| self.decode_headers(metadata, headers.id, max_payload, uri_san))
     }
+}
+
+/// An unambiguous key: each leading part length-prefixed (absent and empty
+/// differ), then the input itself.
+fn cache_key(parts: &[Option<&[u8]>], input: &[u8]) -> Vec<u8> {
+    let len: usize = parts.iter().map(|p| 5 + p.map_or(0, <[u8]>::len)).sum();
+    let mut key = Vec::with_capacity(len + input.len());
+    for part in parts {
+        match part {
+            None => key.push(0),
+            Some(bytes) => {
+                key.push(1);
+                key.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+                key.extend_from_slice(bytes);
+            }
+        }
+    }
+    key.extend_from_slice(input);
+    key
 }
 
 /// Runs `f` with the VM's shared decoder, or, should it already be borrowed
 /// (it never is across a hostcall), with a one-off decoder that does the same
 /// work without the cache.
-pub fn with_decoder<R>(
-    shared: &RefCell<PeerDecoder>,
-    additional_labels: &[String],
-    f: impl FnOnce(&mut PeerDecoder) -> R,
-) -> R {
+pub fn with_decoder<R>(shared: &RefCell<PeerDecoder>, config: &Config, f: impl FnOnce(&mut PeerDecoder) -> R) -> R {
     match shared.try_borrow_mut() {
         Ok(mut peers) => f(&mut peers),
-        Err(_) => f(&mut PeerDecoder::new(additional_labels.to_vec())),
+        Err(_) => f(&mut PeerDecoder::for_config(config)),
     }
 }
 
-fn stored_peer(wire: &Struct, id: Option<String>, additional_labels: &[String]) -> Rc<StoredPeer> {
+/// A decoded claim, checked against the certificate, as it is stored.
+fn stored_peer(
+    wire: &Struct,
+    id: Option<String>,
+    additional_labels: &[String],
+    mode: IdentityCheck,
+    uri_san: Option<&str>,
+) -> Rc<StoredPeer> {
     let workload = Workload::read(wire, additional_labels, None);
+    let belief = judge(mode, &workload.identity, &workload.namespace, uri_san);
+    let (stored, id) = match belief {
+        Belief::Unchecked => (Some(workload.to_peer_struct(PeerSource::Exchange)), id),
+        Belief::Claim(verification) => {
+            let mut claim = workload.to_peer_struct(PeerSource::Exchange);
+            annotate(&mut claim, verification, uri_san);
+            (Some(claim), id)
+        }
+        Belief::Certificate(_) => (uri_san.map(certificate_peer), None),
+        Belief::Nothing => (None, None),
+    };
     Rc::new(StoredPeer {
-        stored: workload.to_peer_struct(PeerSource::Exchange).encode_to_vec(),
+        stored: stored.map(|s| s.encode_to_vec()),
         id,
         namespace: workload.namespace,
         name: workload.name,
+        identity: workload.identity,
+        verification: belief.verification(),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::identity::Mismatch;
     use crate::metadata::encode_payload;
     use proto::prost_types::{value::Kind, Struct, Value};
 
-    fn payload(name: &str) -> Vec<u8> {
+    const SAN: &str = "spiffe://cluster.local/ns/ns/sa/a";
+
+    fn wire(name: &str, namespace: &str) -> Struct {
         let s = |v: &str| Value { kind: Some(Kind::StringValue(v.into())) };
-        let wire = Struct { fields: [("NAME".to_string(), s(name)), ("NAMESPACE".to_string(), s("ns"))].into() };
-        encode_payload(&wire, "id-1")
+        Struct { fields: [("NAME".to_string(), s(name)), ("NAMESPACE".to_string(), s(namespace))].into() }
+    }
+
+    fn payload(name: &str) -> Vec<u8> {
+        encode_payload(&wire(name, "ns"), "id-1")
+    }
+
+    fn stored(peer: &StoredPeer) -> Struct {
+        Struct::decode(peer.stored.as_deref().unwrap_or_default()).unwrap()
+    }
+
+    fn field<'a>(s: &'a Struct, key: &str) -> Option<&'a Kind> {
+        s.fields.get(key).and_then(|v| v.kind.as_ref())
     }
 
     #[test]
     fn the_same_payload_decodes_once_and_gives_the_same_peer() {
-        let mut d = PeerDecoder::new(vec![]);
-        let a = d.decode(&payload("a")).unwrap().unwrap();
-        let again = d.decode(&payload("a")).unwrap().unwrap();
+        let mut d = PeerDecoder::new(vec![], IdentityCheck::Off);
+        let a = d.decode(&payload("a"), None).unwrap().unwrap();
+        let again = d.decode(&payload("a"), None).unwrap().unwrap();
         assert!(Rc::ptr_eq(&a, &again));
         assert_eq!((a.name.as_str(), a.namespace.as_str(), a.id.as_deref()), ("a", "ns", Some("id-1")));
-        let b = d.decode(&payload("b")).unwrap().unwrap();
+        let b = d.decode(&payload("b"), None).unwrap().unwrap();
         assert_eq!(b.name, "b");
-        assert!(d.decode(&[0xff]).is_err());
-        assert!(d.decode(&[0xff]).is_err(), "errors are remembered too");
+        assert!(d.decode(&[0xff], None).is_err());
+        assert!(d.decode(&[0xff], None).is_err(), "errors are remembered too");
     }
 
     #[test]
     fn the_cache_is_bounded() {
-        let mut d = PeerDecoder::new(vec![]);
+        let mut d = PeerDecoder::new(vec![], IdentityCheck::Enforce);
         for i in 0..(MAX_CACHED * 3) {
-            d.decode(&payload(&i.to_string())).unwrap();
+            d.decode(&payload(&i.to_string()), Some(SAN)).unwrap();
             assert!(d.payloads.entries.len() <= MAX_CACHED);
         }
     }
 
     #[test]
     fn headers_decode_to_the_same_stored_peer_as_the_payload() {
-        let s = |v: &str| Value { kind: Some(Kind::StringValue(v.into())) };
-        let wire = Struct { fields: [("NAME".to_string(), s("a")), ("NAMESPACE".to_string(), s("ns"))].into() };
-        let value = crate::headers::encode_metadata_header(&wire);
-        let mut d = PeerDecoder::new(vec![]);
-        let from_headers = d.decode_headers(value.as_bytes(), Some(b"id-1"), 4096).unwrap();
-        let from_payload = d.decode(&payload("a")).unwrap().unwrap();
+        let value = crate::headers::encode_metadata_header(&wire("a", "ns"));
+        let mut d = PeerDecoder::new(vec![], IdentityCheck::Enforce);
+        let from_headers = d.decode_headers(value.as_bytes(), Some(b"id-1"), 4096, Some(SAN)).unwrap();
+        let from_payload = d.decode(&payload("a"), Some(SAN)).unwrap().unwrap();
         assert_eq!(from_headers, from_payload);
-        let again = d.decode_headers(value.as_bytes(), Some(b"id-1"), 4096).unwrap();
+        let again = d.decode_headers(value.as_bytes(), Some(b"id-1"), 4096, Some(SAN)).unwrap();
         assert!(Rc::ptr_eq(&from_headers, &again));
-        let other_id = d.decode_headers(value.as_bytes(), Some(b"id-2"), 4096).unwrap();
+        let other_id = d.decode_headers(value.as_bytes(), Some(b"id-2"), 4096, Some(SAN)).unwrap();
         assert_eq!(other_id.id.as_deref(), Some("id-2"), "a new id under the same metadata is not ignored");
-        assert_eq!(d.decode_headers(value.as_bytes(), Some(b""), 4096).unwrap().id, None);
-        assert!(d.decode_headers(b"not base64!", None, 4096).is_err());
+        assert_eq!(d.decode_headers(value.as_bytes(), Some(b""), 4096, Some(SAN)).unwrap().id, None);
+        assert!(d.decode_headers(b"not base64!", None, 4096, Some(SAN)).is_err());
+    }
+
+    #[test]
+    fn the_certificate_is_part_of_what_is_remembered() {
+        let mut d = PeerDecoder::new(vec![], IdentityCheck::Enforce);
+        let honest = d.decode(&payload("a"), Some(SAN)).unwrap().unwrap();
+        assert_eq!(honest.verification, Some(Verification::Verified));
+        assert_eq!(field(&stored(&honest), "verified"), Some(&Kind::BoolValue(true)));
+        assert_eq!(field(&stored(&honest), "name"), Some(&Kind::StringValue("a".into())));
+        // The same payload under another certificate is checked again.
+        let other = "spiffe://cluster.local/ns/other/sa/a";
+        let liar = d.decode(&payload("a"), Some(other)).unwrap().unwrap();
+        assert_eq!(liar.verification, Some(Verification::Mismatch(Mismatch::Namespace)));
+        assert_eq!(stored(&liar), crate::identity::certificate_peer(other));
+        assert_eq!(liar.id, None);
+        let anonymous = d.decode(&payload("a"), None).unwrap().unwrap();
+        assert_eq!((anonymous.stored.as_ref(), anonymous.verification), (None, Some(Verification::NoCertificate)));
+        // An empty SAN and no SAN are different keys, with the same answer.
+        let empty = d.decode(&payload("a"), Some("")).unwrap().unwrap();
+        assert_eq!(empty.verification, Some(Verification::NoCertificate));
+        assert_eq!(d.payloads.entries.len(), 4);
+    }
+
+    #[test]
+    fn annotate_keeps_the_claim_and_says_why_and_off_stores_natives_schema() {
+        let mut annotate = PeerDecoder::new(vec![], IdentityCheck::Annotate);
+        let liar = annotate.decode(&payload("a"), Some("spiffe://td/ns/other/sa/x")).unwrap().unwrap();
+        let s = stored(&liar);
+        assert_eq!(field(&s, "namespace"), Some(&Kind::StringValue("ns".into())), "the claim");
+        assert_eq!(field(&s, "verified"), Some(&Kind::BoolValue(false)));
+        assert_eq!(field(&s, "unverified_reason"), Some(&Kind::StringValue("namespace_mismatch".into())));
+        assert_eq!(liar.id.as_deref(), Some("id-1"));
+        let anonymous = annotate.decode(&payload("a"), None).unwrap().unwrap();
+        assert_eq!(field(&stored(&anonymous), "unverified_reason"), Some(&Kind::StringValue("no_certificate".into())));
+
+        let mut off = PeerDecoder::new(vec![], IdentityCheck::Off);
+        let unchecked = off.decode(&payload("a"), None).unwrap().unwrap();
+        let keys: Vec<_> = stored(&unchecked).fields.into_keys().collect();
+        assert_eq!(keys, ["name", "namespace", "source"]);
+        assert_eq!(unchecked.verification, None);
+    }
+
+    #[test]
+    fn cache_keys_are_unambiguous() {
+        assert_ne!(cache_key(&[None], b"x"), cache_key(&[Some(b"")], b"x"));
+        assert_ne!(cache_key(&[Some(b"a"), Some(b"b")], b"c"), cache_key(&[Some(b"ab"), Some(b"")], b"c"));
+        assert_ne!(cache_key(&[Some(b"a")], b"bc"), cache_key(&[Some(b"ab")], b"c"));
     }
 }
