@@ -6,6 +6,7 @@ use integration_tests::LOG_WAIT;
 
 use integration_tests::clients::{echo_through, h2c_get, http1_get, http1_get_with, HttpResponse};
 use integration_tests::mesh::{Mesh, CLIENT_HTTP_LOG, CLIENT_TCP_LOG, SERVER_HTTP_LOG, SERVER_TCP_LOG};
+use integration_tests::wire::{self, V};
 use integration_tests::workloads::peer_struct;
 use integration_tests::{pseudo_random_bytes, BANNER};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -177,9 +178,13 @@ async fn main() {
     let peer = |line: &serde_json::Value, key: &str| {
         let p = peer_struct(&line[key]);
         match p.get("namespace") {
-            Some(ns) => {
-                format!("{}/{} ({})", ns.as_str().unwrap_or(""), p["workload"].as_str().unwrap_or(""), p["source"])
-            }
+            Some(ns) => format!(
+                "{}/{} ({}, verified {})",
+                ns.as_str().unwrap_or(""),
+                p["workload"].as_str().unwrap_or(""),
+                p["source"],
+                p["verified"]
+            ),
             None => format!("peer_not_found={}", line["peer_not_found"]),
         }
     };
@@ -193,6 +198,38 @@ async fn main() {
         );
     }
     counters(&mesh, &["wasmcustom.peer_exchange.http_client.", "wasmcustom.peer_exchange.http_server."]);
+
+    section("peer-exchange-filter, identity check: a mesh client that claims to be someone else");
+    // The raw client holds spiffe://cluster.local/ns/raw-ns/sa/raw-client
+    // and claims to be the payments API.
+    let lie = wire::prefix(
+        vec![
+            ("NAME", V::Str("payments-api-0")),
+            ("NAMESPACE", V::Str("payments")),
+            ("WORKLOAD_NAME", V::Str("payments-api")),
+            ("IDENTITY", V::Str("spiffe://cluster.local/ns/payments/sa/payments-api")),
+        ],
+        "sidecar~10.9.9.9~payments-api-0.payments~payments.svc.cluster.local",
+    );
+    let tcp_lines = mesh.access_log(SERVER_TCP_LOG).len();
+    let mut tls = mesh.connect_inbound("echo.mesh.local", &["istio-peer-exchange"]).await;
+    tls.write_all(&lie).await.expect("write");
+    tls.write_all(b"hello").await.expect("write");
+    tls.shutdown().await.expect("half-close");
+    let mut echoed = Vec::new();
+    tls.read_to_end(&mut echoed).await.ok();
+    let echo_exact = wire::split_prefix(&echoed).is_some_and(|(_, _, rest)| rest == b"hello");
+    println!("  claimed: payments/payments-api, spiffe://cluster.local/ns/payments/sa/payments-api");
+    println!("  the echo after the exchange is byte-exact: {echo_exact}");
+    if let Some(line) = mesh.wait_access_log(SERVER_TCP_LOG, tcp_lines + 1, LOG_WAIT).last() {
+        println!(
+            "  server Envoy stored (identity_check: enforce), certificate {}:\n    {}",
+            line["peer_certificate"],
+            pretty(&line["downstream_peer"])
+        );
+        println!("  %CEL(... verified == true ? namespace : 'unverified')%: {}", line["verified_peer_namespace"]);
+    }
+    counters(&mesh, &["wasmcustom.peer_exchange.server.peer_identity"]);
 
     section("stopping both Envoys and the backends");
     drop(mesh);
