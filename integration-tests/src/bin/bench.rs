@@ -162,12 +162,12 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-/// A scenario: its variants (name, client listener), each measured once per
-/// round, in an order that rotates from round to round.
+/// A scenario: its variants (name, client listener, which mesh), each
+/// measured once per round, in an order that rotates from round to round.
 struct Scenario {
     title: &'static str,
     unit: &'static str,
-    variants: Vec<(&'static str, &'static str)>,
+    variants: Vec<(&'static str, &'static str, usize)>,
     /// Index of the variant that is the floor for "Δ over floor".
     floor: Option<usize>,
     targets: Vec<(&'static str, String)>,
@@ -182,13 +182,32 @@ enum Load {
 }
 
 /// `BENCH_ONLY=http1,churn` runs only the scenarios whose key is listed
-/// (http1, http32, h2c1, h2c32, churn, bulk); unset runs all.
+/// (http1, http32, h2c1, h2c32, churn, bulk, identity, identity_http);
+/// unset runs all.
 fn selected(key: &str) -> bool {
     std::env::var("BENCH_ONLY").map_or(true, |only| only.split(',').any(|k| k.trim() == key))
 }
 
-async fn run_scenario(mesh: &Mesh, envoys: &Envoys, scenario: &Scenario, load: Load, rounds: usize, secs: u64) {
-    let listeners: Vec<SocketAddr> = scenario.variants.iter().map(|(_, l)| mesh.client_listener(l)).collect();
+/// A running mesh and its Envoys' pids.
+struct Bench {
+    mesh: Mesh,
+    envoys: Envoys,
+}
+
+impl Bench {
+    fn start(options: MeshOptions) -> Bench {
+        let mesh = Mesh::start_with(options);
+        let envoys = Envoys {
+            client: mesh.client.pid().expect("client Envoy pid"),
+            server: mesh.server.pid().expect("server Envoy pid"),
+        };
+        Bench { mesh, envoys }
+    }
+}
+
+async fn run_scenario(benches: &[&Bench], scenario: &Scenario, load: Load, rounds: usize, secs: u64) {
+    let listeners: Vec<(SocketAddr, &Envoys)> =
+        scenario.variants.iter().map(|(_, l, m)| (benches[*m].mesh.client_listener(l), &benches[*m].envoys)).collect();
     let go = |addr: SocketAddr| async move {
         match load {
             Load::Wrk(c) => wrk(addr, c, secs).await,
@@ -197,7 +216,7 @@ async fn run_scenario(mesh: &Mesh, envoys: &Envoys, scenario: &Scenario, load: L
             Load::Bulk => tcp_bulk(addr, 64).await,
         }
     };
-    for addr in &listeners {
+    for (addr, _) in &listeners {
         // Warm-up: connection pools, VMs, caches.
         let _ = go(*addr).await;
     }
@@ -206,7 +225,8 @@ async fn run_scenario(mesh: &Mesh, envoys: &Envoys, scenario: &Scenario, load: L
     for round in 0..rounds {
         for k in 0..n {
             let i = (k + round) % n;
-            runs[i].push(envoys.measure(go(listeners[i])).await);
+            let (addr, envoys) = listeners[i];
+            runs[i].push(envoys.measure(go(addr)).await);
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -215,7 +235,7 @@ async fn run_scenario(mesh: &Mesh, envoys: &Envoys, scenario: &Scenario, load: L
         "  {:<38} {:>10} {:>7} {:>13} {:>13} {:>22}",
         "variant", scenario.unit, "ratio", "client µs/op", "server µs/op", "client/server Δ floor"
     );
-    for (i, (name, _)) in scenario.variants.iter().enumerate() {
+    for (i, (name, _, _)) in scenario.variants.iter().enumerate() {
         let per_round = |f: &dyn Fn(usize) -> f64| median((0..rounds).map(f).collect());
         let rate = per_round(&|r| runs[i][r].rate);
         let ratio = per_round(&|r| runs[i][r].rate / runs[0][r].rate);
@@ -242,23 +262,36 @@ async fn main() {
     let rounds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(5);
     let secs: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(3);
     // Production log level: the per-decision debug lines are off.
-    let mesh = Mesh::start_with(MeshOptions { wasm_log_level: "info".into(), ..MeshOptions::default() });
-    let envoys = Envoys {
-        client: mesh.client.pid().expect("client Envoy pid"),
-        server: mesh.server.pid().expect("server Envoy pid"),
+    let options = |identity_check: &str| {
+        let config = |role: &str, timeout: bool| {
+            let timeout = if timeout { r#","exchange_timeout_ms":10000"# } else { "" };
+            format!(r#"{{"role":"{role}"{timeout},"identity_check":"{identity_check}"}}"#)
+        };
+        MeshOptions {
+            wasm_log_level: "info".into(),
+            server_exchange_config: config("server", true),
+            client_exchange_config: config("client", true),
+            server_http_exchange_config: config("server", false),
+            client_http_exchange_config: config("client", false),
+            ..MeshOptions::default()
+        }
     };
+    // The deployment as shipped (identity_check: enforce, the default) and,
+    // for the identity scenarios only, a second one with the check off.
+    let shipped = Bench::start(options("enforce"));
+    let unchecked = (selected("identity") || selected("identity_http")).then(|| Bench::start(options("off")));
     println!(
         "client Envoy pid {} and server Envoy pid {}, --concurrency 1 each; {rounds} rounds of {secs} s per variant, \
          variants alternating; µs/op = the Envoy's CPU time (all threads) per request or connection",
-        envoys.client, envoys.server
+        shipped.envoys.client, shipped.envoys.server
     );
     let http_variants = vec![
-        ("no filter (static ALPN cluster)", "outbound_http_baseline"),
-        ("native set_filter_state", "outbound_http_native"),
-        ("empty wasm filter (floor)", "outbound_http_empty_wasm"),
-        ("alpn-filter", "outbound_http"),
-        ("alpn + HTTP exchange, logs without peer", "outbound_http_exchange_quiet_log"),
-        ("alpn + HTTP exchange, shipped logs", "outbound_http_exchange"),
+        ("no filter (static ALPN cluster)", "outbound_http_baseline", 0),
+        ("native set_filter_state", "outbound_http_native", 0),
+        ("empty wasm filter (floor)", "outbound_http_empty_wasm", 0),
+        ("alpn-filter", "outbound_http", 0),
+        ("alpn + HTTP exchange, logs without peer", "outbound_http_exchange_quiet_log", 0),
+        ("alpn + HTTP exchange, shipped logs", "outbound_http_exchange", 0),
     ];
     let http_targets = || {
         vec![
@@ -282,16 +315,16 @@ async fn main() {
         }
         let scenario =
             Scenario { title, unit: "req/s", variants: http_variants.clone(), floor: Some(2), targets: http_targets() };
-        run_scenario(&mesh, &envoys, &scenario, load, rounds, secs).await;
+        run_scenario(&[&shipped], &scenario, load, rounds, secs).await;
     }
     let churn = Scenario {
         title: "TCP over mTLS, new connection + 64-byte echo + close, 16 at a time",
         unit: "conn/s",
         variants: vec![
-            ("no filter", "outbound_tcp_echo_baseline"),
-            ("empty wasm filter, both sides (floor)", "outbound_tcp_echo_empty_wasm"),
-            ("exchange, logs without the peer", "outbound_tcp_echo_quiet_log"),
-            ("exchange, shipped logs (peer JSON)", "outbound_tcp_echo"),
+            ("no filter", "outbound_tcp_echo_baseline", 0),
+            ("empty wasm filter, both sides (floor)", "outbound_tcp_echo_empty_wasm", 0),
+            ("exchange, logs without the peer", "outbound_tcp_echo_quiet_log", 0),
+            ("exchange, shipped logs (peer JSON)", "outbound_tcp_echo", 0),
         ],
         floor: Some(1),
         targets: vec![
@@ -300,17 +333,38 @@ async fn main() {
         ],
     };
     if selected("churn") {
-        run_scenario(&mesh, &envoys, &churn, Load::Churn, rounds, secs).await;
+        run_scenario(&[&shipped], &churn, Load::Churn, rounds, secs).await;
     }
     let bulk = Scenario {
         title: "TCP bulk echo, 64 MiB through one connection",
         unit: "MiB/s",
-        variants: vec![("no filter", "outbound_tcp_echo_baseline"), ("exchange", "outbound_tcp_echo")],
+        variants: vec![("no filter", "outbound_tcp_echo_baseline", 0), ("exchange", "outbound_tcp_echo", 0)],
         floor: None,
         targets: vec![("exchange", "MiB/s ratio ≥ 0.98".into())],
     };
     if selected("bulk") {
-        run_scenario(&mesh, &envoys, &bulk, Load::Bulk, rounds, secs).await;
+        run_scenario(&[&shipped], &bulk, Load::Bulk, rounds, secs).await;
+    }
+    // The identity check's own cost: the same paths in two deployments that
+    // differ only in identity_check, alternating; Δ = enforce − off.
+    if let Some(unchecked) = &unchecked {
+        let identity = |title, unit, listener| Scenario {
+            title,
+            unit,
+            variants: vec![("identity_check: off", listener, 1), ("identity_check: enforce (default)", listener, 0)],
+            floor: Some(0),
+            targets: vec![("enforce", "client and server Δ over off: the check's cost, ≈ 0–2 µs".to_string())],
+        };
+        if selected("identity") {
+            let title = "identity check, TCP: new connection + 64-byte echo + close, logs without the peer";
+            let scenario = identity(title, "conn/s", "outbound_tcp_echo_quiet_log");
+            run_scenario(&[&shipped, unchecked], &scenario, Load::Churn, rounds, secs).await;
+        }
+        if selected("identity_http") {
+            let title = "identity check, HTTP exchange: HTTP/1.1, wrk, 1 connection, logs without the peer";
+            let scenario = identity(title, "req/s", "outbound_http_exchange_quiet_log");
+            run_scenario(&[&shipped, unchecked], &scenario, Load::Wrk(1), rounds, secs).await;
+        }
     }
 
     let sizes: Vec<String> = ["alpn_filter", "peer_exchange_filter", "empty_filter"]
