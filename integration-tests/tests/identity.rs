@@ -240,5 +240,9 @@ async fn off_stores_the_claim_as_native_does() {
             assert!(peer.get(field).is_none(), "native's schema, no {field}: {line}");
         }
     }
+    for line in [&lines.tcp_server, &lines.http_server] {
+        // No `verified` field: a verified-only line never prints the claim.
+        assert_ne!(line["verified_peer_namespace"], "payments", "{line}");
+    }
     assert_identity_counters(&mesh, 0, 0);
 }

@@ -294,6 +294,29 @@ mod tests {
         assert_eq!(Belief::Unchecked.verification(), None);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_claim_and_certificate_is_decided_without_panic(
+            identity in "\\PC{0,40}",
+            namespace in "[a-z-]{0,12}",
+            san in proptest::option::of("(spiffe://[a-z.]{0,10}/(ns|sa)/[a-z-]{0,8}/(sa|ns)/[a-z-]{0,8})|\\PC{0,30}"),
+        ) {
+            let v = verify(&identity, &namespace, san.as_deref());
+            if v == Verification::Verified {
+                let id = san.as_deref().and_then(SpiffeId::parse);
+                proptest::prop_assert_eq!(id.map(|id| id.namespace), Some(namespace.as_str()));
+                proptest::prop_assert!(identity.is_empty() || Some(identity.as_str()) == san.as_deref());
+            }
+            for mode in [IdentityCheck::Enforce, IdentityCheck::Annotate, IdentityCheck::Off] {
+                let belief = judge(mode, &identity, &namespace, san.as_deref());
+                if mode == IdentityCheck::Enforce {
+                    // Under enforce, a stored claim is always a verified one.
+                    proptest::prop_assert!(!matches!(belief, Belief::Claim(v) if v != Verification::Verified));
+                }
+            }
+        }
+    }
+
     fn get<'a>(s: &'a Struct, key: &str) -> Option<&'a Kind> {
         s.fields.get(key).and_then(|v| v.kind.as_ref())
     }
