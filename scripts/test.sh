@@ -15,6 +15,10 @@ load_toolchain_env
 step "unit tests (native: codecs, state machines, decisions, configs)"
 native_cargo test --locked --workspace --exclude integration-tests
 
+# A smoke of every fuzz target (a fixed number of executions from the
+# stored corpus): a broken target or a crash on known inputs fails CI.
+"$ROOT/scripts/fuzz.sh" --runs 20000
+
 step "end-to-end tests (real Envoy $ENVOY_VERSION, real .wasm, real mTLS)"
 # A hard limit, so a wedged run fails instead of hanging CI.
 timeout -k 30 1500 bash -c "$(declare -f native_cargo load_toolchain_env die); TOOLCHAIN_ENV='$TOOLCHAIN_ENV'; native_cargo test --locked -p integration-tests" ||

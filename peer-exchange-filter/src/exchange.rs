@@ -352,32 +352,14 @@ mod tests {
         encode_frame(&encode_payload(&Workload::read(&node, &[], None).to_wire(), "client-id")).unwrap()
     }
 
-    /// Simulates Envoy: bytes accumulate while held, are released on
-    /// Continue/Strip. Returns (bytes delivered to the app, outcomes, closed).
+    /// Simulates Envoy ([`crate::simulate`]). Returns (bytes delivered to
+    /// the app, outcomes, closed).
     fn run(chunks: &[Vec<u8>], end_at_last: bool) -> (Vec<u8>, Vec<Outcome>, bool) {
         let mut ex = Exchange::new(MAX);
         assert_eq!(ex.set_participation(true), None);
-        let mut held: Vec<u8> = Vec::new();
-        let mut delivered = Vec::new();
-        let mut outcomes = Vec::new();
-        for (i, chunk) in chunks.iter().enumerate() {
-            held.extend_from_slice(chunk);
-            let eos = end_at_last && i + 1 == chunks.len();
-            let snapshot = held.clone();
-            let mut read = |start: usize, len: usize| snapshot.get(start..start + len).map(<[u8]>::to_vec);
-            let (step, outcome) = ex.on_incoming_data(held.len(), eos, &mut || i as u64, &mut read, &mut decoder());
-            outcomes.extend(outcome);
-            match step {
-                Step::Hold => {}
-                Step::Continue => delivered.append(&mut held),
-                Step::Strip(n) => {
-                    held.drain(..n);
-                    delivered.append(&mut held);
-                }
-                Step::Close => return (delivered, outcomes, true),
-            }
-        }
-        (delivered, outcomes, false)
+        let chunks: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
+        let d = crate::simulate::deliver(&mut ex, &chunks, end_at_last, &mut decoder());
+        (d.delivered, d.outcomes, d.closed)
     }
 
     /// The VM's decoder as the TCP layer uses it, without identity checks.

@@ -20,6 +20,8 @@ pub mod identity;
 pub mod metadata;
 pub mod participation;
 pub mod peers;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod simulate;
 pub mod workload;
 
 #[cfg(target_arch = "wasm32")]
