@@ -35,8 +35,8 @@ step "building the fuzz targets"
 mapfile -t targets < <(cd fuzz && native_cargo fuzz list)
 [ "${#targets[@]}" -gt 0 ] || die "no fuzz targets found"
 
-# One target: a writable corpus dir first (libFuzzer adds new inputs there),
-# then the stored corpus, read-only.
+# One target: a writable corpus dir first (an absolute path: libFuzzer adds
+# new inputs there), then the stored corpus, read-only.
 fuzz_one() {
     local target="$1" work="$2"; shift 2
     mkdir -p "$work"
@@ -69,15 +69,15 @@ mkdir -p fuzz/corpus-local
 status=0
 pids=()
 for target in "${targets[@]}"; do
-    fuzz_one "$target" "fuzz/corpus-local/$target" -max_total_time="$seconds" &
+    fuzz_one "$target" "$ROOT/fuzz/corpus-local/$target" -max_total_time="$seconds" &
     pids+=("$!:$target")
     if [ "${#pids[@]}" -ge 2 ]; then
         entry="${pids[0]}"; pids=("${pids[@]:1}")
-        wait "${entry%%:*}" || { status=1; info "CRASH in ${entry#*:}: see fuzz/corpus-local/${entry#*:}.log"; }
+        wait "${entry%%:*}" || { status=1; info "FAILED: ${entry#*:} (see fuzz/corpus-local/${entry#*:}.log)"; }
     fi
 done
 for entry in "${pids[@]}"; do
-    wait "${entry%%:*}" || { status=1; info "CRASH in ${entry#*:}: see fuzz/corpus-local/${entry#*:}.log"; }
+    wait "${entry%%:*}" || { status=1; info "FAILED: ${entry#*:} (see fuzz/corpus-local/${entry#*:}.log)"; }
 done
 step "results"
 for target in "${targets[@]}"; do
