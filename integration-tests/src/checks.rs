@@ -4,6 +4,7 @@
 //! Envoy.
 
 use crate::LOG_WAIT;
+use alpn_filter::decision::Counter;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::clients::{assert_same_bytes, echo_through, h2c_get, http1_get};
@@ -28,8 +29,8 @@ fn as_u64(v: &serde_json::Value) -> u64 {
 pub async fn http_versions_reach_their_inbound_chains(t: &Target) {
     let n = nonce();
     let app = t.client_listener("outbound_http");
-    let counter = |name: &str| t.client.counter(&format!("wasmcustom.alpn_filter.{name}"));
-    let before = [counter("override_http11"), counter("override_http2")];
+    let counter = |counter| crate::stats::alpn(&t.client, counter);
+    let before = [counter(Counter::OverrideHttp11), counter(Counter::OverrideHttp2)];
     let path = |v: &str| format!("/use-downstream/{n}/{v}");
     let cases = [
         (http1_get(app, "1.0", &path("v10")).await, "inbound-http11", path("v10")),
@@ -42,7 +43,7 @@ pub async fn http_versions_reach_their_inbound_chains(t: &Target) {
         let line = t.find_log_line(SERVER_HTTP_LOG, LOG_WAIT, |l| l["path"] == path.as_str());
         assert_eq!(line.expect("server access log line")["chain"], *chain, "{path}");
     }
-    let after = [counter("override_http11"), counter("override_http2")];
+    let after = [counter(Counter::OverrideHttp11), counter(Counter::OverrideHttp2)];
     assert_eq!([after[0] - before[0], after[1] - before[1]], [2, 1], "override_http11, override_http2");
 }
 

@@ -21,6 +21,7 @@ pub mod envoy;
 pub mod mesh;
 pub mod paths;
 pub mod pki;
+pub mod stats;
 pub mod target;
 pub mod wire;
 pub mod workloads;

@@ -1,7 +1,8 @@
 //! End-to-end tests of alpn-filter and of the server Envoy's ALPN-selected
 //! inbound chains: real Envoys, mTLS, our .wasm.
 
-use integration_tests::LOG_WAIT;
+use alpn_filter::decision::Counter;
+use integration_tests::{stats, LOG_WAIT};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -11,8 +12,8 @@ use integration_tests::envoy::{Envoy, Launch};
 use integration_tests::mesh::{self, Mesh, MeshOptions, CLIENT_HTTP_LOG, SERVER_HTTP_LOG};
 use integration_tests::pki::Pki;
 
-fn counter(mesh: &Mesh, name: &str) -> u64 {
-    mesh.client.counter(&format!("wasmcustom.alpn_filter.{name}"))
+fn counter(mesh: &Mesh, counter: Counter) -> u64 {
+    stats::alpn(&mesh.client, counter)
 }
 
 /// The inbound chain that served a response, and what the backend saw.
@@ -46,7 +47,7 @@ async fn every_downstream_protocol_through_every_kind_of_cluster_is_served_with_
         ("/auto/", "auto_config, metadata AUTO", [H2, H2, H2]),
         ("/mesh/", "auto_config, left to the default", [H11, H11, H11]),
     ];
-    let mut expected_counts = BTreeMap::<&str, u64>::new();
+    let mut expected_counts = std::collections::HashMap::<Counter, u64>::new();
     for (prefix, kind, expected) in matrix {
         let responses = [
             http1_get(app, "1.0", &format!("{prefix}v10")).await,
@@ -56,17 +57,17 @@ async fn every_downstream_protocol_through_every_kind_of_cluster_is_served_with_
         for (response, (chain, protocol)) in responses.iter().zip(expected) {
             // 200 everywhere: the list always matches what the cluster's codec speaks.
             assert_eq!(served_by(response), (chain.to_string(), protocol.to_string()), "{prefix} ({kind})");
-            let counter = if *chain == H2.0 { "override_http2" } else { "override_http11" };
+            let counter = if *chain == H2.0 { Counter::OverrideHttp2 } else { Counter::OverrideHttp11 };
             *expected_counts.entry(counter).or_default() += 1;
         }
     }
     for (name, count) in &expected_counts {
-        assert_eq!(counter(&mesh, name), *count, "{name}");
+        assert_eq!(counter(&mesh, *name), *count, "{}", name.name());
     }
     // Which source declared each cluster's protocol, 3 requests each.
-    assert_eq!(counter(&mesh, "protocol_from_default"), 6);
-    assert_eq!(counter(&mesh, "protocol_from_cluster_rule"), 6);
-    assert_eq!(counter(&mesh, "protocol_from_cluster_metadata"), 6);
+    assert_eq!(counter(&mesh, Counter::ProtocolFromDefault), 6);
+    assert_eq!(counter(&mesh, Counter::ProtocolFromClusterRule), 6);
+    assert_eq!(counter(&mesh, Counter::ProtocolFromClusterMetadata), 6);
     let log = mesh.client.log();
     assert!(log.contains("cluster mesh_http_auto: AUTO (ClusterMetadata) -> HTTP2 -> ALPN istio-h2,istio,h2"), "{log}");
     assert!(log.contains("cluster mesh_http_use_downstream: USE_DOWNSTREAM (ClusterRule) -> HTTP11 -> ALPN istio-http/1.1,istio,http/1.1"));
@@ -83,7 +84,7 @@ async fn opt_out_cluster_reaches_a_non_mesh_tls_server_with_its_default_alpn() {
     let ok = http1_get(app, "1.1", "/optout/x").await;
     assert_eq!(ok.status, 200, "{ok:?}");
     assert_eq!(ok.json()["tls_alpn"], "h2", "the cluster's own [h2, http/1.1] was offered");
-    assert_eq!(counter(&mesh, "skipped_opt_out"), 1);
+    assert_eq!(counter(&mesh, Counter::SkippedOptOut), 1);
 
     // Control: the same server without the opt-out refuses the mesh list.
     let refused = http1_get(app, "1.1", "/no-optout/x").await;
@@ -101,13 +102,13 @@ async fn cluster_metadata_alpn_list_and_protocol_policy_are_applied() {
     // istio.alpn.alpn: [mesh-custom/1.1, http/1.1] -> only that list can pick the custom chain.
     let custom = http1_get(app, "1.1", "/custom/x").await;
     assert_eq!(served_by(&custom), ("inbound-custom".into(), "HTTP/1.1".into()));
-    assert_eq!(counter(&mesh, "override_from_cluster_metadata"), 1);
+    assert_eq!(counter(&mesh, Counter::OverrideFromClusterMetadata), 1);
 
     // istio.alpn.upstream_protocol: HTTP2 -> an HTTP/1.1 request goes upstream as h2.
     let h2 = http1_get(app, "1.1", "/h2-cluster/x").await;
     assert_eq!(served_by(&h2), ("inbound-h2".into(), "HTTP/2".into()));
-    assert_eq!(counter(&mesh, "override_http2"), 1);
-    assert_eq!(counter(&mesh, "override_http11"), 1);
+    assert_eq!(counter(&mesh, Counter::OverrideHttp2), 1);
+    assert_eq!(counter(&mesh, Counter::OverrideHttp11), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -165,8 +166,8 @@ async fn invalid_alpn_lists_in_cluster_metadata_are_refused_and_envoy_survives()
         // No override: the cluster's own [h2, http/1.1] picks the default chain.
         assert_eq!(served_by(&response).0, "inbound-default", "{case}: {response:?}");
     }
-    assert_eq!(counter(&mesh, "skipped_invalid_metadata"), 4);
-    assert_eq!(counter(&mesh, "override_failed"), 0);
+    assert_eq!(counter(&mesh, Counter::SkippedInvalidMetadata), 4);
+    assert_eq!(counter(&mesh, Counter::OverrideFailed), 0);
     assert!(mesh.client.is_alive(), "the client Envoy is still running");
     let log = mesh.client.log();
     assert!(log.contains("cluster invalid_empty_element: ALPN left alone, invalid metadata"), "{log}");
@@ -177,7 +178,7 @@ async fn invalid_alpn_lists_in_cluster_metadata_are_refused_and_envoy_survives()
 
     // A route without a cluster (direct response) is not an error either.
     assert_eq!(http1_get(app, "1.1", "/no-cluster").await.status, 204);
-    assert_eq!(counter(&mesh, "skipped_no_cluster"), 1);
+    assert_eq!(counter(&mesh, Counter::SkippedNoCluster), 1);
     assert!(mesh.client.is_alive());
 }
 

@@ -1,7 +1,10 @@
 //! The harness itself: real Envoys load our real .wasm files and the filters
 //! run (read back from Envoy's counters and logs).
 
-use integration_tests::LOG_WAIT;
+use alpn_filter::decision::Counter as AlpnCounter;
+use integration_tests::{stats, LOG_WAIT};
+use peer_exchange_filter::config::Role;
+use peer_exchange_filter::exchange::Counter;
 
 use integration_tests::mesh::{Mesh, CLIENT_TCP_LOG};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -17,7 +20,7 @@ async fn both_filters_load_into_real_envoys_and_run() {
     let mut response = String::new();
     http.read_to_string(&mut response).await.unwrap();
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    assert_eq!(mesh.client.counter("wasmcustom.alpn_filter.override_http11"), 1);
+    assert_eq!(stats::alpn(&mesh.client, AlpnCounter::OverrideHttp11), 1);
 
     // peer-exchange-filter: one TCP echo through both Envoys.
     let mut tcp = TcpStream::connect(mesh.client_listener("outbound_tcp_echo")).await.unwrap();
@@ -26,10 +29,10 @@ async fn both_filters_load_into_real_envoys_and_run() {
     tcp.read_exact(&mut echo).await.unwrap();
     assert_eq!(&echo, b"ping");
     drop(tcp);
-    assert_eq!(mesh.client.wait_counter("wasmcustom.peer_exchange.client.metadata_added", 1, LOG_WAIT), 1);
-    assert_eq!(mesh.server.counter("wasmcustom.peer_exchange.server.metadata_received"), 1);
-    assert_eq!(mesh.server.counter("wasmcustom.peer_exchange.server.metadata_added"), 1);
-    assert_eq!(mesh.client.counter("wasmcustom.peer_exchange.client.metadata_received"), 1);
+    assert_eq!(stats::wait_exchange(&mesh.client, Role::Client, Counter::MetadataAdded, 1, LOG_WAIT), 1);
+    assert_eq!(stats::exchange(&mesh.server, Role::Server, Counter::MetadataReceived), 1);
+    assert_eq!(stats::exchange(&mesh.server, Role::Server, Counter::MetadataAdded), 1);
+    assert_eq!(stats::exchange(&mesh.client, Role::Client, Counter::MetadataReceived), 1);
     let log = mesh.wait_access_log(CLIENT_TCP_LOG, 1, LOG_WAIT);
     assert_eq!(log.len(), 1, "{log:?}");
     // Both forms of the exchange, selected by root id, from the same module.

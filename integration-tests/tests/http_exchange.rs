@@ -8,7 +8,6 @@ use integration_tests::LOG_WAIT;
 use base64::Engine;
 use integration_tests::clients::{h2c_get, h2c_get_with, http11_keepalive, http1_get, http1_get_with, http1_request};
 use integration_tests::clients::{parse_http1, HttpResponse, STEP_TIMEOUT};
-use integration_tests::envoy::Envoy;
 use integration_tests::mesh::{Mesh, CLIENT_HTTP_LOG, SERVER_HTTP_LOG};
 use integration_tests::wire::{self, V};
 use integration_tests::workloads::{CLIENT, PEER_UNKNOWN, SERVER};
@@ -21,9 +20,7 @@ const METADATA_ID: &str = "x-envoy-peer-metadata-id";
 const APP: &str = "outbound_http_exchange";
 const RAW_CLIENT_ID: &str = "raw-client~10.9.9.9~raw.raw-ns~raw-ns.svc.cluster.local";
 
-fn counter(envoy: &Envoy, role: Role, counter: HttpCounter) -> u64 {
-    envoy.counter(&format!("wasmcustom.peer_exchange.http_{}.{}", role.name(), counter.name()))
-}
+use integration_tests::stats::http_exchange as counter;
 
 /// Checks counters of one side (names from the filter crate).
 fn assert_counters(mesh: &Mesh, role: Role, expected: &[(HttpCounter, u64)]) {

@@ -4,7 +4,6 @@
 //! forms of the exchange (TCP prefix, HTTP headers).
 
 use integration_tests::clients::{assert_same_bytes, echo_through, http1_get, STEP_TIMEOUT};
-use integration_tests::envoy::Envoy;
 use integration_tests::mesh::{
     Mesh, MeshOptions, CLIENT_HTTP_LOG, CLIENT_TCP_LOG, SERVER_HTTP_LOG, SERVER_TCP_LOG, TEST_EXCHANGE_TIMEOUT_MS,
 };
@@ -68,13 +67,7 @@ async fn exchange_both_forms(mesh: &Mesh) -> Lines {
     }
 }
 
-fn tcp_counter(envoy: &Envoy, role: Role, counter: Counter) -> u64 {
-    envoy.counter(&format!("wasmcustom.peer_exchange.{}.{}", role.name(), counter.name()))
-}
-
-fn http_counter(envoy: &Envoy, role: Role, counter: HttpCounter) -> u64 {
-    envoy.counter(&format!("wasmcustom.peer_exchange.http_{}.{}", role.name(), counter.name()))
-}
+use integration_tests::stats::{exchange as tcp_counter, http_exchange as http_counter};
 
 /// The identity counters of both forms on both sides: `(verified, mismatch)`.
 fn assert_identity_counters(mesh: &Mesh, verified: u64, mismatch: u64) {

@@ -2,7 +2,9 @@
 //! our .wasm. The client Envoy runs role "client", the server Envoy role
 //! "server"; raw TLS clients speak the protocol to the server directly.
 
-use integration_tests::LOG_WAIT;
+use integration_tests::{stats, LOG_WAIT};
+use peer_exchange_filter::config::Role;
+use peer_exchange_filter::exchange::Counter;
 use std::time::{Duration, Instant};
 
 use integration_tests::clients::{assert_same_bytes, echo_through, STEP_TIMEOUT};
@@ -17,12 +19,12 @@ use tokio::net::TcpStream;
 const PEER_EXCHANGE_ALPN: &[&str] = &["istio-peer-exchange"];
 const RAW_CLIENT_ID: &str = "raw-client~10.9.9.9~raw.raw-ns~raw-ns.svc.cluster.local";
 
-fn client_counter(mesh: &Mesh, name: &str) -> u64 {
-    mesh.client.counter(&format!("wasmcustom.peer_exchange.client.{name}"))
+fn client_counter(mesh: &Mesh, counter: Counter) -> u64 {
+    stats::exchange(&mesh.client, Role::Client, counter)
 }
 
-fn server_counter(mesh: &Mesh, name: &str) -> u64 {
-    mesh.server.counter(&format!("wasmcustom.peer_exchange.server.{name}"))
+fn server_counter(mesh: &Mesh, counter: Counter) -> u64 {
+    stats::exchange(&mesh.server, Role::Server, counter)
 }
 
 /// The raw test client's own prefix, built from the spec.
@@ -87,11 +89,11 @@ async fn client_first_echo_of_1_mib_is_byte_exact_and_both_sides_log_the_peer() 
     // `downstream_peer` with the `wasm.` prefix.
     assert_eq!(server_log[0]["downstream_peer_namespace"], "client-ns", "{}", server_log[0]);
 
-    for (side, counter) in [("client", client_counter as fn(&Mesh, &str) -> u64), ("server", server_counter)] {
-        assert_eq!(counter(&mesh, "alpn_protocol_found"), 1, "{side}");
-        assert_eq!(counter(&mesh, "metadata_added"), 1, "{side}");
-        assert_eq!(counter(&mesh, "metadata_received"), 1, "{side}");
-        assert_eq!(counter(&mesh, "initial_header_not_found"), 0, "{side}");
+    for (side, counter) in [("client", client_counter as fn(&Mesh, Counter) -> u64), ("server", server_counter)] {
+        assert_eq!(counter(&mesh, Counter::AlpnProtocolFound), 1, "{side}");
+        assert_eq!(counter(&mesh, Counter::MetadataAdded), 1, "{side}");
+        assert_eq!(counter(&mesh, Counter::MetadataReceived), 1, "{side}");
+        assert_eq!(counter(&mesh, Counter::InitialHeaderNotFound), 0, "{side}");
     }
 }
 
@@ -104,8 +106,12 @@ async fn server_first_banner_reaches_the_app_and_both_sides_learn_the_peer() {
     let mut banner = vec![0u8; BANNER.len()];
     tokio::time::timeout(STEP_TIMEOUT, app.read_exact(&mut banner)).await.expect("banner timed out").unwrap();
     assert_eq!(banner, BANNER);
-    assert_eq!(client_counter(&mesh, "metadata_received"), 1, "client learned the server from the banner direction");
-    assert_eq!(client_counter(&mesh, "metadata_added"), 0, "nothing sent yet");
+    assert_eq!(
+        client_counter(&mesh, Counter::MetadataReceived),
+        1,
+        "client learned the server from the banner direction"
+    );
+    assert_eq!(client_counter(&mesh, Counter::MetadataAdded), 0, "nothing sent yet");
 
     app.write_all(b"EHLO client\r\n").await.unwrap();
     let mut reply = [0u8; 13];
@@ -118,7 +124,7 @@ async fn server_first_banner_reaches_the_app_and_both_sides_learn_the_peer() {
     let server_log = mesh.wait_access_log(SERVER_TCP_LOG, 1, LOG_WAIT);
     assert_eq!(server_log[0]["chain"], "inbound-tcp-banner");
     CLIENT.assert_is(&server_log[0]["downstream_peer"], "server access log");
-    assert_eq!(server_counter(&mesh, "metadata_received"), 1);
+    assert_eq!(server_counter(&mesh, Counter::MetadataReceived), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -160,7 +166,7 @@ async fn prefix_delivered_one_byte_at_a_time_by_a_raw_tls_client() {
         "raw client",
     );
     assert_eq!(log[0]["downstream_peer_id"], RAW_CLIENT_ID);
-    assert_eq!(server_counter(&mesh, "metadata_received"), 1);
+    assert_eq!(server_counter(&mesh, Counter::MetadataReceived), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -182,8 +188,8 @@ async fn upstreams_that_do_not_take_part_never_receive_magic_bytes() {
         assert_same_bytes(got, expected, "bytes the non-mesh server received");
         assert!(!got.starts_with(&wire::MAGIC));
     }
-    assert_eq!(client_counter(&mesh, "alpn_protocol_not_found"), 2);
-    assert_eq!(client_counter(&mesh, "metadata_added"), 0);
+    assert_eq!(client_counter(&mesh, Counter::AlpnProtocolNotFound), 2);
+    assert_eq!(client_counter(&mesh, Counter::MetadataAdded), 0);
 
     let log = mesh.wait_access_log(CLIENT_TCP_LOG, 2, LOG_WAIT);
     let line = |listener: &str| log.iter().find(|l| l["listener"] == listener).expect("log line");
@@ -205,7 +211,7 @@ async fn upstreams_that_do_not_take_part_never_receive_magic_bytes() {
         "peer from endpoint metadata",
     );
     assert!(plain["peer_not_found"].is_null(), "{plain}");
-    assert_eq!(client_counter(&mesh, "peer_from_endpoint_metadata"), 1);
+    assert_eq!(client_counter(&mesh, Counter::PeerFromEndpointMetadata), 1);
     // No endpoint metadata: peer not found.
     let marked = line("outbound_tcp_plain_marked");
     assert_eq!(marked["peer_not_found"], "true", "{marked}");
@@ -226,8 +232,8 @@ async fn wrong_magic_from_a_raw_tls_client_passes_through_untouched() {
     tls.shutdown().await.unwrap();
     assert!(read_all(&mut tls).await.is_empty());
 
-    assert_eq!(server_counter(&mesh, "initial_header_not_found"), 1);
-    assert_eq!(server_counter(&mesh, "metadata_added"), 0);
+    assert_eq!(server_counter(&mesh, Counter::InitialHeaderNotFound), 1);
+    assert_eq!(server_counter(&mesh, Counter::MetadataAdded), 0);
     let log = mesh.wait_access_log(SERVER_TCP_LOG, 1, LOG_WAIT);
     assert_eq!(log[0]["peer_not_found"], "true");
     assert_eq!(log[0]["downstream_peer_id"], PEER_UNKNOWN);
@@ -279,9 +285,9 @@ async fn a_payload_without_peer_metadata_is_no_peer_and_any_type_url_host_is_acc
             ),
         }
     }
-    assert_eq!(server_counter(&mesh, "peer_metadata_missing"), 1);
-    assert_eq!(server_counter(&mesh, "metadata_received"), 1);
-    assert_eq!(server_counter(&mesh, "header_not_found"), 0);
+    assert_eq!(server_counter(&mesh, Counter::PeerMetadataMissing), 1);
+    assert_eq!(server_counter(&mesh, Counter::MetadataReceived), 1);
+    assert_eq!(server_counter(&mesh, Counter::HeaderNotFound), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -294,12 +300,12 @@ async fn oversized_data_size_closes_the_connection_and_envoy_keeps_serving() {
     tls.write_all(&header).await.unwrap();
     tls.flush().await.unwrap();
     assert!(read_all(&mut tls).await.is_empty(), "closed without a byte");
-    assert_eq!(server_counter(&mesh, "data_size_too_large"), 1);
+    assert_eq!(server_counter(&mesh, Counter::DataSizeTooLarge), 1);
 
     let payload = pseudo_random_bytes(10_000, 3);
     let echoed = echo_through(mesh.client_listener("outbound_tcp_echo"), &payload).await;
     assert_same_bytes(&echoed, &payload, "the next good connection");
-    assert_eq!(server_counter(&mesh, "metadata_received"), 1);
+    assert_eq!(server_counter(&mesh, Counter::MetadataReceived), 1);
     let log = mesh.wait_access_log(SERVER_TCP_LOG, 2, LOG_WAIT);
     assert_eq!(log[0]["peer_not_found"], "true");
 }
@@ -322,7 +328,7 @@ async fn stalled_partial_prefix_is_closed_after_the_timeout_and_idle_connections
         closed_after >= timeout - Duration::from_millis(100) && closed_after < timeout * 3,
         "closed after {closed_after:?}, configured {timeout:?}"
     );
-    assert_eq!(server_counter(&mesh, "exchange_timeout"), 1);
+    assert_eq!(server_counter(&mesh, Counter::ExchangeTimeout), 1);
 
     // The idle connection has now been open for longer than the timeout.
     while idle_since.elapsed() < timeout * 2 {
@@ -333,7 +339,7 @@ async fn stalled_partial_prefix_is_closed_after_the_timeout_and_idle_connections
     idle.flush().await.unwrap();
     let received = read_prefixed(&mut idle, 10).await;
     assert_eq!(wire::split_prefix(&received).unwrap().2, b"still here");
-    assert_eq!(server_counter(&mesh, "exchange_timeout"), 1);
+    assert_eq!(server_counter(&mesh, Counter::ExchangeTimeout), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -349,9 +355,9 @@ async fn half_close_during_the_prefix_gives_up_and_passes_the_held_bytes() {
     // A peer that never completed its prefix is not known to speak the
     // exchange: it gets none of ours, only the echo of what was held.
     assert_eq!(received, partial, "the held bytes went on to the backend and came back, with no prefix of ours");
-    assert_eq!(server_counter(&mesh, "half_closed_mid_prefix"), 1);
-    assert_eq!(server_counter(&mesh, "metadata_added"), 0);
-    assert_eq!(server_counter(&mesh, "exchange_timeout"), 0);
+    assert_eq!(server_counter(&mesh, Counter::HalfClosedMidPrefix), 1);
+    assert_eq!(server_counter(&mesh, Counter::MetadataAdded), 0);
+    assert_eq!(server_counter(&mesh, Counter::ExchangeTimeout), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -381,8 +387,8 @@ async fn two_hundred_concurrent_connections_all_learn_the_peer_with_exact_bytes(
     for line in &server_log {
         CLIENT.assert_is(&line["downstream_peer"], "server access log");
     }
-    assert_eq!(client_counter(&mesh, "metadata_received"), CONNECTIONS as u64);
-    assert_eq!(server_counter(&mesh, "metadata_received"), CONNECTIONS as u64);
+    assert_eq!(client_counter(&mesh, Counter::MetadataReceived), CONNECTIONS as u64);
+    assert_eq!(server_counter(&mesh, Counter::MetadataReceived), CONNECTIONS as u64);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -241,10 +241,15 @@ impl Config {
 
     /// The stat prefix: `peer_exchange.<role>.`, `peer_exchange.http_<role>.`.
     pub fn stat_prefix(&self) -> String {
-        match self.transport {
-            Transport::Tcp => format!("peer_exchange.{}.", self.role.name()),
-            Transport::Http => format!("peer_exchange.http_{}.", self.role.name()),
-        }
+        stat_prefix(self.transport, self.role)
+    }
+}
+
+/// The counters' prefix of a form and role (Envoy adds `wasmcustom.`).
+pub fn stat_prefix(transport: Transport, role: Role) -> String {
+    match transport {
+        Transport::Tcp => format!("peer_exchange.{}.", role.name()),
+        Transport::Http => format!("peer_exchange.http_{}.", role.name()),
     }
 }
 
