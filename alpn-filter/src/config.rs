@@ -21,9 +21,9 @@
 //!  "cluster_upstream_protocols": [{"cluster": "outbound|*|grpc-*", "upstream_protocol": "HTTP2"}]}
 //! ```
 
-use std::fmt;
-
 use serde::Deserialize;
+/// A configuration (or metadata) error: the field and the reason (shared with peer-exchange-filter).
+pub use wasm_host::ConfigError;
 
 use crate::alpn::{AlpnError, AlpnList, UpstreamProtocol};
 use crate::protocol::{ClusterPattern, ClusterRule, ProtocolPolicy};
@@ -55,29 +55,6 @@ impl Default for AlpnConfig {
             default_policy: ProtocolPolicy::DEFAULT,
             cluster_rules: Vec::new(),
         }
-    }
-}
-
-/// A configuration (or metadata) error, naming the field and the reason.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConfigError {
-    pub field: String,
-    pub reason: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.field.is_empty() {
-            write!(f, "{}", self.reason)
-        } else {
-            write!(f, "{}: {}", self.field, self.reason)
-        }
-    }
-}
-
-impl ConfigError {
-    pub(crate) fn new(field: impl Into<String>, reason: impl fmt::Display) -> Self {
-        ConfigError { field: field.into(), reason: reason.to_string() }
     }
 }
 
@@ -180,8 +157,7 @@ impl AlpnConfig {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(AlpnConfig::default());
         }
-        let raw: RawConfig =
-            serde_json::from_slice(bytes).map_err(|e| ConfigError::new("", format!("invalid JSON: {e}")))?;
+        let raw: RawConfig = serde_json::from_slice(bytes).map_err(ConfigError::invalid_json)?;
         let mut config = AlpnConfig::default();
         if let Some(entries) = raw.alpn_override {
             config.lists = validate_protocol_lists(&entries, "alpn_override")?;

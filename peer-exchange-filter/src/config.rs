@@ -28,6 +28,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::Deserialize;
+/// A configuration error: the field and the reason (shared with alpn-filter).
+pub use wasm_host::ConfigError;
 
 use crate::identity::IdentityCheck;
 use crate::workload::{LABELS_FIELD, WORKLOAD_FIELDS};
@@ -115,15 +117,6 @@ pub struct Config {
     pub identity_check: IdentityCheck,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConfigError(pub String);
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
@@ -155,7 +148,7 @@ struct RawDownstream {
 }
 
 fn err(field: &str, reason: impl fmt::Display) -> ConfigError {
-    ConfigError(format!("{field}: {reason}"))
+    ConfigError::new(field, reason)
 }
 
 impl Config {
@@ -166,7 +159,7 @@ impl Config {
                 "missing: the configuration must say {\"role\": \"client\"} or {\"role\": \"server\"}",
             ));
         }
-        let raw: RawConfig = serde_json::from_slice(bytes).map_err(|e| ConfigError(format!("invalid JSON: {e}")))?;
+        let raw: RawConfig = serde_json::from_slice(bytes).map_err(ConfigError::invalid_json)?;
         let mut fields = BTreeMap::new();
         let mut labels = BTreeMap::new();
         for (key, value) in raw.metadata {
