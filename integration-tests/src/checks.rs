@@ -7,12 +7,11 @@ use crate::LOG_WAIT;
 use alpn_filter::decision::Counter;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::clients::{assert_same_bytes, echo_through, h2c_get, http1_get};
+use crate::clients::{assert_same_bytes, banner_exchange, echo_through, h2c_get, http1_get};
 use crate::mesh::{CLIENT_TCP_LOG, SERVER_HTTP_LOG, SERVER_TCP_LOG};
 use crate::target::Target;
 use crate::workloads::{peer_struct, CLIENT, PEER_UNKNOWN, SERVER};
 use crate::{pseudo_random_bytes, BANNER};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A value that differs between runs (unique paths and payload sizes).
 fn nonce() -> u64 {
@@ -77,14 +76,9 @@ pub async fn tcp_exchange_learns_both_peers(t: &Target) {
 
 /// Server-first TCP: the banner arrives before the app writes.
 pub async fn server_first_banner_arrives_intact(t: &Target) {
-    let mut app = tokio::net::TcpStream::connect(t.client_listener("outbound_tcp_banner")).await.expect("connect");
-    let mut banner = vec![0u8; BANNER.len()];
-    tokio::time::timeout(LOG_WAIT, app.read_exact(&mut banner)).await.expect("banner timed out").expect("read");
+    let (banner, echo) = banner_exchange(t.client_listener("outbound_tcp_banner"), b"QUIT\r\n").await;
     assert_eq!(banner, BANNER);
-    app.write_all(b"QUIT\r\n").await.expect("write");
-    let mut echo = [0u8; 6];
-    tokio::time::timeout(LOG_WAIT, app.read_exact(&mut echo)).await.expect("echo timed out").expect("read");
-    assert_eq!(&echo, b"QUIT\r\n");
+    assert_eq!(echo, b"QUIT\r\n");
 }
 
 /// A non-mesh TLS upstream gets exactly the app's bytes; with no exchange,

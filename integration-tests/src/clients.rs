@@ -101,6 +101,18 @@ pub fn parse_http1(raw: &str) -> HttpResponse {
     HttpResponse { status, version, headers, body: body.to_string() }
 }
 
+/// A server-first exchange as an app sees it: reads the banner before
+/// writing anything, then sends `reply` and reads its echo. Returns (banner, echo).
+pub async fn banner_exchange(addr: SocketAddr, reply: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let mut app = TcpStream::connect(addr).await.expect("connect");
+    let mut banner = vec![0u8; crate::BANNER.len()];
+    tokio::time::timeout(STEP_TIMEOUT, app.read_exact(&mut banner)).await.expect("banner timed out").expect("read");
+    app.write_all(reply).await.expect("write");
+    let mut echo = vec![0u8; reply.len()];
+    tokio::time::timeout(STEP_TIMEOUT, app.read_exact(&mut echo)).await.expect("echo timed out").expect("read");
+    (banner, echo)
+}
+
 /// Several HTTP/1.1 requests on one keep-alive connection.
 pub async fn http11_keepalive(addr: SocketAddr, paths: &[String]) -> Vec<HttpResponse> {
     let stream = TcpStream::connect(addr).await.expect("connect");

@@ -4,11 +4,11 @@
 
 use integration_tests::LOG_WAIT;
 
-use integration_tests::clients::{echo_through, h2c_get, http1_get, http1_get_with, HttpResponse};
+use integration_tests::clients::{banner_exchange, echo_through, h2c_get, http1_get, http1_get_with, HttpResponse};
 use integration_tests::mesh::{Mesh, CLIENT_HTTP_LOG, CLIENT_TCP_LOG, SERVER_HTTP_LOG, SERVER_TCP_LOG};
+use integration_tests::pseudo_random_bytes;
 use integration_tests::wire::{self, V};
 use integration_tests::workloads::peer_struct;
-use integration_tests::{pseudo_random_bytes, BANNER};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn section(title: &str) {
@@ -104,14 +104,7 @@ async fn main() {
         echoed.len(),
         echoed == payload
     );
-    let mut banner_app =
-        tokio::net::TcpStream::connect(mesh.client_listener("outbound_tcp_banner")).await.expect("connect");
-    let mut banner = vec![0u8; BANNER.len()];
-    banner_app.read_exact(&mut banner).await.expect("banner");
-    banner_app.write_all(b"QUIT\r\n").await.expect("write");
-    let mut quit = [0u8; 6];
-    banner_app.read_exact(&mut quit).await.expect("echo");
-    drop(banner_app);
+    let (banner, _) = banner_exchange(mesh.client_listener("outbound_tcp_banner"), b"QUIT\r\n").await;
     println!(
         "  server-first: the app read the banner before writing: {:?}",
         String::from_utf8_lossy(&banner).trim_end()
