@@ -62,18 +62,24 @@ fn number_after(text: &str, label: &str) -> Option<u64> {
     rest.split_whitespace().next()?.trim_end_matches(',').parse().ok()
 }
 
+/// Runs a load generator to completion; its output.
+async fn run_tool(program: &'static str, args: Vec<String>, hint: &'static str) -> std::process::Output {
+    tokio::task::spawn_blocking(move || Command::new(program).args(&args).output())
+        .await
+        .expect(program)
+        .unwrap_or_else(|e| panic!("run {program} ({hint}): {e}"))
+}
+
 /// `wrk` (HTTP/1.1 keep-alive) for `secs` over `connections`; successful requests.
 async fn wrk(addr: SocketAddr, connections: u32, secs: u64) -> u64 {
     let threads = connections.clamp(1, 2);
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("wrk")
-            .args([&format!("-t{threads}"), &format!("-c{connections}"), &format!("-d{secs}s")])
-            .arg(format!("http://{addr}/mesh/bench"))
-            .output()
-            .expect("run wrk (scripts/bench.sh installs it)")
-    })
-    .await
-    .expect("wrk");
+    let args = vec![
+        format!("-t{threads}"),
+        format!("-c{connections}"),
+        format!("-d{secs}s"),
+        format!("http://{addr}/mesh/bench"),
+    ];
+    let out = run_tool("wrk", args, "scripts/bench.sh installs it").await;
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && !text.contains("Non-2xx"), "wrk failed:\n{text}");
     requests_from_wrk(&text)
@@ -89,15 +95,11 @@ fn requests_from_wrk(text: &str) -> u64 {
 
 /// `h2load` (h2c, prior knowledge) for `secs` over `connections`; successful requests.
 async fn h2load(addr: SocketAddr, connections: u32, secs: u64) -> u64 {
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("h2load")
-            .args(["-c", &connections.to_string(), "-m", "1", "-D", &secs.to_string()])
-            .arg(format!("http://{addr}/mesh/bench"))
-            .output()
-            .expect("run h2load (scripts/bench.sh installs nghttp2-client)")
-    })
-    .await
-    .expect("h2load");
+    let args =
+        ["-c", &connections.to_string(), "-m", "1", "-D", &secs.to_string(), &format!("http://{addr}/mesh/bench")]
+            .map(String::from)
+            .to_vec();
+    let out = run_tool("h2load", args, "scripts/bench.sh installs nghttp2-client").await;
     let text = String::from_utf8_lossy(&out.stdout);
     // "requests: N total, N started, N done, N succeeded, F failed, ..."
     let failed = number_after(&text, "succeeded, ");
