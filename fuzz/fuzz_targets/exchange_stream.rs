@@ -8,7 +8,7 @@
 use filters_fuzz::Input;
 use libfuzzer_sys::fuzz_target;
 use peer_exchange_filter::codec::encode_frame;
-use peer_exchange_filter::exchange::{Exchange, NotFound, Outcome};
+use peer_exchange_filter::exchange::{Event, Exchange, NotFound, Outcome};
 use peer_exchange_filter::identity::IdentityCheck;
 use peer_exchange_filter::metadata::encode_payload;
 use peer_exchange_filter::peers::PeerDecoder;
@@ -43,7 +43,7 @@ fuzz_target!(|data: &[u8]| {
     chunks.push(&stream[start..]);
 
     let mut exchange = Exchange::new(max);
-    assert_eq!(exchange.set_participation(true), None);
+    assert_eq!(exchange.set_participation(true), Some(Event::Participating));
     let mut peers = PeerDecoder::new(Vec::new(), IdentityCheck::Enforce);
     let san = with_certificate.then_some(SAN);
     let d = deliver(&mut exchange, &chunks, end_at_last, &mut |payload| peers.decode(payload, san));

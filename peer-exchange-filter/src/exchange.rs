@@ -114,17 +114,17 @@ impl Exchange {
 
     /// Records whether this connection takes part. A connection that does not
     /// is a pass-through both ways, and its peer is not found.
-    pub fn set_participation(&mut self, participating: bool) -> Option<Outcome> {
+    pub fn set_participation(&mut self, participating: bool) -> Option<Event> {
         if self.participating.is_some() {
             return None;
         }
         self.participating = Some(participating);
         if participating {
-            None
+            Some(Event::Participating)
         } else {
             self.incoming = Incoming::Done;
             self.outgoing = Outgoing::Done;
-            Some(Outcome::NotFound(NotFound::NotParticipating))
+            Some(Event::Ended(Outcome::NotFound(NotFound::NotParticipating)))
         }
     }
 
@@ -313,7 +313,55 @@ impl Counter {
     }
 }
 
+/// Everything the glue counts about a connection. Each event names its
+/// counters here, so `filter.rs` increments only what an event says.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    /// The connection takes part (native's `alpn_protocol_found`).
+    Participating,
+    /// Our prefix went out on the first bytes we sent.
+    PrefixSent,
+    /// The host refused to remove the peer's prefix; the connection is closed.
+    StripFailed,
+    /// The incoming half ended (or never started).
+    Ended(Outcome),
+    /// A client without an exchanged peer looked at the endpoint's metadata.
+    EndpointMetadata(EndpointFallback),
+}
+
+/// What the endpoint-metadata fallback found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndpointFallback {
+    Found,
+    Invalid,
+    Absent,
+}
+
+impl Event {
+    /// The counters this event increments (at most two).
+    pub fn counters(&self) -> impl Iterator<Item = Counter> {
+        let counters: [Option<Counter>; 2] = match self {
+            Event::Participating => [Some(Counter::AlpnProtocolFound), None],
+            Event::PrefixSent => [Some(Counter::MetadataAdded), None],
+            Event::StripFailed => [Some(Counter::BufferError), None],
+            Event::Ended(outcome) => [Some(outcome.counter()), outcome.identity_counter()],
+            Event::EndpointMetadata(EndpointFallback::Found) => [Some(Counter::PeerFromEndpointMetadata), None],
+            Event::EndpointMetadata(EndpointFallback::Invalid) => [Some(Counter::EndpointMetadataInvalid), None],
+            Event::EndpointMetadata(EndpointFallback::Absent) => [None, None],
+        };
+        counters.into_iter().flatten()
+    }
+}
+
 impl Outcome {
+    /// What the identity check found, for a found peer that was checked.
+    fn identity_counter(&self) -> Option<Counter> {
+        match self {
+            Outcome::PeerFound(peer) => peer.verification.map(Counter::for_verification),
+            _ => None,
+        }
+    }
+
     pub fn counter(&self) -> Counter {
         match self {
             Outcome::PeerFound(_) => Counter::MetadataReceived,
@@ -356,7 +404,7 @@ mod tests {
     /// the app, outcomes, closed).
     fn run(chunks: &[Vec<u8>], end_at_last: bool) -> (Vec<u8>, Vec<Outcome>, bool) {
         let mut ex = Exchange::new(MAX);
-        assert_eq!(ex.set_participation(true), None);
+        assert_eq!(ex.set_participation(true), Some(Event::Participating));
         let chunks: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
         let d = crate::simulate::deliver(&mut ex, &chunks, end_at_last, &mut decoder());
         (d.delivered, d.outcomes, d.closed)
@@ -542,7 +590,7 @@ mod tests {
     #[test]
     fn not_participating_is_a_pass_through_both_ways() {
         let mut ex = Exchange::new(MAX);
-        assert_eq!(ex.set_participation(false), Some(Outcome::NotFound(NotFound::NotParticipating)));
+        assert_eq!(ex.set_participation(false), Some(Event::Ended(Outcome::NotFound(NotFound::NotParticipating))));
         assert_eq!(ex.set_participation(true), None, "decided once");
         assert!(!ex.on_outgoing_data());
         let p = prefix();
@@ -566,6 +614,38 @@ mod tests {
         let (step, outcome) = ex.on_incoming_data(4, false, &mut || 0, &mut read, &mut decoder());
         assert_eq!(step, Step::Close);
         assert_eq!(outcome.unwrap().counter(), Counter::BufferError);
+    }
+
+    #[test]
+    fn every_event_names_its_counters() {
+        let counters = |e: Event| e.counters().collect::<Vec<_>>();
+        assert_eq!(counters(Event::Participating), [Counter::AlpnProtocolFound]);
+        assert_eq!(counters(Event::PrefixSent), [Counter::MetadataAdded]);
+        assert_eq!(counters(Event::StripFailed), [Counter::BufferError]);
+        assert_eq!(counters(Event::Ended(Outcome::Rejected(Rejected::Timeout))), [Counter::ExchangeTimeout]);
+        assert_eq!(counters(Event::EndpointMetadata(EndpointFallback::Found)), [Counter::PeerFromEndpointMetadata]);
+        assert_eq!(counters(Event::EndpointMetadata(EndpointFallback::Invalid)), [Counter::EndpointMetadataInvalid]);
+        assert_eq!(counters(Event::EndpointMetadata(EndpointFallback::Absent)), []);
+        // A found peer counts the identity check's finding with it (none when off).
+        let peer = |verification| {
+            Outcome::PeerFound(Rc::new(StoredPeer {
+                stored: None,
+                id: None,
+                namespace: String::new(),
+                name: String::new(),
+                identity: String::new(),
+                verification,
+            }))
+        };
+        assert_eq!(counters(Event::Ended(peer(None))), [Counter::MetadataReceived]);
+        assert_eq!(
+            counters(Event::Ended(peer(Some(Verification::NoCertificate)))),
+            [Counter::MetadataReceived, Counter::PeerIdentityNoCertificate]
+        );
+        assert_eq!(
+            counters(Event::Ended(peer(Some(Verification::Verified)))),
+            [Counter::MetadataReceived, Counter::PeerIdentityVerified]
+        );
     }
 
     #[test]

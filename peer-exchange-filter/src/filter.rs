@@ -14,7 +14,7 @@ use wasm_host::{Counters, Direction, PropertyType, Span};
 use crate::codec::encode_frame;
 use crate::config::{Config, Role, Transport};
 use crate::deadlines::Deadlines;
-use crate::exchange::{Counter, Exchange, Outcome, Rejected, Step};
+use crate::exchange::{Counter, EndpointFallback, Event, Exchange, Outcome, Rejected, Step};
 use crate::http_filter::HttpShared;
 use crate::identity::{mark_not_checked, IdentityCheck};
 use crate::metadata::encode_payload;
@@ -44,18 +44,27 @@ struct Shared {
 }
 
 impl Shared {
-    /// Counts an outcome, records it in filter state and logs it, for the
-    /// connection that is the effective context.
+    /// The only place the TCP exchange increments counters: what the event names.
+    fn count(&self, event: &Event) {
+        for counter in event.counters() {
+            self.counters.inc(counter.index());
+        }
+    }
+
+    /// Counts an event and, for the end of the incoming half, records the
+    /// outcome in filter state and logs it, for the connection that is the
+    /// effective context.
+    fn handle(&self, context_id: u32, event: Event) {
+        self.count(&event);
+        if let Event::Ended(outcome) = event {
+            self.record(context_id, outcome);
+        }
+    }
+
     fn record(&self, context_id: u32, outcome: Outcome) {
-        self.counters.inc(outcome.counter().index());
         let role = self.config.role;
         match outcome {
-            Outcome::PeerFound(peer) => {
-                if let Some(verification) = peer.verification {
-                    self.counters.inc(Counter::for_verification(verification).index());
-                }
-                store_peer(role, &peer, "connection", context_id);
-            }
+            Outcome::PeerFound(peer) => store_peer(role, &peer, "connection", context_id),
             Outcome::NotFound(reason) => {
                 log::debug!("peer-exchange-filter: connection {}: peer not found: {reason:?}", context_id);
                 if role == Role::Client && self.endpoint_fallback(context_id) {
@@ -76,9 +85,14 @@ impl Shared {
     /// `istio.workload`, as native's stats fall back to it. True if stored.
     fn endpoint_fallback(&self, context_id: u32) -> bool {
         let metadata = wasm_host::get_property(&["xds", "upstream_host_metadata"]).ok().flatten().unwrap_or_default();
-        match endpoint_workload(&metadata) {
+        let found = endpoint_workload(&metadata);
+        self.count(&Event::EndpointMetadata(match &found {
+            EndpointWorkload::Found(_) => EndpointFallback::Found,
+            EndpointWorkload::Invalid(_) => EndpointFallback::Invalid,
+            EndpointWorkload::Absent => EndpointFallback::Absent,
+        }));
+        match found {
             EndpointWorkload::Found(workload) => {
-                self.counters.inc(Counter::PeerFromEndpointMetadata.index());
                 let mut stored = workload.to_peer_struct(PeerSource::EndpointMetadata);
                 if self.config.identity_check != IdentityCheck::Off {
                     mark_not_checked(&mut stored);
@@ -92,7 +106,6 @@ impl Shared {
                 true
             }
             EndpointWorkload::Invalid(reason) => {
-                self.counters.inc(Counter::EndpointMetadataInvalid.index());
                 log::debug!("peer-exchange-filter: connection {context_id}: endpoint metadata ignored: {reason}");
                 false
             }
@@ -170,7 +183,7 @@ impl RootContext for PeerRoot {
             if wasm_host::set_effective_context(context_id).is_err() {
                 continue; // the connection is already gone
             }
-            shared.record(context_id, Outcome::Rejected(Rejected::Timeout));
+            shared.handle(context_id, Event::Ended(Outcome::Rejected(Rejected::Timeout)));
             if let Err(e) = wasm_host::close(Direction::Downstream) {
                 log::warn!("peer-exchange-filter: connection {context_id}: cannot close: {e}");
             }
@@ -392,18 +405,15 @@ impl PeerStream {
                 verdict.participates()
             }
         };
-        if participates {
-            self.shared.counters.inc(Counter::AlpnProtocolFound.index());
-        }
-        if let Some(outcome) = self.exchange.set_participation(participates) {
-            self.shared.record(self.context_id, outcome);
+        if let Some(event) = self.exchange.set_participation(participates) {
+            self.shared.handle(self.context_id, event);
         }
     }
 
     fn outgoing(&mut self, direction: Direction) -> Action {
         if self.exchange.on_outgoing_data() {
             match wasm_host::set_buffer(direction, 0, 0, &self.shared.prefix) {
-                Ok(()) => self.shared.counters.inc(Counter::MetadataAdded.index()),
+                Ok(()) => self.shared.count(&Event::PrefixSent),
                 Err(e) => {
                     log::warn!("peer-exchange-filter: connection {}: cannot prepend metadata: {e}", self.context_id)
                 }
@@ -434,7 +444,7 @@ impl PeerStream {
             exchange.on_incoming_data(data_size, end_of_stream, &mut now, &mut read, &mut decode)
         });
         if let Some(outcome) = outcome {
-            self.shared.record(self.context_id, outcome);
+            self.shared.handle(self.context_id, Event::Ended(outcome));
         }
         match step {
             Step::Hold => {
@@ -449,7 +459,7 @@ impl PeerStream {
                         "peer-exchange-filter: connection {}: cannot strip the peer prefix ({e}), closing",
                         self.context_id
                     );
-                    self.shared.counters.inc(Counter::BufferError.index());
+                    self.shared.count(&Event::StripFailed);
                     self.close();
                     return Action::Pause;
                 }

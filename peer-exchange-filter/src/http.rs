@@ -179,14 +179,19 @@ pub enum Received {
 }
 
 impl Received {
-    pub fn counter(&self) -> HttpCounter {
-        match self {
-            Received::Found(_) => HttpCounter::MetadataReceived,
-            Received::Absent => HttpCounter::MetadataAbsent,
-            Received::Untrusted => HttpCounter::UntrustedHeaderRemoved,
-            Received::Invalid(HeaderError::TooLarge { .. }) => HttpCounter::MetadataTooLarge,
-            Received::Invalid(_) => HttpCounter::MetadataInvalid,
-        }
+    /// What receiving counts: the outcome, and for a checked peer what the
+    /// identity check found.
+    pub fn counters(&self) -> impl Iterator<Item = HttpCounter> {
+        let (outcome, identity) = match self {
+            Received::Found(peer) => {
+                (HttpCounter::MetadataReceived, peer.verification.map(HttpCounter::for_verification))
+            }
+            Received::Absent => (HttpCounter::MetadataAbsent, None),
+            Received::Untrusted => (HttpCounter::UntrustedHeaderRemoved, None),
+            Received::Invalid(HeaderError::TooLarge { .. }) => (HttpCounter::MetadataTooLarge, None),
+            Received::Invalid(_) => (HttpCounter::MetadataInvalid, None),
+        };
+        std::iter::once(outcome).chain(identity)
     }
 }
 
@@ -300,8 +305,10 @@ mod tests {
         assert_eq!(receive(&id_only, || None, prefix, &mut peers, 4096), Received::Untrusted);
 
         let bad = PeerHeaders { metadata: Some(b"%%%"), id: None };
-        assert_eq!(receive(&bad, mesh, prefix, &mut peers, 4096).counter(), HttpCounter::MetadataInvalid);
-        assert_eq!(receive(&headers, mesh, prefix, &mut peers, 2).counter(), HttpCounter::MetadataTooLarge);
+        let counters = |r: Received| r.counters().collect::<Vec<_>>();
+        assert_eq!(counters(receive(&bad, mesh, prefix, &mut peers, 4096)), [HttpCounter::MetadataInvalid]);
+        assert_eq!(counters(receive(&headers, mesh, prefix, &mut peers, 2)), [HttpCounter::MetadataTooLarge]);
+        assert_eq!(counters(receive(&headers, mesh, prefix, &mut peers, 4096)), [HttpCounter::MetadataReceived]);
     }
 
     #[test]

@@ -135,14 +135,9 @@ impl HttpPeer {
         let received = with_decoder(&shared.peers, config, |peers| {
             receive(&found, read_certificate, &config.peer_identity_prefix, peers, max)
         });
-        shared.count(received.counter());
+        received.counters().for_each(|counter| shared.count(counter));
         match &received {
-            Received::Found(peer) => {
-                if let Some(verification) = peer.verification {
-                    shared.count(HttpCounter::for_verification(verification));
-                }
-                store_peer(role, peer, "request", self.context_id);
-            }
+            Received::Found(peer) => store_peer(role, peer, "request", self.context_id),
             other => {
                 log::debug!("peer-exchange-filter: request {}: peer not found: {other:?}", self.context_id);
                 mark_peer_not_found(role);
