@@ -4,17 +4,13 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
-
-use tokio::net::TcpStream;
-use tokio_rustls::client::TlsStream;
-use tokio_rustls::TlsConnector;
+use std::path::Path;
 
 use crate::backends::Backends;
 use crate::envoy::{Envoy, Launch};
 use crate::paths;
-use crate::pki::{server_name, Pki};
+use crate::pki::Pki;
+use crate::target::Target;
 
 /// Plugin configurations (JSON) of the three filter instances.
 #[derive(Clone, Debug)]
@@ -55,11 +51,13 @@ impl Default for MeshOptions {
 
 // Declaration order is drop order: Envoys stop before their backends, and
 // the temporary directory goes last.
+/// Tests reach it through `target`, like any deployment; the rest is the
+/// processes it owns.
 pub struct Mesh {
+    pub target: Target,
     pub client: Envoy,
     pub server: Envoy,
     pub backends: Backends,
-    pub pki: Pki,
     dir: tempfile::TempDir,
 }
 
@@ -157,68 +155,12 @@ impl Mesh {
         let server_addr = SocketAddr::from(([127, 0, 0, 1], server.listener_port("inbound_mtls")));
         let client_vars = client_vars(dir.path(), &pki, &backends, server_addr, &options);
         let client = Envoy::start(&launch("client", "client.yaml", &client_vars)).unwrap_or_else(|e| panic!("{e}"));
-        Mesh { client, server, backends, pki, dir }
+        let target = Target::loopback(client.admin.clone(), server.admin.clone(), pki, dir.path());
+        Mesh { target, client, server, backends, dir }
     }
 
     pub fn dir(&self) -> &Path {
         self.dir.path()
-    }
-
-    /// Address of one of the client Envoy's listeners (the local app's view).
-    pub fn client_listener(&self, listener: &str) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.client.listener_port(listener)))
-    }
-
-    /// Address of the server Envoy's mTLS listener.
-    pub fn server_inbound(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.server.listener_port("inbound_mtls")))
-    }
-
-    /// A raw TLS connection to the server Envoy, as a mesh client with the
-    /// `raw-client` identity would open it.
-    pub async fn connect_inbound(&self, sni: &str, alpn: &[&str]) -> TlsStream<TcpStream> {
-        self.connect_inbound_as(Some("raw-client"), sni, alpn).await
-    }
-
-    /// [`Mesh::connect_inbound`] with another certificate of the PKI
-    /// (`plain`: valid for the server, but no mesh identity).
-    pub async fn connect_inbound_as(
-        &self,
-        certificate: Option<&str>,
-        sni: &str,
-        alpn: &[&str],
-    ) -> TlsStream<TcpStream> {
-        let connector = TlsConnector::from(self.pki.client_config(certificate, alpn));
-        let tcp = TcpStream::connect(self.server_inbound()).await.expect("connect to the server Envoy");
-        tcp.set_nodelay(true).expect("nodelay");
-        connector.connect(server_name(sni), tcp).await.expect("TLS handshake with the server Envoy")
-    }
-
-    pub fn access_log_path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// The JSON lines of an access log written so far.
-    pub fn access_log(&self, name: &str) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(self.access_log_path(name))
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("access log line is not JSON ({e}): {l}")))
-            .collect()
-    }
-
-    /// Waits until an access log has at least `count` lines (Envoy writes a
-    /// TCP connection's line when it closes).
-    pub fn wait_access_log(&self, name: &str, count: usize, timeout: Duration) -> Vec<serde_json::Value> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let lines = self.access_log(name);
-            if lines.len() >= count || Instant::now() > deadline {
-                return lines;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
     }
 }
 

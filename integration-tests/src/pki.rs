@@ -17,6 +17,7 @@ pub const PLAIN_DNS_NAME: &str = "plain.example.local";
 
 /// Certificates written as PEM files into `dir`: `ca.crt` and
 /// `<name>.crt`/`<name>.key` for server, client, raw-client, recorder, plain.
+#[derive(Clone, Debug)]
 pub struct Pki {
     pub dir: PathBuf,
 }

@@ -1,6 +1,6 @@
-//! The deployment a test talks to: one this harness starts (local), or one
-//! already running elsewhere (external, e.g. `docker compose up`), described
-//! by environment variables:
+//! How a test reaches a deployment — the only way: one this harness starts
+//! ([`Mesh`] carries its `Target`), or one already running elsewhere
+//! (external, e.g. `docker compose up`), described by environment variables:
 //!
 //! | variable | meaning |
 //! |---|---|
@@ -22,15 +22,17 @@ use crate::envoy::Admin;
 use crate::mesh::Mesh;
 use crate::pki::{server_name, Pki};
 
+/// A deployment's addresses, certificates and logs.
+#[derive(Clone)]
 pub struct Target {
     pub client: Admin,
     pub server: Admin,
     client_host: String,
     server_host: String,
-    pki: Pki,
+    pub pki: Pki,
     log_dir: PathBuf,
-    /// The deployment this target started, stopped on drop.
-    _local: Option<Mesh>,
+    /// The deployment [`Target::from_env`] started, stopped on drop.
+    _started: Option<std::sync::Arc<Mesh>>,
 }
 
 fn required(var: &str) -> String {
@@ -52,7 +54,7 @@ fn host_of(host_port: &str) -> String {
 
 impl Target {
     /// `MESH_TARGET=external`: the deployment the variables describe; else a
-    /// fresh local one.
+    /// fresh local one, kept running as long as the returned target.
     pub fn from_env() -> Target {
         match std::env::var("MESH_TARGET").as_deref() {
             Ok("external") => Self::external(
@@ -61,7 +63,10 @@ impl Target {
                 Path::new(&required("MESH_CERT_DIR")),
                 Path::new(&required("MESH_LOG_DIR")),
             ),
-            Ok("local") | Err(_) => Self::local(Mesh::start()),
+            Ok("local") | Err(_) => {
+                let mesh = std::sync::Arc::new(Mesh::start());
+                Target { _started: Some(mesh.clone()), ..mesh.target.clone() }
+            }
             Ok(other) => panic!("MESH_TARGET must be 'external' or 'local', not {other:?}"),
         }
     }
@@ -79,35 +84,78 @@ impl Target {
             server_host: host_of(server_admin),
             pki: Pki::load(cert_dir),
             log_dir: log_dir.to_path_buf(),
-            _local: None,
+            _started: None,
         }
     }
 
-    pub fn local(mesh: Mesh) -> Target {
+    /// The target of Envoys this harness started on loopback.
+    pub(crate) fn loopback(client: Admin, server: Admin, pki: Pki, log_dir: &Path) -> Target {
         Target {
-            client: mesh.client.admin.clone(),
-            server: mesh.server.admin.clone(),
+            client,
+            server,
             client_host: "127.0.0.1".into(),
             server_host: "127.0.0.1".into(),
-            pki: Pki::load(&mesh.pki.dir),
-            log_dir: mesh.dir().to_path_buf(),
-            _local: Some(mesh),
+            pki,
+            log_dir: log_dir.to_path_buf(),
+            _started: None,
         }
     }
 
+    /// Address of one of the client Envoy's listeners (the local app's view).
     pub fn client_listener(&self, listener: &str) -> SocketAddr {
         resolve(&format!("{}:{}", self.client_host, self.client.listener_port(listener)))
     }
 
+    /// Address of the server Envoy's mTLS listener.
     pub fn server_inbound(&self) -> SocketAddr {
         resolve(&format!("{}:{}", self.server_host, self.server.listener_port("inbound_mtls")))
     }
 
-    /// A raw TLS connection to the server Envoy with the `raw-client` identity.
+    /// A raw TLS connection to the server Envoy, as a mesh client with the
+    /// `raw-client` identity would open it.
     pub async fn connect_inbound(&self, sni: &str, alpn: &[&str]) -> TlsStream<TcpStream> {
-        let connector = TlsConnector::from(self.pki.client_config(Some("raw-client"), alpn));
+        self.connect_inbound_as(Some("raw-client"), sni, alpn).await
+    }
+
+    /// [`Target::connect_inbound`] with another certificate of the PKI
+    /// (`plain`: valid for the server, but no mesh identity; `None`: none).
+    pub async fn connect_inbound_as(
+        &self,
+        certificate: Option<&str>,
+        sni: &str,
+        alpn: &[&str],
+    ) -> TlsStream<TcpStream> {
+        let connector = TlsConnector::from(self.pki.client_config(certificate, alpn));
         let tcp = TcpStream::connect(self.server_inbound()).await.expect("connect to the server Envoy");
+        tcp.set_nodelay(true).expect("nodelay");
         connector.connect(server_name(sni), tcp).await.expect("TLS handshake with the server Envoy")
+    }
+
+    pub fn access_log_path(&self, name: &str) -> PathBuf {
+        self.log_dir.join(name)
+    }
+
+    /// The JSON lines of an access log written so far.
+    pub fn access_log(&self, name: &str) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.access_log_path(name))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("access log line is not JSON ({e}): {l}")))
+            .collect()
+    }
+
+    /// Waits until an access log has at least `count` lines (Envoy writes a
+    /// TCP connection's line when it closes).
+    pub fn wait_access_log(&self, name: &str, count: usize, timeout: Duration) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let lines = self.access_log(name);
+            if lines.len() >= count || Instant::now() > deadline {
+                return lines;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Waits for an access-log line matching `pred`.
@@ -119,8 +167,7 @@ impl Target {
     ) -> Option<serde_json::Value> {
         let deadline = Instant::now() + timeout;
         loop {
-            let text = std::fs::read_to_string(self.log_dir.join(log)).unwrap_or_default();
-            let found = text.lines().filter_map(|l| serde_json::from_str(l).ok()).find(|v| pred(v));
+            let found = self.access_log(log).into_iter().find(|v| pred(v));
             if found.is_some() || Instant::now() > deadline {
                 return found;
             }

@@ -36,7 +36,7 @@ const H2: Served = ("inbound-h2", "HTTP/2");
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_downstream_protocol_through_every_kind_of_cluster_is_served_with_natives_list() {
     let mesh = Mesh::start();
-    let app = mesh.client_listener("outbound_http");
+    let app = mesh.target.client_listener("outbound_http");
     // Route prefix, the cluster's HttpProtocolOptions (and who declares
     // them), and the list native's table gives for HTTP/1.0, HTTP/1.1, h2c.
     let matrix: &[(&str, &str, [Served; 3])] = &[
@@ -79,7 +79,7 @@ async fn every_downstream_protocol_through_every_kind_of_cluster_is_served_with_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opt_out_cluster_reaches_a_non_mesh_tls_server_with_its_default_alpn() {
     let mesh = Mesh::start();
-    let app = mesh.client_listener("outbound_http");
+    let app = mesh.target.client_listener("outbound_http");
 
     let ok = http1_get(app, "1.1", "/optout/x").await;
     assert_eq!(ok.status, 200, "{ok:?}");
@@ -89,7 +89,7 @@ async fn opt_out_cluster_reaches_a_non_mesh_tls_server_with_its_default_alpn() {
     // Control: the same server without the opt-out refuses the mesh list.
     let refused = http1_get(app, "1.1", "/no-optout/x").await;
     assert_eq!(refused.status, 503, "{refused:?}");
-    let log = mesh.wait_access_log(CLIENT_HTTP_LOG, 2, LOG_WAIT);
+    let log = mesh.target.wait_access_log(CLIENT_HTTP_LOG, 2, LOG_WAIT);
     let failure = log.iter().find(|l| l["path"] == "/no-optout/x").expect("log line")["upstream_failure"].to_string();
     assert!(failure.to_ascii_uppercase().contains("NO_APPLICATION_PROTOCOL"), "{failure}");
 }
@@ -97,7 +97,7 @@ async fn opt_out_cluster_reaches_a_non_mesh_tls_server_with_its_default_alpn() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_metadata_alpn_list_and_protocol_policy_are_applied() {
     let mesh = Mesh::start();
-    let app = mesh.client_listener("outbound_http");
+    let app = mesh.target.client_listener("outbound_http");
 
     // istio.alpn.alpn: [mesh-custom/1.1, http/1.1] -> only that list can pick the custom chain.
     let custom = http1_get(app, "1.1", "/custom/x").await;
@@ -114,7 +114,7 @@ async fn cluster_metadata_alpn_list_and_protocol_policy_are_applied() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weighted_clusters_decide_per_request_and_alpn_lists_never_share_a_connection() {
     let mesh = Mesh::start();
-    let app = mesh.client_listener("outbound_http");
+    let app = mesh.target.client_listener("outbound_http");
     let expected_chain = |cluster: &str| match cluster {
         "mesh_http" => "inbound-http11",
         "mesh_http_custom_alpn" => "inbound-custom",
@@ -141,7 +141,7 @@ async fn weighted_clusters_decide_per_request_and_alpn_lists_never_share_a_conne
     }
 
     // Every upstream connection (seen from the server) carried one chain only.
-    let log = mesh.wait_access_log(SERVER_HTTP_LOG, 50, LOG_WAIT);
+    let log = mesh.target.wait_access_log(SERVER_HTTP_LOG, 50, LOG_WAIT);
     assert_eq!(log.len(), 50);
     let mut chains_by_connection: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
     for line in &log {
@@ -160,7 +160,7 @@ async fn weighted_clusters_decide_per_request_and_alpn_lists_never_share_a_conne
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_alpn_lists_in_cluster_metadata_are_refused_and_envoy_survives() {
     let mut mesh = Mesh::start();
-    let app = mesh.client_listener("outbound_http");
+    let app = mesh.target.client_listener("outbound_http");
     for case in ["empty-element", "trailing-comma", "whitespace", "long-token"] {
         let response = http1_get(app, "1.1", &format!("/invalid/{case}/x")).await;
         // No override: the cluster's own [h2, http/1.1] picks the default chain.

@@ -15,7 +15,7 @@ async fn both_filters_load_into_real_envoys_and_run() {
     let mesh = Mesh::start();
 
     // alpn-filter: one HTTP/1.1 request through the client Envoy.
-    let mut http = TcpStream::connect(mesh.client_listener("outbound_http")).await.unwrap();
+    let mut http = TcpStream::connect(mesh.target.client_listener("outbound_http")).await.unwrap();
     http.write_all(b"GET /mesh/hello HTTP/1.1\r\nHost: app.local\r\nConnection: close\r\n\r\n").await.unwrap();
     let mut response = String::new();
     http.read_to_string(&mut response).await.unwrap();
@@ -23,7 +23,7 @@ async fn both_filters_load_into_real_envoys_and_run() {
     assert_eq!(stats::alpn(&mesh.client, AlpnCounter::OverrideHttp11), 1);
 
     // peer-exchange-filter: one TCP echo through both Envoys.
-    let mut tcp = TcpStream::connect(mesh.client_listener("outbound_tcp_echo")).await.unwrap();
+    let mut tcp = TcpStream::connect(mesh.target.client_listener("outbound_tcp_echo")).await.unwrap();
     tcp.write_all(b"ping").await.unwrap();
     let mut echo = [0u8; 4];
     tcp.read_exact(&mut echo).await.unwrap();
@@ -33,7 +33,7 @@ async fn both_filters_load_into_real_envoys_and_run() {
     assert_eq!(stats::exchange(&mesh.server, Role::Server, Counter::MetadataReceived), 1);
     assert_eq!(stats::exchange(&mesh.server, Role::Server, Counter::MetadataAdded), 1);
     assert_eq!(stats::exchange(&mesh.client, Role::Client, Counter::MetadataReceived), 1);
-    let log = mesh.wait_access_log(CLIENT_TCP_LOG, 1, LOG_WAIT);
+    let log = mesh.target.wait_access_log(CLIENT_TCP_LOG, 1, LOG_WAIT);
     assert_eq!(log.len(), 1, "{log:?}");
     // Both forms of the exchange, selected by root id, from the same module.
     for (envoy, role) in [(&mesh.client, "client"), (&mesh.server, "server")] {

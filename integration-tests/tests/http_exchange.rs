@@ -69,8 +69,10 @@ fn backend_saw(response: &HttpResponse) -> Vec<String> {
 /// One request straight to the server Envoy's HTTP/1.1 chain over a raw
 /// TLS connection with `certificate` (the raw mesh client, or `plain`).
 async fn raw_request(mesh: &Mesh, certificate: &str, headers: &[(&str, &str)]) -> HttpResponse {
-    let mut tls =
-        mesh.connect_inbound_as(Some(certificate), "http.mesh.local", &["istio-http/1.1", "istio", "http/1.1"]).await;
+    let mut tls = mesh
+        .target
+        .connect_inbound_as(Some(certificate), "http.mesh.local", &["istio-http/1.1", "istio", "http/1.1"])
+        .await;
     tls.write_all(http1_request("1.1", "/raw", headers).as_bytes()).await.expect("write request");
     let mut raw = Vec::new();
     tokio::time::timeout(STEP_TIMEOUT, tls.read_to_end(&mut raw)).await.expect("response timed out").ok();
@@ -80,7 +82,7 @@ async fn raw_request(mesh: &Mesh, certificate: &str, headers: &[(&str, &str)]) -
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http1_and_h2c_requests_learn_each_other_and_neither_app_sees_the_headers() {
     let mesh = Mesh::start();
-    let app = mesh.client_listener(APP);
+    let app = mesh.target.client_listener(APP);
     // mesh_http speaks HTTP/1.1 upstream, mesh_http_h2_policy HTTP/2.
     let requests =
         [("HTTP/1.1", "/mesh/a"), ("h2c", "/mesh/b"), ("HTTP/1.1", "/h2-cluster/c"), ("h2c", "/h2-cluster/d")];
@@ -90,14 +92,14 @@ async fn http1_and_h2c_requests_learn_each_other_and_neither_app_sees_the_header
         assert_no_exchange_headers(response.headers.keys(), &format!("{protocol} {path}: the client app"));
         assert_no_exchange_headers(&backend_saw(&response), &format!("{protocol} {path}: the backend"));
     }
-    let client_log = mesh.wait_access_log(CLIENT_HTTP_LOG, requests.len(), LOG_WAIT);
+    let client_log = mesh.target.wait_access_log(CLIENT_HTTP_LOG, requests.len(), LOG_WAIT);
     assert_eq!(client_log.len(), requests.len());
     for line in &client_log {
         SERVER.assert_is(&line["upstream_peer"], &format!("client access log {line}"));
         assert_eq!(line["upstream_peer_id"], SERVER.node_id, "{line}");
         assert!(line["peer_not_found"].is_null(), "{line}");
     }
-    let server_log = mesh.wait_access_log(SERVER_HTTP_LOG, requests.len(), LOG_WAIT);
+    let server_log = mesh.target.wait_access_log(SERVER_HTTP_LOG, requests.len(), LOG_WAIT);
     let protocols: Vec<&str> = server_log.iter().filter_map(|l| l["protocol"].as_str()).collect();
     assert!(protocols.contains(&"HTTP/1.1") && protocols.contains(&"HTTP/2"), "both upstream protocols: {protocols:?}");
     for line in &server_log {
@@ -113,7 +115,7 @@ async fn http1_and_h2c_requests_learn_each_other_and_neither_app_sees_the_header
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_mesh_upstreams_never_receive_our_headers_nor_the_apps() {
     let mesh = Mesh::start();
-    let app = mesh.client_listener(APP);
+    let app = mesh.target.client_listener(APP);
     // Unmarked HTTPS server; the same server marked as mesh but external.
     let plain = http1_get(app, "1.1", "/optout/a").await;
     let external = h2c_get(app, "/external/b").await;
@@ -125,7 +127,7 @@ async fn non_mesh_upstreams_never_receive_our_headers_nor_the_apps() {
         assert_eq!(response.status, 200, "{what}: {response:?}");
         assert_no_exchange_headers(&backend_saw(response), &format!("{what}: the non-mesh server"));
     }
-    let log = mesh.wait_access_log(CLIENT_HTTP_LOG, 3, LOG_WAIT);
+    let log = mesh.target.wait_access_log(CLIENT_HTTP_LOG, 3, LOG_WAIT);
     for line in &log {
         assert_eq!(line["peer_not_found"], "true", "{line}");
         assert_eq!(line["upstream_peer_id"], PEER_UNKNOWN, "{line}");
@@ -146,14 +148,14 @@ async fn non_mesh_upstreams_never_receive_our_headers_nor_the_apps() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_header_from_the_app_never_reaches_the_server() {
     let mesh = Mesh::start();
-    let app = mesh.client_listener(APP);
+    let app = mesh.target.client_listener(APP);
     let forged = forged_value();
     let headers = [(METADATA, forged.as_str()), (METADATA_ID, "payments-api-0.payments")];
     assert_eq!(http1_get_with(app, "1.1", "/mesh/forged", &headers).await.status, 200);
     assert_eq!(h2c_get_with(app, "/mesh/forged", &headers).await.status, 200);
     // Only a metadata id: removed too.
     assert_eq!(http1_get_with(app, "1.1", "/mesh/forged-id", &headers[1..]).await.status, 200);
-    let server_log = mesh.wait_access_log(SERVER_HTTP_LOG, 3, LOG_WAIT);
+    let server_log = mesh.target.wait_access_log(SERVER_HTTP_LOG, 3, LOG_WAIT);
     assert_eq!(server_log.len(), 3);
     for line in &server_log {
         CLIENT.assert_is(&line["downstream_peer"], &format!("the server stores the real client: {line}"));
@@ -181,7 +183,7 @@ async fn garbage_truncated_and_oversized_values_are_peer_not_found_and_requests_
         assert_eq!(response.status, 200, "{what}: {response:?}");
         assert_no_exchange_headers(&backend_saw(&response), &format!("{what}: the server's backend"));
     }
-    let log = mesh.wait_access_log(SERVER_HTTP_LOG, cases.len(), LOG_WAIT);
+    let log = mesh.target.wait_access_log(SERVER_HTTP_LOG, cases.len(), LOG_WAIT);
     assert_eq!(log.len(), cases.len());
     for line in &log {
         assert_eq!(line["peer_not_found"], "true", "{line}");
@@ -196,7 +198,7 @@ async fn garbage_truncated_and_oversized_values_are_peer_not_found_and_requests_
     // Still serving, and a valid value is stored.
     let response = raw_request(&mesh, "raw-client", &[(METADATA, &valid), (METADATA_ID, RAW_CLIENT_ID)]).await;
     assert_eq!(response.status, 200);
-    let log = mesh.wait_access_log(SERVER_HTTP_LOG, cases.len() + 1, LOG_WAIT);
+    let log = mesh.target.wait_access_log(SERVER_HTTP_LOG, cases.len() + 1, LOG_WAIT);
     let last = log.last().expect("a line");
     assert_eq!(last["downstream_peer_namespace"], "raw-ns", "{last}");
     assert_eq!(last["downstream_peer_id"], RAW_CLIENT_ID, "{last}");
@@ -215,7 +217,7 @@ async fn headers_without_a_mesh_certificate_are_removed_and_plain_clients_never_
     let silent = raw_request(&mesh, "raw-client", &[]).await;
     assert_eq!(silent.status, 200);
     assert_no_exchange_headers(silent.headers.keys(), "our answer to a client that sent no metadata");
-    let log = mesh.wait_access_log(SERVER_HTTP_LOG, 2, LOG_WAIT);
+    let log = mesh.target.wait_access_log(SERVER_HTTP_LOG, 2, LOG_WAIT);
     for line in &log {
         assert_eq!(line["peer_not_found"], "true", "{line}");
         assert!(line["downstream_peer"].is_null(), "{line}");
@@ -231,7 +233,7 @@ async fn headers_without_a_mesh_certificate_are_removed_and_plain_clients_never_
 async fn golden_header_values_equal_the_ones_built_from_the_spec() {
     let mesh = Mesh::start();
     // What the client Envoy sends, as a mesh-marked recorder received it.
-    let recorded = http1_get(mesh.client_listener(APP), "1.1", "/recorder/golden").await;
+    let recorded = http1_get(mesh.target.client_listener(APP), "1.1", "/recorder/golden").await;
     assert_eq!(recorded.status, 200);
     let seen = &recorded.json()["headers"];
     assert_eq!(seen[METADATA], header_value(&CLIENT.wire_metadata(false)), "client header value");
@@ -251,7 +253,7 @@ async fn two_hundred_requests_over_eight_connections_each_log_the_right_peer() {
     const CONNECTIONS: usize = 8;
     const PER_CONNECTION: usize = 25;
     let mesh = Mesh::start();
-    let app = mesh.client_listener(APP);
+    let app = mesh.target.client_listener(APP);
     // Mesh and non-mesh requests interleaved on each keep-alive connection:
     // a peer stored for one request must never show up on the next.
     let tasks: Vec<_> = (0..CONNECTIONS)
@@ -269,7 +271,7 @@ async fn two_hundred_requests_over_eight_connections_each_log_the_right_peer() {
         }
     }
     let total = CONNECTIONS * PER_CONNECTION;
-    let client_log = mesh.wait_access_log(CLIENT_HTTP_LOG, total, LOG_WAIT);
+    let client_log = mesh.target.wait_access_log(CLIENT_HTTP_LOG, total, LOG_WAIT);
     assert_eq!(client_log.len(), total);
     let mut mesh_lines = 0;
     for line in &client_log {
@@ -283,7 +285,7 @@ async fn two_hundred_requests_over_eight_connections_each_log_the_right_peer() {
             assert_eq!(line["peer_not_found"], "true", "{line}");
         }
     }
-    let server_log = mesh.wait_access_log(SERVER_HTTP_LOG, mesh_lines, LOG_WAIT);
+    let server_log = mesh.target.wait_access_log(SERVER_HTTP_LOG, mesh_lines, LOG_WAIT);
     assert_eq!(server_log.len(), mesh_lines);
     for line in &server_log {
         CLIENT.assert_is(&line["downstream_peer"], &format!("{line}"));

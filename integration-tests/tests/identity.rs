@@ -50,12 +50,12 @@ struct Lines {
 
 async fn exchange_both_forms(mesh: &Mesh) -> Lines {
     let payload = pseudo_random_bytes(64 * 1024, 12);
-    let echoed = echo_through(mesh.client_listener("outbound_tcp_echo"), &payload).await;
+    let echoed = echo_through(mesh.target.client_listener("outbound_tcp_echo"), &payload).await;
     assert_same_bytes(&echoed, &payload, "the echo after the exchange");
-    let response = http1_get(mesh.client_listener("outbound_http_exchange"), "1.1", "/mesh/identity").await;
+    let response = http1_get(mesh.target.client_listener("outbound_http_exchange"), "1.1", "/mesh/identity").await;
     assert_eq!(response.status, 200, "{response:?}");
     let one = |log: &str| {
-        let lines = mesh.wait_access_log(log, 1, LOG_WAIT);
+        let lines = mesh.target.wait_access_log(log, 1, LOG_WAIT);
         assert_eq!(lines.len(), 1, "{log}: {lines:?}");
         lines.into_iter().next().unwrap_or_default()
     };
@@ -86,7 +86,8 @@ fn assert_identity_counters(mesh: &Mesh, verified: u64, mismatch: u64) {
 async fn raw_exchange_on_optional_chain(mesh: &Mesh, certificate: Option<&str>) -> Vec<u8> {
     let prefix = wire::prefix(vec![("NAME", V::Str("raw-client-1")), ("NAMESPACE", V::Str("raw-ns"))], RAW_CLIENT_ID);
     let data = b"application bytes after the prefix";
-    let mut tls = mesh.connect_inbound_as(certificate, "optional-cert.mesh.local", &["istio-peer-exchange"]).await;
+    let mut tls =
+        mesh.target.connect_inbound_as(certificate, "optional-cert.mesh.local", &["istio-peer-exchange"]).await;
     tls.write_all(&prefix).await.expect("write prefix");
     tls.write_all(data).await.expect("write data");
     tls.shutdown().await.expect("half-close");
@@ -114,7 +115,7 @@ async fn honest_peers_are_verified_and_a_peer_without_a_certificate_never_is() {
     // TLS without a client certificate, on a chain that allows it: the
     // exchange still happens (the echo is exact), nothing is stored.
     raw_exchange_on_optional_chain(&mesh, None).await;
-    let log = mesh.wait_access_log(SERVER_TCP_LOG, 2, LOG_WAIT);
+    let log = mesh.target.wait_access_log(SERVER_TCP_LOG, 2, LOG_WAIT);
     let anonymous = &log[1];
     assert_eq!(anonymous["chain"], "inbound-tcp-echo-optional-client-cert", "{anonymous}");
     assert_eq!(anonymous["peer_not_found"], "true", "{anonymous}");
@@ -125,7 +126,7 @@ async fn honest_peers_are_verified_and_a_peer_without_a_certificate_never_is() {
 
     // The same chain with a mesh certificate: verified.
     raw_exchange_on_optional_chain(&mesh, Some("raw-client")).await;
-    let log = mesh.wait_access_log(SERVER_TCP_LOG, 3, LOG_WAIT);
+    let log = mesh.target.wait_access_log(SERVER_TCP_LOG, 3, LOG_WAIT);
     assert_stored(
         &log[2]["downstream_peer"],
         &[
@@ -200,7 +201,7 @@ async fn annotate_stores_the_claim_marked_unverified_and_why() {
 
     // No client certificate: the claim, marked as such.
     raw_exchange_on_optional_chain(&mesh, None).await;
-    let log = mesh.wait_access_log(SERVER_TCP_LOG, 2, LOG_WAIT);
+    let log = mesh.target.wait_access_log(SERVER_TCP_LOG, 2, LOG_WAIT);
     assert_stored(
         &log[1]["downstream_peer"],
         &[

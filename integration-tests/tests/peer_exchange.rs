@@ -71,16 +71,16 @@ async fn read_prefixed<R: AsyncReadExt + Unpin>(stream: &mut R, want: usize) -> 
 async fn client_first_echo_of_1_mib_is_byte_exact_and_both_sides_log_the_peer() {
     let mesh = Mesh::start();
     let payload = pseudo_random_bytes(1 << 20, 1);
-    let echoed = echo_through(mesh.client_listener("outbound_tcp_echo"), &payload).await;
+    let echoed = echo_through(mesh.target.client_listener("outbound_tcp_echo"), &payload).await;
     assert_same_bytes(&echoed, &payload, "1 MiB echo through both Envoys");
 
-    let client_log = mesh.wait_access_log(CLIENT_TCP_LOG, 1, LOG_WAIT);
+    let client_log = mesh.target.wait_access_log(CLIENT_TCP_LOG, 1, LOG_WAIT);
     assert_eq!(client_log.len(), 1, "{client_log:?}");
     SERVER.assert_is(&client_log[0]["upstream_peer"], "client access log");
     assert_eq!(client_log[0]["upstream_peer_id"], SERVER.node_id);
     assert!(client_log[0]["peer_not_found"].is_null(), "{}", client_log[0]);
 
-    let server_log = mesh.wait_access_log(SERVER_TCP_LOG, 1, LOG_WAIT);
+    let server_log = mesh.target.wait_access_log(SERVER_TCP_LOG, 1, LOG_WAIT);
     assert_eq!(server_log.len(), 1, "{server_log:?}");
     CLIENT.assert_is(&server_log[0]["downstream_peer"], "server access log");
     assert_eq!(server_log[0]["downstream_peer_id"], CLIENT.node_id);
@@ -100,7 +100,7 @@ async fn client_first_echo_of_1_mib_is_byte_exact_and_both_sides_log_the_peer() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_first_banner_reaches_the_app_and_both_sides_learn_the_peer() {
     let mesh = Mesh::start();
-    let mut app = TcpStream::connect(mesh.client_listener("outbound_tcp_banner")).await.unwrap();
+    let mut app = TcpStream::connect(mesh.target.client_listener("outbound_tcp_banner")).await.unwrap();
     // The app says nothing yet: the banner must arrive on its own, without
     // the server's prefix and without waiting for the client's metadata.
     let mut banner = vec![0u8; BANNER.len()];
@@ -119,9 +119,9 @@ async fn server_first_banner_reaches_the_app_and_both_sides_learn_the_peer() {
     assert_eq!(&reply, b"EHLO client\r\n");
     drop(app);
 
-    let client_log = mesh.wait_access_log(CLIENT_TCP_LOG, 1, LOG_WAIT);
+    let client_log = mesh.target.wait_access_log(CLIENT_TCP_LOG, 1, LOG_WAIT);
     SERVER.assert_is(&client_log[0]["upstream_peer"], "client access log");
-    let server_log = mesh.wait_access_log(SERVER_TCP_LOG, 1, LOG_WAIT);
+    let server_log = mesh.target.wait_access_log(SERVER_TCP_LOG, 1, LOG_WAIT);
     assert_eq!(server_log[0]["chain"], "inbound-tcp-banner");
     CLIENT.assert_is(&server_log[0]["downstream_peer"], "server access log");
     assert_eq!(server_counter(&mesh, Counter::MetadataReceived), 1);
@@ -130,7 +130,7 @@ async fn server_first_banner_reaches_the_app_and_both_sides_learn_the_peer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prefix_delivered_one_byte_at_a_time_by_a_raw_tls_client() {
     let mesh = Mesh::start();
-    let mut tls = mesh.connect_inbound("echo.mesh.local", PEER_EXCHANGE_ALPN).await;
+    let mut tls = mesh.target.connect_inbound("echo.mesh.local", PEER_EXCHANGE_ALPN).await;
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"istio-peer-exchange"[..]));
     for byte in raw_client_prefix() {
         tls.write_all(&[byte]).await.unwrap();
@@ -149,7 +149,7 @@ async fn prefix_delivered_one_byte_at_a_time_by_a_raw_tls_client() {
     tls.shutdown().await.unwrap();
     drop(tls);
 
-    let log = mesh.wait_access_log(SERVER_TCP_LOG, 1, LOG_WAIT);
+    let log = mesh.target.wait_access_log(SERVER_TCP_LOG, 1, LOG_WAIT);
     // No CLUSTER_ID: native would store `name` only with a cluster; we keep it.
     assert_stored(
         &log[0]["downstream_peer"],
@@ -178,7 +178,7 @@ async fn upstreams_that_do_not_take_part_never_receive_magic_bytes() {
     let mut sent = Vec::new();
     for (i, listener) in ["outbound_tcp_plain", "outbound_tcp_plain_marked"].into_iter().enumerate() {
         let payload = pseudo_random_bytes(100_000, 7 + i as u64);
-        let echoed = echo_through(mesh.client_listener(listener), &payload).await;
+        let echoed = echo_through(mesh.target.client_listener(listener), &payload).await;
         assert_same_bytes(&echoed, &payload, listener);
         sent.push(payload);
     }
@@ -191,7 +191,7 @@ async fn upstreams_that_do_not_take_part_never_receive_magic_bytes() {
     assert_eq!(client_counter(&mesh, Counter::AlpnProtocolNotFound), 2);
     assert_eq!(client_counter(&mesh, Counter::MetadataAdded), 0);
 
-    let log = mesh.wait_access_log(CLIENT_TCP_LOG, 2, LOG_WAIT);
+    let log = mesh.target.wait_access_log(CLIENT_TCP_LOG, 2, LOG_WAIT);
     let line = |listener: &str| log.iter().find(|l| l["listener"] == listener).expect("log line");
     // No exchange, but the endpoint carries Istio's `istio.workload`: the
     // peer comes from it, marked as such.
@@ -222,7 +222,7 @@ async fn upstreams_that_do_not_take_part_never_receive_magic_bytes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_magic_from_a_raw_tls_client_passes_through_untouched() {
     let mesh = Mesh::start();
-    let mut tls = mesh.connect_inbound("echo.mesh.local", PEER_EXCHANGE_ALPN).await;
+    let mut tls = mesh.target.connect_inbound("echo.mesh.local", PEER_EXCHANGE_ALPN).await;
     let data = b"GET / HTTP/1.1\r\nHost: not-a-mesh-peer\r\n\r\n";
     tls.write_all(data).await.unwrap();
     tls.flush().await.unwrap();
@@ -234,7 +234,7 @@ async fn wrong_magic_from_a_raw_tls_client_passes_through_untouched() {
 
     assert_eq!(server_counter(&mesh, Counter::InitialHeaderNotFound), 1);
     assert_eq!(server_counter(&mesh, Counter::MetadataAdded), 0);
-    let log = mesh.wait_access_log(SERVER_TCP_LOG, 1, LOG_WAIT);
+    let log = mesh.target.wait_access_log(SERVER_TCP_LOG, 1, LOG_WAIT);
     assert_eq!(log[0]["peer_not_found"], "true");
     assert_eq!(log[0]["downstream_peer_id"], PEER_UNKNOWN);
 }
@@ -256,14 +256,14 @@ async fn a_payload_without_peer_metadata_is_no_peer_and_any_type_url_host_is_acc
         ),
     ];
     for (i, (case, prefix)) in cases.iter().enumerate() {
-        let mut tls = mesh.connect_inbound("echo.mesh.local", PEER_EXCHANGE_ALPN).await;
+        let mut tls = mesh.target.connect_inbound("echo.mesh.local", PEER_EXCHANGE_ALPN).await;
         tls.write_all(prefix).await.unwrap();
         tls.write_all(case.as_bytes()).await.unwrap();
         tls.shutdown().await.unwrap();
         let received = read_all(&mut tls).await;
         let (_, _, rest) = wire::split_prefix(&received).expect("the server's prefix: the peer speaks the exchange");
         assert_eq!(rest, case.as_bytes(), "{case}: our frame was stripped, the data came back exact");
-        let log = mesh.wait_access_log(SERVER_TCP_LOG, i + 1, LOG_WAIT);
+        let log = mesh.target.wait_access_log(SERVER_TCP_LOG, i + 1, LOG_WAIT);
         let line = &log[i];
         match *case {
             "no-peer" => {
@@ -293,7 +293,7 @@ async fn a_payload_without_peer_metadata_is_no_peer_and_any_type_url_host_is_acc
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_data_size_closes_the_connection_and_envoy_keeps_serving() {
     let mesh = Mesh::start();
-    let mut tls = mesh.connect_inbound("echo.mesh.local", PEER_EXCHANGE_ALPN).await;
+    let mut tls = mesh.target.connect_inbound("echo.mesh.local", PEER_EXCHANGE_ALPN).await;
     let mut header = wire::MAGIC.to_vec();
     header.extend_from_slice(&u32::MAX.to_be_bytes());
     header.extend_from_slice(b"some of a 4 GiB payload");
@@ -303,20 +303,20 @@ async fn oversized_data_size_closes_the_connection_and_envoy_keeps_serving() {
     assert_eq!(server_counter(&mesh, Counter::DataSizeTooLarge), 1);
 
     let payload = pseudo_random_bytes(10_000, 3);
-    let echoed = echo_through(mesh.client_listener("outbound_tcp_echo"), &payload).await;
+    let echoed = echo_through(mesh.target.client_listener("outbound_tcp_echo"), &payload).await;
     assert_same_bytes(&echoed, &payload, "the next good connection");
     assert_eq!(server_counter(&mesh, Counter::MetadataReceived), 1);
-    let log = mesh.wait_access_log(SERVER_TCP_LOG, 2, LOG_WAIT);
+    let log = mesh.target.wait_access_log(SERVER_TCP_LOG, 2, LOG_WAIT);
     assert_eq!(log[0]["peer_not_found"], "true");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_partial_prefix_is_closed_after_the_timeout_and_idle_connections_stay_open() {
     let mesh = Mesh::start();
-    let mut idle = mesh.connect_inbound("echo.mesh.local", PEER_EXCHANGE_ALPN).await;
+    let mut idle = mesh.target.connect_inbound("echo.mesh.local", PEER_EXCHANGE_ALPN).await;
     let idle_since = Instant::now();
 
-    let mut stalled = mesh.connect_inbound("echo.mesh.local", PEER_EXCHANGE_ALPN).await;
+    let mut stalled = mesh.target.connect_inbound("echo.mesh.local", PEER_EXCHANGE_ALPN).await;
     let prefix = raw_client_prefix();
     stalled.write_all(&prefix[..20]).await.unwrap();
     stalled.flush().await.unwrap();
@@ -345,7 +345,7 @@ async fn stalled_partial_prefix_is_closed_after_the_timeout_and_idle_connections
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_close_during_the_prefix_gives_up_and_passes_the_held_bytes() {
     let mesh = Mesh::start();
-    let mut tls = mesh.connect_inbound("echo.mesh.local", PEER_EXCHANGE_ALPN).await;
+    let mut tls = mesh.target.connect_inbound("echo.mesh.local", PEER_EXCHANGE_ALPN).await;
     let partial = raw_client_prefix()[..6].to_vec();
     tls.write_all(&partial).await.unwrap();
     tls.flush().await.unwrap();
@@ -364,7 +364,7 @@ async fn half_close_during_the_prefix_gives_up_and_passes_the_held_bytes() {
 async fn two_hundred_concurrent_connections_all_learn_the_peer_with_exact_bytes() {
     const CONNECTIONS: usize = 200;
     let mesh = Mesh::start();
-    let addr = mesh.client_listener("outbound_tcp_echo");
+    let addr = mesh.target.client_listener("outbound_tcp_echo");
     let tasks: Vec<_> = (0..CONNECTIONS)
         .map(|i| {
             tokio::spawn(async move {
@@ -377,8 +377,8 @@ async fn two_hundred_concurrent_connections_all_learn_the_peer_with_exact_bytes(
     for task in tasks {
         task.await.expect("connection task");
     }
-    let client_log = mesh.wait_access_log(CLIENT_TCP_LOG, CONNECTIONS, LOG_WAIT);
-    let server_log = mesh.wait_access_log(SERVER_TCP_LOG, CONNECTIONS, LOG_WAIT);
+    let client_log = mesh.target.wait_access_log(CLIENT_TCP_LOG, CONNECTIONS, LOG_WAIT);
+    let server_log = mesh.target.wait_access_log(SERVER_TCP_LOG, CONNECTIONS, LOG_WAIT);
     assert_eq!(client_log.len(), CONNECTIONS);
     assert_eq!(server_log.len(), CONNECTIONS);
     for line in &client_log {
@@ -400,7 +400,7 @@ async fn golden_wire_bytes_equal_the_prefix_built_from_the_spec() {
     let mesh = Mesh::start_with(options);
 
     // What the client Envoy puts on the wire, as received by a TLS peer.
-    let echoed = echo_through(mesh.client_listener("outbound_tcp_recorder"), b"golden").await;
+    let echoed = echo_through(mesh.target.client_listener("outbound_tcp_recorder"), b"golden").await;
     assert_eq!(echoed, b"golden");
     let recorded = mesh.backends.mesh_recorder_received.connections();
     let mut expected = wire::prefix(CLIENT.wire_metadata(true), CLIENT.node_id);
@@ -408,7 +408,7 @@ async fn golden_wire_bytes_equal_the_prefix_built_from_the_spec() {
     assert_eq!(recorded, vec![expected], "client prefix on the wire");
 
     // What the server Envoy puts on the wire, as received by a raw client.
-    let mut tls = mesh.connect_inbound("echo.mesh.local", PEER_EXCHANGE_ALPN).await;
+    let mut tls = mesh.target.connect_inbound("echo.mesh.local", PEER_EXCHANGE_ALPN).await;
     tls.write_all(&raw_client_prefix()).await.unwrap();
     tls.write_all(b"golden").await.unwrap();
     tls.shutdown().await.unwrap();

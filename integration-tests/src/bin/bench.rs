@@ -208,8 +208,11 @@ impl Bench {
 }
 
 async fn run_scenario(benches: &[&Bench], scenario: &Scenario, load: Load, rounds: usize, secs: u64) {
-    let listeners: Vec<(SocketAddr, &Envoys)> =
-        scenario.variants.iter().map(|(_, l, m)| (benches[*m].mesh.client_listener(l), &benches[*m].envoys)).collect();
+    let listeners: Vec<(SocketAddr, &Envoys)> = scenario
+        .variants
+        .iter()
+        .map(|(_, l, m)| (benches[*m].mesh.target.client_listener(l), &benches[*m].envoys))
+        .collect();
     let go = |addr: SocketAddr| async move {
         match load {
             Load::Wrk(c) => wrk(addr, c, secs).await,

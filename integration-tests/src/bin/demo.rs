@@ -66,16 +66,16 @@ fn pretty(value: &serde_json::Value) -> String {
 async fn main() {
     section("starting a server Envoy and a client Envoy (real .wasm, mTLS with a fresh CA)");
     let mesh = Mesh::start();
-    println!("  server Envoy pid {:?}, inbound mTLS listener {}", mesh.server.pid(), mesh.server_inbound());
+    println!("  server Envoy pid {:?}, inbound mTLS listener {}", mesh.server.pid(), mesh.target.server_inbound());
     println!(
         "  client Envoy pid {:?}, app-facing HTTP listener {}",
         mesh.client.pid(),
-        mesh.client_listener("outbound_http")
+        mesh.target.client_listener("outbound_http")
     );
     println!("  configs, certificates and logs in {}", mesh.dir().display());
 
     section("alpn-filter: cluster's upstream protocol -> upstream ALPN -> inbound chain picked from the ClientHello");
-    let app = mesh.client_listener("outbound_http");
+    let app = mesh.target.client_listener("outbound_http");
     let r = h2c_get(app, "/no-options/demo").await;
     show_http("h2c, cluster without protocol options", &r, &alpn_decision(&mesh, "mesh_http_no_options", 0));
     let r = http1_get(app, "1.1", "/h2-cluster/demo").await;
@@ -97,20 +97,20 @@ async fn main() {
 
     section("peer-exchange-filter: Istio TCP metadata exchange (ALPN istio-peer-exchange)");
     let payload = pseudo_random_bytes(1 << 20, 42);
-    let echoed = echo_through(mesh.client_listener("outbound_tcp_echo"), &payload).await;
+    let echoed = echo_through(mesh.target.client_listener("outbound_tcp_echo"), &payload).await;
     println!(
         "  client-first echo: sent {} bytes, got {} back, byte-exact: {}",
         payload.len(),
         echoed.len(),
         echoed == payload
     );
-    let (banner, _) = banner_exchange(mesh.client_listener("outbound_tcp_banner"), b"QUIT\r\n").await;
+    let (banner, _) = banner_exchange(mesh.target.client_listener("outbound_tcp_banner"), b"QUIT\r\n").await;
     println!(
         "  server-first: the app read the banner before writing: {:?}",
         String::from_utf8_lossy(&banner).trim_end()
     );
     let sent = b"plain TLS traffic";
-    let back = echo_through(mesh.client_listener("outbound_tcp_plain"), sent).await;
+    let back = echo_through(mesh.target.client_listener("outbound_tcp_plain"), sent).await;
     let received = mesh.backends.plain_tls_received.connections();
     println!(
         "  non-mesh TLS upstream: echo intact: {}, it received exactly the app's bytes (no magic): {}",
@@ -118,8 +118,8 @@ async fn main() {
         received.first().map(Vec::as_slice) == Some(&sent[..])
     );
 
-    let client_log = mesh.wait_access_log(CLIENT_TCP_LOG, 3, LOG_WAIT);
-    let server_log = mesh.wait_access_log(SERVER_TCP_LOG, 2, LOG_WAIT);
+    let client_log = mesh.target.wait_access_log(CLIENT_TCP_LOG, 3, LOG_WAIT);
+    let server_log = mesh.target.wait_access_log(SERVER_TCP_LOG, 2, LOG_WAIT);
     if let Some(line) = client_log.iter().find(|l| l["listener"] == "outbound_tcp_echo") {
         println!(
             "  client Envoy access log, %FILTER_STATE(wasm.upstream_peer)%:\n    {}",
@@ -146,8 +146,9 @@ async fn main() {
     counters(&mesh, &["wasmcustom.peer_exchange.client.", "wasmcustom.peer_exchange.server."]);
 
     section("peer-exchange-filter, HTTP form: x-envoy-peer-metadata headers between mesh peers only");
-    let app = mesh.client_listener("outbound_http_exchange");
-    let (client_lines, server_lines) = (mesh.access_log(CLIENT_HTTP_LOG).len(), mesh.access_log(SERVER_HTTP_LOG).len());
+    let app = mesh.target.client_listener("outbound_http_exchange");
+    let (client_lines, server_lines) =
+        (mesh.target.access_log(CLIENT_HTTP_LOG).len(), mesh.target.access_log(SERVER_HTTP_LOG).len());
     let forged = [("x-envoy-peer-metadata", "Cg8KBE5BTUUSBxoFZm9yZ2U="), ("x-envoy-peer-metadata-id", "forged")];
     let requests = [
         ("HTTP/1.1 to a mesh upstream", http1_get(app, "1.1", "/mesh/exchange").await),
@@ -166,8 +167,8 @@ async fn main() {
         );
     }
     // Every request has a client line; the non-mesh one has no server line.
-    let client_log = mesh.wait_access_log(CLIENT_HTTP_LOG, client_lines + 4, LOG_WAIT);
-    let server_log = mesh.wait_access_log(SERVER_HTTP_LOG, server_lines + 3, LOG_WAIT);
+    let client_log = mesh.target.wait_access_log(CLIENT_HTTP_LOG, client_lines + 4, LOG_WAIT);
+    let server_log = mesh.target.wait_access_log(SERVER_HTTP_LOG, server_lines + 3, LOG_WAIT);
     let peer = |line: &serde_json::Value, key: &str| {
         let p = peer_struct(&line[key]);
         match p.get("namespace") {
@@ -204,8 +205,8 @@ async fn main() {
         ],
         "sidecar~10.9.9.9~payments-api-0.payments~payments.svc.cluster.local",
     );
-    let tcp_lines = mesh.access_log(SERVER_TCP_LOG).len();
-    let mut tls = mesh.connect_inbound("echo.mesh.local", &["istio-peer-exchange"]).await;
+    let tcp_lines = mesh.target.access_log(SERVER_TCP_LOG).len();
+    let mut tls = mesh.target.connect_inbound("echo.mesh.local", &["istio-peer-exchange"]).await;
     tls.write_all(&lie).await.expect("write");
     tls.write_all(b"hello").await.expect("write");
     tls.shutdown().await.expect("half-close");
@@ -214,7 +215,7 @@ async fn main() {
     let echo_exact = wire::split_prefix(&echoed).is_some_and(|(_, _, rest)| rest == b"hello");
     println!("  claimed: payments/payments-api, spiffe://cluster.local/ns/payments/sa/payments-api");
     println!("  the echo after the exchange is byte-exact: {echo_exact}");
-    if let Some(line) = mesh.wait_access_log(SERVER_TCP_LOG, tcp_lines + 1, LOG_WAIT).last() {
+    if let Some(line) = mesh.target.wait_access_log(SERVER_TCP_LOG, tcp_lines + 1, LOG_WAIT).last() {
         println!(
             "  server Envoy stored (identity_check: enforce), certificate {}:\n    {}",
             line["peer_certificate"],

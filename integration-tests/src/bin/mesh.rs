@@ -48,7 +48,7 @@ fn main() {
                 "MESH_TARGET=external\nMESH_CLIENT_ADMIN={}\nMESH_SERVER_ADMIN={}\nMESH_CERT_DIR={}\nMESH_LOG_DIR={}\n",
                 mesh.client.addr,
                 mesh.server.addr,
-                mesh.pki.dir.display(),
+                mesh.target.pki.dir.display(),
                 mesh.dir().display()
             );
             let tmp = format!("{env_file}.tmp");

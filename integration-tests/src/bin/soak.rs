@@ -163,8 +163,8 @@ async fn main() {
     let pids = (mesh.client.pid().unwrap_or(0), mesh.server.pid().unwrap_or(0));
     // Listeners whose access logs do not print the peer: a long run writes
     // millions of lines.
-    let tcp = mesh.client_listener("outbound_tcp_echo_quiet_log");
-    let http = mesh.client_listener("outbound_http");
+    let tcp = mesh.target.client_listener("outbound_tcp_echo_quiet_log");
+    let http = mesh.target.client_listener("outbound_http");
     let tally = Arc::new(Tally::default());
     let until = Instant::now() + Duration::from_secs(minutes * 60);
     let data = Arc::new(pseudo_random_bytes(1 << 20, 42));
