@@ -5,6 +5,10 @@
 #                                            the git-ignored fuzz/corpus-local/
 #   ./scripts/fuzz.sh --runs N               a smoke: N executions per target
 #                                            from the stored corpus (test.sh)
+#   ./scripts/fuzz.sh --merge                after a long run: adds to the stored
+#                                            corpus the fewest local inputs that
+#                                            reach code it does not (libFuzzer
+#                                            -merge=1, edges only)
 # A crash stops with the target's name; libFuzzer leaves the input in
 # fuzz/artifacts/<target>/ (replay: cargo fuzz run <target> <file>).
 set -euo pipefail
@@ -12,9 +16,10 @@ set -euo pipefail
 cd "$ROOT"
 load_toolchain_env
 
-seconds=60 runs=""
+seconds=60 runs="" merge=""
 case "${1:-}" in
     --runs) runs="${2:?--runs needs a number}" ;;
+    --merge) merge=1 ;;
     "") ;;
     *) seconds="$1" ;;
 esac
@@ -60,6 +65,23 @@ if [ -n "$runs" ]; then
             die "fuzz target $target failed (input kept in fuzz/artifacts/$target/)"
         fi
         summary "$target" "$tmp/$target.log"
+    done
+    exit 0
+fi
+
+if [ -n "$merge" ]; then
+    step "adding fuzz/corpus-local's new coverage to the stored corpus"
+    for target in "${targets[@]}"; do
+        stored="$ROOT/fuzz/corpus/$target" merged="$ROOT/fuzz/corpus/$target.merged"
+        # What is stored stays (the hand-made seeds among it); libFuzzer adds
+        # only local inputs that reach something new.
+        rm -rf "$merged" && cp -r "$stored" "$merged"
+        inputs=()
+        [ -d "$ROOT/fuzz/corpus-local/$target" ] && inputs+=("$ROOT/fuzz/corpus-local/$target")
+        (cd fuzz && native_cargo fuzz run -s none "$target" "$merged" "${inputs[@]}" -- -merge=1 -use_counters=0 -use_cmp=0 -use_value_profile=0) \
+            >"$merged.log" 2>&1 || { tail -n 20 "$merged.log"; die "merging $target failed"; }
+        info "$target: $(find "$stored" -type f | wc -l) stored -> $(find "$merged" -type f | wc -l)"
+        rm -rf "$stored" "$merged.log" && mv "$merged" "$stored"
     done
     exit 0
 fi
