@@ -75,10 +75,10 @@ if [ -n "$merge" ]; then
         stored="$ROOT/fuzz/corpus/$target" merged="$ROOT/fuzz/corpus/$target.merged"
         # What is stored stays (the hand-made seeds among it); libFuzzer adds
         # only local inputs that reach something new.
+        local_inputs="$ROOT/fuzz/corpus-local/$target"
+        [ -d "$local_inputs" ] || { info "$target: no local corpus"; continue; }
         rm -rf "$merged" && cp -r "$stored" "$merged"
-        inputs=()
-        [ -d "$ROOT/fuzz/corpus-local/$target" ] && inputs+=("$ROOT/fuzz/corpus-local/$target")
-        (cd fuzz && native_cargo fuzz run -s none "$target" "$merged" "${inputs[@]}" -- -merge=1 -use_counters=0 -use_cmp=0 -use_value_profile=0) \
+        (cd fuzz && native_cargo fuzz run -s none "$target" "$merged" "$local_inputs" -- -merge=1 -use_counters=0 -use_cmp=0 -use_value_profile=0) \
             >"$merged.log" 2>&1 || { tail -n 20 "$merged.log"; die "merging $target failed"; }
         info "$target: $(find "$stored" -type f | wc -l) stored -> $(find "$merged" -type f | wc -l)"
         rm -rf "$stored" "$merged.log" && mv "$merged" "$stored"
