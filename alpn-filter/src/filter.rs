@@ -52,16 +52,7 @@ impl RootContext for AlpnRoot {
         }
         let counters = Counters::define(Counter::PREFIX, Counter::ALL.iter().map(|c| c.name()));
         self.shared = Some(Rc::new(Shared { decider: RefCell::new(Decider::new(config)), counters }));
-        if let Err(e) = wasm_host::set_tick_period_millis(wasm_host::COUNTER_FLUSH_MS) {
-            log::warn!("alpn-filter: cannot start the counter timer ({e}); counters will not move");
-        }
         true
-    }
-
-    fn on_tick(&mut self) {
-        if let Some(shared) = &self.shared {
-            shared.counters.flush();
-        }
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {

@@ -11,28 +11,17 @@ use crate::envoy::Admin;
 /// Envoy's prefix for stats a wasm plugin defines.
 pub const WASM_PREFIX: &str = "wasmcustom.";
 
-/// Waits until what the filters counted so far has reached Envoy: they
-/// count in VM memory and hand it over on their tick, every
-/// [`wasm_host::COUNTER_FLUSH_MS`]. Two periods and a margin.
-pub fn settle() {
-    std::thread::sleep(std::time::Duration::from_millis(2 * u64::from(wasm_host::COUNTER_FLUSH_MS) + 50));
-}
-
-/// alpn-filter's counter, once what was counted has reached Envoy.
 pub fn alpn(envoy: &Admin, counter: AlpnCounter) -> u64 {
-    settle();
     envoy.counter(&format!("{WASM_PREFIX}{}{}", AlpnCounter::PREFIX, counter.name()))
 }
 
-/// The TCP exchange's counter of `role` (the client Envoy runs the client role), settled.
+/// The TCP exchange's counter of `role` (the client Envoy runs the client role).
 pub fn exchange(envoy: &Admin, role: Role, counter: ExchangeCounter) -> u64 {
-    settle();
     envoy.counter(&format!("{WASM_PREFIX}{}{}", stat_prefix(Transport::Tcp, role), counter.name()))
 }
 
-/// The HTTP exchange's counter of `role`, settled.
+/// The HTTP exchange's counter of `role`.
 pub fn http_exchange(envoy: &Admin, role: Role, counter: HttpCounter) -> u64 {
-    settle();
     envoy.counter(&format!("{WASM_PREFIX}{}{}", stat_prefix(Transport::Http, role), counter.name()))
 }
 

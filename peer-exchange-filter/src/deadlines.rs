@@ -3,17 +3,6 @@
 
 use std::collections::BTreeMap;
 
-/// The root context's tick: it flushes the VM's counters (every
-/// `flush_ms`) and, with an exchange timeout, closes stalled connections —
-/// a tenth of the timeout (at least 10 ms) keeps the close within ~10% of
-/// the configured time.
-pub fn tick_period_ms(exchange_timeout_ms: u64, flush_ms: u32) -> u32 {
-    if exchange_timeout_ms == 0 {
-        return flush_ms;
-    }
-    u32::try_from(exchange_timeout_ms / 10).unwrap_or(u32::MAX).clamp(10.min(flush_ms), flush_ms)
-}
-
 /// Deadlines by connection context id.
 #[derive(Debug, Default)]
 pub struct Deadlines {
@@ -60,14 +49,5 @@ mod tests {
         assert_eq!(d.take_expired(150), Vec::<u32>::new());
         d.disarm(2);
         assert!(d.is_empty());
-    }
-
-    #[test]
-    fn the_tick_serves_the_timeout_and_the_counters() {
-        assert_eq!(tick_period_ms(0, 100), 100, "no timeout: the counters' period");
-        assert_eq!(tick_period_ms(1500, 100), 100, "a long timeout: never slower than the counters");
-        assert_eq!(tick_period_ms(500, 100), 50);
-        assert_eq!(tick_period_ms(20, 100), 10, "at least 10 ms");
-        assert_eq!(tick_period_ms(u64::MAX, 100), 100);
     }
 }

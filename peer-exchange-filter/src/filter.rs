@@ -9,11 +9,11 @@ use std::rc::Rc;
 use proto::prost::Message;
 use proxy_wasm::traits::{Context, HttpContext, RootContext, StreamContext};
 use proxy_wasm::types::{Action, ContextType, PeerType};
-use wasm_host::{Counters, Direction, PropertyType, Span, COUNTER_FLUSH_MS};
+use wasm_host::{Counters, Direction, PropertyType, Span};
 
 use crate::codec::encode_frame;
 use crate::config::{Config, Role, Transport};
-use crate::deadlines::{tick_period_ms, Deadlines};
+use crate::deadlines::Deadlines;
 use crate::exchange::{Counter, EndpointFallback, Event, Exchange, Outcome, Rejected, Step};
 use crate::http_filter::HttpShared;
 use crate::identity::{mark_not_checked, IdentityCheck};
@@ -166,30 +166,12 @@ impl RootContext for PeerRoot {
             Transport::Tcp => tcp_plugin(config, &workload, &node_id).map(Plugin::Tcp),
             Transport::Http => Some(Plugin::Http(Rc::new(HttpShared::new(config, &workload, node_id)))),
         };
-        let tick = match &plugin {
-            Some(Plugin::Tcp(shared)) => tick_period_ms(shared.config.exchange_timeout_ms, COUNTER_FLUSH_MS),
-            Some(Plugin::Http(_)) => COUNTER_FLUSH_MS,
-            None => return false,
-        };
-        if let Err(e) = wasm_host::set_tick_period_millis(tick) {
-            log::warn!(
-                "peer-exchange-filter: cannot start the timer ({e}); counters will not move and stalled prefixes will not time out"
-            );
-        }
         self.plugin = plugin;
-        true
+        self.plugin.is_some()
     }
 
     fn on_tick(&mut self) {
-        let shared = match &self.plugin {
-            Some(Plugin::Tcp(shared)) => shared,
-            Some(Plugin::Http(shared)) => return shared.counters.flush(),
-            None => return,
-        };
-        shared.counters.flush();
-        if shared.config.exchange_timeout_ms == 0 {
-            return;
-        }
+        let Some(Plugin::Tcp(shared)) = &self.plugin else { return };
         let Ok(now) = wasm_host::now_millis() else { return };
         // Release the borrow before any hostcall: closing a connection can
         // call back into the VM for that connection.
@@ -241,6 +223,16 @@ fn tcp_plugin(config: Config, workload: &Workload, node_id: &str) -> Option<Rc<S
         log::error!("peer-exchange-filter: local metadata too large to send");
         return None;
     };
+    if config.exchange_timeout_ms > 0 {
+        // A tick of a tenth of the timeout (10..100 ms) keeps the close
+        // within ~10% of the configured time.
+        let tick = (config.exchange_timeout_ms / 10).clamp(10, 100) as u32;
+        if let Err(e) = wasm_host::set_tick_period_millis(tick) {
+            log::warn!(
+                "peer-exchange-filter: cannot start the exchange timer ({e}); stalled prefixes will not time out"
+            );
+        }
+    }
     let counters = Counters::define(&config.stat_prefix(), Counter::ALL.iter().map(|c| c.name()));
     let peers = RefCell::new(PeerDecoder::for_config(&config));
     Some(Rc::new(Shared { config, prefix, counters, deadlines: RefCell::new(Deadlines::default()), peers }))

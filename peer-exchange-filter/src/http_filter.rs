@@ -21,7 +21,7 @@ pub(crate) struct HttpShared {
     /// Our `x-envoy-peer-metadata` value, built once.
     metadata_value: String,
     node_id: String,
-    pub(crate) counters: Counters,
+    counters: Counters,
     peers: RefCell<PeerDecoder>,
     verdicts: RefCell<ClientVerdicts>,
 }

@@ -7,7 +7,6 @@
 //! again against the raw ABI and every status is returned as a [`HostError`].
 //! Callers decide what a failure means; nothing here panics.
 
-use std::cell::Cell;
 use std::fmt;
 use std::ptr::{null, null_mut};
 
@@ -489,54 +488,16 @@ macro_rules! counters {
     };
 }
 
-/// How often a VM hands its counted increments to Envoy (the root context's
-/// tick). Counting is in VM memory; Envoy's counters lag by at most this.
-pub const COUNTER_FLUSH_MS: u32 = 100;
-
 /// A fixed list of counters, defined once per VM and incremented by index.
 /// A counter that could not be defined is skipped (and logged once).
-///
-/// [`Counters::inc`] only adds in VM memory; [`Counters::flush`] (from the
-/// root context's tick, every [`COUNTER_FLUSH_MS`]) makes one hostcall per
-/// counter that moved. A request or connection then pays no counter
-/// hostcall at all, where each increment used to cross into Envoy.
 pub struct Counters {
     ids: Vec<Option<u32>>,
-    pending: Pending,
-}
-
-/// Increments counted in VM memory since the last flush, by counter index.
-struct Pending {
-    counts: Vec<Cell<u64>>,
-    /// Whether any count is non-zero (a quiet tick looks at nothing else).
-    moved: Cell<bool>,
-}
-
-impl Pending {
-    fn new(len: usize) -> Pending {
-        Pending { counts: (0..len).map(|_| Cell::new(0)).collect(), moved: Cell::new(false) }
-    }
-
-    fn add(&self, index: usize) {
-        if let Some(count) = self.counts.get(index) {
-            count.set(count.get().saturating_add(1));
-            self.moved.set(true);
-        }
-    }
-
-    /// The non-zero counts, each reset to zero.
-    fn take(&self) -> Vec<(usize, u64)> {
-        if !self.moved.replace(false) {
-            return Vec::new();
-        }
-        self.counts.iter().map(Cell::take).enumerate().filter(|(_, n)| *n > 0).collect()
-    }
 }
 
 impl Counters {
     /// Defines `<prefix><name>` for every name, in order.
     pub fn define<'a>(prefix: &str, names: impl IntoIterator<Item = &'a str>) -> Counters {
-        let ids: Vec<Option<u32>> = names
+        let ids = names
             .into_iter()
             .map(|name| {
                 let full = format!("{prefix}{name}");
@@ -552,23 +513,14 @@ impl Counters {
                 }
             })
             .collect();
-        let pending = Pending::new(ids.len());
-        Counters { ids, pending }
+        Counters { ids }
     }
 
-    /// Adds one to the counter at `index` (the position in the defining
-    /// list), in VM memory until the next [`Counters::flush`].
+    /// Adds one to the counter at `index` (the position in the defining list).
     pub fn inc(&self, index: usize) {
-        self.pending.add(index);
-    }
-
-    /// Hands what was counted since the last flush to Envoy.
-    pub fn flush(&self) {
-        for (index, n) in self.pending.take() {
-            if let Some(Some(id)) = self.ids.get(index) {
-                // SAFETY: plain ABI call. A failure only loses these counts.
-                let _ = unsafe { abi::proxy_increment_metric(*id, i64::try_from(n).unwrap_or(i64::MAX)) };
-            }
+        if let Some(Some(id)) = self.ids.get(index) {
+            // SAFETY: plain ABI call. A failure only loses one count.
+            let _ = unsafe { abi::proxy_increment_metric(*id, 1) };
         }
     }
 }
@@ -640,19 +592,6 @@ pub fn init_logging() {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pending_counts_add_up_between_flushes() {
-        let pending = Pending::new(3);
-        assert!(pending.take().is_empty());
-        for index in [0, 2, 2, 7] {
-            pending.add(index); // 7: not a counter, ignored
-        }
-        assert_eq!(pending.take(), [(0, 1), (2, 2)]);
-        assert!(pending.take().is_empty(), "a flush resets");
-        pending.add(1);
-        assert_eq!(pending.take(), [(1, 1)]);
-    }
 
     #[test]
     fn property_paths_are_nul_separated() {

@@ -45,7 +45,6 @@ fn show_http(what: &str, r: &HttpResponse, decision: &str) {
 }
 
 fn counters(mesh: &Mesh, prefixes: &[&str]) {
-    integration_tests::stats::settle();
     for (side, envoy) in [("client", &mesh.client), ("server", &mesh.server)] {
         let stats: Vec<String> = envoy
             .stats()
