@@ -325,16 +325,10 @@ pub enum Event {
     StripFailed,
     /// The incoming half ended (or never started).
     Ended(Outcome),
-    /// A client without an exchanged peer looked at the endpoint's metadata.
-    EndpointMetadata(EndpointFallback),
-}
-
-/// What the endpoint-metadata fallback found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EndpointFallback {
-    Found,
-    Invalid,
-    Absent,
+    /// A client without an exchanged peer stored the endpoint's `istio.workload`.
+    PeerFromEndpointMetadata,
+    /// The endpoint's `istio.workload` was there but unusable.
+    EndpointMetadataInvalid,
 }
 
 impl Event {
@@ -345,9 +339,8 @@ impl Event {
             Event::PrefixSent => [Some(Counter::MetadataAdded), None],
             Event::StripFailed => [Some(Counter::BufferError), None],
             Event::Ended(outcome) => [Some(outcome.counter()), outcome.identity_counter()],
-            Event::EndpointMetadata(EndpointFallback::Found) => [Some(Counter::PeerFromEndpointMetadata), None],
-            Event::EndpointMetadata(EndpointFallback::Invalid) => [Some(Counter::EndpointMetadataInvalid), None],
-            Event::EndpointMetadata(EndpointFallback::Absent) => [None, None],
+            Event::PeerFromEndpointMetadata => [Some(Counter::PeerFromEndpointMetadata), None],
+            Event::EndpointMetadataInvalid => [Some(Counter::EndpointMetadataInvalid), None],
         };
         counters.into_iter().flatten()
     }
@@ -623,9 +616,8 @@ mod tests {
         assert_eq!(counters(Event::PrefixSent), [Counter::MetadataAdded]);
         assert_eq!(counters(Event::StripFailed), [Counter::BufferError]);
         assert_eq!(counters(Event::Ended(Outcome::Rejected(Rejected::Timeout))), [Counter::ExchangeTimeout]);
-        assert_eq!(counters(Event::EndpointMetadata(EndpointFallback::Found)), [Counter::PeerFromEndpointMetadata]);
-        assert_eq!(counters(Event::EndpointMetadata(EndpointFallback::Invalid)), [Counter::EndpointMetadataInvalid]);
-        assert_eq!(counters(Event::EndpointMetadata(EndpointFallback::Absent)), []);
+        assert_eq!(counters(Event::PeerFromEndpointMetadata), [Counter::PeerFromEndpointMetadata]);
+        assert_eq!(counters(Event::EndpointMetadataInvalid), [Counter::EndpointMetadataInvalid]);
         // A found peer counts the identity check's finding with it (none when off).
         let peer = |verification| {
             Outcome::PeerFound(Rc::new(StoredPeer {

@@ -14,7 +14,7 @@ use wasm_host::{Counters, Direction, PropertyType, Span};
 use crate::codec::encode_frame;
 use crate::config::{Config, Role, Transport};
 use crate::deadlines::Deadlines;
-use crate::exchange::{Counter, EndpointFallback, Event, Exchange, Outcome, Rejected, Step};
+use crate::exchange::{Counter, Event, Exchange, Outcome, Rejected, Step};
 use crate::http_filter::HttpShared;
 use crate::identity::{mark_not_checked, IdentityCheck};
 use crate::metadata::encode_payload;
@@ -85,14 +85,9 @@ impl Shared {
     /// `istio.workload`, as native's stats fall back to it. True if stored.
     fn endpoint_fallback(&self, context_id: u32) -> bool {
         let metadata = wasm_host::get_property(&["xds", "upstream_host_metadata"]).ok().flatten().unwrap_or_default();
-        let found = endpoint_workload(&metadata);
-        self.count(&Event::EndpointMetadata(match &found {
-            EndpointWorkload::Found(_) => EndpointFallback::Found,
-            EndpointWorkload::Invalid(_) => EndpointFallback::Invalid,
-            EndpointWorkload::Absent => EndpointFallback::Absent,
-        }));
-        match found {
+        match endpoint_workload(&metadata) {
             EndpointWorkload::Found(workload) => {
+                self.count(&Event::PeerFromEndpointMetadata);
                 let mut stored = workload.to_peer_struct(PeerSource::EndpointMetadata);
                 if self.config.identity_check != IdentityCheck::Off {
                     mark_not_checked(&mut stored);
@@ -106,6 +101,7 @@ impl Shared {
                 true
             }
             EndpointWorkload::Invalid(reason) => {
+                self.count(&Event::EndpointMetadataInvalid);
                 log::debug!("peer-exchange-filter: connection {context_id}: endpoint metadata ignored: {reason}");
                 false
             }
