@@ -21,7 +21,7 @@
 //!  "cluster_upstream_protocols": [{"cluster": "outbound|*|grpc-*", "upstream_protocol": "HTTP2"}]}
 //! ```
 
-use serde::Deserialize;
+use wasm_host::json::{self, Json};
 /// A configuration (or metadata) error: the field and the reason (shared with peer-exchange-filter).
 pub use wasm_host::ConfigError;
 
@@ -58,28 +58,9 @@ impl Default for AlpnConfig {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawConfig {
-    alpn_override: Option<Vec<RawProtocolAlpn>>,
-    default_upstream_protocol: Option<ProtocolName>,
-    #[serde(default)]
-    cluster_upstream_protocols: Vec<RawClusterRule>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawClusterRule {
-    cluster: String,
-    upstream_protocol: ProtocolName,
-}
-
 /// One entry of Istio's `alpn_override` list; shared with cluster metadata.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(crate) struct RawProtocolAlpn {
     upstream_protocol: ProtocolName,
-    #[serde(default)]
     alpn_override: Vec<String>,
 }
 
@@ -87,17 +68,41 @@ impl RawProtocolAlpn {
     pub(crate) fn protocol(&self) -> Result<UpstreamProtocol, ConfigError> {
         self.upstream_protocol.resolve("upstream_protocol")
     }
+
+    /// Reads a JSON list of `{upstream_protocol, alpn_override}` objects.
+    pub(crate) fn read_list(value: Json, field: &str) -> Result<Vec<RawProtocolAlpn>, ConfigError> {
+        let items = value.into_array(field)?;
+        let mut entries = Vec::with_capacity(items.len());
+        for (i, item) in items.into_iter().enumerate() {
+            let mut fields = item.into_fields(&format!("{field}[{i}]"))?;
+            let upstream_protocol =
+                ProtocolName::read(fields.require("upstream_protocol")?, &fields.path("upstream_protocol"))?;
+            let alpn_override = match fields.take("alpn_override") {
+                Some(list) => list.into_strings(&fields.path("alpn_override"))?,
+                None => Vec::new(),
+            };
+            fields.finish()?;
+            entries.push(RawProtocolAlpn { upstream_protocol, alpn_override });
+        }
+        Ok(entries)
+    }
 }
 
 /// Istio's enum by name (`"HTTP11"`) or by number (`1`), as proto3 JSON allows.
-#[derive(Deserialize)]
-#[serde(untagged)]
 pub(crate) enum ProtocolName {
     Name(String),
     Number(f64),
 }
 
 impl ProtocolName {
+    pub(crate) fn read(value: Json, field: &str) -> Result<ProtocolName, ConfigError> {
+        match value {
+            Json::String(name) => Ok(ProtocolName::Name(name)),
+            Json::Number(n) => Ok(ProtocolName::Number(n)),
+            other => Err(ConfigError::new(field, format!("must be a protocol name or number, not {}", other.kind()))),
+        }
+    }
+
     pub(crate) fn resolve(&self, field: &str) -> Result<UpstreamProtocol, ConfigError> {
         let found = match self {
             ProtocolName::Name(name) => UpstreamProtocol::from_config_name(name),
@@ -157,21 +162,28 @@ impl AlpnConfig {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(AlpnConfig::default());
         }
-        let raw: RawConfig = serde_json::from_slice(bytes).map_err(ConfigError::invalid_json)?;
+        let mut fields = json::parse(bytes)?.into_fields("")?;
         let mut config = AlpnConfig::default();
-        if let Some(entries) = raw.alpn_override {
+        if let Some(list) = fields.take("alpn_override") {
+            let entries = RawProtocolAlpn::read_list(list, "alpn_override")?;
             config.lists = validate_protocol_lists(&entries, "alpn_override")?;
         }
-        if let Some(policy) = raw.default_upstream_protocol {
-            config.default_policy = policy.resolve_policy("default_upstream_protocol")?;
+        if let Some(policy) = fields.take("default_upstream_protocol") {
+            let field = "default_upstream_protocol";
+            config.default_policy = ProtocolName::read(policy, field)?.resolve_policy(field)?;
         }
-        for (i, rule) in raw.cluster_upstream_protocols.iter().enumerate() {
-            let field = |name: &str| format!("cluster_upstream_protocols[{i}].{name}");
+        let rules = fields.take("cluster_upstream_protocols").map(|v| v.into_array("cluster_upstream_protocols"));
+        for (i, rule) in rules.transpose()?.unwrap_or_default().into_iter().enumerate() {
+            let mut rule = rule.into_fields(&format!("cluster_upstream_protocols[{i}]"))?;
+            let cluster = rule.require("cluster")?.into_string(&rule.path("cluster"))?;
             let cluster =
-                ClusterPattern::new(&rule.cluster).ok_or_else(|| ConfigError::new(field("cluster"), "is empty"))?;
-            let policy = rule.upstream_protocol.resolve_policy(&field("upstream_protocol"))?;
+                ClusterPattern::new(&cluster).ok_or_else(|| ConfigError::new(rule.path("cluster"), "is empty"))?;
+            let field = rule.path("upstream_protocol");
+            let policy = ProtocolName::read(rule.require("upstream_protocol")?, &field)?.resolve_policy(&field)?;
+            rule.finish()?;
             config.cluster_rules.push(ClusterRule { cluster, policy });
         }
+        fields.finish()?;
         Ok(config)
     }
 

@@ -16,7 +16,7 @@
 use proto::core::Metadata;
 use proto::prost::Message;
 use proto::prost_types::{value::Kind, Struct, Value};
-use serde::Deserialize;
+use wasm_host::json::Json;
 
 use crate::alpn::{AlpnList, UpstreamProtocol};
 use crate::config::{protocol_index, validate_protocol_lists, ConfigError, ProtocolName, RawProtocolAlpn};
@@ -51,21 +51,6 @@ impl ClusterPolicy {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawClusterAlpn {
-    upstream_protocol: Option<ProtocolName>,
-    alpn: Option<ListOrString>,
-    alpn_override: Option<Vec<RawProtocolAlpn>>,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum ListOrString {
-    List(Vec<String>),
-    String(String),
-}
-
 /// Decodes `xds.cluster_metadata` (a serialized `envoy.config.core.v3.Metadata`).
 pub fn cluster_policy(metadata: &[u8]) -> Result<ClusterPolicy, ConfigError> {
     let metadata =
@@ -91,21 +76,24 @@ fn policy_from_metadata(metadata: &Metadata) -> Result<ClusterPolicy, ConfigErro
     let Some(ours) = metadata.filter_metadata.get(FILTER_NAMESPACE) else {
         return Ok(policy);
     };
-    let raw: RawClusterAlpn = serde_json::from_value(struct_to_json(ours))
-        .map_err(|e| ConfigError::new(format!("filter_metadata.{FILTER_NAMESPACE}"), e))?;
-    let field = |name: &str| format!("filter_metadata.{FILTER_NAMESPACE}.{name}");
-    if let Some(protocol) = raw.upstream_protocol {
-        policy.protocol = Some(protocol.resolve_policy(&field("upstream_protocol"))?);
+    let mut fields = struct_to_json(ours).into_fields(&format!("filter_metadata.{FILTER_NAMESPACE}"))?;
+    if let Some(protocol) = fields.take("upstream_protocol") {
+        let field = fields.path("upstream_protocol");
+        policy.protocol = Some(ProtocolName::read(protocol, &field)?.resolve_policy(&field)?);
     }
-    if let Some(alpn) = raw.alpn {
+    if let Some(alpn) = fields.take("alpn") {
+        let field = fields.path("alpn");
+        // One list, as a list of tokens or Envoy's comma-separated string.
         let list = match alpn {
-            ListOrString::List(tokens) => AlpnList::new(tokens),
-            ListOrString::String(s) => AlpnList::from_comma_separated(&s),
+            Json::String(s) => AlpnList::from_comma_separated(&s),
+            other => AlpnList::new(other.into_strings(&field)?),
         };
-        policy.alpn = Some(list.map_err(|e| ConfigError::new(field("alpn"), e))?);
+        policy.alpn = Some(list.map_err(|e| ConfigError::new(&field, e))?);
     }
-    if let Some(entries) = raw.alpn_override {
-        let lists = validate_protocol_lists(&entries, &field("alpn_override"))?;
+    if let Some(list) = fields.take("alpn_override") {
+        let field = fields.path("alpn_override");
+        let entries = RawProtocolAlpn::read_list(list, &field)?;
+        let lists = validate_protocol_lists(&entries, &field)?;
         for entry in &entries {
             if let Ok(protocol) = entry.protocol() {
                 let index = protocol_index(protocol);
@@ -115,23 +103,22 @@ fn policy_from_metadata(metadata: &Metadata) -> Result<ClusterPolicy, ConfigErro
             }
         }
     }
+    fields.finish()?;
     Ok(policy)
 }
 
-fn struct_to_json(s: &Struct) -> serde_json::Value {
-    serde_json::Value::Object(s.fields.iter().map(|(k, v)| (k.clone(), value_to_json(v))).collect())
+fn struct_to_json(s: &Struct) -> Json {
+    Json::Object(s.fields.iter().map(|(k, v)| (k.clone(), value_to_json(v))).collect())
 }
 
-fn value_to_json(v: &Value) -> serde_json::Value {
+fn value_to_json(v: &Value) -> Json {
     match &v.kind {
-        None | Some(Kind::NullValue(_)) => serde_json::Value::Null,
-        Some(Kind::NumberValue(n)) => {
-            serde_json::Number::from_f64(*n).map_or(serde_json::Value::Null, serde_json::Value::Number)
-        }
-        Some(Kind::StringValue(s)) => serde_json::Value::String(s.clone()),
-        Some(Kind::BoolValue(b)) => serde_json::Value::Bool(*b),
+        None | Some(Kind::NullValue(_)) => Json::Null,
+        Some(Kind::NumberValue(n)) => Json::Number(*n),
+        Some(Kind::StringValue(s)) => Json::String(s.clone()),
+        Some(Kind::BoolValue(b)) => Json::Bool(*b),
         Some(Kind::StructValue(s)) => struct_to_json(s),
-        Some(Kind::ListValue(l)) => serde_json::Value::Array(l.values.iter().map(value_to_json).collect()),
+        Some(Kind::ListValue(l)) => Json::Array(l.values.iter().map(value_to_json).collect()),
     }
 }
 

@@ -27,7 +27,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::Deserialize;
+use wasm_host::json::{self, Fields, Json};
 /// A configuration error: the field and the reason (shared with alpn-filter).
 pub use wasm_host::ConfigError;
 
@@ -63,8 +63,7 @@ impl Transport {
 pub const DEFAULT_EXCHANGE_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_PEER_IDENTITY_PREFIX: &str = "spiffe://";
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
     /// Inbound: reads the peer's prefix from downstream, sends ours upstream-to-downstream.
     Server,
@@ -73,6 +72,15 @@ pub enum Role {
 }
 
 impl Role {
+    /// By its configuration name.
+    pub fn from_name(name: &str) -> Option<Role> {
+        match name {
+            "server" => Some(Role::Server),
+            "client" => Some(Role::Client),
+            _ => None,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Role::Server => "server",
@@ -117,34 +125,37 @@ pub struct Config {
     pub identity_check: IdentityCheck,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawConfig {
-    role: Role,
-    node_id: Option<String>,
-    #[serde(default)]
-    metadata: BTreeMap<String, serde_json::Value>,
-    #[serde(default)]
-    additional_labels: Vec<String>,
-    max_peer_metadata_bytes: Option<u32>,
-    exchange_timeout_ms: Option<u64>,
-    #[serde(default)]
-    identity_check: IdentityCheck,
-    upstream: Option<RawUpstream>,
-    downstream: Option<RawDownstream>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawUpstream {
+/// `upstream` / `downstream`: `peer_identity_prefix`, and for the HTTP
+/// client `istio_service_clusters`.
+struct RawSide {
+    field: &'static str,
     peer_identity_prefix: Option<String>,
     istio_service_clusters: Option<bool>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawDownstream {
-    peer_identity_prefix: Option<String>,
+impl RawSide {
+    fn read(value: Json, field: &'static str) -> Result<RawSide, ConfigError> {
+        let mut fields = value.into_fields(field)?;
+        let peer_identity_prefix = optional_string(&mut fields, "peer_identity_prefix")?;
+        let istio_service_clusters = match field {
+            "upstream" => {
+                fields.take("istio_service_clusters").map(|v| v.into_bool(&fields.path("istio_service_clusters")))
+            }
+            _ => None,
+        };
+        fields.finish()?;
+        Ok(RawSide { field, peer_identity_prefix, istio_service_clusters: istio_service_clusters.transpose()? })
+    }
+}
+
+fn optional_string(fields: &mut Fields, key: &'static str) -> Result<Option<String>, ConfigError> {
+    fields.take(key).map(|v| v.into_string(&fields.path(key))).transpose()
+}
+
+/// A string naming one of a closed set of values.
+fn name_of<T>(value: Json, field: &str, from_name: fn(&str) -> Option<T>, names: &str) -> Result<T, ConfigError> {
+    let name = value.into_string(field)?;
+    from_name(&name).ok_or_else(|| err(field, format!("unknown value `{name}`, expected one of {names}")))
 }
 
 fn err(field: &str, reason: impl fmt::Display) -> ConfigError {
@@ -159,24 +170,20 @@ impl Config {
                 "missing: the configuration must say {\"role\": \"client\"} or {\"role\": \"server\"}",
             ));
         }
-        let raw: RawConfig = serde_json::from_slice(bytes).map_err(ConfigError::invalid_json)?;
+        let mut raw = json::parse(bytes)?.into_fields("")?;
+        let role = name_of(raw.require("role")?, "role", Role::from_name, "server, client")?;
+        let node_id = optional_string(&mut raw, "node_id")?;
         let mut fields = BTreeMap::new();
         let mut labels = BTreeMap::new();
-        for (key, value) in raw.metadata {
+        let metadata = raw.take("metadata").map(|v| v.into_fields("metadata")).transpose()?;
+        for (key, value) in metadata.map(Fields::into_entries).unwrap_or_default() {
             if key == LABELS_FIELD {
-                let serde_json::Value::Object(map) = value else {
-                    return Err(err("metadata.LABELS", "must be an object of strings"));
-                };
-                for (label, value) in map {
-                    let serde_json::Value::String(value) = value else {
-                        return Err(err(&format!("metadata.LABELS.{label}"), "must be a string"));
-                    };
+                for (label, value) in value.into_fields("metadata.LABELS")?.into_entries() {
+                    let value = value.into_string(&format!("metadata.LABELS.{label}"))?;
                     labels.insert(label, value);
                 }
             } else if WORKLOAD_FIELDS.contains(&key.as_str()) {
-                let serde_json::Value::String(value) = value else {
-                    return Err(err(&format!("metadata.{key}"), "must be a string"));
-                };
+                let value = value.into_string(&format!("metadata.{key}"))?;
                 fields.insert(key, value);
             } else {
                 return Err(err(
@@ -185,50 +192,67 @@ impl Config {
                 ));
             }
         }
-        if let Some((i, _)) = raw.additional_labels.iter().enumerate().find(|(_, l)| l.is_empty()) {
+        let additional_labels = match raw.take("additional_labels") {
+            Some(list) => list.into_strings("additional_labels")?,
+            None => Vec::new(),
+        };
+        if let Some((i, _)) = additional_labels.iter().enumerate().find(|(_, l)| l.is_empty()) {
             return Err(err(&format!("additional_labels[{i}]"), "must not be empty"));
         }
         let default_max = match transport {
             Transport::Tcp => DEFAULT_MAX_PEER_METADATA_BYTES,
             Transport::Http => DEFAULT_MAX_PEER_METADATA_HEADER_BYTES,
         };
-        let max_peer_metadata_bytes = raw.max_peer_metadata_bytes.unwrap_or(default_max);
+        let max_peer_metadata_bytes = match raw.take("max_peer_metadata_bytes") {
+            Some(n) => u32::try_from(n.into_integer("max_peer_metadata_bytes", u32::MAX.into())?).unwrap_or(u32::MAX),
+            None => default_max,
+        };
         if max_peer_metadata_bytes == 0 {
             return Err(err("max_peer_metadata_bytes", "must be greater than 0"));
         }
-        let exchange_timeout_ms = raw.exchange_timeout_ms.unwrap_or(DEFAULT_EXCHANGE_TIMEOUT_MS);
-        if exchange_timeout_ms > u64::from(u32::MAX) {
-            return Err(err("exchange_timeout_ms", "must be at most 4294967295"));
-        }
-        if transport == Transport::Http && raw.exchange_timeout_ms.is_some() {
+        let timeout = raw.take("exchange_timeout_ms");
+        if transport == Transport::Http && timeout.is_some() {
             return Err(err("exchange_timeout_ms", "only applies to the TCP exchange"));
         }
-        let (prefix, istio_service_clusters) = match (raw.role, raw.upstream, raw.downstream) {
+        let exchange_timeout_ms = match timeout {
+            Some(n) => n.into_integer("exchange_timeout_ms", u32::MAX.into())?,
+            None => DEFAULT_EXCHANGE_TIMEOUT_MS,
+        };
+        let identity_check = match raw.take("identity_check") {
+            Some(v) => name_of(v, "identity_check", IdentityCheck::from_name, IdentityCheck::NAMES)?,
+            None => IdentityCheck::default(),
+        };
+        let upstream = raw.take("upstream").map(|v| RawSide::read(v, "upstream")).transpose()?;
+        let downstream = raw.take("downstream").map(|v| RawSide::read(v, "downstream")).transpose()?;
+        raw.finish()?;
+        let side = match (role, upstream, downstream) {
             (Role::Server, Some(_), _) => return Err(err("upstream", "only applies to role \"client\"")),
             (Role::Client, _, Some(_)) => return Err(err("downstream", "only applies to role \"server\"")),
             (Role::Server, None, Some(_)) if transport == Transport::Tcp => {
                 return Err(err("downstream", "only applies to the HTTP exchange"))
             }
-            (_, Some(RawUpstream { istio_service_clusters: Some(_), .. }), _) if transport == Transport::Tcp => {
-                return Err(err("upstream.istio_service_clusters", "only applies to the HTTP exchange"))
+            (_, up, down) => up.or(down),
+        };
+        let (prefix, istio_service_clusters) = match side {
+            Some(RawSide { field, istio_service_clusters: Some(_), .. }) if transport == Transport::Tcp => {
+                return Err(err(&format!("{field}.istio_service_clusters"), "only applies to the HTTP exchange"))
             }
-            (_, Some(up), _) => (up.peer_identity_prefix, up.istio_service_clusters.unwrap_or(false)),
-            (_, None, Some(down)) => (down.peer_identity_prefix, false),
-            (_, None, None) => (None, false),
+            Some(side) => (side.peer_identity_prefix, side.istio_service_clusters.unwrap_or(false)),
+            None => (None, false),
         };
         let peer_identity_prefix = prefix.unwrap_or_else(|| DEFAULT_PEER_IDENTITY_PREFIX.to_string());
         Ok(Config {
             transport,
-            role: raw.role,
-            node_id: raw.node_id,
+            role,
+            node_id,
             fields,
             labels,
-            additional_labels: raw.additional_labels,
+            additional_labels,
             max_peer_metadata_bytes,
             exchange_timeout_ms,
             peer_identity_prefix,
             istio_service_clusters,
-            identity_check: raw.identity_check,
+            identity_check,
         })
     }
 
@@ -288,19 +312,22 @@ mod tests {
     fn errors_name_the_field() {
         let cases: &[(&str, &str)] = &[
             ("", "role: missing"),
-            (r#"{}"#, "missing field `role`"),
-            (r#"{"role":"sidecar"}"#, "unknown variant `sidecar`"),
+            (r#"{}"#, "role: is required"),
+            (r#"{"role":"sidecar"}"#, "role: unknown value `sidecar`, expected one of server, client"),
             (r#"{"role":"server","metadata":{"PLATFORM_METADATA":"x"}}"#, "metadata.PLATFORM_METADATA: unknown field"),
             (r#"{"role":"server","metadata":{"NAME":1}}"#, "metadata.NAME: must be a string"),
             (r#"{"role":"server","metadata":{"LABELS":{"app":true}}}"#, "metadata.LABELS.app: must be a string"),
             (r#"{"role":"server","metadata":{"LABELS":"x"}}"#, "metadata.LABELS: must be an object"),
             (r#"{"role":"server","additional_labels":[""]}"#, "additional_labels[0]: must not be empty"),
             (r#"{"role":"server","max_peer_metadata_bytes":0}"#, "max_peer_metadata_bytes: must be greater than 0"),
-            (r#"{"role":"server","max_peer_metadata_bytes":-1}"#, "invalid JSON"),
+            (r#"{"role":"server","max_peer_metadata_bytes":-1}"#, "max_peer_metadata_bytes: must be a whole number"),
+            (r#"{"role":"server","exchange_timeout_ms":4294967296}"#, "exchange_timeout_ms: must be a whole number"),
+            (r#"{"role":"server","metadata":{"NAME":"a","NAME":"b"}}"#, "metadata: duplicate field `NAME`"),
             (r#"{"role":"server","upstream":{}}"#, "upstream: only applies to role \"client\""),
-            (r#"{"role":"client","upstream":{"x":1}}"#, "unknown field `x`"),
+            (r#"{"role":"client","upstream":{"x":1}}"#, "upstream: unknown field `x`"),
             (r#"{"role":"client","timeout":1}"#, "unknown field `timeout`"),
-            (r#"{"role":"client","identity_check":"strict"}"#, "unknown variant `strict`, expected one of"),
+            (r#"{"role":"client","identity_check":"strict"}"#, "unknown value `strict`, expected one of enforce"),
+            (r#"{"role":"client","downstream":{"istio_service_clusters":true}}"#, "downstream: unknown field"),
         ];
         for (input, expected) in cases {
             let e = Config::parse(input.as_bytes(), Transport::Tcp).unwrap_err().to_string();

@@ -35,7 +35,6 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use proto::prost_types::{value::Kind, Struct, Value};
-use serde::Deserialize;
 
 /// Stored-peer field: whether the peer's identity and namespace are backed
 /// by its certificate.
@@ -46,8 +45,7 @@ pub const UNVERIFIED_REASON_FIELD: &str = "unverified_reason";
 pub const SERVICE_ACCOUNT_FIELD: &str = "service_account";
 
 /// What a claim that disagrees with its certificate is worth.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum IdentityCheck {
     /// Store only what the certificate proves.
     #[default]
@@ -56,6 +54,21 @@ pub enum IdentityCheck {
     Annotate,
     /// Native's behaviour: the claim is stored as is, unchecked.
     Off,
+}
+
+impl IdentityCheck {
+    /// The configuration names, in order.
+    pub const NAMES: &'static str = "enforce, annotate, off";
+
+    /// By its configuration name (`enforce`, `annotate`, `off`).
+    pub fn from_name(name: &str) -> Option<IdentityCheck> {
+        match name {
+            "enforce" => Some(IdentityCheck::Enforce),
+            "annotate" => Some(IdentityCheck::Annotate),
+            "off" => Some(IdentityCheck::Off),
+            _ => None,
+        }
+    }
 }
 
 /// An Istio SPIFFE identity, borrowed from the URI SAN it was parsed from.

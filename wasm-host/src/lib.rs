@@ -7,6 +7,8 @@
 //! again against the raw ABI and every status is returned as a [`HostError`].
 //! Callers decide what a failure means; nothing here panics.
 
+pub mod json;
+
 use std::fmt;
 use std::ptr::{null, null_mut};
 
