@@ -1,12 +1,14 @@
 //! Exchange deadlines of the connections that hold a partial prefix, shared
 //! by the VM's root context (which ticks) and its connections.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 
 /// Deadlines by connection context id.
 #[derive(Debug, Default)]
 pub struct Deadlines {
-    by_context: BTreeMap<u32, u64>,
+    /// A hash map: the module already carries one (a `BTreeMap<u32, _>`
+    /// would be another few KB of code for the same job).
+    by_context: HashMap<u32, u64>,
 }
 
 impl Deadlines {
