@@ -1,6 +1,7 @@
 //! ALPN protocol lists and the upstream HTTP protocols they are chosen for.
 
 use std::fmt;
+use std::rc::Rc;
 
 /// The upstream HTTP protocol a request will use, in Istio's config names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -53,7 +54,7 @@ impl UpstreamProtocol {
             Self::Http11 => "istio-http/1.1",
             Self::Http2 => "istio-h2",
         };
-        AlpnList(vec![first.to_string(), "istio".to_string(), self.plain_alpn().to_string()])
+        AlpnList(format!("{first},istio,{}", self.plain_alpn()).into())
     }
 }
 
@@ -104,7 +105,7 @@ pub const MAX_WIRE_LEN: usize = 65_535;
 /// request. So every list, from config or from cluster metadata, goes through
 /// [`AlpnList::new`] first.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AlpnList(Vec<String>);
+pub struct AlpnList(Rc<str>);
 
 impl AlpnList {
     pub fn new<I, S>(tokens: I) -> Result<Self, AlpnError>
@@ -133,7 +134,7 @@ impl AlpnList {
         if wire_len > MAX_WIRE_LEN {
             return Err(AlpnError::TooLong { wire_len });
         }
-        Ok(AlpnList(tokens))
+        Ok(AlpnList(tokens.join(",").into()))
     }
 
     /// Splits Envoy's comma-separated form (as written in metadata strings).
@@ -141,13 +142,15 @@ impl AlpnList {
         Self::new(list.split(','))
     }
 
-    pub fn tokens(&self) -> &[String] {
-        &self.0
+    pub fn tokens(&self) -> impl Iterator<Item = &str> {
+        // Tokens never contain a comma (`new` refuses it), so this is exact.
+        self.0.split(',')
     }
 
-    /// The value for Envoy's `envoy.network.application_protocols` filter state.
-    pub fn to_envoy_value(&self) -> String {
-        self.0.join(",")
+    /// The value for Envoy's `envoy.network.application_protocols` filter
+    /// state. Joined once, when the list is made: a request only borrows it.
+    pub fn envoy_value(&self) -> &str {
+        &self.0
     }
 }
 
@@ -160,11 +163,11 @@ mod tests {
     fn istio_defaults_end_with_the_real_protocol() {
         for p in UpstreamProtocol::ALL {
             let list = p.istio_default_alpn();
-            assert_eq!(list.tokens().last().map(String::as_str), Some(p.plain_alpn()));
+            assert_eq!(list.tokens().last(), Some(p.plain_alpn()));
         }
-        assert_eq!(UpstreamProtocol::Http11.istio_default_alpn().to_envoy_value(), "istio-http/1.1,istio,http/1.1");
-        assert_eq!(UpstreamProtocol::Http10.istio_default_alpn().to_envoy_value(), "istio-http/1.0,istio,http/1.0");
-        assert_eq!(UpstreamProtocol::Http2.istio_default_alpn().to_envoy_value(), "istio-h2,istio,h2");
+        assert_eq!(UpstreamProtocol::Http11.istio_default_alpn().envoy_value(), "istio-http/1.1,istio,http/1.1");
+        assert_eq!(UpstreamProtocol::Http10.istio_default_alpn().envoy_value(), "istio-http/1.0,istio,http/1.0");
+        assert_eq!(UpstreamProtocol::Http2.istio_default_alpn().envoy_value(), "istio-h2,istio,h2");
     }
 
     #[test]
@@ -201,13 +204,13 @@ mod tests {
         #[test]
         fn accepted_lists_are_always_safe_for_envoy(input in ".{0,600}") {
             if let Ok(list) = AlpnList::from_comma_separated(&input) {
-                let value = list.to_envoy_value();
+                let value = list.envoy_value();
                 prop_assert!(!value.is_empty());
                 for token in value.split(',') {
                     prop_assert!(!token.is_empty() && token.len() <= MAX_TOKEN_LEN);
                     prop_assert!(token.bytes().all(|b| b.is_ascii_graphic()));
                 }
-                prop_assert_eq!(value, input);
+                prop_assert_eq!(value, input.as_str());
             }
         }
     }

@@ -206,11 +206,11 @@ impl AlpnConfig {
             .into_iter()
             .filter_map(|p| {
                 let list = self.alpn_for(p)?;
-                let has_plain = list.tokens().iter().any(|t| t == p.plain_alpn());
+                let has_plain = list.tokens().any(|t| t == p.plain_alpn());
                 (!has_plain).then(|| {
                     format!(
                         "alpn_override for {p} ({}) does not contain \"{}\"; end the list with the real protocol",
-                        list.to_envoy_value(),
+                        list.envoy_value(),
                         p.plain_alpn()
                     )
                 })
@@ -224,7 +224,7 @@ mod tests {
     use super::*;
 
     fn value(config: &AlpnConfig, p: UpstreamProtocol) -> Option<String> {
-        config.alpn_for(p).map(AlpnList::to_envoy_value)
+        config.alpn_for(p).map(|l| l.envoy_value().to_string())
     }
 
     #[test]

@@ -273,7 +273,9 @@ mod tests {
 
     fn applied(d: &Decision) -> Option<(UpstreamProtocol, String, ListSource)> {
         match d {
-            Decision::Override { protocol, alpn, source, .. } => Some((*protocol, alpn.to_envoy_value(), *source)),
+            Decision::Override { protocol, alpn, source, .. } => {
+                Some((*protocol, alpn.envoy_value().to_string(), *source))
+            }
             Decision::Skip(_) => None,
         }
     }
@@ -441,7 +443,7 @@ mod tests {
         fn any_input_gives_a_safe_decision(md in proptest::collection::vec(any::<u8>(), 0..200), proto in ".{0,12}") {
             let d = decide(&AlpnConfig::default(), &mut Facts::new(&md, &proto));
             if let Decision::Override { alpn, .. } = d {
-                prop_assert!(crate::alpn::AlpnList::from_comma_separated(&alpn.to_envoy_value()).is_ok());
+                prop_assert!(crate::alpn::AlpnList::from_comma_separated(alpn.envoy_value()).is_ok());
             }
         }
     }

@@ -117,8 +117,8 @@ fn apply(shared: &Shared) {
     }
     match &decision {
         Decision::Override { protocol, alpn, source, policy } => {
-            let value = alpn.to_envoy_value();
-            if let Err(e) = wasm_host::set_envoy_filter_state(APPLICATION_PROTOCOLS, &value) {
+            let value = alpn.envoy_value();
+            if let Err(e) = wasm_host::set_envoy_filter_state(APPLICATION_PROTOCOLS, value) {
                 shared.counters.inc(Counter::OverrideFailed.index());
                 log::warn!("alpn-filter: cluster {}: cannot set upstream ALPN: {e}", cluster_name());
             } else {

@@ -202,7 +202,7 @@ pub(crate) mod tests {
         )]);
         let policy = cluster_policy(&md).unwrap();
         assert_eq!(policy.protocol, Some(ProtocolPolicy::Http2));
-        let v = |p| policy.alpn_for(p).map(|o| o.map(AlpnList::to_envoy_value));
+        let v = |p| policy.alpn_for(p).map(|o| o.map(|l| l.envoy_value().to_string()));
         assert_eq!(v(UpstreamProtocol::Http11), Some(Some("m11,http/1.1".to_string())));
         assert_eq!(v(UpstreamProtocol::Http10), Some(None));
         assert_eq!(v(UpstreamProtocol::Http2), Some(Some("mesh-any,h2".to_string())));

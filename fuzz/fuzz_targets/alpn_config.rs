@@ -13,14 +13,14 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(config) = AlpnConfig::parse(data) {
         for protocol in UpstreamProtocol::ALL {
             if let Some(list) = config.alpn_for(protocol) {
-                assert!(envoy_accepts_alpn_value(&list.to_envoy_value()), "{list:?}");
+                assert!(envoy_accepts_alpn_value(&list.envoy_value()), "{list:?}");
             }
         }
     }
     if let Ok(policy) = cluster_policy(data) {
         for protocol in UpstreamProtocol::ALL {
             if let Some(Some(list)) = policy.alpn_for(protocol) {
-                assert!(envoy_accepts_alpn_value(&list.to_envoy_value()), "{list:?}");
+                assert!(envoy_accepts_alpn_value(&list.envoy_value()), "{list:?}");
             }
         }
     }

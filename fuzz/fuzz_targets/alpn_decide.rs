@@ -55,7 +55,7 @@ fuzz_target!(|data: &[u8]| {
     let first = decider.decide(&mut facts);
     assert_eq!(decider.decide(&mut facts), first, "the cached decision is the same");
     match &first {
-        Decision::Override { alpn, .. } => assert!(envoy_accepts_alpn_value(&alpn.to_envoy_value()), "{alpn:?}"),
+        Decision::Override { alpn, .. } => assert!(envoy_accepts_alpn_value(&alpn.envoy_value()), "{alpn:?}"),
         Decision::Skip(_) => {}
     }
     if facts.metadata.is_some() && opted_out(metadata) {

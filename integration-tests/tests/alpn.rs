@@ -224,6 +224,9 @@ fn invalid_plugin_configuration_is_refused_at_start_with_a_clear_log_line() {
     expect_refused(
         "",
         r#"{"role":"sidecar"}"#,
-        &["peer-exchange-filter: invalid plugin configuration", "role: unknown value `sidecar`, expected one of server, client"],
+        &[
+            "peer-exchange-filter: invalid plugin configuration",
+            "role: unknown value `sidecar`, expected one of server, client",
+        ],
     );
 }

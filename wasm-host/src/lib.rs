@@ -13,7 +13,7 @@ use std::fmt;
 use std::ptr::{null, null_mut};
 
 use proto::prost::Message;
-use proto::wasm::{DeclarePropertyArguments, LifeSpan, SetEnvoyFilterStateArguments, WasmType};
+use proto::wasm::{DeclarePropertyArguments, LifeSpan, WasmType};
 
 /// A plugin configuration (or metadata) error, the one shape both filters
 /// refuse a configuration with: the field (empty when the whole input is at
@@ -274,14 +274,33 @@ pub fn declare_property(name: &str, ty: PropertyType, span: Span) -> HostResult<
 
 /// Sets one of Envoy's own filter-state objects for the current request.
 pub fn set_envoy_filter_state(path: &str, value: &str) -> HostResult<()> {
-    let args = SetEnvoyFilterStateArguments {
-        path: path.to_string(),
-        value: value.to_string(),
-        // Request span: a connection span would stick to the downstream
-        // connection and silently win over later requests' values.
-        span: LifeSpan::DownstreamRequest as i32,
-    };
-    call_foreign_function("set_envoy_filter_state", &args.encode_to_vec()).map(|_| ())
+    call_foreign_function("set_envoy_filter_state", &set_envoy_filter_state_arguments(path, value)).map(|_| ())
+}
+
+/// `SetEnvoyFilterStateArguments { path, value, span: DownstreamRequest }`
+/// in protobuf, written straight from the borrowed strings (this runs per
+/// request in alpn-filter; prost would copy both into Strings first). A
+/// request span: a connection span would stick to the downstream connection
+/// and silently win over later requests' values.
+fn set_envoy_filter_state_arguments(path: &str, value: &str) -> Vec<u8> {
+    fn field(out: &mut Vec<u8>, key: u8, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return; // proto3 leaves default values out
+        }
+        out.push(key);
+        let mut len = bytes.len();
+        while len >= 0x80 {
+            out.push((len as u8 & 0x7f) | 0x80);
+            len >>= 7;
+        }
+        out.push(len as u8);
+        out.extend_from_slice(bytes);
+    }
+    let mut out = Vec::with_capacity(path.len() + value.len() + 10);
+    field(&mut out, 0x0a, path.as_bytes()); // 1: path, length-delimited
+    field(&mut out, 0x12, value.as_bytes()); // 2: value, length-delimited
+    out.extend_from_slice(&[0x18, LifeSpan::DownstreamRequest as u8]); // 3: span, varint
+    out
 }
 
 /// Length of the data buffer of one direction of a network stream, as given
@@ -594,6 +613,26 @@ pub fn init_logging() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn filter_state_arguments_are_what_prost_would_encode() {
+        use proto::wasm::SetEnvoyFilterStateArguments;
+        for (path, value) in [
+            ("envoy.network.application_protocols", "istio-http/1.1,istio,http/1.1".to_string()),
+            ("", String::new()),
+            ("p", "x".repeat(127)),
+            ("p", "x".repeat(128)),
+            ("p", "x".repeat(70_000)),
+        ] {
+            let expected = SetEnvoyFilterStateArguments {
+                path: path.to_string(),
+                value: value.clone(),
+                span: LifeSpan::DownstreamRequest as i32,
+            }
+            .encode_to_vec();
+            assert_eq!(set_envoy_filter_state_arguments(path, &value), expected, "{path} / {} bytes", value.len());
+        }
+    }
 
     #[test]
     fn property_paths_are_nul_separated() {
