@@ -269,11 +269,17 @@ impl Parser<'_> {
             exponent =
                 if negative_exponent { exponent.saturating_sub(written) } else { exponent.saturating_add(written) };
         }
-        // Integers below 2^53 come out exact; anything else is within an
-        // ulp or two of the true value, which no configuration field needs.
+        // Powers of ten up to 10^22 are exact doubles, so a mantissa below
+        // 2^53 scaled by one of them is correctly rounded: `65536.0` and
+        // `6.5536e4` are exactly 65536. Beyond, within an ulp or two, which
+        // no configuration field needs.
         let mut value = mantissa as f64;
-        if exponent != 0 && mantissa != 0 {
-            value *= 10f64.powi(exponent);
+        if mantissa != 0 {
+            if (-22..0).contains(&exponent) {
+                value /= 10f64.powi(-exponent);
+            } else if exponent != 0 {
+                value *= 10f64.powi(exponent);
+            }
         }
         Ok(Json::Number(if negative { -value } else { value }))
     }
@@ -507,6 +513,15 @@ mod tests {
         assert!(ok("true").into_bool("f").unwrap());
         assert_eq!(ok("65536").into_integer("f", u32::MAX.into()).unwrap(), 65536);
         assert_eq!(ok("1e2").into_integer("f", 100).unwrap(), 100);
+        for (text, expected) in [
+            ("65536.0", 65_536),
+            ("6.5536e4", 65_536),
+            ("655360e-1", 65_536),
+            ("4294967295.000", 4_294_967_295),
+            ("42949672.95e2", 4_294_967_295),
+        ] {
+            assert_eq!(ok(text).into_integer("f", u32::MAX.into()).ok(), Some(expected), "{text}");
+        }
         assert_eq!(ok("18446744073709551615").into_integer("f", u64::MAX).unwrap(), u64::MAX);
         for bad in ["-1", "1.5", "4294967296", "\"1\"", "null"] {
             assert_eq!(
