@@ -18,7 +18,7 @@ use crate::exchange::{Counter, Event, Exchange, Outcome, Rejected, Step};
 use crate::http_filter::HttpShared;
 use crate::identity::{mark_not_checked, IdentityCheck};
 use crate::metadata::encode_payload;
-use crate::participation::{client_verdict, server_participates, DownstreamFacts, UpstreamFacts, Verdict};
+use crate::participation::{client_verdict, server_participates, UpstreamFacts, Verdict};
 use crate::peers::{with_decoder, PeerDecoder, StoredPeer};
 use crate::workload::{
     endpoint_workload, EndpointWorkload, Locality, NodeMetadata, PeerSource, Workload, SOURCE_LABELS, WORKLOAD_FIELDS,
@@ -332,21 +332,6 @@ impl UpstreamFacts for HostUpstream {
     }
 }
 
-/// The server role's downstream, read from Envoy's properties on demand;
-/// the certificate's URI SAN, once read, is kept for the identity check.
-struct HostDownstream {
-    uri_san: Option<Option<String>>,
-}
-
-impl DownstreamFacts for HostDownstream {
-    fn tls_version(&mut self) -> Option<String> {
-        wasm_host::get_property_string(&["connection", "tls_version"]).ok().flatten()
-    }
-    fn peer_uri_san(&mut self) -> Option<String> {
-        self.uri_san.get_or_insert_with(|| read_peer_uri_san(Role::Server)).clone()
-    }
-}
-
 /// The peer certificate's URI SAN (`None`: no certificate, or none with a URI SAN).
 fn read_peer_uri_san(role: Role) -> Option<String> {
     let side = match role {
@@ -400,15 +385,8 @@ impl PeerStream {
         }
         let participates = match self.shared.config.role {
             Role::Server => {
-                let mut downstream = HostDownstream { uri_san: self.peer_uri_san.take() };
-                let participates =
-                    server_participates(&mut downstream, self.shared.config.identity_check != IdentityCheck::Off);
-                // A SAN found is kept for the identity check. One not found
-                // is not: with a server-first app the first bytes can come
-                // before the downstream handshake has checked the
-                // certificate, so the check must read it again later.
-                self.peer_uri_san = downstream.uri_san.filter(Option::is_some);
-                participates
+                let tls = wasm_host::get_property_string(&["connection", "tls_version"]).ok().flatten();
+                server_participates(tls.as_deref())
             }
             Role::Client => {
                 let mut upstream = HostUpstream::default();

@@ -65,19 +65,14 @@ impl Verdict {
 }
 
 /// The client role's rule (see the module docs).
-///
-/// A peer certificate exists only over TLS, so when a mesh identity is
-/// required its URI SAN is asked first: a matching one settles rules 1 and
-/// 2 in one hostcall, and the TLS version is asked only to tell a
-/// plaintext upstream from a non-mesh TLS one.
 pub fn client_verdict(upstream: &mut dyn UpstreamFacts, peer_identity_prefix: &str) -> Verdict {
-    let is_tls = |upstream: &mut dyn UpstreamFacts| upstream.tls_version().is_some_and(|v| !v.is_empty());
-    if peer_identity_prefix.is_empty() {
-        if !is_tls(upstream) {
-            return Verdict::UpstreamNotTls;
-        }
-    } else if !upstream.peer_uri_san().is_some_and(|san| san.starts_with(peer_identity_prefix)) {
-        return if is_tls(upstream) { Verdict::PeerIdentityMismatch } else { Verdict::UpstreamNotTls };
+    if upstream.tls_version().is_none_or(|v| v.is_empty()) {
+        return Verdict::UpstreamNotTls;
+    }
+    if !peer_identity_prefix.is_empty()
+        && !upstream.peer_uri_san().is_some_and(|san| san.starts_with(peer_identity_prefix))
+    {
+        return Verdict::PeerIdentityMismatch;
     }
     match cluster_enabled(&upstream.cluster_metadata()) {
         Some(false) => Verdict::ClusterOptedOut,
@@ -87,21 +82,9 @@ pub fn client_verdict(upstream: &mut dyn UpstreamFacts, peer_identity_prefix: &s
     }
 }
 
-/// What the server role can see of its downstream.
-pub trait DownstreamFacts {
-    /// `connection.tls_version` (absent: plaintext).
-    fn tls_version(&mut self) -> Option<String>;
-    /// `connection.uri_san_peer_certificate`.
-    fn peer_uri_san(&mut self) -> Option<String>;
-}
-
-/// The server role's rule: the downstream connection is TLS. When the
-/// identity check will want the peer's certificate anyway, its URI SAN is
-/// asked first — a certificate implies TLS — and the TLS version only
-/// without one.
-pub fn server_participates(downstream: &mut dyn DownstreamFacts, wants_certificate: bool) -> bool {
-    (wants_certificate && downstream.peer_uri_san().is_some())
-        || downstream.tls_version().is_some_and(|v| !v.is_empty())
+/// The server role's rule: the downstream connection is TLS.
+pub fn server_participates(downstream_tls_version: Option<&str>) -> bool {
+    downstream_tls_version.is_some_and(|v| !v.is_empty())
 }
 
 /// `istio.peer_exchange.enabled` as a bool or "true"/"false"; `None` if absent
@@ -197,11 +180,7 @@ pub(crate) mod tests {
         let opt_in = md(&[(CLUSTER_NAMESPACE, "enabled", Kind::BoolValue(true))]);
         let mut view = mesh_upstream(&opt_in, &[]);
         assert_eq!(client_verdict(&mut view, "spiffe://"), Verdict::Participate);
-        assert_eq!(
-            view.asked,
-            ["peer_uri_san", "cluster_metadata"],
-            "a mesh SAN implies TLS; host metadata not needed"
-        );
+        assert_eq!(view.asked, ["tls_version", "peer_uri_san", "cluster_metadata"], "host metadata not needed");
         let opt_in_str = md(&[(CLUSTER_NAMESPACE, "enabled", Kind::StringValue("true".into()))]);
         assert_eq!(client_verdict(&mut mesh_upstream(&opt_in_str, &[]), "spiffe://"), Verdict::Participate);
         let istio = md(&[(TRANSPORT_SOCKET_MATCH_NAMESPACE, "tlsMode", Kind::StringValue("istio".into()))]);
@@ -215,19 +194,15 @@ pub(crate) mod tests {
         let disabled = md(&[(TRANSPORT_SOCKET_MATCH_NAMESPACE, "tlsMode", Kind::StringValue("disabled".into()))]);
         assert_eq!(client_verdict(&mut mesh_upstream(&[], &disabled), "spiffe://"), Verdict::NotMarkedAsMesh);
 
-        let mut plaintext = View { tls_version: None, peer_uri_san: None, ..mesh_upstream(&opt_in, &[]) };
+        let mut plaintext = View { tls_version: None, ..mesh_upstream(&opt_in, &[]) };
         assert_eq!(client_verdict(&mut plaintext, "spiffe://"), Verdict::UpstreamNotTls);
-        assert_eq!(plaintext.asked, ["peer_uri_san", "tls_version"]);
-        let mut plaintext_no_identity = View { tls_version: None, peer_uri_san: None, ..mesh_upstream(&opt_in, &[]) };
-        assert_eq!(client_verdict(&mut plaintext_no_identity, ""), Verdict::UpstreamNotTls);
-        assert_eq!(plaintext_no_identity.asked, ["tls_version"]);
-        let mut dns_only = View { peer_uri_san: None, ..mesh_upstream(&opt_in, &[]) };
+        assert_eq!(plaintext.asked, ["tls_version"]);
+        let dns_only = View { peer_uri_san: None, ..mesh_upstream(&opt_in, &[]) };
         assert_eq!(client_verdict(&mut dns_only.clone(), "spiffe://"), Verdict::PeerIdentityMismatch);
         let mut other = View { peer_uri_san: Some("https://example.com"), ..mesh_upstream(&opt_in, &[]) };
         assert_eq!(client_verdict(&mut other, "spiffe://"), Verdict::PeerIdentityMismatch);
-        // The identity check can be turned off; TLS is then asked directly.
-        assert_eq!(client_verdict(&mut dns_only, ""), Verdict::Participate);
-        assert_eq!(dns_only.asked, ["tls_version", "cluster_metadata"]);
+        // The identity check can be turned off.
+        assert_eq!(client_verdict(&mut dns_only.clone(), ""), Verdict::Participate);
     }
 
     #[test]
@@ -244,43 +219,10 @@ pub(crate) mod tests {
         assert_eq!(client_verdict(&mut mesh_upstream(&[0xff, 0x01], &[0xff]), "spiffe://"), Verdict::NotMarkedAsMesh);
     }
 
-    #[derive(Default)]
-    struct Downstream {
-        tls_version: Option<&'static str>,
-        peer_uri_san: Option<&'static str>,
-        asked: Vec<&'static str>,
-    }
-
-    impl DownstreamFacts for Downstream {
-        fn tls_version(&mut self) -> Option<String> {
-            self.asked.push("tls_version");
-            self.tls_version.map(str::to_string)
-        }
-        fn peer_uri_san(&mut self) -> Option<String> {
-            self.asked.push("peer_uri_san");
-            self.peer_uri_san.map(str::to_string)
-        }
-    }
-
     #[test]
     fn server_takes_part_on_tls_only() {
-        let tls = || Downstream { tls_version: Some("TLSv1.3"), ..Downstream::default() };
-        let mtls = || Downstream { peer_uri_san: Some("spiffe://td/ns/a/sa/b"), ..tls() };
-        for wants_certificate in [false, true] {
-            assert!(server_participates(&mut tls(), wants_certificate));
-            assert!(server_participates(&mut mtls(), wants_certificate));
-            assert!(!server_participates(&mut Downstream::default(), wants_certificate));
-            assert!(!server_participates(
-                &mut Downstream { tls_version: Some(""), ..Downstream::default() },
-                wants_certificate
-            ));
-        }
-        // With the identity check on, a certificate settles it in one read.
-        let mut peer = mtls();
-        assert!(server_participates(&mut peer, true));
-        assert_eq!(peer.asked, ["peer_uri_san"]);
-        let mut peer = mtls();
-        assert!(server_participates(&mut peer, false));
-        assert_eq!(peer.asked, ["tls_version"]);
+        assert!(server_participates(Some("TLSv1.3")));
+        assert!(!server_participates(None));
+        assert!(!server_participates(Some("")));
     }
 }
