@@ -2,10 +2,8 @@
 //! request from Envoy's properties and hands the chosen list to Envoy.
 
 use std::cell::RefCell;
-use std::rc::Rc;
 
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType};
+use wasm_host::plugin::RequestHeadersFilter;
 use wasm_host::Counters;
 
 use crate::config::AlpnConfig;
@@ -14,68 +12,43 @@ use crate::decision::{Counter, Decider, Decision, RequestFacts, SkipReason};
 /// Envoy's filter-state object that replaces the upstream TLS ALPN list.
 const APPLICATION_PROTOCOLS: &str = "envoy.network.application_protocols";
 
-proxy_wasm::main! {{
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(AlpnRoot::default()) });
-}}
+// Our own entry points, not the SDK's: Envoy enters the VM three times per
+// request (context create, request headers, delete) instead of for every
+// callback of the stream (see `wasm_host::plugin`).
+wasm_host::request_headers_filter!(Shared);
 
-#[derive(Default)]
-struct AlpnRoot {
-    shared: Option<Rc<Shared>>,
-}
-
+/// One plugin's state: its decider and counters, shared by its requests.
 struct Shared {
     decider: RefCell<Decider>,
     counters: Counters,
 }
 
-impl Context for AlpnRoot {}
-
-impl RootContext for AlpnRoot {
-    fn on_configure(&mut self, size: usize) -> bool {
+impl RequestHeadersFilter for Shared {
+    fn configure(size: usize) -> Option<Shared> {
         wasm_host::init_logging();
         let bytes = match wasm_host::plugin_configuration(size) {
             Ok(bytes) => bytes,
             Err(e) => {
                 log::error!("alpn-filter: cannot read the plugin configuration ({e}), refusing it");
-                return false;
+                return None;
             }
         };
         let config = match AlpnConfig::parse(&bytes) {
             Ok(config) => config,
             Err(e) => {
                 log::error!("alpn-filter: invalid plugin configuration, refusing it: {e}");
-                return false;
+                return None;
             }
         };
         for warning in config.warnings() {
             log::warn!("alpn-filter: {warning}");
         }
         let counters = Counters::define(Counter::PREFIX, Counter::ALL.iter().map(|c| c.name()));
-        self.shared = Some(Rc::new(Shared { decider: RefCell::new(Decider::new(config)), counters }));
-        true
+        Some(Shared { decider: RefCell::new(Decider::new(config)), counters })
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(AlpnStream { shared: self.shared.clone() }))
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
-    }
-}
-
-struct AlpnStream {
-    shared: Option<Rc<Shared>>,
-}
-
-impl Context for AlpnStream {}
-
-impl HttpContext for AlpnStream {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        if let Some(shared) = &self.shared {
-            apply(shared);
-        }
-        Action::Continue
+    fn on_request_headers(&self) {
+        apply(self);
     }
 }
 

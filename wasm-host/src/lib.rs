@@ -8,6 +8,7 @@
 //! Callers decide what a failure means; nothing here panics.
 
 pub mod json;
+pub mod plugin;
 
 use std::fmt;
 use std::ptr::{null, null_mut};
