@@ -2,8 +2,9 @@
 //! request from Envoy's properties and hands the chosen list to Envoy.
 
 use std::cell::RefCell;
+use std::rc::Rc;
 
-use wasm_host::plugin::RequestHeadersFilter;
+use wasm_host::plugin::{Action, Plugin, Stream};
 use wasm_host::Counters;
 
 use crate::config::AlpnConfig;
@@ -15,7 +16,7 @@ const APPLICATION_PROTOCOLS: &str = "envoy.network.application_protocols";
 // Our own entry points, not the SDK's: Envoy enters the VM three times per
 // request (context create, request headers, delete) instead of for every
 // callback of the stream (see `wasm_host::plugin`).
-wasm_host::request_headers_filter!(Shared);
+wasm_host::plugin_exports!(Shared; request_headers);
 
 /// One plugin's state: its decider and counters, shared by its requests.
 struct Shared {
@@ -23,7 +24,9 @@ struct Shared {
     counters: Counters,
 }
 
-impl RequestHeadersFilter for Shared {
+impl Plugin for Shared {
+    type Stream = AlpnStream;
+
     fn configure(size: usize) -> Option<Shared> {
         wasm_host::init_logging();
         let bytes = match wasm_host::plugin_configuration(size) {
@@ -47,8 +50,18 @@ impl RequestHeadersFilter for Shared {
         Some(Shared { decider: RefCell::new(Decider::new(config)), counters })
     }
 
-    fn on_request_headers(&self) {
-        apply(self);
+    fn stream(plugin: &Rc<Shared>, _context_id: u32) -> AlpnStream {
+        AlpnStream(Rc::clone(plugin))
+    }
+}
+
+/// A request: all it needs is its plugin.
+struct AlpnStream(Rc<Shared>);
+
+impl Stream for AlpnStream {
+    fn on_request_headers(&mut self) -> Action {
+        apply(&self.0);
+        Action::Continue
     }
 }
 

@@ -7,15 +7,14 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use proto::prost::Message;
-use proxy_wasm::traits::{Context, HttpContext, RootContext, StreamContext};
-use proxy_wasm::types::{Action, ContextType, PeerType};
+use wasm_host::plugin::{Action, Plugin, Stream};
 use wasm_host::{Counters, Direction, PropertyType, Span};
 
 use crate::codec::encode_frame;
 use crate::config::{Config, Role, Transport};
 use crate::deadlines::Deadlines;
 use crate::exchange::{Counter, Event, Exchange, Outcome, Rejected, Step};
-use crate::http_filter::HttpShared;
+use crate::http_filter::{HttpPeer, HttpShared};
 use crate::identity::{mark_not_checked, IdentityCheck};
 use crate::metadata::encode_payload;
 use crate::participation::{client_verdict, server_participates, UpstreamFacts, Verdict};
@@ -29,9 +28,12 @@ pub(crate) const PEER_NOT_FOUND_KEY: &str = "peer_not_found";
 /// Istio's sentinel peer id when the peer is decidedly unknown.
 const PEER_UNKNOWN_ID: &str = "envoy.wasm.metadata_exchange.peer_unknown";
 
-proxy_wasm::main! {{
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(PeerRoot::default()) });
-}}
+// Our own entry points, not the SDK's: Envoy enters the VM only for these
+// callbacks (see `wasm_host::plugin`). A connection is entered at creation,
+// per data chunk, at the downstream close and at deletion; a request of the
+// header form at creation, request and response headers, and deletion.
+wasm_host::plugin_exports!(PeerPlugin;
+    request_headers, response_headers, downstream_data, upstream_data, downstream_close, tick);
 
 struct Shared {
     config: Config,
@@ -110,27 +112,22 @@ impl Shared {
     }
 }
 
-/// What a configured plugin runs.
-enum Plugin {
+/// What a configured plugin runs: the form its root id selects.
+enum PeerPlugin {
     Tcp(Rc<Shared>),
     Http(Rc<HttpShared>),
 }
 
-#[derive(Default)]
-struct PeerRoot {
-    plugin: Option<Plugin>,
-}
+impl Plugin for PeerPlugin {
+    type Stream = PeerContext;
 
-impl Context for PeerRoot {}
-
-impl RootContext for PeerRoot {
-    fn on_configure(&mut self, size: usize) -> bool {
+    fn configure(size: usize) -> Option<PeerPlugin> {
         wasm_host::init_logging();
         let bytes = match wasm_host::plugin_configuration(size) {
             Ok(bytes) => bytes,
             Err(e) => {
                 log::error!("peer-exchange-filter: cannot read the plugin configuration ({e}), refusing it");
-                return false;
+                return None;
             }
         };
         let root_id = wasm_host::get_property_string(&["plugin_root_id"]).ok().flatten().unwrap_or_default();
@@ -139,7 +136,7 @@ impl RootContext for PeerRoot {
             Ok(config) => config,
             Err(e) => {
                 log::error!("peer-exchange-filter: invalid plugin configuration, refusing it: {e}");
-                return false;
+                return None;
             }
         };
         let (workload, node_id) = local_workload(&config);
@@ -158,16 +155,24 @@ impl RootContext for PeerRoot {
             node_id,
             workload
         );
-        let plugin = match transport {
-            Transport::Tcp => tcp_plugin(config, &workload, &node_id).map(Plugin::Tcp),
-            Transport::Http => Some(Plugin::Http(Rc::new(HttpShared::new(config, &workload, node_id)))),
-        };
-        self.plugin = plugin;
-        self.plugin.is_some()
+        match transport {
+            Transport::Tcp => tcp_plugin(config, &workload, &node_id).map(PeerPlugin::Tcp),
+            Transport::Http => Some(PeerPlugin::Http(Rc::new(HttpShared::new(config, &workload, node_id)))),
+        }
     }
 
-    fn on_tick(&mut self) {
-        let Some(Plugin::Tcp(shared)) = &self.plugin else { return };
+    fn stream(plugin: &Rc<PeerPlugin>, context_id: u32) -> PeerContext {
+        match &**plugin {
+            PeerPlugin::Tcp(shared) => {
+                let exchange = Exchange::new(shared.config.max_peer_metadata_bytes);
+                PeerContext::Tcp(PeerStream { context_id, shared: shared.clone(), exchange, peer_uri_san: None })
+            }
+            PeerPlugin::Http(shared) => PeerContext::Http(crate::http_filter::stream(context_id, shared.clone())),
+        }
+    }
+
+    fn on_tick(&self) {
+        let PeerPlugin::Tcp(shared) = self else { return };
         let Ok(now) = wasm_host::now_millis() else { return };
         // Release the borrow before any hostcall: closing a connection can
         // call back into the VM for that connection.
@@ -185,30 +190,53 @@ impl RootContext for PeerRoot {
             }
         }
     }
+}
 
-    fn create_stream_context(&self, context_id: u32) -> Option<Box<dyn StreamContext>> {
-        // Never None: the SDK panics on it. Without a configuration (Envoy
-        // does not normally open connections then) the connection passes.
-        let Some(Plugin::Tcp(shared)) = &self.plugin else {
-            return Some(Box::new(PassThrough));
-        };
-        let exchange = Exchange::new(shared.config.max_peer_metadata_bytes);
-        Some(Box::new(PeerStream { context_id, shared: shared.clone(), exchange, peer_uri_san: None }))
+/// A connection (TCP form) or a request (header form). Envoy only makes
+/// the callbacks of the filter type the plugin was loaded as.
+enum PeerContext {
+    Tcp(PeerStream),
+    Http(HttpPeer),
+}
+
+impl Stream for PeerContext {
+    fn on_request_headers(&mut self) -> Action {
+        match self {
+            PeerContext::Http(request) => request.on_request_headers(),
+            PeerContext::Tcp(_) => Action::Continue,
+        }
     }
 
-    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        let Some(Plugin::Http(shared)) = &self.plugin else {
-            return Some(Box::new(PassThrough));
-        };
-        Some(crate::http_filter::stream(context_id, shared.clone()))
+    fn on_response_headers(&mut self) -> Action {
+        match self {
+            PeerContext::Http(request) => request.on_response_headers(),
+            PeerContext::Tcp(_) => Action::Continue,
+        }
     }
 
-    fn get_type(&self) -> Option<ContextType> {
-        // Envoy creates streams only after a successful configuration; the
-        // type the root id names is the type of the filter it was loaded as.
-        match self.plugin {
-            Some(Plugin::Http(_)) => Some(ContextType::HttpContext),
-            _ => Some(ContextType::StreamContext),
+    fn on_downstream_data(&mut self, data_size: usize, end_of_stream: bool) -> Action {
+        match self {
+            PeerContext::Tcp(connection) => connection.on_downstream_data(data_size, end_of_stream),
+            PeerContext::Http(_) => Action::Continue,
+        }
+    }
+
+    fn on_upstream_data(&mut self, data_size: usize, end_of_stream: bool) -> Action {
+        match self {
+            PeerContext::Tcp(connection) => connection.on_upstream_data(data_size, end_of_stream),
+            PeerContext::Http(_) => Action::Continue,
+        }
+    }
+
+    fn on_downstream_close(&mut self) {
+        if let PeerContext::Tcp(connection) = self {
+            connection.disarm();
+        }
+    }
+
+    fn on_delete(&mut self) {
+        if let PeerContext::Tcp(connection) = self {
+            connection.disarm();
         }
     }
 }
@@ -302,14 +330,6 @@ fn set_state(key: &str, value: &[u8]) {
     }
 }
 
-/// A connection or request seen before the plugin was configured (or of
-/// the other form than the one configured): untouched.
-struct PassThrough;
-
-impl Context for PassThrough {}
-impl StreamContext for PassThrough {}
-impl HttpContext for PassThrough {}
-
 /// The client role's upstream, read from Envoy's properties on demand.
 /// The certificate's URI SAN, once read, is kept for the identity check.
 #[derive(Default)]
@@ -349,14 +369,7 @@ struct PeerStream {
     peer_uri_san: Option<Option<String>>,
 }
 
-impl Context for PeerStream {
-    fn on_done(&mut self) -> bool {
-        self.disarm();
-        true
-    }
-}
-
-impl StreamContext for PeerStream {
+impl PeerStream {
     fn on_downstream_data(&mut self, data_size: usize, end_of_stream: bool) -> Action {
         self.decide_participation();
         match self.shared.config.role {
@@ -373,12 +386,6 @@ impl StreamContext for PeerStream {
         }
     }
 
-    fn on_downstream_close(&mut self, _peer_type: PeerType) {
-        self.disarm();
-    }
-}
-
-impl PeerStream {
     fn decide_participation(&mut self) {
         if self.exchange.participation_decided() {
             return;

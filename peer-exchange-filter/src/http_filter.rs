@@ -4,8 +4,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::Action;
+use wasm_host::plugin::Action;
 use wasm_host::{Counters, HeaderMap, HeaderPairs};
 
 use crate::config::{Config, Role};
@@ -44,11 +43,12 @@ impl HttpShared {
     }
 }
 
-pub(crate) fn stream(context_id: u32, shared: Rc<HttpShared>) -> Box<dyn HttpContext> {
-    Box::new(HttpPeer { context_id, shared, send_ours: false })
+pub(crate) fn stream(context_id: u32, shared: Rc<HttpShared>) -> HttpPeer {
+    HttpPeer { context_id, shared, send_ours: false }
 }
 
-struct HttpPeer {
+/// One request of the header form.
+pub(crate) struct HttpPeer {
     context_id: u32,
     shared: Rc<HttpShared>,
     /// Client: we sent our headers, so the response is read. Server: the
@@ -56,10 +56,8 @@ struct HttpPeer {
     send_ours: bool,
 }
 
-impl Context for HttpPeer {}
-
-impl HttpContext for HttpPeer {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+impl HttpPeer {
+    pub(crate) fn on_request_headers(&mut self) -> Action {
         match self.shared.config.role {
             Role::Client => self.client_request(),
             Role::Server => self.server_request(),
@@ -67,7 +65,7 @@ impl HttpContext for HttpPeer {
         Action::Continue
     }
 
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    pub(crate) fn on_response_headers(&mut self) -> Action {
         match (self.shared.config.role, self.send_ours) {
             (Role::Client, true) => {
                 self.receive(HeaderMap::ResponseHeaders, &["upstream", "uri_san_peer_certificate"]);
@@ -82,9 +80,7 @@ impl HttpContext for HttpPeer {
         }
         Action::Continue
     }
-}
 
-impl HttpPeer {
     fn client_request(&mut self) {
         // Exchange headers the app set are never passed on as ours.
         if let Some(pairs) = self.read_headers(HeaderMap::RequestHeaders) {
