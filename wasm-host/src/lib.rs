@@ -1,11 +1,15 @@
-//! The one place where the filters call Envoy.
+//! The one place where the filters meet Envoy: the hostcalls they make and
+//! the entry points Envoy calls ([`plugin`]).
 //!
-//! The proxy-wasm SDK's own wrappers (`set_property`, `get_buffer`,
-//! `set_downstream_data`, `close_downstream`, ...) `panic!` on any host status
-//! they do not expect, and a panic kills the VM — and with it every later
-//! connection on the listener. So the calls the filters need are declared here
-//! again against the raw ABI and every status is returned as a [`HostError`].
-//! Callers decide what a failure means; nothing here panics.
+//! The filters do not use the proxy-wasm SDK. Its wrappers (`set_property`,
+//! `get_buffer`, `set_downstream_data`, `close_downstream`, ...) `panic!` on
+//! any host status they do not expect, and a panic kills the VM — and with it
+//! every later connection on the listener; and its dispatcher exports every
+//! callback, so Envoy enters the VM for all of them on every stream. So the
+//! calls the filters need are declared here against the raw ABI, every status
+//! is returned as a [`HostError`] (callers decide what a failure means;
+//! nothing here panics), and [`plugin`] exports only the callbacks a filter
+//! names.
 
 pub mod json;
 pub mod plugin;

@@ -1,5 +1,8 @@
-//! The wasm floor for the benchmark: the same SDK, build profile and
-//! callbacks Envoy makes into the VM as our filters, and no work. Plugin
+//! The wasm floor for the benchmark: a filter written the usual way, with
+//! the proxy-wasm Rust SDK (which exports every callback, so Envoy enters
+//! the VM for each of them), the same build profile as our filters, and no
+//! work. Our filters use their own entry points instead (wasm_host::plugin)
+//! and can come in under it. Plugin
 //! configuration `"http"` makes it an HTTP filter, `"network"` a network
 //! filter (the SDK needs the context type from the root).
 
