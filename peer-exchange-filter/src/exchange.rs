@@ -12,6 +12,7 @@
 //! [`Outcome`] that names its counter.
 
 use crate::codec::{decode_header, Header, HEADER_LEN};
+use std::fmt;
 use std::rc::Rc;
 
 use crate::identity::Verification;
@@ -77,6 +78,33 @@ pub enum Rejected {
     DataSizeTooLarge { data_size: u32, max: u32 },
     Timeout,
     BufferReadFailed,
+}
+
+// Log lines say what happened in words (Display, not Debug: deriving
+// Debug output into the module costs ~15 KB of formatting code).
+impl fmt::Display for NotFound {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NotFound::NotParticipating => f.write_str("the connection does not take part"),
+            NotFound::WrongMagic => f.write_str("the first bytes are not the exchange's magic"),
+            NotFound::BadPayload(e) => write!(f, "bad payload: {e}"),
+            NotFound::NoPeerMetadata => f.write_str("the payload carries no peer metadata"),
+            NotFound::HalfClosedMidPrefix => f.write_str("half-closed in the middle of the prefix"),
+            NotFound::EndedBeforePrefix => f.write_str("ended before any prefix"),
+        }
+    }
+}
+
+impl fmt::Display for Rejected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rejected::DataSizeTooLarge { data_size, max } => {
+                write!(f, "announced payload of {data_size} bytes, over the limit of {max}")
+            }
+            Rejected::Timeout => f.write_str("the exchange timed out"),
+            Rejected::BufferReadFailed => f.write_str("cannot read the connection's buffer"),
+        }
+    }
 }
 
 /// Payload bytes taken with the header in the first read.

@@ -68,7 +68,7 @@ impl Shared {
         match outcome {
             Outcome::PeerFound(peer) => store_peer(role, &peer, "connection", context_id),
             Outcome::NotFound(reason) => {
-                log::debug!("peer-exchange-filter: connection {}: peer not found: {reason:?}", context_id);
+                log::debug!("peer-exchange-filter: connection {}: peer not found: {reason}", context_id);
                 if role == Role::Client && self.endpoint_fallback(context_id) {
                     return;
                 }
@@ -78,7 +78,7 @@ impl Shared {
                 mark_peer_not_found(role);
                 // Debug, not info: a peer sending junk must not be able to
                 // flood the log; the counters always say what happened.
-                log::debug!("peer-exchange-filter: connection {}: closing: {reason:?}", context_id);
+                log::debug!("peer-exchange-filter: connection {}: closing: {reason}", context_id);
             }
         }
     }
@@ -146,7 +146,7 @@ impl Plugin for PeerPlugin {
         };
         declare_peer_properties(config.role, span);
         log::info!(
-            "peer-exchange-filter: {} exchange, role {}, node id {:?}, sending {:?}",
+            "peer-exchange-filter: {} exchange, role {}, node id \"{}\", sending {}",
             match transport {
                 Transport::Tcp => "TCP",
                 Transport::Http => "HTTP",
@@ -279,7 +279,7 @@ fn declare_peer_properties(role: Role, span: Span) {
 /// as the identity check decided.
 pub(crate) fn store_peer(role: Role, peer: &StoredPeer, what: &str, context_id: u32) {
     log::debug!(
-        "peer-exchange-filter: {what} {context_id}: peer {:?} claims {}/{} {:?}, identity check: {}",
+        "peer-exchange-filter: {what} {context_id}: peer \"{}\" claims {}/{} as \"{}\", identity check: {}",
         peer.id.as_deref().unwrap_or(""),
         peer.namespace,
         peer.name,
@@ -401,7 +401,7 @@ impl PeerStream {
                 self.peer_uri_san = upstream.uri_san;
                 if verdict != Verdict::Participate {
                     log::debug!(
-                        "peer-exchange-filter: connection {}: upstream does not take part: {verdict:?}",
+                        "peer-exchange-filter: connection {}: upstream does not take part: {verdict}",
                         self.context_id
                     );
                 }

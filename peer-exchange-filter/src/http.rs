@@ -88,6 +88,17 @@ pub enum ClientVerdict {
     External,
 }
 
+impl std::fmt::Display for ClientVerdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ClientVerdict::Send => "a mesh upstream",
+            ClientVerdict::NotMarkedAsMesh => "the cluster is not marked as a mesh upstream",
+            ClientVerdict::OptedOut => "the cluster opted out",
+            ClientVerdict::External => "the cluster is an external service",
+        })
+    }
+}
+
 impl ClientVerdict {
     pub fn counter(self) -> Option<HttpCounter> {
         match self {
@@ -176,6 +187,17 @@ pub enum Received {
     /// Headers from a sender without a mesh identity: removed, not read.
     Untrusted,
     Invalid(HeaderError),
+}
+
+impl std::fmt::Display for Received {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Received::Found(peer) => write!(f, "found {}/{}", peer.namespace, peer.name),
+            Received::Absent => f.write_str("no metadata header"),
+            Received::Untrusted => f.write_str("headers from a sender without a mesh identity, removed"),
+            Received::Invalid(e) => write!(f, "invalid metadata header: {e}"),
+        }
+    }
 }
 
 impl Received {

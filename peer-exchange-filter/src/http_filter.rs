@@ -101,7 +101,7 @@ impl HttpPeer {
             Some(counter) => {
                 self.shared.count(counter);
                 log::debug!(
-                    "peer-exchange-filter: request {}: upstream not sent our metadata: {verdict:?}",
+                    "peer-exchange-filter: request {}: upstream not sent our metadata: {verdict}",
                     self.context_id
                 );
             }
@@ -135,7 +135,7 @@ impl HttpPeer {
         match &received {
             Received::Found(peer) => store_peer(role, peer, "request", self.context_id),
             other => {
-                log::debug!("peer-exchange-filter: request {}: peer not found: {other:?}", self.context_id);
+                log::debug!("peer-exchange-filter: request {}: peer not found: {other}", self.context_id);
                 mark_peer_not_found(role);
             }
         }

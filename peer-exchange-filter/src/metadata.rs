@@ -45,7 +45,7 @@ impl fmt::Display for PayloadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PayloadError::NotAny(e) => write!(f, "payload is not a protobuf Any: {e}"),
-            PayloadError::WrongType(t) => write!(f, "payload type is {t:?}, not .../{STRUCT_TYPE_NAME}"),
+            PayloadError::WrongType(t) => write!(f, "payload type is \"{t}\", not .../{STRUCT_TYPE_NAME}"),
             PayloadError::NotStruct(e) => write!(f, "payload is not a protobuf Struct: {e}"),
         }
     }

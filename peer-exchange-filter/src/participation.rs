@@ -58,6 +58,18 @@ pub enum Verdict {
     NotMarkedAsMesh,
 }
 
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Verdict::Participate => "takes part",
+            Verdict::UpstreamNotTls => "the upstream connection is not TLS",
+            Verdict::PeerIdentityMismatch => "the upstream certificate has no mesh identity",
+            Verdict::ClusterOptedOut => "the cluster opted out",
+            Verdict::NotMarkedAsMesh => "the upstream is not marked as a mesh proxy",
+        })
+    }
+}
+
 impl Verdict {
     pub fn participates(self) -> bool {
         self == Verdict::Participate

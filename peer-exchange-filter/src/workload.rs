@@ -142,6 +142,28 @@ fn string_of(s: &Struct, key: &str) -> String {
     }
 }
 
+/// For log lines: who this is, where, and what it is called.
+impl std::fmt::Display for Workload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}/{} (instance {}, app {} {}, service {} {}, cluster {}, identity {}, region {}, zone {}, {} labels)",
+            self.namespace,
+            self.workload,
+            self.name,
+            self.app,
+            self.version,
+            self.service,
+            self.revision,
+            self.cluster,
+            self.identity,
+            self.region,
+            self.zone,
+            self.labels.len()
+        )
+    }
+}
+
 fn string_value(s: &str) -> Value {
     Value { kind: Some(Kind::StringValue(s.to_string())) }
 }
