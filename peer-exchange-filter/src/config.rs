@@ -72,13 +72,9 @@ pub enum Role {
 }
 
 impl Role {
-    /// By its configuration name.
+    /// By its configuration name ([`Role::name`]).
     pub fn from_name(name: &str) -> Option<Role> {
-        match name {
-            "server" => Some(Role::Server),
-            "client" => Some(Role::Client),
-            _ => None,
-        }
+        [Role::Server, Role::Client].into_iter().find(|role| role.name() == name)
     }
 
     pub fn name(self) -> &'static str {
@@ -125,8 +121,8 @@ pub struct Config {
     pub identity_check: IdentityCheck,
 }
 
-/// `upstream` / `downstream`: `peer_identity_prefix`, and for the HTTP
-/// client `istio_service_clusters`.
+/// `upstream` / `downstream`: `peer_identity_prefix`, and (upstream only)
+/// `istio_service_clusters`.
 struct RawSide {
     field: &'static str,
     peer_identity_prefix: Option<String>,
@@ -134,17 +130,17 @@ struct RawSide {
 }
 
 impl RawSide {
-    fn read(value: Json, field: &'static str) -> Result<RawSide, ConfigError> {
+    fn read(value: Json, field: &'static str, takes_service_clusters: bool) -> Result<RawSide, ConfigError> {
         let mut fields = value.into_fields(field)?;
         let peer_identity_prefix = optional_string(&mut fields, "peer_identity_prefix")?;
-        let istio_service_clusters = match field {
-            "upstream" => {
-                fields.take("istio_service_clusters").map(|v| v.into_bool(&fields.path("istio_service_clusters")))
+        let mut istio_service_clusters = None;
+        if takes_service_clusters {
+            if let Some(v) = fields.take("istio_service_clusters") {
+                istio_service_clusters = Some(v.into_bool(&fields.path("istio_service_clusters"))?);
             }
-            _ => None,
-        };
+        }
         fields.finish()?;
-        Ok(RawSide { field, peer_identity_prefix, istio_service_clusters: istio_service_clusters.transpose()? })
+        Ok(RawSide { field, peer_identity_prefix, istio_service_clusters })
     }
 }
 
@@ -222,8 +218,8 @@ impl Config {
             Some(v) => name_of(v, "identity_check", IdentityCheck::from_name, IdentityCheck::NAMES)?,
             None => IdentityCheck::default(),
         };
-        let upstream = raw.take("upstream").map(|v| RawSide::read(v, "upstream")).transpose()?;
-        let downstream = raw.take("downstream").map(|v| RawSide::read(v, "downstream")).transpose()?;
+        let upstream = raw.take("upstream").map(|v| RawSide::read(v, "upstream", true)).transpose()?;
+        let downstream = raw.take("downstream").map(|v| RawSide::read(v, "downstream", false)).transpose()?;
         raw.finish()?;
         let side = match (role, upstream, downstream) {
             (Role::Server, Some(_), _) => return Err(err("upstream", "only applies to role \"client\"")),

@@ -283,28 +283,24 @@ pub fn set_envoy_filter_state(path: &str, value: &str) -> HostResult<()> {
 }
 
 /// `SetEnvoyFilterStateArguments { path, value, span: DownstreamRequest }`
-/// in protobuf, written straight from the borrowed strings (this runs per
-/// request in alpn-filter; prost would copy both into Strings first). A
-/// request span: a connection span would stick to the downstream connection
-/// and silently win over later requests' values.
+/// in protobuf, written with prost's field encoders straight from the
+/// borrowed strings (this runs per request in alpn-filter; the generated
+/// message would copy both into Strings first). A request span: a
+/// connection span would stick to the downstream connection and silently
+/// win over later requests' values.
 fn set_envoy_filter_state_arguments(path: &str, value: &str) -> Vec<u8> {
-    fn field(out: &mut Vec<u8>, key: u8, bytes: &[u8]) {
-        if bytes.is_empty() {
-            return; // proto3 leaves default values out
-        }
-        out.push(key);
-        let mut len = bytes.len();
-        while len >= 0x80 {
-            out.push((len as u8 & 0x7f) | 0x80);
-            len >>= 7;
-        }
-        out.push(len as u8);
-        out.extend_from_slice(bytes);
-    }
+    use proto::prost::encoding::{encode_key, encode_varint, WireType};
     let mut out = Vec::with_capacity(path.len() + value.len() + 10);
-    field(&mut out, 0x0a, path.as_bytes()); // 1: path, length-delimited
-    field(&mut out, 0x12, value.as_bytes()); // 2: value, length-delimited
-    out.extend_from_slice(&[0x18, LifeSpan::DownstreamRequest as u8]); // 3: span, varint
+    for (tag, text) in [(1, path), (2, value)] {
+        if text.is_empty() {
+            continue; // proto3 leaves default values out
+        }
+        encode_key(tag, WireType::LengthDelimited, &mut out);
+        encode_varint(text.len() as u64, &mut out);
+        out.extend_from_slice(text.as_bytes());
+    }
+    encode_key(3, WireType::Varint, &mut out);
+    encode_varint(LifeSpan::DownstreamRequest as u64, &mut out);
     out
 }
 
