@@ -76,7 +76,7 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct Launch<'a> {
     /// Names the rendered config, the log and the admin address file in `dir`.
     pub name: &'a str,
-    /// A file in envoy-configs/.
+    /// A file in envoy-configs/, or an absolute path.
     pub template: &'a str,
     pub vars: &'a BTreeMap<String, String>,
     pub dir: &'a Path,

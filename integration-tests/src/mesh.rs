@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::backends::Backends;
 use crate::envoy::{Envoy, Launch};
@@ -23,6 +23,9 @@ pub struct MeshOptions {
     pub client_http_exchange_config: String,
     /// Envoy's `wasm` log level (the filters log each decision at debug).
     pub wasm_log_level: String,
+    /// Where `client.yaml` and `server.yaml` are read from; `None`:
+    /// `envoy-configs/` (the benchmark's A/B runs use edited copies).
+    pub templates: Option<PathBuf>,
 }
 
 /// alpn-filter's configuration in the tests and in docker-compose: Istio's
@@ -45,6 +48,7 @@ impl Default for MeshOptions {
             server_http_exchange_config: HTTP_SERVER_CONFIG.into(),
             client_http_exchange_config: HTTP_CLIENT_CONFIG.into(),
             wasm_log_level: "debug".into(),
+            templates: None,
         }
     }
 }
@@ -151,10 +155,15 @@ impl Mesh {
             dir: dir.path(),
             wasm_log_level: &options.wasm_log_level,
         };
-        let server = Envoy::start(&launch("server", "server.yaml", &server_vars)).unwrap_or_else(|e| panic!("{e}"));
+        let template = |file: &str| match &options.templates {
+            Some(dir) => dir.join(file).display().to_string(),
+            None => file.to_string(),
+        };
+        let (server_template, client_template) = (template("server.yaml"), template("client.yaml"));
+        let server = Envoy::start(&launch("server", &server_template, &server_vars)).unwrap_or_else(|e| panic!("{e}"));
         let server_addr = SocketAddr::from(([127, 0, 0, 1], server.listener_port("inbound_mtls")));
         let client_vars = client_vars(dir.path(), &pki, &backends, server_addr, &options);
-        let client = Envoy::start(&launch("client", "client.yaml", &client_vars)).unwrap_or_else(|e| panic!("{e}"));
+        let client = Envoy::start(&launch("client", &client_template, &client_vars)).unwrap_or_else(|e| panic!("{e}"));
         let target = Target::loopback(client.admin.clone(), server.admin.clone(), pki, dir.path());
         Mesh { target, client, server, backends, dir }
     }

@@ -190,6 +190,93 @@ fn selected(key: &str) -> bool {
     std::env::var("BENCH_ONLY").map_or(true, |only| only.split(',').any(|k| k.trim() == key))
 }
 
+/// An A/B of two builds of one filter: `BENCH_VARIANT_ALPN=<alpn-filter
+/// build>` loads that build in the HTTP empty-filter slot, and
+/// `BENCH_VARIANT_EXCHANGE=<peer-exchange-filter build>` in the TCP
+/// empty-filter slots of both Envoys, each with the shipped plugin
+/// configuration (the TCP slot's cluster is marked as a mesh upstream and
+/// both of its sides log quietly, like the quiet exchange row). That row is
+/// then the variant, and "Δ floor" reads shipped build − variant. The two
+/// slots differ a little by themselves: an A/A run (the shipped build as
+/// the variant) gives that bias.
+struct Variants {
+    alpn: Option<String>,
+    exchange: Option<String>,
+}
+
+impl Variants {
+    fn from_env() -> Variants {
+        let build = |name: &str| {
+            let path = std::env::var(name).ok().filter(|p| !p.is_empty())?;
+            let path = std::fs::canonicalize(&path).unwrap_or_else(|e| panic!("{name}={path}: {e}"));
+            Some(path.display().to_string())
+        };
+        Variants { alpn: build("BENCH_VARIANT_ALPN"), exchange: build("BENCH_VARIANT_EXCHANGE") }
+    }
+
+    /// The templates with the variants in the empty filter's slots, written
+    /// to `dir`; `None` when there is no variant.
+    fn templates(&self, dir: &std::path::Path) -> Option<std::path::PathBuf> {
+        if self.alpn.is_none() && self.exchange.is_none() {
+            return None;
+        }
+        let configs = integration_tests::paths::envoy_configs();
+        let read = |file: &str| std::fs::read_to_string(configs.join(file)).expect("read an envoy-configs template");
+        let (mut client, mut server) = (read("client.yaml"), read("server.yaml"));
+        if let Some(build) = &self.alpn {
+            let edits = [("root_id: empty", "root_id: alpn"), ("value: http }", "value: '${ALPN_CONFIG}' }")];
+            client = edit_slot(&client, "  - name: outbound_http_empty_wasm\n", build, &edits);
+        }
+        if let Some(build) = &self.exchange {
+            let edits = [
+                ("root_id: empty", "root_id: peer_exchange"),
+                ("value: network }", "value: '${PEER_EXCHANGE_CONFIG}' }"),
+            ];
+            client = edit_slot(&client, "  - name: outbound_tcp_echo_empty_wasm\n", build, &edits);
+            server = edit_slot(&server, "    - name: inbound-tcp-echo-empty-wasm\n", build, &edits);
+        }
+        std::fs::write(dir.join("client.yaml"), client).expect("write client.yaml");
+        std::fs::write(dir.join("server.yaml"), server).expect("write server.yaml");
+        Some(dir.to_path_buf())
+    }
+
+    /// The row label of a slot: the variant's file, or the empty filter.
+    fn label(variant: &Option<String>, empty: &'static str) -> &'static str {
+        match variant {
+            Some(path) => {
+                let file = std::path::Path::new(path).file_name().map(|f| f.to_string_lossy().into_owned());
+                Box::leak(format!("variant {}", file.unwrap_or_default()).into_boxed_str())
+            }
+            None => empty,
+        }
+    }
+}
+
+/// What the Δ column means in an A/B run (instead of the targets).
+fn a_b_note(row: &'static str) -> Vec<(&'static str, String)> {
+    vec![(
+        "A/B",
+        format!("Δ on the \"{row}\" row = the shipped build − the variant (an A/A run gives the slots' own bias)"),
+    )]
+}
+
+/// In the list item that starts with the line `start` (up to the next item
+/// at the same indentation), loads `build` instead of the empty filter and
+/// applies `edits`, each exactly once.
+fn edit_slot(text: &str, start: &str, build: &str, edits: &[(&str, &str)]) -> String {
+    let begin = text.find(start).unwrap_or_else(|| panic!("benchmark slot {start:?} not in the template"));
+    let indent = &start[..start.len() - start.trim_start().len()];
+    let next_item = format!("\n{indent}- ");
+    let end = text[begin + start.len()..].find(&next_item).map_or(text.len(), |i| begin + start.len() + i);
+    let mut slot = text[begin..end].to_string();
+    let empty_wasm = "${EMPTY_WASM}".to_string();
+    for (from, to) in edits.iter().copied().chain([(empty_wasm.as_str(), build)]) {
+        assert_eq!(slot.matches(from).count(), 1, "benchmark slot {start:?}: expected {from:?} once");
+        slot = slot.replacen(from, to, 1);
+    }
+    format!("{}{slot}{}", &text[..begin], &text[end..])
+}
+
 /// A running mesh and its Envoys' pids.
 struct Bench {
     mesh: Mesh,
@@ -281,9 +368,12 @@ async fn main() {
             ..MeshOptions::default()
         }
     };
+    let variants = Variants::from_env();
+    let templates_dir = tempfile::Builder::new().prefix("bench-templates-").tempdir().expect("temp dir");
+    let templates = variants.templates(templates_dir.path());
     // The deployment as shipped (identity_check: enforce, the default) and,
     // for the identity scenarios only, a second one with the check off.
-    let shipped = Bench::start(options("enforce"));
+    let shipped = Bench::start(MeshOptions { templates: templates.clone(), ..options("enforce") });
     let unchecked = (selected("identity") || selected("identity_http")).then(|| Bench::start(options("off")));
     println!(
         "client Envoy pid {} and server Envoy pid {}, --concurrency 1 each; {rounds} rounds of {secs} s per variant, \
@@ -293,7 +383,7 @@ async fn main() {
     let http_variants = vec![
         ("no filter (static ALPN cluster)", "outbound_http_baseline", 0),
         ("native set_filter_state", "outbound_http_native", 0),
-        ("empty wasm filter (floor)", "outbound_http_empty_wasm", 0),
+        (Variants::label(&variants.alpn, "empty wasm filter (floor)"), "outbound_http_empty_wasm", 0),
         ("alpn-filter", "outbound_http", 0),
         ("alpn + HTTP exchange, logs without peer", "outbound_http_exchange_quiet_log", 0),
         ("alpn + HTTP exchange, shipped logs", "outbound_http_exchange", 0),
@@ -318,8 +408,8 @@ async fn main() {
         if !selected(key) {
             continue;
         }
-        let scenario =
-            Scenario { title, unit: "req/s", variants: http_variants.clone(), floor: Some(2), targets: http_targets() };
+        let targets = if variants.alpn.is_some() { a_b_note("alpn-filter") } else { http_targets() };
+        let scenario = Scenario { title, unit: "req/s", variants: http_variants.clone(), floor: Some(2), targets };
         run_scenario(&[&shipped], &scenario, load, rounds, secs).await;
     }
     let churn = Scenario {
@@ -327,15 +417,26 @@ async fn main() {
         unit: "conn/s",
         variants: vec![
             ("no filter", "outbound_tcp_echo_baseline", 0),
-            ("empty wasm filter, both sides (floor)", "outbound_tcp_echo_empty_wasm", 0),
+            (
+                Variants::label(&variants.exchange, "empty wasm filter, both sides (floor)"),
+                "outbound_tcp_echo_empty_wasm",
+                0,
+            ),
             ("exchange, logs without the peer", "outbound_tcp_echo_quiet_log", 0),
             ("exchange, shipped logs (peer JSON)", "outbound_tcp_echo", 0),
         ],
         floor: Some(1),
-        targets: vec![
-            ("exchange, logs without the peer", "client and server Δ over the floor ≤ +15 µs".to_string()),
-            ("exchange, shipped logs", "conn/s ratio ≥ 0.90; the extra over the quiet row is printing the peer".into()),
-        ],
+        targets: if variants.exchange.is_some() {
+            a_b_note("exchange, logs without the peer")
+        } else {
+            vec![
+                ("exchange, logs without the peer", "client and server Δ over the floor ≤ +15 µs".to_string()),
+                (
+                    "exchange, shipped logs",
+                    "conn/s ratio ≥ 0.90; the extra over the quiet row is printing the peer".into(),
+                ),
+            ]
+        },
     };
     if selected("churn") {
         run_scenario(&[&shipped], &churn, Load::Churn, rounds, secs).await;
