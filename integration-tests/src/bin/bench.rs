@@ -482,3 +482,31 @@ async fn main() {
         .collect();
     println!("\nmodule sizes: {} (target: each filter ≤ 150 KiB)", sizes.join(", "));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_variant_replaces_the_empty_filter_in_its_slot_only() {
+        let template = "  - name: a\n    root_id: empty\n    file: ${EMPTY_WASM}\n  - name: b\n    root_id: empty\n";
+        let edited = edit_slot(template, "  - name: a\n", "/v.wasm", &[("root_id: empty", "root_id: alpn")]);
+        assert_eq!(edited, "  - name: a\n    root_id: alpn\n    file: /v.wasm\n  - name: b\n    root_id: empty\n");
+    }
+
+    /// The shipped templates keep the slots the A/B runs edit, so a template
+    /// change that breaks them fails here, not in the middle of a benchmark.
+    #[test]
+    fn the_shipped_templates_take_both_variants() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let variants = Variants { alpn: Some("/a.wasm".into()), exchange: Some("/x.wasm".into()) };
+        let written = variants.templates(dir.path()).expect("templates written");
+        let client = std::fs::read_to_string(written.join("client.yaml")).expect("client.yaml");
+        let server = std::fs::read_to_string(written.join("server.yaml")).expect("server.yaml");
+        assert!(client.contains("root_id: alpn") && client.contains("\"/a.wasm\"") && client.contains("\"/x.wasm\""));
+        assert!(server.contains("root_id: peer_exchange") && server.contains("\"/x.wasm\""));
+        assert!(!client.contains("${EMPTY_WASM}") && !server.contains("${EMPTY_WASM}"));
+        let none = Variants { alpn: None, exchange: None };
+        assert!(none.templates(dir.path()).is_none());
+    }
+}
