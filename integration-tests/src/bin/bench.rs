@@ -159,6 +159,14 @@ async fn tcp_bulk(addr: SocketAddr, mib: usize) -> u64 {
     mib as u64
 }
 
+/// `[lowest..highest]` of per-round values: how far one round can be from
+/// the median on this machine, so a reader can tell a difference from noise.
+fn range(v: &[f64]) -> String {
+    let low = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let high = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!("[{low:+.0}..{high:+.0}]")
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
@@ -324,7 +332,7 @@ async fn run_scenario(benches: &[&Bench], scenario: &Scenario, load: Load, round
     }
     println!("\n{} ({} rounds, median)", scenario.title, rounds);
     println!(
-        "  {:<38} {:>10} {:>7} {:>13} {:>13} {:>22}",
+        "  {:<38} {:>10} {:>7} {:>13} {:>13} {:>22}  Δ's range over the rounds",
         "variant", scenario.unit, "ratio", "client µs/op", "server µs/op", "client/server Δ floor"
     );
     for (i, (name, _, _)) in scenario.variants.iter().enumerate() {
@@ -333,15 +341,18 @@ async fn run_scenario(benches: &[&Bench], scenario: &Scenario, load: Load, round
         let ratio = per_round(&|r| runs[i][r].rate / runs[0][r].rate);
         let client = per_round(&|r| runs[i][r].client_us);
         let server = per_round(&|r| runs[i][r].server_us);
-        let delta = match scenario.floor {
-            Some(f) if i > f => format!(
-                "{:+.1} / {:+.1}",
-                per_round(&|r| runs[i][r].client_us - runs[f][r].client_us),
-                per_round(&|r| runs[i][r].server_us - runs[f][r].server_us)
-            ),
-            _ => String::new(),
+        let (delta, spread) = match scenario.floor {
+            Some(f) if i > f => {
+                let client: Vec<f64> = (0..rounds).map(|r| runs[i][r].client_us - runs[f][r].client_us).collect();
+                let server: Vec<f64> = (0..rounds).map(|r| runs[i][r].server_us - runs[f][r].server_us).collect();
+                (
+                    format!("{:+.1} / {:+.1}", median(client.clone()), median(server.clone())),
+                    format!("{} / {}", range(&client), range(&server)),
+                )
+            }
+            _ => (String::new(), String::new()),
         };
-        println!("  {name:<38} {rate:>10.1} {ratio:>7.3} {client:>13.1} {server:>13.1} {delta:>22}");
+        println!("  {name:<38} {rate:>10.1} {ratio:>7.3} {client:>13.1} {server:>13.1} {delta:>22}  {spread}");
     }
     for (what, target) in &scenario.targets {
         println!("  target: {what}: {target}");
