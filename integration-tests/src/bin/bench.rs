@@ -277,8 +277,7 @@ fn edit_slot(text: &str, start: &str, build: &str, edits: &[(&str, &str)]) -> St
     let next_item = format!("\n{indent}- ");
     let end = text[begin + start.len()..].find(&next_item).map_or(text.len(), |i| begin + start.len() + i);
     let mut slot = text[begin..end].to_string();
-    let empty_wasm = "${EMPTY_WASM}".to_string();
-    for (from, to) in edits.iter().copied().chain([(empty_wasm.as_str(), build)]) {
+    for (from, to) in edits.iter().copied().chain([("${EMPTY_WASM}", build)]) {
         assert_eq!(slot.matches(from).count(), 1, "benchmark slot {start:?}: expected {from:?} once");
         slot = slot.replacen(from, to, 1);
     }
@@ -384,7 +383,7 @@ async fn main() {
     let templates = variants.templates(templates_dir.path());
     // The deployment as shipped (identity_check: enforce, the default) and,
     // for the identity scenarios only, a second one with the check off.
-    let shipped = Bench::start(MeshOptions { templates: templates.clone(), ..options("enforce") });
+    let shipped = Bench::start(MeshOptions { templates, ..options("enforce") });
     let unchecked = (selected("identity") || selected("identity_http")).then(|| Bench::start(options("off")));
     println!(
         "client Envoy pid {} and server Envoy pid {}, --concurrency 1 each; {rounds} rounds of {secs} s per variant, \
