@@ -33,8 +33,8 @@ pub struct MeshOptions {
 pub const ALPN_CONFIG: &str = r#"{"cluster_upstream_protocols":[{"cluster":"mesh_http_explicit_*","upstream_protocol":"HTTP11"},{"cluster":"mesh_http_use_downstream","upstream_protocol":"USE_DOWNSTREAM"}]}"#;
 
 /// The HTTP exchange's configurations in the tests and in docker-compose.
-pub const HTTP_SERVER_CONFIG: &str = r#"{"role":"server"}"#;
-pub const HTTP_CLIENT_CONFIG: &str = r#"{"role":"client"}"#;
+pub const HTTP_SERVER_CONFIG: &str = r#"{"role":"server","peer_json":true}"#;
+pub const HTTP_CLIENT_CONFIG: &str = r#"{"role":"client","peer_json":true}"#;
 
 /// The exchange timeout the tests' deployment uses (short, to test it).
 pub const TEST_EXCHANGE_TIMEOUT_MS: u64 = 1500;
@@ -43,8 +43,8 @@ impl Default for MeshOptions {
     fn default() -> Self {
         MeshOptions {
             alpn_config: ALPN_CONFIG.into(),
-            server_exchange_config: format!(r#"{{"role":"server","exchange_timeout_ms":{TEST_EXCHANGE_TIMEOUT_MS}}}"#),
-            client_exchange_config: format!(r#"{{"role":"client","exchange_timeout_ms":{TEST_EXCHANGE_TIMEOUT_MS}}}"#),
+            server_exchange_config: format!(r#"{{"role":"server","peer_json":true,"exchange_timeout_ms":{TEST_EXCHANGE_TIMEOUT_MS}}}"#),
+            client_exchange_config: format!(r#"{{"role":"client","peer_json":true,"exchange_timeout_ms":{TEST_EXCHANGE_TIMEOUT_MS}}}"#),
             server_http_exchange_config: HTTP_SERVER_CONFIG.into(),
             client_http_exchange_config: HTTP_CLIENT_CONFIG.into(),
             wasm_log_level: "debug".into(),

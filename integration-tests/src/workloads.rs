@@ -101,13 +101,17 @@ pub const CLIENT: Workload = Workload {
 /// Istio's sentinel peer id for "decidedly unknown".
 pub const PEER_UNKNOWN: &str = "envoy.wasm.metadata_exchange.peer_unknown";
 
-/// The peer struct inside an access-log value (`{"@type":..,"value":{..}}`
-/// or the bare struct).
-pub fn peer_struct(logged: &serde_json::Value) -> &serde_json::Value {
-    if logged.get("@type").is_some() {
-        &logged["value"]
-    } else {
-        logged
+/// The peer struct in an access-log value: the JSON text of
+/// `%FILTER_STATE(wasm.*_peer_json:PLAIN)%` (parsed; text that is not JSON
+/// fails the test), the typed Struct of `%FILTER_STATE(wasm.*_peer)%`
+/// (`{"@type":..,"value":{..}}`), or the bare struct. Anything else (null
+/// when nothing is stored) is returned as it is.
+pub fn peer_struct(logged: &serde_json::Value) -> serde_json::Value {
+    match logged {
+        serde_json::Value::String(text) => serde_json::from_str(text)
+            .unwrap_or_else(|e| panic!("the logged peer is not JSON text ({e}): {text:?}")),
+        _ if logged.get("@type").is_some() => logged["value"].clone(),
+        _ => logged.clone(),
     }
 }
 

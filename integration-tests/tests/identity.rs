@@ -28,7 +28,7 @@ fn lying_mesh(identity_check: &str) -> Mesh {
     let config = |role: &str, timeout: bool| {
         let timeout =
             if timeout { format!(r#""exchange_timeout_ms":{TEST_EXCHANGE_TIMEOUT_MS},"#) } else { String::new() };
-        format!(r#"{{"role":"{role}",{timeout}"identity_check":"{identity_check}",{LIE}}}"#)
+        format!(r#"{{"role":"{role}",{timeout}"identity_check":"{identity_check}","peer_json":true,{LIE}}}"#)
     };
     Mesh::start_with(MeshOptions {
         server_exchange_config: config("server", true),

@@ -130,6 +130,11 @@ fn compose_environment_renders_configs_that_envoy_accepts() {
         let http_exchange = vars.iter().find(|(k, _)| k == "PEER_EXCHANGE_HTTP_CONFIG").map(|(_, v)| v.as_str());
         let expected = if envoy == "client-envoy" { mesh::HTTP_CLIENT_CONFIG } else { mesh::HTTP_SERVER_CONFIG };
         assert_eq!(http_exchange, Some(expected), "{envoy}: the tests' HTTP exchange configuration");
+        // The templates' access logs print the peer's JSON text, which only
+        // a plugin with `peer_json` stores.
+        let tcp_exchange = vars.iter().find(|(k, _)| k == "PEER_EXCHANGE_CONFIG").map(|(_, v)| v.as_str());
+        let tcp_exchange: serde_json::Value = serde_json::from_str(tcp_exchange.unwrap_or("null")).unwrap();
+        assert_eq!(tcp_exchange["peer_json"], true, "{envoy}: PEER_EXCHANGE_CONFIG {tcp_exchange}");
         let out = dir.path().join(template);
         let rendered = render_sh(template, &vars, &out);
         assert!(rendered.status.success(), "render.sh: {}", String::from_utf8_lossy(&rendered.stderr));

@@ -11,7 +11,7 @@ use integration_tests::clients::{assert_same_bytes, echo_through, STEP_TIMEOUT};
 use integration_tests::mesh::{Mesh, MeshOptions, CLIENT_TCP_LOG, SERVER_TCP_LOG, TEST_EXCHANGE_TIMEOUT_MS};
 use integration_tests::pki::RAW_CLIENT_IDENTITY;
 use integration_tests::wire::{self, V};
-use integration_tests::workloads::{assert_stored, CLIENT, PEER_UNKNOWN, SERVER};
+use integration_tests::workloads::{assert_stored, peer_struct, CLIENT, PEER_UNKNOWN, SERVER};
 use integration_tests::{pseudo_random_bytes, BANNER};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -124,6 +124,13 @@ async fn server_first_banner_reaches_the_app_and_both_sides_learn_the_peer() {
     let server_log = mesh.target.wait_access_log(SERVER_TCP_LOG, 1, LOG_WAIT);
     assert_eq!(server_log[0]["chain"], "inbound-tcp-banner");
     CLIENT.assert_is(&server_log[0]["downstream_peer"], "server access log");
+    // The banner chains also print the stored Struct (native's key): the
+    // JSON text (`peer_json`) is that Struct, field for field.
+    for (line, key) in [(&client_log[0], "upstream_peer"), (&server_log[0], "downstream_peer")] {
+        let typed = &line[format!("{key}_struct")];
+        assert!(typed.get("@type").is_some(), "Envoy printed the typed Struct: {line}");
+        assert_eq!(peer_struct(typed), peer_struct(&line[key]), "{line}");
+    }
     assert_eq!(server_counter(&mesh, Counter::MetadataReceived), 1);
 }
 
@@ -394,7 +401,7 @@ async fn two_hundred_concurrent_connections_all_learn_the_peer_with_exact_bytes(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn golden_wire_bytes_equal_the_prefix_built_from_the_spec() {
     let options = MeshOptions {
-        client_exchange_config: r#"{"role":"client","additional_labels":["team"]}"#.into(),
+        client_exchange_config: r#"{"role":"client","peer_json":true,"additional_labels":["team"]}"#.into(),
         ..MeshOptions::default()
     };
     let mesh = Mesh::start_with(options);

@@ -9,10 +9,15 @@
 //!   "max_peer_metadata_bytes": 65536,
 //!   "exchange_timeout_ms": 10000,
 //!   "identity_check": "enforce",
+//!   "peer_json": true,
 //!   "upstream": {"peer_identity_prefix": "spiffe://"}
 //! }
 //! ```
-//! Only `role` is required. `identity_check` (`enforce`, `annotate`, `off`)
+//! Only `role` is required. `peer_json: true` also stores the peer as JSON
+//! text (`wasm.downstream_peer_json` / `wasm.upstream_peer_json`, a string),
+//! which access logs print at the cost of a string copy
+//! (`%FILTER_STATE(wasm.downstream_peer_json:PLAIN)%`); printing the stored
+//! Struct converts it to JSON on every log line. `identity_check` (`enforce`, `annotate`, `off`)
 //! says what a peer's claim is worth against its certificate ([`crate::identity`]). `node_id` and `metadata` override what Envoy's
 //! node says (and go through the same normalisation as the node's values:
 //! only Istio's fields, the labels native derives `app`/`version`/canonical
@@ -92,6 +97,14 @@ impl Role {
         }
     }
 
+    /// Where the peer is stored as JSON text (`peer_json: true`; ours, not Istio's).
+    pub fn peer_json_key(self) -> &'static str {
+        match self {
+            Role::Server => "downstream_peer_json",
+            Role::Client => "upstream_peer_json",
+        }
+    }
+
     pub fn peer_id_key(self) -> &'static str {
         match self {
             Role::Server => "downstream_peer_id",
@@ -119,6 +132,8 @@ pub struct Config {
     pub istio_service_clusters: bool,
     /// What a claim that disagrees with the peer's certificate is worth.
     pub identity_check: IdentityCheck,
+    /// Also store the peer as JSON text, for access logs.
+    pub peer_json: bool,
 }
 
 /// `upstream` / `downstream`: `peer_identity_prefix`, and (upstream only)
@@ -218,6 +233,10 @@ impl Config {
             Some(v) => name_of(v, "identity_check", IdentityCheck::from_name, IdentityCheck::NAMES)?,
             None => IdentityCheck::default(),
         };
+        let peer_json = match raw.take("peer_json") {
+            Some(v) => v.into_bool("peer_json")?,
+            None => false,
+        };
         let upstream = raw.take("upstream").map(|v| RawSide::read(v, "upstream", true)).transpose()?;
         let downstream = raw.take("downstream").map(|v| RawSide::read(v, "downstream", false)).transpose()?;
         raw.finish()?;
@@ -249,6 +268,7 @@ impl Config {
             peer_identity_prefix,
             istio_service_clusters,
             identity_check,
+            peer_json,
         })
     }
 
@@ -278,6 +298,7 @@ mod tests {
         assert_eq!(c.exchange_timeout_ms, DEFAULT_EXCHANGE_TIMEOUT_MS);
         assert_eq!(c.peer_identity_prefix, "spiffe://");
         assert_eq!(c.identity_check, IdentityCheck::Enforce);
+        assert!(!c.peer_json, "the JSON text costs a hostcall per peer: asked for, not default");
         assert_eq!(c.stat_prefix(), "peer_exchange.server.");
         for (value, mode) in
             [("enforce", IdentityCheck::Enforce), ("annotate", IdentityCheck::Annotate), ("off", IdentityCheck::Off)]
@@ -292,7 +313,7 @@ mod tests {
         let c = Config::parse(
             br#"{"role":"client","node_id":"n1","metadata":{"NAME":"a","LABELS":{"app":"x"}},
                  "additional_labels":["team","app"],"max_peer_metadata_bytes":100,"exchange_timeout_ms":0,
-                 "upstream":{"peer_identity_prefix":""}}"#,
+                 "peer_json":true,"upstream":{"peer_identity_prefix":""}}"#,
             Transport::Tcp,
         )
         .unwrap();
@@ -302,6 +323,7 @@ mod tests {
         assert_eq!(c.additional_labels, ["team", "app"]);
         assert_eq!(c.exchange_timeout_ms, 0);
         assert_eq!(c.peer_identity_prefix, "");
+        assert!(c.peer_json);
     }
 
     #[test]
@@ -322,6 +344,7 @@ mod tests {
             (r#"{"role":"server","upstream":{}}"#, "upstream: only applies to role \"client\""),
             (r#"{"role":"client","upstream":{"x":1}}"#, "upstream: unknown field `x`"),
             (r#"{"role":"client","timeout":1}"#, "unknown field `timeout`"),
+            (r#"{"role":"client","peer_json":"yes"}"#, "peer_json: must be true or false"),
             (r#"{"role":"client","identity_check":"strict"}"#, "unknown value `strict`, expected one of enforce"),
             (r#"{"role":"client","downstream":{"istio_service_clusters":true}}"#, "downstream: unknown field"),
         ];

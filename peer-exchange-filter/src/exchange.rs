@@ -650,6 +650,7 @@ mod tests {
         let peer = |verification| {
             Outcome::PeerFound(Rc::new(StoredPeer {
                 stored: None,
+                json: String::new(),
                 id: None,
                 namespace: String::new(),
                 name: String::new(),

@@ -66,7 +66,7 @@ impl Shared {
     fn record(&self, context_id: u32, outcome: Outcome) {
         let role = self.config.role;
         match outcome {
-            Outcome::PeerFound(peer) => store_peer(role, &peer, "connection", context_id),
+            Outcome::PeerFound(peer) => store_peer(&self.config, &peer, "connection", context_id),
             Outcome::NotFound(reason) => {
                 log::debug!("peer-exchange-filter: connection {}: peer not found: {reason}", context_id);
                 if role == Role::Client && self.endpoint_fallback(context_id) {
@@ -94,7 +94,8 @@ impl Shared {
                 if self.config.identity_check != IdentityCheck::Off {
                     mark_not_checked(&mut stored);
                 }
-                set_state(self.config.role.peer_key(), &stored.encode_to_vec());
+                let json = if self.config.peer_json { wasm_host::json::struct_text(&stored) } else { String::new() };
+                set_peer_state(&self.config, &stored.encode_to_vec(), &json);
                 log::debug!(
                     "peer-exchange-filter: connection {context_id}: peer from endpoint metadata ({}/{})",
                     workload.namespace,
@@ -144,7 +145,7 @@ impl Plugin for PeerPlugin {
             Transport::Tcp => Span::Connection,
             Transport::Http => Span::Request,
         };
-        declare_peer_properties(config.role, span);
+        declare_peer_properties(&config, span);
         log::info!(
             "peer-exchange-filter: {} exchange, role {}, node id \"{}\", sending {}",
             match transport {
@@ -263,12 +264,17 @@ fn tcp_plugin(config: Config, workload: &Workload, node_id: &str) -> Option<Rc<S
 }
 
 /// Declares the filter-state keys we set, so access logs print them.
-fn declare_peer_properties(role: Role, span: Span) {
+fn declare_peer_properties(config: &Config, span: Span) {
+    let role = config.role;
+    let json = config.peer_json.then_some((role.peer_json_key(), PropertyType::String));
     for (name, ty) in [
         (role.peer_key(), PropertyType::Struct),
         (role.peer_id_key(), PropertyType::String),
         (PEER_NOT_FOUND_KEY, PropertyType::String),
-    ] {
+    ]
+    .into_iter()
+    .chain(json)
+    {
         if let Err(e) = wasm_host::declare_property(name, ty, span) {
             log::warn!("peer-exchange-filter: cannot declare wasm.{name} ({e}); access logs may not print it");
         }
@@ -277,7 +283,8 @@ fn declare_peer_properties(role: Role, span: Span) {
 
 /// Stores a found peer (and its id) for the current connection or request,
 /// as the identity check decided.
-pub(crate) fn store_peer(role: Role, peer: &StoredPeer, what: &str, context_id: u32) {
+pub(crate) fn store_peer(config: &Config, peer: &StoredPeer, what: &str, context_id: u32) {
+    let role = config.role;
     log::debug!(
         "peer-exchange-filter: {what} {context_id}: peer \"{}\" claims {}/{} as \"{}\", identity check: {}",
         peer.id.as_deref().unwrap_or(""),
@@ -290,7 +297,7 @@ pub(crate) fn store_peer(role: Role, peer: &StoredPeer, what: &str, context_id: 
         mark_peer_not_found(role);
         return;
     };
-    set_state(role.peer_key(), stored);
+    set_peer_state(config, stored, &peer.json);
     if let Some(id) = &peer.id {
         set_state(role.peer_id_key(), id.as_bytes());
     }
@@ -321,6 +328,14 @@ pub(crate) fn local_workload(config: &Config) -> (Workload, String) {
 pub(crate) fn mark_peer_not_found(role: Role) {
     set_state(role.peer_id_key(), PEER_UNKNOWN_ID.as_bytes());
     set_state(PEER_NOT_FOUND_KEY, b"true");
+}
+
+/// Stores a peer's serialized Struct and, with `peer_json`, its JSON text.
+fn set_peer_state(config: &Config, stored: &[u8], json: &str) {
+    set_state(config.role.peer_key(), stored);
+    if config.peer_json {
+        set_state(config.role.peer_json_key(), json.as_bytes());
+    }
 }
 
 /// Sets filter state `wasm.<key>`; a refusal loses only that value.

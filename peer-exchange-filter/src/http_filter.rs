@@ -133,7 +133,7 @@ impl HttpPeer {
         });
         received.counters().for_each(|counter| shared.count(counter));
         match &received {
-            Received::Found(peer) => store_peer(role, peer, "request", self.context_id),
+            Received::Found(peer) => store_peer(config, peer, "request", self.context_id),
             other => {
                 log::debug!("peer-exchange-filter: request {}: peer not found: {other}", self.context_id);
                 mark_peer_not_found(role);

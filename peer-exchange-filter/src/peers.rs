@@ -29,6 +29,8 @@ pub struct StoredPeer {
     /// the identity check's fields); `None`: nothing is stored, the peer is
     /// not found (`identity_check: enforce` without a certificate).
     pub stored: Option<Vec<u8>>,
+    /// The same Struct as JSON text (`peer_json`); empty when nothing is stored.
+    pub json: String,
     /// The node id the peer sent, unless only its certificate is believed.
     pub id: Option<String>,
     /// What the peer claims, for log lines.
@@ -198,6 +200,7 @@ fn stored_peer(
         Belief::Nothing => (None, None),
     };
     Rc::new(StoredPeer {
+        json: stored.as_ref().map(wasm_host::json::struct_text).unwrap_or_default(),
         stored: stored.map(|s| s.encode_to_vec()),
         id,
         namespace: workload.namespace,
@@ -244,6 +247,19 @@ mod tests {
         assert_eq!(b.name, "b");
         assert!(d.decode(&[0xff], None).is_err());
         assert!(d.decode(&[0xff], None).is_err(), "errors are remembered too");
+    }
+
+    #[test]
+    fn the_json_text_is_the_stored_struct() {
+        for mode in [IdentityCheck::Off, IdentityCheck::Annotate, IdentityCheck::Enforce] {
+            let mut d = PeerDecoder::new(vec![], mode);
+            let peer = d.decode(&payload("a"), Some(SAN)).unwrap().unwrap();
+            assert_eq!(peer.json, wasm_host::json::struct_text(&stored(&peer)), "{mode:?}");
+            assert!(peer.json.contains(r#""namespace":"ns""#), "{}", peer.json);
+            // Nothing stored (enforce, no certificate): no text either.
+            let nothing = PeerDecoder::new(vec![], IdentityCheck::Enforce).decode(&payload("a"), None);
+            assert_eq!(nothing.unwrap().unwrap().json, "");
+        }
     }
 
     #[test]

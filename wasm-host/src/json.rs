@@ -12,6 +12,12 @@
 //! Numbers are kept as `f64` computed from their digits; exact for every
 //! integer up to 2^53, which is all a configuration asks for. Nothing here
 //! formats a float: errors say what was expected, not echo the number.
+//!
+//! It also writes one thing: a `google.protobuf.Struct` as JSON text
+//! ([`struct_text`]), for access logs.
+
+use proto::prost_types::value::Kind;
+use proto::prost_types::Struct;
 
 use crate::ConfigError;
 
@@ -410,6 +416,92 @@ impl Fields {
     }
 }
 
+/// A `google.protobuf.Struct` as one line of JSON text, the object
+/// protobuf's JSON mapping gives for it (keys in the Struct's order).
+///
+/// For access logs: Envoy prints a string property as it is
+/// (`%FILTER_STATE(key:PLAIN)%`), while printing a stored Struct means
+/// converting it to JSON with protobuf reflection on every log line.
+/// Strings are escaped as RFC 8259 requires (`"`, `\`, control
+/// characters); other characters are written as they are (a Struct's
+/// strings are UTF-8). A number is written when it is an integer of at
+/// most 2^53 in magnitude, and as `null` otherwise: nothing here formats a
+/// float (see the module docs), and no stored peer holds a number. Nesting
+/// past [`MAX_DEPTH`] is written as `null`.
+pub fn struct_text(value: &Struct) -> String {
+    let mut out = String::new();
+    write_struct(&mut out, value, 0);
+    out
+}
+
+fn write_struct(out: &mut String, value: &Struct, depth: usize) {
+    out.push('{');
+    for (i, (key, field)) in value.fields.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_string(out, key);
+        out.push(':');
+        write_value(out, field.kind.as_ref(), depth + 1);
+    }
+    out.push('}');
+}
+
+fn write_value(out: &mut String, kind: Option<&Kind>, depth: usize) {
+    match kind {
+        _ if depth >= MAX_DEPTH => out.push_str("null"),
+        None | Some(Kind::NullValue(_)) => out.push_str("null"),
+        Some(Kind::BoolValue(b)) => out.push_str(if *b { "true" } else { "false" }),
+        Some(Kind::NumberValue(n)) => write_number(out, *n),
+        Some(Kind::StringValue(s)) => write_string(out, s),
+        Some(Kind::StructValue(s)) => write_struct(out, s, depth),
+        Some(Kind::ListValue(list)) => {
+            out.push('[');
+            for (i, item) in list.values.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_value(out, item.kind.as_ref(), depth + 1);
+            }
+            out.push(']');
+        }
+    }
+}
+
+/// Integers up to 2^53 exactly; anything else (fractions, NaN, infinities,
+/// larger magnitudes) as `null`.
+fn write_number(out: &mut String, n: f64) {
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+    if n.fract() == 0.0 && n.abs() <= EXACT {
+        // In range by the check above, so the cast is exact.
+        out.push_str(&(n as i64).to_string());
+    } else {
+        out.push_str("null");
+    }
+}
+
+fn write_string(out: &mut String, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 => {
+                let b = u32::from(c) as usize;
+                out.push_str("\\u00");
+                out.push(char::from(HEX.get(b >> 4).copied().unwrap_or(b'0')));
+                out.push(char::from(HEX.get(b & 0xf).copied().unwrap_or(b'0')));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -556,5 +648,100 @@ mod tests {
         assert_eq!(ok("[]").into_fields("m").unwrap_err().to_string(), "m: must be an object, not a list");
         let map = ok(r#"{"z":"1","y":"2"}"#).into_fields("m").unwrap().into_entries();
         assert_eq!(map, [("z".to_string(), Json::String("1".into())), ("y".to_string(), Json::String("2".into()))]);
+    }
+
+    fn value(kind: Kind) -> proto::prost_types::Value {
+        proto::prost_types::Value { kind: Some(kind) }
+    }
+
+    fn st(fields: Vec<(&str, Kind)>) -> Struct {
+        Struct { fields: fields.into_iter().map(|(k, v)| (k.to_string(), value(v))).collect() }
+    }
+
+    /// What our reader makes of a Struct (the reference for round trips).
+    fn as_json(s: &Struct) -> Json {
+        fn of(kind: Option<&Kind>) -> Json {
+            match kind {
+                None | Some(Kind::NullValue(_)) => Json::Null,
+                Some(Kind::BoolValue(b)) => Json::Bool(*b),
+                Some(Kind::NumberValue(n)) => Json::Number(*n),
+                Some(Kind::StringValue(s)) => Json::String(s.clone()),
+                Some(Kind::StructValue(s)) => as_json(s),
+                Some(Kind::ListValue(l)) => Json::Array(l.values.iter().map(|v| of(v.kind.as_ref())).collect()),
+            }
+        }
+        Json::Object(s.fields.iter().map(|(k, v)| (k.clone(), of(v.kind.as_ref()))).collect())
+    }
+
+    #[test]
+    fn a_struct_is_written_as_one_line_of_json() {
+        let labels = st(vec![("app", Kind::StringValue("server".into()))]);
+        let list = proto::prost_types::ListValue {
+            values: vec![value(Kind::BoolValue(false)), value(Kind::NullValue(0)), value(Kind::NumberValue(7.0))],
+        };
+        let peer = st(vec![
+            ("namespace", Kind::StringValue("server-ns".into())),
+            ("verified", Kind::BoolValue(true)),
+            ("labels", Kind::StructValue(labels)),
+            ("list", Kind::ListValue(list)),
+            ("empty", Kind::StructValue(Struct::default())),
+        ]);
+        let text = struct_text(&peer);
+        assert_eq!(
+            text,
+            r#"{"empty":{},"labels":{"app":"server"},"list":[false,null,7],"namespace":"server-ns","verified":true}"#
+        );
+        assert_eq!(ok(&text), as_json(&peer));
+        assert_eq!(struct_text(&Struct::default()), "{}");
+    }
+
+    #[test]
+    fn strings_are_escaped_so_any_of_them_reads_back() {
+        let all_controls: String = (0u8..0x20).map(char::from).collect();
+        for s in ["", "plain", "q\"uote", "back\\slash", "é😀 /", &all_controls, "\u{7f}\u{2028}"] {
+            let peer = st(vec![(s, Kind::StringValue(s.to_string()))]);
+            let text = struct_text(&peer);
+            assert!(!text.bytes().any(|b| b < 0x20), "raw control character in {text:?}");
+            assert_eq!(ok(&text), as_json(&peer), "{s:?}");
+        }
+        assert_eq!(struct_text(&st(vec![("k", Kind::StringValue("\u{1}\n".into()))])), r#"{"k":"\u0001\n"}"#);
+    }
+
+    #[test]
+    fn only_exact_integers_are_written_as_numbers() {
+        let text = |n: f64| struct_text(&st(vec![("n", Kind::NumberValue(n))]));
+        assert_eq!(text(0.0), r#"{"n":0}"#);
+        assert_eq!(text(-3.0), r#"{"n":-3}"#);
+        assert_eq!(text(9_007_199_254_740_992.0), r#"{"n":9007199254740992}"#);
+        for n in [0.5, -1.25, f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 1e300, 18_014_398_509_481_984.0] {
+            assert_eq!(text(n), r#"{"n":null}"#, "{n}");
+        }
+    }
+
+    #[test]
+    fn nesting_past_the_limit_is_written_as_null() {
+        let mut deep = st(vec![("leaf", Kind::BoolValue(true))]);
+        for _ in 0..MAX_DEPTH + 5 {
+            deep = st(vec![("d", Kind::StructValue(deep))]);
+        }
+        let text = struct_text(&deep);
+        assert!(text.contains("null") && !text.contains("leaf"), "{text}");
+        assert!(parse(text.as_bytes()).is_ok(), "still one valid JSON text within the reader's limit");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_struct_of_strings_reads_back(
+            fields in proptest::collection::btree_map(".{0,12}", ".{0,24}", 0..8),
+            flag in proptest::bool::ANY,
+        ) {
+            let mut peer = Struct {
+                fields: fields.iter().map(|(k, v)| (k.clone(), value(Kind::StringValue(v.clone())))).collect(),
+            };
+            peer.fields.insert("nested".into(), value(Kind::StructValue(Struct { fields: peer.fields.clone() })));
+            peer.fields.insert("flag".into(), value(Kind::BoolValue(flag)));
+            let text = struct_text(&peer);
+            proptest::prop_assert_eq!(parse(text.as_bytes()).ok(), Some(as_json(&peer)));
+        }
     }
 }

@@ -367,7 +367,7 @@ async fn main() {
     let options = |identity_check: &str| {
         let config = |role: &str, timeout: bool| {
             let timeout = if timeout { r#","exchange_timeout_ms":10000"# } else { "" };
-            format!(r#"{{"role":"{role}"{timeout},"identity_check":"{identity_check}"}}"#)
+            format!(r#"{{"role":"{role}"{timeout},"identity_check":"{identity_check}","peer_json":true}}"#)
         };
         MeshOptions {
             wasm_log_level: "info".into(),

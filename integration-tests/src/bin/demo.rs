@@ -122,8 +122,8 @@ async fn main() {
     let server_log = mesh.target.wait_access_log(SERVER_TCP_LOG, 2, LOG_WAIT);
     if let Some(line) = client_log.iter().find(|l| l["listener"] == "outbound_tcp_echo") {
         println!(
-            "  client Envoy access log, %FILTER_STATE(wasm.upstream_peer)%:\n    {}",
-            pretty(&line["upstream_peer"])
+            "  client Envoy access log, %FILTER_STATE(wasm.upstream_peer_json:PLAIN)%:\n    {}",
+            pretty(&peer_struct(&line["upstream_peer"]))
         );
         println!(
             "  client Envoy access log, %FILTER_STATE(wasm.upstream_peer_id:PLAIN)%: {}",
@@ -132,15 +132,15 @@ async fn main() {
     }
     if let Some(line) = server_log.iter().find(|l| l["chain"] == "inbound-tcp-banner") {
         println!(
-            "  server Envoy access log (server-first chain), %FILTER_STATE(wasm.downstream_peer)%:\n    {}",
-            pretty(&line["downstream_peer"])
+            "  server Envoy access log (server-first chain), %FILTER_STATE(wasm.downstream_peer_json:PLAIN)%:\n    {}",
+            pretty(&peer_struct(&line["downstream_peer"]))
         );
     }
     if let Some(line) = client_log.iter().find(|l| l["listener"] == "outbound_tcp_plain") {
         println!(
             "  client Envoy access log (non-mesh upstream, no exchange): peer from Istio's endpoint metadata \
              istio.workload:\n    {}",
-            pretty(&line["upstream_peer"])
+            pretty(&peer_struct(&line["upstream_peer"]))
         );
     }
     counters(&mesh, &["wasmcustom.peer_exchange.client.", "wasmcustom.peer_exchange.server."]);
@@ -219,7 +219,7 @@ async fn main() {
         println!(
             "  server Envoy stored (identity_check: enforce), certificate {}:\n    {}",
             line["peer_certificate"],
-            pretty(&line["downstream_peer"])
+            pretty(&peer_struct(&line["downstream_peer"]))
         );
         println!("  %CEL(... verified == true ? namespace : 'unverified')%: {}", line["verified_peer_namespace"]);
     }
