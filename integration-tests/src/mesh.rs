@@ -43,8 +43,12 @@ impl Default for MeshOptions {
     fn default() -> Self {
         MeshOptions {
             alpn_config: ALPN_CONFIG.into(),
-            server_exchange_config: format!(r#"{{"role":"server","peer_json":true,"exchange_timeout_ms":{TEST_EXCHANGE_TIMEOUT_MS}}}"#),
-            client_exchange_config: format!(r#"{{"role":"client","peer_json":true,"exchange_timeout_ms":{TEST_EXCHANGE_TIMEOUT_MS}}}"#),
+            server_exchange_config: format!(
+                r#"{{"role":"server","peer_json":true,"exchange_timeout_ms":{TEST_EXCHANGE_TIMEOUT_MS}}}"#
+            ),
+            client_exchange_config: format!(
+                r#"{{"role":"client","peer_json":true,"exchange_timeout_ms":{TEST_EXCHANGE_TIMEOUT_MS}}}"#
+            ),
             server_http_exchange_config: HTTP_SERVER_CONFIG.into(),
             client_http_exchange_config: HTTP_CLIENT_CONFIG.into(),
             wasm_log_level: "debug".into(),

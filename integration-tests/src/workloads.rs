@@ -108,8 +108,9 @@ pub const PEER_UNKNOWN: &str = "envoy.wasm.metadata_exchange.peer_unknown";
 /// when nothing is stored) is returned as it is.
 pub fn peer_struct(logged: &serde_json::Value) -> serde_json::Value {
     match logged {
-        serde_json::Value::String(text) => serde_json::from_str(text)
-            .unwrap_or_else(|e| panic!("the logged peer is not JSON text ({e}): {text:?}")),
+        serde_json::Value::String(text) => {
+            serde_json::from_str(text).unwrap_or_else(|e| panic!("the logged peer is not JSON text ({e}): {text:?}"))
+        }
         _ if logged.get("@type").is_some() => logged["value"].clone(),
         _ => logged.clone(),
     }
