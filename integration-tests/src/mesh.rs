@@ -73,6 +73,16 @@ fn vars(pairs: &[(&str, String)]) -> BTreeMap<String, String> {
     pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
 }
 
+/// The configuration of the chains whose logs do not print the peer (the
+/// benchmark's quiet rows): the same, without `peer_json`.
+pub fn without_peer_json(plugin_config: &str) -> String {
+    let mut config: serde_json::Value = serde_json::from_str(plugin_config).expect("plugin configuration is JSON");
+    if let Some(fields) = config.as_object_mut() {
+        fields.remove("peer_json");
+    }
+    config.to_string()
+}
+
 /// Values both templates share.
 fn common_vars(dir: &Path, pki: &Pki, plugin_config: &str, http_config: &str) -> BTreeMap<String, String> {
     for config in [plugin_config, http_config] {
@@ -87,6 +97,7 @@ fn common_vars(dir: &Path, pki: &Pki, plugin_config: &str, http_config: &str) ->
         ("PEER_EXCHANGE_WASM", paths::peer_exchange_filter_wasm().display().to_string()),
         ("EMPTY_WASM", paths::empty_filter_wasm().display().to_string()),
         ("PEER_EXCHANGE_CONFIG", plugin_config.to_string()),
+        ("PEER_EXCHANGE_QUIET_CONFIG", without_peer_json(plugin_config)),
         ("PEER_EXCHANGE_HTTP_CONFIG", http_config.to_string()),
     ])
 }

@@ -135,6 +135,11 @@ fn compose_environment_renders_configs_that_envoy_accepts() {
         let tcp_exchange = vars.iter().find(|(k, _)| k == "PEER_EXCHANGE_CONFIG").map(|(_, v)| v.as_str());
         let tcp_exchange: serde_json::Value = serde_json::from_str(tcp_exchange.unwrap_or("null")).unwrap();
         assert_eq!(tcp_exchange["peer_json"], true, "{envoy}: PEER_EXCHANGE_CONFIG {tcp_exchange}");
+        let quiet = vars.iter().find(|(k, _)| k == "PEER_EXCHANGE_QUIET_CONFIG").map(|(_, v)| v.as_str());
+        let quiet: serde_json::Value = serde_json::from_str(quiet.unwrap_or("null")).unwrap();
+        let expected: serde_json::Value =
+            serde_json::from_str(&mesh::without_peer_json(&tcp_exchange.to_string())).unwrap();
+        assert_eq!(quiet, expected, "{envoy}: PEER_EXCHANGE_QUIET_CONFIG is PEER_EXCHANGE_CONFIG without peer_json");
         let out = dir.path().join(template);
         let rendered = render_sh(template, &vars, &out);
         assert!(rendered.status.success(), "render.sh: {}", String::from_utf8_lossy(&rendered.stderr));

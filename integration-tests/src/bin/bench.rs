@@ -238,7 +238,8 @@ impl Variants {
         if let Some(build) = &self.exchange {
             let edits = [
                 ("root_id: empty", "root_id: peer_exchange"),
-                ("value: network }", "value: '${PEER_EXCHANGE_CONFIG}' }"),
+                // Compared with the quiet row: its configuration.
+                ("value: network }", "value: '${PEER_EXCHANGE_QUIET_CONFIG}' }"),
             ];
             client = edit_slot(&client, "  - name: outbound_tcp_echo_empty_wasm\n", build, &edits);
             server = edit_slot(&server, "    - name: inbound-tcp-echo-empty-wasm\n", build, &edits);
