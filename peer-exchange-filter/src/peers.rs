@@ -29,7 +29,8 @@ pub struct StoredPeer {
     /// the identity check's fields); `None`: nothing is stored, the peer is
     /// not found (`identity_check: enforce` without a certificate).
     pub stored: Option<Vec<u8>>,
-    /// The same Struct as JSON text (`peer_json`); empty when nothing is stored.
+    /// The same Struct as JSON text when the decoder is asked for it
+    /// (`peer_json`); empty otherwise, and when nothing is stored.
     pub json: String,
     /// The node id the peer sent, unless only its certificate is believed.
     pub id: Option<String>,
@@ -81,6 +82,8 @@ impl<T: Clone> Cache<T> {
 pub struct PeerDecoder {
     additional_labels: Vec<String>,
     identity_check: IdentityCheck,
+    /// Also write each stored peer as JSON text (`peer_json`).
+    peer_json: bool,
     /// TCP payloads.
     payloads: Cache<Decoded>,
     /// Header pairs.
@@ -89,12 +92,23 @@ pub struct PeerDecoder {
 
 impl PeerDecoder {
     pub fn new(additional_labels: Vec<String>, identity_check: IdentityCheck) -> Self {
-        PeerDecoder { additional_labels, identity_check, payloads: Cache::new(), headers: Cache::new() }
+        PeerDecoder {
+            additional_labels,
+            identity_check,
+            peer_json: false,
+            payloads: Cache::new(),
+            headers: Cache::new(),
+        }
+    }
+
+    /// Also write each stored peer as JSON text ([`StoredPeer::json`]).
+    pub fn with_peer_json(self, peer_json: bool) -> Self {
+        PeerDecoder { peer_json, ..self }
     }
 
     /// The decoder a plugin configuration asks for.
     pub fn for_config(config: &Config) -> Self {
-        PeerDecoder::new(config.additional_labels.clone(), config.identity_check)
+        PeerDecoder::new(config.additional_labels.clone(), config.identity_check).with_peer_json(config.peer_json)
     }
 
     /// Whether decoding needs the peer certificate's URI SAN (callers read
@@ -105,13 +119,13 @@ impl PeerDecoder {
 
     /// A TCP exchange payload from a peer whose certificate has `uri_san`.
     pub fn decode(&mut self, payload: &[u8], uri_san: Option<&str>) -> Decoded {
-        let (labels, mode) = (&self.additional_labels, self.identity_check);
+        let (labels, mode, json) = (&self.additional_labels, self.identity_check, self.peer_json);
         let key = cache_key(&[uri_san.map(str::as_bytes)], payload);
         self.payloads.get_or_decode(&key, || {
             let Some(peer) = decode_payload(payload)? else {
                 return Ok(None);
             };
-            Ok(Some(stored_peer(&peer.metadata, peer.id, labels, mode, uri_san)))
+            Ok(Some(stored_peer(&peer.metadata, peer.id, labels, mode, uri_san, json)))
         })
     }
 
@@ -129,13 +143,13 @@ impl PeerDecoder {
             // Before the cache: the limit is not part of its key.
             return Err(HeaderError::TooLarge { len: metadata.len(), max });
         }
-        let (labels, mode) = (&self.additional_labels, self.identity_check);
+        let (labels, mode, json) = (&self.additional_labels, self.identity_check, self.peer_json);
         let id = id.unwrap_or_default();
         let key = cache_key(&[uri_san.map(str::as_bytes), Some(id)], metadata);
         self.headers.get_or_decode(&key, || {
             let wire = decode_metadata_header(metadata, max_payload)?;
             let id = (!id.is_empty()).then(|| String::from_utf8_lossy(id).into_owned());
-            Ok(stored_peer(&wire, id, labels, mode, uri_san))
+            Ok(stored_peer(&wire, id, labels, mode, uri_san, json))
         })
     }
 
@@ -186,6 +200,7 @@ fn stored_peer(
     additional_labels: &[String],
     mode: IdentityCheck,
     uri_san: Option<&str>,
+    json: bool,
 ) -> Rc<StoredPeer> {
     let workload = Workload::read(wire, additional_labels, None);
     let belief = judge(mode, &workload.identity, &workload.namespace, uri_san);
@@ -200,7 +215,7 @@ fn stored_peer(
         Belief::Nothing => (None, None),
     };
     Rc::new(StoredPeer {
-        json: stored.as_ref().map(wasm_host::json::struct_text).unwrap_or_default(),
+        json: stored.as_ref().filter(|_| json).map(wasm_host::json::struct_text).unwrap_or_default(),
         stored: stored.map(|s| s.encode_to_vec()),
         id,
         namespace: workload.namespace,
@@ -252,13 +267,15 @@ mod tests {
     #[test]
     fn the_json_text_is_the_stored_struct() {
         for mode in [IdentityCheck::Off, IdentityCheck::Annotate, IdentityCheck::Enforce] {
-            let mut d = PeerDecoder::new(vec![], mode);
+            let mut d = PeerDecoder::new(vec![], mode).with_peer_json(true);
             let peer = d.decode(&payload("a"), Some(SAN)).unwrap().unwrap();
             assert_eq!(peer.json, wasm_host::json::struct_text(&stored(&peer)), "{mode:?}");
             assert!(peer.json.contains(r#""namespace":"ns""#), "{}", peer.json);
+            let without = PeerDecoder::new(vec![], mode).decode(&payload("a"), Some(SAN)).unwrap().unwrap();
+            assert_eq!(without.json, "", "only asked for with peer_json");
         }
         // Nothing stored (enforce, no certificate): no text either.
-        let nothing = PeerDecoder::new(vec![], IdentityCheck::Enforce).decode(&payload("a"), None);
+        let nothing = PeerDecoder::new(vec![], IdentityCheck::Enforce).with_peer_json(true).decode(&payload("a"), None);
         assert_eq!(nothing.unwrap().unwrap().json, "");
     }
 
