@@ -20,6 +20,14 @@
 //! {"default_upstream_protocol": "HTTP11",
 //!  "cluster_upstream_protocols": [{"cluster": "outbound|*|grpc-*", "upstream_protocol": "HTTP2"}]}
 //! ```
+//!
+//! What a cluster's metadata says is remembered per cluster name for
+//! `cluster_metadata_refresh_ms` (default 1000; 0 reads it on every
+//! request), so a metadata change made by xDS applies within that long:
+//!
+//! ```json
+//! {"cluster_metadata_refresh_ms": 1000}
+//! ```
 
 use wasm_host::json::{self, Json};
 /// A configuration (or metadata) error: the field and the reason (shared with peer-exchange-filter).
@@ -37,7 +45,17 @@ pub struct AlpnConfig {
     pub default_policy: ProtocolPolicy,
     /// Name rules, first match wins.
     pub cluster_rules: Vec<ClusterRule>,
+    /// How long a cluster's decoded metadata is used for that cluster's
+    /// requests before it is read again; 0 = read on every request.
+    pub cluster_metadata_refresh_ms: u32,
 }
+
+/// One second: well under the seconds a mesh-wide xDS push takes to reach
+/// every sidecar, and one metadata read per cluster per second costs nothing.
+pub const DEFAULT_CLUSTER_METADATA_REFRESH_MS: u32 = 1000;
+/// A minute: beyond that a forgotten unit (seconds for milliseconds) would
+/// keep a cluster's old ALPN far too long.
+pub const MAX_CLUSTER_METADATA_REFRESH_MS: u32 = 60_000;
 
 pub(crate) fn protocol_index(protocol: UpstreamProtocol) -> usize {
     match protocol {
@@ -54,6 +72,7 @@ impl Default for AlpnConfig {
             lists: UpstreamProtocol::ALL.map(|p| Some(p.istio_default_alpn())),
             default_policy: ProtocolPolicy::DEFAULT,
             cluster_rules: Vec::new(),
+            cluster_metadata_refresh_ms: DEFAULT_CLUSTER_METADATA_REFRESH_MS,
         }
     }
 }
@@ -182,6 +201,11 @@ impl AlpnConfig {
             let policy = ProtocolName::read(rule.require("upstream_protocol")?, &field)?.resolve_policy(&field)?;
             rule.finish()?;
             config.cluster_rules.push(ClusterRule { cluster, policy });
+        }
+        if let Some(refresh) = fields.take("cluster_metadata_refresh_ms") {
+            let max = MAX_CLUSTER_METADATA_REFRESH_MS.into();
+            let refresh = refresh.into_integer("cluster_metadata_refresh_ms", max)?;
+            config.cluster_metadata_refresh_ms = u32::try_from(refresh).unwrap_or(MAX_CLUSTER_METADATA_REFRESH_MS);
         }
         fields.finish()?;
         Ok(config)
@@ -329,6 +353,24 @@ mod tests {
         for (input, expected) in cases {
             let err = AlpnConfig::parse(input.as_bytes()).unwrap_err().to_string();
             assert!(err.starts_with(expected), "{input}: {err}");
+        }
+    }
+
+    #[test]
+    fn cluster_metadata_refresh_is_bounded() {
+        assert_eq!(AlpnConfig::default().cluster_metadata_refresh_ms, DEFAULT_CLUSTER_METADATA_REFRESH_MS);
+        for (input, expected) in [("0", 0), ("250", 250), ("60000", 60_000), ("6e4", 60_000)] {
+            let config = AlpnConfig::parse(format!(r#"{{"cluster_metadata_refresh_ms":{input}}}"#).as_bytes()).unwrap();
+            assert_eq!(config.cluster_metadata_refresh_ms, expected, "{input}");
+        }
+        for input in ["60001", "-1", "1.5", "\"1000\""] {
+            let err =
+                AlpnConfig::parse(format!(r#"{{"cluster_metadata_refresh_ms":{input}}}"#).as_bytes()).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                "cluster_metadata_refresh_ms: must be a whole number from 0 to 60000",
+                "{input}"
+            );
         }
     }
 

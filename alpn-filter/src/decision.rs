@@ -16,8 +16,9 @@
 //!    else the plugin config's list (Istio's map by default). No list: leave alone.
 //!
 //! Facts are asked lazily ([`RequestFacts`]) so a request costs only the
-//! hostcalls its decision needs, and decoded cluster metadata is cached by
-//! its bytes ([`Decider`]).
+//! hostcalls its decision needs; decoded cluster metadata is cached by its
+//! bytes, and remembered per cluster name for `cluster_metadata_refresh_ms`
+//! ([`Decider`]).
 
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -73,20 +74,31 @@ pub enum SkipReason {
 /// against pathological churn.
 const MAX_CACHED: usize = 512;
 
+/// A cluster's decoded metadata, shared by the requests that use it.
+type Policy = Rc<Result<ClusterPolicy, String>>;
+
 /// Decides per request, remembering what it decoded.
 ///
-/// The metadata cache is keyed by the metadata **bytes**, not by cluster
-/// name: when xDS changes a cluster's metadata, the bytes change and the
-/// next request decodes them afresh, so a cached policy is never stale. Name
-/// rules are keyed by name: they depend only on the name and the plugin
-/// config, and a new plugin config makes a new `Decider`.
+/// Decoded metadata is cached by the metadata **bytes**: the same bytes
+/// always decode to the same policy, so that cache is never stale. On top
+/// of it, when `cluster_metadata_refresh_ms` is set, the policy is
+/// remembered per cluster **name**, and a request to a known cluster reads
+/// only the name (Envoy serialises the whole Metadata for every
+/// `xds.cluster_metadata` read). That map is emptied by
+/// [`Decider::refresh`], which the filter calls every
+/// `cluster_metadata_refresh_ms`, so a metadata change made by xDS reaches
+/// requests within one period. Name rules are keyed by name: they depend
+/// only on the name and the plugin config, and a new plugin config makes a
+/// new `Decider`.
 pub struct Decider {
     config: AlpnConfig,
     /// Shared, not cloned, per request: a hit costs a hash of the bytes.
-    policies: HashMap<Vec<u8>, Rc<Result<ClusterPolicy, String>>>,
+    policies: HashMap<Vec<u8>, Policy>,
     /// The policy of a cluster without metadata.
-    no_metadata: Rc<Result<ClusterPolicy, String>>,
+    no_metadata: Policy,
     rules: HashMap<String, Option<ProtocolPolicy>>,
+    /// Cluster name → its policy, until the next [`Decider::refresh`].
+    clusters: HashMap<String, Policy>,
 }
 
 impl Decider {
@@ -96,20 +108,25 @@ impl Decider {
             policies: HashMap::new(),
             no_metadata: Rc::new(Ok(ClusterPolicy::default())),
             rules: HashMap::new(),
+            clusters: HashMap::new(),
         }
     }
 
+    /// How often [`Decider::refresh`] must run; 0 = never (nothing is
+    /// remembered by name).
+    pub fn refresh_period_ms(&self) -> u32 {
+        self.config.cluster_metadata_refresh_ms
+    }
+
+    /// Forgets which policy each cluster name had: the next request to
+    /// each cluster reads its metadata again.
+    pub fn refresh(&mut self) {
+        self.clusters.clear();
+    }
+
     pub fn decide(&mut self, facts: &mut dyn RequestFacts) -> Decision {
-        let policy = match facts.cluster_metadata() {
-            Some(bytes) => match self.policies.get(&bytes) {
-                Some(cached) => Rc::clone(cached),
-                None => {
-                    let decoded = Rc::new(cluster_policy(&bytes).map_err(|e| e.to_string()));
-                    insert_bounded(&mut self.policies, bytes, Rc::clone(&decoded));
-                    decoded
-                }
-            },
-            None if facts.cluster_name().is_some() => Rc::clone(&self.no_metadata),
+        let (policy, name) = match self.cluster_policy(facts) {
+            Some(found) => found,
             None => return Decision::Skip(SkipReason::NoCluster),
         };
         let policy = match &*policy {
@@ -121,7 +138,7 @@ impl Decider {
         }
         let (protocol_policy, policy_source) = match policy.protocol {
             Some(p) => (p, PolicySource::ClusterMetadata),
-            None => match self.rule_for(facts) {
+            None => match self.rule_for(name, facts) {
                 Some(p) => (p, PolicySource::ClusterRule),
                 None => (self.config.default_policy, PolicySource::Default),
             },
@@ -142,13 +159,43 @@ impl Decider {
         }
     }
 
-    /// The name rule for the route's cluster; the name is read only when
-    /// the plugin config has rules.
-    fn rule_for(&mut self, facts: &mut dyn RequestFacts) -> Option<ProtocolPolicy> {
+    /// The route cluster's policy, and its name when it was read on the
+    /// way; `None` when the route has no cluster.
+    fn cluster_policy(&mut self, facts: &mut dyn RequestFacts) -> Option<(Policy, Option<String>)> {
+        if self.refresh_period_ms() == 0 {
+            return match facts.cluster_metadata() {
+                Some(bytes) => Some((self.decoded(bytes), None)),
+                None => facts.cluster_name().map(|name| (Rc::clone(&self.no_metadata), Some(name))),
+            };
+        }
+        let name = facts.cluster_name()?;
+        if let Some(known) = self.clusters.get(&name) {
+            return Some((Rc::clone(known), Some(name)));
+        }
+        let policy = match facts.cluster_metadata() {
+            Some(bytes) => self.decoded(bytes),
+            None => Rc::clone(&self.no_metadata),
+        };
+        insert_bounded(&mut self.clusters, name.clone(), Rc::clone(&policy));
+        Some((policy, Some(name)))
+    }
+
+    fn decoded(&mut self, bytes: Vec<u8>) -> Policy {
+        if let Some(cached) = self.policies.get(&bytes) {
+            return Rc::clone(cached);
+        }
+        let decoded = Rc::new(cluster_policy(&bytes).map_err(|e| e.to_string()));
+        insert_bounded(&mut self.policies, bytes, Rc::clone(&decoded));
+        decoded
+    }
+
+    /// The name rule for the route's cluster; the name is read (if it was
+    /// not already) only when the plugin config has rules.
+    fn rule_for(&mut self, name: Option<String>, facts: &mut dyn RequestFacts) -> Option<ProtocolPolicy> {
         if self.config.cluster_rules.is_empty() {
             return None;
         }
-        let name = facts.cluster_name()?;
+        let name = name.or_else(|| facts.cluster_name())?;
         if let Some(cached) = self.rules.get(&name) {
             return *cached;
         }
@@ -181,6 +228,9 @@ wasm_host::counters! {
         SkippedNoCluster => "skipped_no_cluster",
         SkippedNoAlpnForProtocol => "skipped_no_alpn_for_protocol",
         OverrideFailed => "override_failed",
+        /// Not a decision: how often the cluster metadata was read (once
+        /// per cluster per refresh, or every request with refresh 0).
+        ClusterMetadataRead => "cluster_metadata_read",
     }
 }
 
@@ -267,6 +317,12 @@ mod tests {
         }
     }
 
+    /// The configuration with metadata read on every request.
+    fn every_request(mut config: AlpnConfig) -> AlpnConfig {
+        config.cluster_metadata_refresh_ms = 0;
+        config
+    }
+
     fn decide(config: &AlpnConfig, facts: &mut Facts) -> Decision {
         Decider::new(config.clone()).decide(facts)
     }
@@ -297,8 +353,8 @@ mod tests {
             let d = decide(&config, &mut facts);
             assert_eq!(applied(&d), Some((UpstreamProtocol::Http11, H11.into(), ListSource::PluginConfig)), "{proto}");
             assert_eq!(counters(&d), [Counter::OverrideHttp11, Counter::ProtocolFromDefault]);
-            // Neither the protocol nor the name was needed.
-            assert_eq!(facts.asked, ["metadata", "name"], "{proto}");
+            // Not the protocol: the name (to remember the cluster by) and its metadata.
+            assert_eq!(facts.asked, ["name", "metadata"], "{proto}");
         }
     }
 
@@ -345,12 +401,18 @@ mod tests {
         let md = metadata(&[(FILTER_NAMESPACE, strukt(&[("upstream_protocol", s("HTTP11"))]))]);
         let mut facts = Facts::new(&md, "HTTP/2").named("grpc-api");
         assert_eq!(applied(&decide(&config, &mut facts)).map(|a| a.1), Some(H11.into()));
-        assert_eq!(facts.asked, ["metadata"]);
-        // No rules: a cluster with metadata costs one read.
+        assert_eq!(facts.asked, ["name", "metadata"]);
+        // Reading metadata on every request: no rules, a cluster with
+        // metadata costs one read; without metadata the name is read once
+        // for both the cluster's existence and its rule.
         let md = metadata(&[("envoy.lb", strukt(&[("canary", s("true"))]))]);
         let mut facts = Facts::new(&md, "HTTP/2");
-        decide(&AlpnConfig::default(), &mut facts);
+        decide(&every_request(AlpnConfig::default()), &mut facts);
         assert_eq!(facts.asked, ["metadata"]);
+        let mut facts = Facts::new(&[], "HTTP/1.1").named("grpc-api");
+        let d = decide(&every_request(config), &mut facts);
+        assert_eq!(applied(&d).map(|a| a.1), Some(H2.into()));
+        assert_eq!(facts.asked, ["metadata", "name"]);
     }
 
     #[test]
@@ -410,8 +472,8 @@ mod tests {
     }
 
     #[test]
-    fn the_cache_follows_metadata_changes_and_stays_bounded() {
-        let mut decider = Decider::new(AlpnConfig::default());
+    fn read_on_every_request_the_cache_follows_metadata_changes_and_stays_bounded() {
+        let mut decider = Decider::new(every_request(AlpnConfig::default()));
         let h2 = metadata(&[(FILTER_NAMESPACE, strukt(&[("upstream_protocol", s("HTTP2"))]))]);
         let h1 = metadata(&[(FILTER_NAMESPACE, strukt(&[("upstream_protocol", s("HTTP11"))]))]);
         // Same cluster name, metadata changed by xDS between requests.
@@ -422,6 +484,53 @@ mod tests {
             let md = metadata(&[("other", strukt(&[("n", s(&i.to_string()))]))]);
             decider.decide(&mut Facts::new(&md, "HTTP/1.1"));
             assert!(decider.policies.len() <= MAX_CACHED);
+        }
+    }
+
+    #[test]
+    fn a_cluster_is_remembered_by_name_until_the_refresh() {
+        let mut decider = Decider::new(AlpnConfig::default());
+        assert_eq!(decider.refresh_period_ms(), 1000);
+        let h2 = metadata(&[(FILTER_NAMESPACE, strukt(&[("upstream_protocol", s("HTTP2"))]))]);
+        let h1 = metadata(&[(FILTER_NAMESPACE, strukt(&[("upstream_protocol", s("HTTP11"))]))]);
+        let opt_out = metadata(&[(ISTIO_NAMESPACE, strukt(&[("alpn_override", s("false"))]))]);
+        let mut first = Facts::new(&h2, "HTTP/1.1");
+        assert_eq!(applied(&decider.decide(&mut first)).map(|a| a.1), Some(H2.into()));
+        assert_eq!(first.asked, ["name", "metadata"]);
+        // xDS changed the cluster's metadata: until the refresh the
+        // remembered policy applies, and only the name is read.
+        for changed in [&h1, &opt_out] {
+            let mut facts = Facts::new(changed, "HTTP/1.1");
+            assert_eq!(applied(&decider.decide(&mut facts)).map(|a| a.1), Some(H2.into()));
+            assert_eq!(facts.asked, ["name"]);
+        }
+        // Another cluster is its own entry.
+        let mut other = Facts::new(&h1, "HTTP/1.1").named("other");
+        assert_eq!(applied(&decider.decide(&mut other)).map(|a| a.1), Some(H11.into()));
+        decider.refresh();
+        let mut facts = Facts::new(&opt_out, "HTTP/1.1");
+        assert_eq!(decider.decide(&mut facts), Decision::Skip(SkipReason::OptOut));
+        assert_eq!(facts.asked, ["name", "metadata"]);
+        // A cluster without metadata is remembered too; a route without a
+        // cluster costs the name read alone.
+        let mut bare = Facts::new(&[], "HTTP/1.1").named("bare");
+        decider.decide(&mut bare);
+        let mut bare = Facts::new(&h2, "HTTP/1.1").named("bare");
+        assert_eq!(applied(&decider.decide(&mut bare)).map(|a| a.1), Some(H11.into()));
+        assert_eq!(bare.asked, ["name"]);
+        let mut none = Facts { name: None, ..Facts::new(&h2, "HTTP/1.1") };
+        assert_eq!(decider.decide(&mut none), Decision::Skip(SkipReason::NoCluster));
+        assert_eq!(none.asked, ["name"]);
+        // Protocol-following clusters still read the request's protocol each time.
+        let md = metadata(&[(FILTER_NAMESPACE, strukt(&[("upstream_protocol", s("USE_DOWNSTREAM"))]))]);
+        for (proto, expected) in [("HTTP/2", H2), ("HTTP/1.1", H11)] {
+            let mut facts = Facts::new(&md, proto).named("follows");
+            assert_eq!(applied(&decider.decide(&mut facts)).map(|a| a.1), Some(expected.into()), "{proto}");
+            assert_eq!(facts.asked.last(), Some(&"protocol"));
+        }
+        for i in 0..(MAX_CACHED * 2) {
+            decider.decide(&mut Facts::new(&h1, "HTTP/1.1").named(&format!("c{i}")));
+            assert!(decider.clusters.len() <= MAX_CACHED);
         }
     }
 

@@ -15,8 +15,9 @@ const APPLICATION_PROTOCOLS: &str = "envoy.network.application_protocols";
 
 // Our own entry points, not the SDK's: Envoy enters the VM three times per
 // request (context create, request headers, delete) instead of for every
-// callback of the stream (see `wasm_host::plugin`).
-wasm_host::plugin_exports!(Shared; request_headers);
+// callback of the stream (see `wasm_host::plugin`), plus the root's tick
+// that refreshes what the decider remembers per cluster.
+wasm_host::plugin_exports!(Shared; request_headers, tick);
 
 /// One plugin's state: its decider and counters, shared by its requests.
 struct Shared {
@@ -47,7 +48,24 @@ impl Plugin for Shared {
             log::warn!("alpn-filter: {warning}");
         }
         let counters = Counters::define(Counter::PREFIX, Counter::ALL.iter().map(|c| c.name()));
-        Some(Shared { decider: RefCell::new(Decider::new(config)), counters })
+        let decider = Decider::new(config);
+        let refresh = decider.refresh_period_ms();
+        if refresh > 0 {
+            if let Err(e) = wasm_host::set_tick_period_millis(refresh) {
+                // Without the tick a remembered cluster would never be read again.
+                log::error!(
+                    "alpn-filter: cannot start the {refresh} ms metadata refresh ({e}), refusing the configuration"
+                );
+                return None;
+            }
+        }
+        Some(Shared { decider: RefCell::new(decider), counters })
+    }
+
+    fn on_tick(&self) {
+        if let Ok(mut decider) = self.decider.try_borrow_mut() {
+            decider.refresh();
+        }
     }
 
     fn stream(plugin: &Rc<Shared>, _context_id: u32) -> AlpnStream {
@@ -68,7 +86,7 @@ impl Stream for AlpnStream {
 /// The request's facts, read from Envoy's properties when the rule asks.
 /// A failing read counts as absent (and is logged): the request goes on
 /// with the cluster's own ALPN rather than a guess.
-struct HostRequest;
+struct HostRequest<'a>(&'a Counters);
 
 fn read(path: &[&str]) -> Option<Vec<u8>> {
     wasm_host::get_property(path).unwrap_or_else(|e| {
@@ -77,26 +95,31 @@ fn read(path: &[&str]) -> Option<Vec<u8>> {
     })
 }
 
-impl RequestFacts for HostRequest {
+impl RequestFacts for HostRequest<'_> {
     fn cluster_metadata(&mut self) -> Option<Vec<u8>> {
+        self.0.inc(Counter::ClusterMetadataRead.index());
         read(&["xds", "cluster_metadata"])
     }
     fn cluster_name(&mut self) -> Option<String> {
-        read(&["xds", "cluster_name"]).and_then(|b| String::from_utf8(b).ok())
+        cluster_name()
     }
     fn request_protocol(&mut self) -> Option<String> {
         read(&["request", "protocol"]).and_then(|b| String::from_utf8(b).ok())
     }
 }
 
+fn cluster_name() -> Option<String> {
+    read(&["xds", "cluster_name"]).and_then(|b| String::from_utf8(b).ok())
+}
+
 /// For log lines only (debug lines are not formatted unless enabled).
-fn cluster_name() -> String {
-    HostRequest.cluster_name().unwrap_or_else(|| "-".into())
+fn cluster_label() -> String {
+    cluster_name().unwrap_or_else(|| "-".into())
 }
 
 fn apply(shared: &Shared) {
     let Ok(mut decider) = shared.decider.try_borrow_mut() else { return };
-    let decision = decider.decide(&mut HostRequest);
+    let decision = decider.decide(&mut HostRequest(&shared.counters));
     drop(decider);
     for counter in decision.counters() {
         shared.counters.inc(counter.index());
@@ -106,21 +129,21 @@ fn apply(shared: &Shared) {
             let value = alpn.envoy_value();
             if let Err(e) = wasm_host::set_envoy_filter_state(APPLICATION_PROTOCOLS, value) {
                 shared.counters.inc(Counter::OverrideFailed.index());
-                log::warn!("alpn-filter: cluster {}: cannot set upstream ALPN: {e}", cluster_name());
+                log::warn!("alpn-filter: cluster {}: cannot set upstream ALPN: {e}", cluster_label());
             } else {
                 log::debug!(
                     "alpn-filter: cluster {}: {} ({:?}) -> {protocol} -> ALPN {value} (list from {source:?})",
-                    cluster_name(),
+                    cluster_label(),
                     policy.0,
                     policy.1
                 );
             }
         }
         Decision::Skip(SkipReason::InvalidMetadata(reason)) => {
-            log::warn!("alpn-filter: cluster {}: ALPN left alone, invalid metadata: {reason}", cluster_name());
+            log::warn!("alpn-filter: cluster {}: ALPN left alone, invalid metadata: {reason}", cluster_label());
         }
         Decision::Skip(reason) => {
-            log::debug!("alpn-filter: cluster {}: ALPN left alone: {reason:?}", cluster_name());
+            log::debug!("alpn-filter: cluster {}: ALPN left alone: {reason:?}", cluster_label());
         }
     }
 }

@@ -230,3 +230,136 @@ fn invalid_plugin_configuration_is_refused_at_start_with_a_clear_log_line() {
         ],
     );
 }
+
+/// A client Envoy whose one cluster comes from a CDS file, so the test can
+/// change the cluster's metadata the way xDS does.
+const CDS_CLIENT: &str = r#"
+node: { id: cds-client, cluster: cds-client }
+admin:
+  address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
+dynamic_resources:
+  cds_config:
+    resource_api_version: V3
+    path_config_source: { path: "${LOG_DIR}/cds.yaml", watched_directory: { path: "${LOG_DIR}" } }
+static_resources:
+  listeners:
+  - name: outbound_http
+    address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: outbound_http
+          route_config:
+            validate_clusters: false
+            virtual_hosts:
+            - { name: all, domains: ["*"], routes: [{ match: { prefix: "/" }, route: { cluster: dynamic } }] }
+          http_filters:
+          - name: envoy.filters.http.wasm
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                root_id: alpn
+                vm_config: { vm_id: alpn, runtime: envoy.wasm.runtime.v8, code: { local: { filename: "${ALPN_WASM}" } } }
+                configuration: { "@type": type.googleapis.com/google.protobuf.StringValue, value: '${ALPN_CONFIG}' }
+          - name: envoy.filters.http.router
+            typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }
+"#;
+
+/// The CDS response: `dynamic`, the non-mesh TLS server, with or without
+/// Istio's opt-out in its metadata.
+fn cds(vars: &BTreeMap<String, String>, opt_out: bool) -> String {
+    let metadata = if opt_out { r#"metadata: { filter_metadata: { istio: { alpn_override: "false" } } }"# } else { "" };
+    format!(
+        r#"resources:
+- "@type": type.googleapis.com/envoy.config.cluster.v3.Cluster
+  name: dynamic
+  connect_timeout: 2s
+  type: STATIC
+  {metadata}
+  transport_socket:
+    name: envoy.transport_sockets.tls
+    typed_config:
+      "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+      sni: plain.example.local
+      common_tls_context:
+        alpn_protocols: [h2, http/1.1]
+        validation_context: {{ trusted_ca: {{ filename: "{cert_dir}/ca.crt" }} }}
+  load_assignment:
+    cluster_name: dynamic
+    endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: "{host}", port_value: {port} }} }} }} }}] }}]
+"#,
+        cert_dir = vars["CERT_DIR"],
+        host = vars["PLAIN_HTTPS_HOST"],
+        port = vars["PLAIN_HTTPS_PORT"],
+    )
+}
+
+/// Replaces the CDS file the way Envoy's file watch expects (a rename into
+/// the watched directory).
+fn write_cds(dir: &std::path::Path, text: &str) {
+    let staged = dir.join("cds.yaml.next");
+    std::fs::write(&staged, text).unwrap();
+    std::fs::rename(&staged, dir.join("cds.yaml")).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_metadata_change_by_xds_applies_within_the_refresh_period() {
+    const REFRESH_MS: u64 = 200;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::generate(&dir.path().join("certs"));
+    let backends = Backends::start(&pki);
+    let options = MeshOptions {
+        alpn_config: format!(r#"{{"cluster_metadata_refresh_ms":{REFRESH_MS}}}"#),
+        ..MeshOptions::default()
+    };
+    let vars = mesh::client_vars(dir.path(), &pki, &backends, "127.0.0.1:9".parse().unwrap(), &options);
+    write_cds(dir.path(), &cds(&vars, true));
+    let template = dir.path().join("cds-client.template.yaml");
+    std::fs::write(&template, CDS_CLIENT).unwrap();
+    let template = template.display().to_string();
+    let launch = Launch { name: "client", template: &template, vars: &vars, dir: dir.path(), wasm_log_level: "debug" };
+    let envoy = Envoy::start(&launch).unwrap_or_else(|e| panic!("{e}"));
+    let app = std::net::SocketAddr::from(([127, 0, 0, 1], envoy.listener_port("outbound_http")));
+    let reads = || stats::alpn(&envoy, Counter::ClusterMetadataRead);
+
+    // The opt-out applies: the cluster's own [h2, http/1.1] reaches the server.
+    let started = std::time::Instant::now();
+    const REQUESTS: u64 = 30;
+    for i in 0..REQUESTS {
+        let response = http1_get(app, "1.1", &format!("/before/{i}")).await;
+        assert_eq!(response.status, 200, "{response:?}\n{}", envoy.log());
+        assert_eq!(response.json()["tls_alpn"], "h2");
+    }
+    // Remembered by name: each of Envoy's two worker VMs reads the metadata
+    // once, then once more after each refresh tick in the window.
+    let periods = started.elapsed().as_millis() as u64 / REFRESH_MS + 2;
+    assert_eq!(stats::alpn(&envoy, Counter::SkippedOptOut), REQUESTS);
+    let read = reads();
+    assert!(
+        read >= 1 && read <= 2 * periods && read < REQUESTS,
+        "{read} reads for {REQUESTS} requests in {periods} periods"
+    );
+
+    // xDS drops the opt-out: once Envoy has taken the update, the next
+    // refresh makes requests carry the mesh list, which this server refuses.
+    write_cds(dir.path(), &cds(&vars, false));
+    let updated = envoy.wait_counter("cluster_manager.cds.update_success", 2, Duration::from_secs(10));
+    assert!(updated >= 2, "Envoy did not take the CDS update:\n{}", envoy.log());
+    let changed = std::time::Instant::now();
+    let mut refused_after = None;
+    while changed.elapsed() < Duration::from_secs(10) {
+        let response = http1_get(app, "1.1", "/after").await;
+        if response.status == 503 {
+            refused_after = Some(changed.elapsed());
+            break;
+        }
+        assert_eq!(response.status, 200, "{response:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let refused_after = refused_after.unwrap_or_else(|| panic!("the metadata change never applied:\n{}", envoy.log()));
+    assert!(stats::alpn(&envoy, Counter::OverrideHttp11) >= 1);
+    assert!(envoy.log().contains("cluster dynamic: HTTP11 (Default) -> HTTP11 -> ALPN istio-http/1.1,istio,http/1.1"));
+    eprintln!("the new metadata applied {refused_after:?} after Envoy took the update (refresh {REFRESH_MS} ms)");
+}
