@@ -27,6 +27,7 @@ use crate::alpn::{AlpnList, UpstreamProtocol};
 use crate::config::AlpnConfig;
 use crate::metadata::{cluster_policy, ClusterPolicy};
 use crate::protocol::ProtocolPolicy;
+use wasm_host::clusters::ByCluster;
 
 /// What a request tells the filter, each asked only when the rule needs it.
 pub trait RequestFacts {
@@ -98,30 +99,30 @@ pub struct Decider {
     no_metadata: Policy,
     rules: HashMap<String, Option<ProtocolPolicy>>,
     /// Cluster name → its policy, until the next [`Decider::refresh`].
-    clusters: HashMap<String, Policy>,
+    clusters: ByCluster<Policy>,
 }
 
 impl Decider {
     pub fn new(config: AlpnConfig) -> Self {
         Decider {
-            config,
             policies: HashMap::new(),
             no_metadata: Rc::new(Ok(ClusterPolicy::default())),
             rules: HashMap::new(),
-            clusters: HashMap::new(),
+            clusters: ByCluster::new(config.cluster_metadata_refresh_ms),
+            config,
         }
     }
 
     /// How often [`Decider::refresh`] must run; 0 = never (nothing is
     /// remembered by name).
     pub fn refresh_period_ms(&self) -> u32 {
-        self.config.cluster_metadata_refresh_ms
+        self.clusters.refresh_ms()
     }
 
     /// Forgets which policy each cluster name had: the next request to
     /// each cluster reads its metadata again.
     pub fn refresh(&mut self) {
-        self.clusters.clear();
+        self.clusters.refresh();
     }
 
     pub fn decide(&mut self, facts: &mut dyn RequestFacts) -> Decision {
@@ -162,7 +163,7 @@ impl Decider {
     /// The route cluster's policy, and its name when it was read on the
     /// way; `None` when the route has no cluster.
     fn cluster_policy(&mut self, facts: &mut dyn RequestFacts) -> Option<(Policy, Option<String>)> {
-        if self.refresh_period_ms() == 0 {
+        if !self.clusters.enabled() {
             return match facts.cluster_metadata() {
                 Some(bytes) => Some((self.decoded(bytes), None)),
                 None => facts.cluster_name().map(|name| (Rc::clone(&self.no_metadata), Some(name))),
@@ -170,13 +171,13 @@ impl Decider {
         }
         let name = facts.cluster_name()?;
         if let Some(known) = self.clusters.get(&name) {
-            return Some((Rc::clone(known), Some(name)));
+            return Some((known, Some(name)));
         }
         let policy = match facts.cluster_metadata() {
             Some(bytes) => self.decoded(bytes),
             None => Rc::clone(&self.no_metadata),
         };
-        insert_bounded(&mut self.clusters, name.clone(), Rc::clone(&policy));
+        self.clusters.insert(name.clone(), Rc::clone(&policy));
         Some((policy, Some(name)))
     }
 
@@ -530,7 +531,7 @@ mod tests {
         }
         for i in 0..(MAX_CACHED * 2) {
             decider.decide(&mut Facts::new(&h1, "HTTP/1.1").named(&format!("c{i}")));
-            assert!(decider.clusters.len() <= MAX_CACHED);
+            assert!(decider.clusters.len() <= wasm_host::clusters::MAX_CLUSTERS);
         }
     }
 

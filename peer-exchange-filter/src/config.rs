@@ -10,7 +10,7 @@
 //!   "exchange_timeout_ms": 10000,
 //!   "identity_check": "enforce",
 //!   "peer_json": true,
-//!   "upstream": {"peer_identity_prefix": "spiffe://"}
+//!   "upstream": {"peer_identity_prefix": "spiffe://", "cluster_metadata_refresh_ms": 1000}
 //! }
 //! ```
 //! Only `role` is required. `peer_json: true` also stores the peer as JSON
@@ -23,6 +23,10 @@
 //! only Istio's fields, the labels native derives `app`/`version`/canonical
 //! names from, and `additional_labels` are sent); `upstream` is for the
 //! client role only, `downstream` for the server role.
+//! `upstream.cluster_metadata_refresh_ms` says how long the client remembers
+//! what a cluster's metadata says about the exchange, by the cluster's name
+//! (`0`: it reads the metadata for every connection or request), so a
+//! metadata change made by xDS applies within that long.
 //!
 //! The HTTP form (root id [`HTTP_ROOT_ID`]) takes the same fields, except
 //! `exchange_timeout_ms` (a request has no exchange to wait for), plus
@@ -134,28 +138,44 @@ pub struct Config {
     pub identity_check: IdentityCheck,
     /// Also store the peer as JSON text, for access logs.
     pub peer_json: bool,
+    /// Client: how long a cluster's metadata verdict is remembered by the
+    /// cluster's name; 0 = read it for every connection or request.
+    pub cluster_metadata_refresh_ms: u32,
 }
 
+/// As alpn-filter's: one second, well under the time a mesh-wide xDS push
+/// takes to reach every sidecar.
+pub const DEFAULT_CLUSTER_METADATA_REFRESH_MS: u32 = 1000;
+/// A minute: beyond that a unit mistake would keep an old verdict too long.
+pub const MAX_CLUSTER_METADATA_REFRESH_MS: u32 = 60_000;
+
 /// `upstream` / `downstream`: `peer_identity_prefix`, and (upstream only)
-/// `istio_service_clusters`.
+/// `istio_service_clusters` and `cluster_metadata_refresh_ms`.
 struct RawSide {
     field: &'static str,
     peer_identity_prefix: Option<String>,
     istio_service_clusters: Option<bool>,
+    cluster_metadata_refresh_ms: Option<u32>,
 }
 
 impl RawSide {
-    fn read(value: Json, field: &'static str, takes_service_clusters: bool) -> Result<RawSide, ConfigError> {
+    fn read(value: Json, field: &'static str, upstream: bool) -> Result<RawSide, ConfigError> {
         let mut fields = value.into_fields(field)?;
         let peer_identity_prefix = optional_string(&mut fields, "peer_identity_prefix")?;
         let mut istio_service_clusters = None;
-        if takes_service_clusters {
+        let mut cluster_metadata_refresh_ms = None;
+        if upstream {
             if let Some(v) = fields.take("istio_service_clusters") {
                 istio_service_clusters = Some(v.into_bool(&fields.path("istio_service_clusters"))?);
             }
+            if let Some(v) = fields.take("cluster_metadata_refresh_ms") {
+                let max = MAX_CLUSTER_METADATA_REFRESH_MS.into();
+                let ms = v.into_integer(&fields.path("cluster_metadata_refresh_ms"), max)?;
+                cluster_metadata_refresh_ms = Some(u32::try_from(ms).unwrap_or(MAX_CLUSTER_METADATA_REFRESH_MS));
+            }
         }
         fields.finish()?;
-        Ok(RawSide { field, peer_identity_prefix, istio_service_clusters })
+        Ok(RawSide { field, peer_identity_prefix, istio_service_clusters, cluster_metadata_refresh_ms })
     }
 }
 
@@ -248,12 +268,21 @@ impl Config {
             }
             (_, up, down) => up.or(down),
         };
-        let (prefix, istio_service_clusters) = match side {
+        let (prefix, istio_service_clusters, refresh) = match side {
             Some(RawSide { field, istio_service_clusters: Some(_), .. }) if transport == Transport::Tcp => {
                 return Err(err(&format!("{field}.istio_service_clusters"), "only applies to the HTTP exchange"))
             }
-            Some(side) => (side.peer_identity_prefix, side.istio_service_clusters.unwrap_or(false)),
-            None => (None, false),
+            Some(side) => (
+                side.peer_identity_prefix,
+                side.istio_service_clusters.unwrap_or(false),
+                side.cluster_metadata_refresh_ms,
+            ),
+            None => (None, false, None),
+        };
+        // Only the client reads cluster metadata.
+        let cluster_metadata_refresh_ms = match role {
+            Role::Client => refresh.unwrap_or(DEFAULT_CLUSTER_METADATA_REFRESH_MS),
+            Role::Server => 0,
         };
         let peer_identity_prefix = prefix.unwrap_or_else(|| DEFAULT_PEER_IDENTITY_PREFIX.to_string());
         Ok(Config {
@@ -269,6 +298,7 @@ impl Config {
             istio_service_clusters,
             identity_check,
             peer_json,
+            cluster_metadata_refresh_ms,
         })
     }
 
@@ -352,6 +382,25 @@ mod tests {
             let e = Config::parse(input.as_bytes(), Transport::Tcp).unwrap_err().to_string();
             assert!(e.contains(expected), "{input}: {e}");
         }
+    }
+
+    #[test]
+    fn the_client_remembers_cluster_metadata_for_a_bounded_time() {
+        for transport in [Transport::Tcp, Transport::Http] {
+            let client = Config::parse(br#"{"role":"client"}"#, transport).unwrap();
+            assert_eq!(client.cluster_metadata_refresh_ms, DEFAULT_CLUSTER_METADATA_REFRESH_MS);
+            let server = Config::parse(br#"{"role":"server"}"#, transport).unwrap();
+            assert_eq!(server.cluster_metadata_refresh_ms, 0, "the server reads no cluster metadata");
+            let c =
+                Config::parse(br#"{"role":"client","upstream":{"cluster_metadata_refresh_ms":0}}"#, transport).unwrap();
+            assert_eq!(c.cluster_metadata_refresh_ms, 0);
+            let e = Config::parse(br#"{"role":"client","upstream":{"cluster_metadata_refresh_ms":60001}}"#, transport)
+                .unwrap_err();
+            assert_eq!(e.to_string(), "upstream.cluster_metadata_refresh_ms: must be a whole number from 0 to 60000");
+        }
+        let e = Config::parse(br#"{"role":"server","downstream":{"cluster_metadata_refresh_ms":5}}"#, Transport::Http)
+            .unwrap_err();
+        assert!(e.to_string().starts_with("downstream: unknown field"), "{e}");
     }
 
     #[test]

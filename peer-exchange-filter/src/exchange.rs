@@ -327,6 +327,9 @@ wasm_host::counters! {
         PeerIdentityMismatch => "peer_identity_mismatch",
         /// The peer has no certificate to check its claim against.
         PeerIdentityNoCertificate => "peer_identity_no_certificate",
+        /// Not an outcome: the client read a cluster's metadata (once per
+        /// cluster per `cluster_metadata_refresh_ms`, or per connection with 0).
+        ClusterMetadataRead => "cluster_metadata_read",
     }
 }
 

@@ -7,6 +7,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use proto::prost::Message;
+use wasm_host::clusters::ByCluster;
 use wasm_host::plugin::{Action, Plugin, Stream};
 use wasm_host::{Counters, Direction, PropertyType, Span};
 
@@ -17,7 +18,7 @@ use crate::exchange::{Counter, Event, Exchange, Outcome, Rejected, Step};
 use crate::http_filter::{HttpPeer, HttpShared};
 use crate::identity::{mark_not_checked, IdentityCheck};
 use crate::metadata::encode_payload;
-use crate::participation::{client_verdict, server_participates, UpstreamFacts, Verdict};
+use crate::participation::{client_verdict, cluster_enabled, server_participates, UpstreamFacts, Verdict};
 use crate::peers::{with_decoder, PeerDecoder, StoredPeer};
 use crate::workload::{
     endpoint_workload, EndpointWorkload, Locality, NodeMetadata, PeerSource, Workload, SOURCE_LABELS, WORKLOAD_FIELDS,
@@ -43,6 +44,8 @@ struct Shared {
     deadlines: RefCell<Deadlines>,
     /// Payload bytes -> stored peer, shared by the VM's connections.
     peers: RefCell<PeerDecoder>,
+    /// Client: what each cluster's metadata says, by cluster name.
+    clusters: RefCell<ByCluster<Option<bool>>>,
 }
 
 impl Shared {
@@ -158,7 +161,17 @@ impl Plugin for PeerPlugin {
         );
         match transport {
             Transport::Tcp => tcp_plugin(config, &workload, &node_id).map(PeerPlugin::Tcp),
-            Transport::Http => Some(PeerPlugin::Http(Rc::new(HttpShared::new(config, &workload, node_id)))),
+            Transport::Http => {
+                let shared = HttpShared::new(config, &workload, node_id);
+                if !shared.start_refresh() {
+                    // Without the tick a remembered cluster would never be read again.
+                    log::error!(
+                        "peer-exchange-filter: cannot start the cluster refresh timer, refusing the configuration"
+                    );
+                    return None;
+                }
+                Some(PeerPlugin::Http(Rc::new(shared)))
+            }
         }
     }
 
@@ -173,8 +186,14 @@ impl Plugin for PeerPlugin {
     }
 
     fn on_tick(&self) {
-        let PeerPlugin::Tcp(shared) = self else { return };
+        let shared = match self {
+            PeerPlugin::Tcp(shared) => shared,
+            PeerPlugin::Http(shared) => return shared.refresh_clusters(),
+        };
         let Ok(now) = wasm_host::now_millis() else { return };
+        if let Ok(mut clusters) = shared.clusters.try_borrow_mut() {
+            clusters.refresh_if_due(now);
+        }
         // Release the borrow before any hostcall: closing a connection can
         // call back into the VM for that connection.
         let expired = match shared.deadlines.try_borrow_mut() {
@@ -248,19 +267,25 @@ fn tcp_plugin(config: Config, workload: &Workload, node_id: &str) -> Option<Rc<S
         log::error!("peer-exchange-filter: local metadata too large to send");
         return None;
     };
-    if config.exchange_timeout_ms > 0 {
-        // A tick of a tenth of the timeout (10..100 ms) keeps the close
-        // within ~10% of the configured time.
-        let tick = (config.exchange_timeout_ms / 10).clamp(10, 100) as u32;
+    // One timer for both: a tick of a tenth of the exchange timeout
+    // (10..100 ms) keeps the close within ~10% of the configured time, and
+    // empties the remembered clusters once their period has passed.
+    let refresh = config.cluster_metadata_refresh_ms;
+    let tick = match config.exchange_timeout_ms {
+        0 => refresh,
+        timeout => (timeout / 10).clamp(10, 100) as u32,
+    };
+    if tick > 0 {
         if let Err(e) = wasm_host::set_tick_period_millis(tick) {
-            log::warn!(
-                "peer-exchange-filter: cannot start the exchange timer ({e}); stalled prefixes will not time out"
-            );
+            // Without the tick a remembered cluster would never be read again.
+            log::error!("peer-exchange-filter: cannot start the timer ({e}), refusing the configuration");
+            return None;
         }
     }
     let counters = Counters::define(&config.stat_prefix(), Counter::ALL.iter().map(|c| c.name()));
     let peers = RefCell::new(PeerDecoder::for_config(&config));
-    Some(Rc::new(Shared { config, prefix, counters, deadlines: RefCell::new(Deadlines::default()), peers }))
+    let clusters = RefCell::new(ByCluster::new(refresh));
+    Some(Rc::new(Shared { config, prefix, counters, deadlines: RefCell::new(Deadlines::default()), peers, clusters }))
 }
 
 /// Declares the filter-state keys we set, so access logs print them.
@@ -347,20 +372,24 @@ fn set_state(key: &str, value: &[u8]) {
 
 /// The client role's upstream, read from Envoy's properties on demand.
 /// The certificate's URI SAN, once read, is kept for the identity check.
-#[derive(Default)]
-struct HostUpstream {
+struct HostUpstream<'a> {
+    shared: &'a Shared,
     uri_san: Option<Option<String>>,
 }
 
-impl UpstreamFacts for HostUpstream {
+impl UpstreamFacts for HostUpstream<'_> {
     fn tls_version(&mut self) -> Option<String> {
         wasm_host::get_property_string(&["upstream", "tls_version"]).ok().flatten()
     }
     fn peer_uri_san(&mut self) -> Option<String> {
         self.uri_san.get_or_insert_with(|| read_peer_uri_san(Role::Client)).clone()
     }
-    fn cluster_metadata(&mut self) -> Vec<u8> {
-        wasm_host::get_property(&["xds", "cluster_metadata"]).ok().flatten().unwrap_or_default()
+    fn cluster_enabled(&mut self) -> Option<bool> {
+        wasm_host::by_cluster(&self.shared.clusters, || {
+            self.shared.counters.inc(Counter::ClusterMetadataRead.index());
+            let metadata = wasm_host::get_property(&["xds", "cluster_metadata"]).ok().flatten().unwrap_or_default();
+            cluster_enabled(&metadata)
+        })
     }
     fn host_metadata(&mut self) -> Vec<u8> {
         wasm_host::get_property(&["xds", "upstream_host_metadata"]).ok().flatten().unwrap_or_default()
@@ -411,7 +440,7 @@ impl PeerStream {
                 server_participates(tls.as_deref())
             }
             Role::Client => {
-                let mut upstream = HostUpstream::default();
+                let mut upstream = HostUpstream { shared: &self.shared, uri_san: None };
                 let verdict = client_verdict(&mut upstream, &self.shared.config.peer_identity_prefix);
                 self.peer_uri_san = upstream.uri_san;
                 if verdict != Verdict::Participate {

@@ -65,6 +65,9 @@ wasm_host::counters! {
         /// headers from a sender without a certificate are not read at all
         /// (`untrusted_header_removed`).
         PeerIdentityNoCertificate => "peer_identity_no_certificate",
+        /// Not an outcome: the client read the route cluster's metadata
+        /// (once per cluster per `cluster_metadata_refresh_ms`, or per request with 0).
+        ClusterMetadataRead => "cluster_metadata_read",
     }
 }
 

@@ -4,6 +4,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
+use wasm_host::clusters::ByCluster;
 use wasm_host::plugin::Action;
 use wasm_host::{Counters, HeaderMap, HeaderPairs};
 
@@ -23,6 +24,8 @@ pub(crate) struct HttpShared {
     counters: Counters,
     peers: RefCell<PeerDecoder>,
     verdicts: RefCell<ClientVerdicts>,
+    /// Client: each route cluster's verdict, by cluster name.
+    clusters: RefCell<ByCluster<ClientVerdict>>,
 }
 
 impl HttpShared {
@@ -34,8 +37,35 @@ impl HttpShared {
             counters,
             peers: RefCell::new(PeerDecoder::for_config(&config)),
             verdicts: RefCell::new(ClientVerdicts::new(config.istio_service_clusters)),
+            clusters: RefCell::new(ByCluster::new(config.cluster_metadata_refresh_ms)),
             config,
         }
+    }
+
+    /// Starts the timer that empties the remembered clusters (client role);
+    /// false if Envoy refused it.
+    pub(crate) fn start_refresh(&self) -> bool {
+        let refresh = self.config.cluster_metadata_refresh_ms;
+        refresh == 0 || wasm_host::set_tick_period_millis(refresh).is_ok()
+    }
+
+    /// The timer: every cluster's metadata is read again on its next request.
+    pub(crate) fn refresh_clusters(&self) {
+        if let Ok(mut clusters) = self.clusters.try_borrow_mut() {
+            clusters.refresh();
+        }
+    }
+
+    /// The route cluster's verdict: remembered by its name, or from its metadata.
+    fn client_verdict(&self) -> ClientVerdict {
+        wasm_host::by_cluster(&self.clusters, || {
+            self.count(HttpCounter::ClusterMetadataRead);
+            let metadata = wasm_host::get_property(&["xds", "cluster_metadata"]).ok().flatten().unwrap_or_default();
+            match self.verdicts.try_borrow_mut() {
+                Ok(mut verdicts) => verdicts.verdict(&metadata),
+                Err(_) => ClientVerdict::NotMarkedAsMesh,
+            }
+        })
     }
 
     fn count(&self, counter: HttpCounter) {
@@ -91,11 +121,7 @@ impl HttpPeer {
                 log::debug!("peer-exchange-filter: request {}: removed exchange headers the app set", self.context_id);
             }
         }
-        let metadata = wasm_host::get_property(&["xds", "cluster_metadata"]).ok().flatten().unwrap_or_default();
-        let verdict = match self.shared.verdicts.try_borrow_mut() {
-            Ok(mut verdicts) => verdicts.verdict(&metadata),
-            Err(_) => ClientVerdict::NotMarkedAsMesh,
-        };
+        let verdict = self.shared.client_verdict();
         match verdict.counter() {
             None => self.send_ours = self.add_ours(HeaderMap::RequestHeaders),
             Some(counter) => {

@@ -42,8 +42,10 @@ pub trait UpstreamFacts {
     fn tls_version(&mut self) -> Option<String>;
     /// `upstream.uri_san_peer_certificate`.
     fn peer_uri_san(&mut self) -> Option<String>;
-    /// `xds.cluster_metadata` (serialized `Metadata`; empty when none).
-    fn cluster_metadata(&mut self) -> Vec<u8>;
+    /// What the cluster's metadata (`xds.cluster_metadata`) says:
+    /// [`cluster_enabled`] of it. The filter remembers it by cluster name
+    /// for `upstream.cluster_metadata_refresh_ms`.
+    fn cluster_enabled(&mut self) -> Option<bool>;
     /// `xds.upstream_host_metadata` (serialized `Metadata`; empty when none).
     fn host_metadata(&mut self) -> Vec<u8>;
 }
@@ -86,7 +88,7 @@ pub fn client_verdict(upstream: &mut dyn UpstreamFacts, peer_identity_prefix: &s
     {
         return Verdict::PeerIdentityMismatch;
     }
-    match cluster_enabled(&upstream.cluster_metadata()) {
+    match upstream.cluster_enabled() {
         Some(false) => Verdict::ClusterOptedOut,
         Some(true) => Verdict::Participate,
         None if endpoint_is_istio_mtls(&upstream.host_metadata()) => Verdict::Participate,
@@ -99,9 +101,10 @@ pub fn server_participates(downstream_tls_version: Option<&str>) -> bool {
     downstream_tls_version.is_some_and(|v| !v.is_empty())
 }
 
-/// `istio.peer_exchange.enabled` as a bool or "true"/"false"; `None` if absent
-/// or unreadable (unreadable metadata never opts a cluster in).
-fn cluster_enabled(metadata: &[u8]) -> Option<bool> {
+/// `istio.peer_exchange.enabled` of a serialized `Metadata`, as a bool or
+/// "true"/"false"; `None` if absent or unreadable (unreadable metadata
+/// never opts a cluster in).
+pub fn cluster_enabled(metadata: &[u8]) -> Option<bool> {
     enabled_flag(Metadata::decode(metadata).ok()?.filter_metadata.get(CLUSTER_NAMESPACE)?)
 }
 
@@ -167,9 +170,9 @@ pub(crate) mod tests {
             self.asked.push("peer_uri_san");
             self.peer_uri_san.map(str::to_string)
         }
-        fn cluster_metadata(&mut self) -> Vec<u8> {
+        fn cluster_enabled(&mut self) -> Option<bool> {
             self.asked.push("cluster_metadata");
-            self.cluster_metadata.clone()
+            cluster_enabled(&self.cluster_metadata)
         }
         fn host_metadata(&mut self) -> Vec<u8> {
             self.asked.push("host_metadata");

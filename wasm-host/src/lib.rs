@@ -11,6 +11,7 @@
 //! nothing here panics), and [`plugin`] exports only the callbacks a filter
 //! names.
 
+pub mod clusters;
 pub mod json;
 pub mod plugin;
 
@@ -217,6 +218,28 @@ pub fn get_property(path: &[&str]) -> HostResult<Option<Vec<u8>>> {
 /// Reads a property as UTF-8 text; `None` when absent or not text.
 pub fn get_property_string(path: &[&str]) -> HostResult<Option<String>> {
     Ok(get_property(path)?.and_then(|bytes| String::from_utf8(bytes).ok()))
+}
+
+/// `answer` for the current stream's cluster, remembered by the cluster's
+/// name in `clusters` (see [`clusters`]). With remembering off, or no
+/// readable name, `answer` runs and no name is read (or kept).
+pub fn by_cluster<V: Clone>(clusters: &std::cell::RefCell<clusters::ByCluster<V>>, answer: impl FnOnce() -> V) -> V {
+    let enabled = clusters.try_borrow().is_ok_and(|c| c.enabled());
+    if !enabled {
+        return answer();
+    }
+    let Ok(Some(name)) = get_property_string(&["xds", "cluster_name"]) else {
+        return answer();
+    };
+    if let Some(known) = clusters.try_borrow().ok().and_then(|c| c.get(&name)) {
+        return known;
+    }
+    // Not borrowed while `answer` makes its hostcalls.
+    let value = answer();
+    if let Ok(mut clusters) = clusters.try_borrow_mut() {
+        clusters.insert(name, value.clone());
+    }
+    value
 }
 
 /// Sets filter state `wasm.<name>` (Envoy adds the `wasm.` prefix).

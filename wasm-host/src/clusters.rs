@@ -1,0 +1,133 @@
+//! What a cluster's metadata says, remembered by the cluster's name.
+//!
+//! Envoy serialises a cluster's whole `Metadata` on every
+//! `xds.cluster_metadata` read, one of the dearest hostcalls a filter
+//! makes per request or connection; the name (`xds.cluster_name`) is a
+//! short string. A filter that derives a small answer from the metadata
+//! (an opt-out, a protocol policy) keeps that answer here under the name,
+//! and empties the map every refresh period, so a metadata change made by
+//! xDS reaches its requests within one period. A period of 0 turns the map
+//! off: every lookup misses and nothing is kept.
+
+use std::collections::HashMap;
+
+/// Clusters remembered at most; past it the map starts over (memory bound
+/// against pathological churn: a mesh has as many names as clusters).
+pub const MAX_CLUSTERS: usize = 512;
+
+/// Answers by cluster name, until the next [`ByCluster::refresh`].
+#[derive(Debug)]
+pub struct ByCluster<V> {
+    refresh_ms: u32,
+    answers: HashMap<String, V>,
+    /// When the map is next emptied ([`ByCluster::refresh_if_due`]).
+    due_ms: Option<u64>,
+}
+
+impl<V: Clone> ByCluster<V> {
+    /// Remembers for `refresh_ms` (0: never remembers).
+    pub fn new(refresh_ms: u32) -> Self {
+        ByCluster { refresh_ms, answers: HashMap::new(), due_ms: None }
+    }
+
+    pub fn refresh_ms(&self) -> u32 {
+        self.refresh_ms
+    }
+
+    /// Whether lookups can hit (so whether the name is worth reading).
+    pub fn enabled(&self) -> bool {
+        self.refresh_ms > 0
+    }
+
+    pub fn get(&self, cluster: &str) -> Option<V> {
+        self.answers.get(cluster).cloned()
+    }
+
+    pub fn insert(&mut self, cluster: String, answer: V) {
+        if !self.enabled() {
+            return;
+        }
+        if self.answers.len() >= MAX_CLUSTERS {
+            self.answers.clear();
+        }
+        self.answers.insert(cluster, answer);
+    }
+
+    /// Forgets every answer: the next lookup of each cluster misses.
+    pub fn refresh(&mut self) {
+        self.answers.clear();
+    }
+
+    /// For a timer that ticks more often than the refresh period: empties
+    /// the map when `now_ms` has reached the end of the current period.
+    pub fn refresh_if_due(&mut self, now_ms: u64) {
+        match self.due_ms {
+            Some(due) if now_ms < due => {}
+            Some(_) => {
+                self.refresh();
+                self.due_ms = Some(now_ms + u64::from(self.refresh_ms));
+            }
+            None => self.due_ms = Some(now_ms + u64::from(self.refresh_ms)),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.answers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.answers.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_are_kept_until_the_refresh() {
+        let mut clusters = ByCluster::new(1000);
+        assert!(clusters.enabled());
+        clusters.insert("a".into(), Some(true));
+        assert_eq!(clusters.get("a"), Some(Some(true)));
+        assert_eq!(clusters.get("b"), None);
+        clusters.refresh();
+        assert!(clusters.is_empty());
+        assert_eq!(clusters.get("a"), None);
+    }
+
+    #[test]
+    fn a_zero_period_remembers_nothing() {
+        let mut clusters = ByCluster::new(0);
+        assert!(!clusters.enabled());
+        clusters.insert("a".into(), ());
+        assert!(clusters.is_empty());
+        assert_eq!(clusters.get("a"), None);
+    }
+
+    #[test]
+    fn refresh_if_due_empties_once_per_period() {
+        let mut clusters = ByCluster::new(100);
+        clusters.insert("a".into(), 1);
+        clusters.refresh_if_due(1_000); // starts the clock
+        assert_eq!(clusters.len(), 1);
+        clusters.refresh_if_due(1_099);
+        assert_eq!(clusters.len(), 1);
+        clusters.refresh_if_due(1_100);
+        assert!(clusters.is_empty());
+        clusters.insert("a".into(), 2);
+        clusters.refresh_if_due(1_150);
+        assert_eq!(clusters.get("a"), Some(2));
+        clusters.refresh_if_due(1_200);
+        assert!(clusters.is_empty());
+    }
+
+    #[test]
+    fn the_map_is_bounded() {
+        let mut clusters = ByCluster::new(1000);
+        for i in 0..(MAX_CLUSTERS * 3) {
+            clusters.insert(format!("c{i}"), i);
+            assert!(clusters.len() <= MAX_CLUSTERS);
+        }
+    }
+}
