@@ -3,7 +3,7 @@
 //! `outbound_http_exchange` listener runs role "client" in front of
 //! alpn-filter; every HTTP chain of the server Envoy runs role "server".
 
-use integration_tests::LOG_WAIT;
+use integration_tests::{stats, LOG_WAIT};
 
 use base64::Engine;
 use integration_tests::clients::{h2c_get, h2c_get_with, http11_keepalive, http1_get, http1_get_with, http1_request};
@@ -254,6 +254,7 @@ async fn two_hundred_requests_over_eight_connections_each_log_the_right_peer() {
     const PER_CONNECTION: usize = 25;
     let mesh = Mesh::start();
     let app = mesh.target.client_listener(APP);
+    let started = std::time::Instant::now();
     // Mesh and non-mesh requests interleaved on each keep-alive connection:
     // a peer stored for one request must never show up on the next.
     let tasks: Vec<_> = (0..CONNECTIONS)
@@ -292,4 +293,9 @@ async fn two_hundred_requests_over_eight_connections_each_log_the_right_peer() {
     }
     assert_counters(&mesh, Role::Client, &[(HttpCounter::MetadataReceived, mesh_lines as u64)]);
     assert_counters(&mesh, Role::Server, &[(HttpCounter::MetadataReceived, mesh_lines as u64)]);
+    // Two clusters, each read once per worker VM per refresh period (1 s by
+    // default), not per request.
+    let periods = started.elapsed().as_millis() as u64 / 1000 + 2;
+    let reads = stats::http_exchange(&mesh.client, Role::Client, HttpCounter::ClusterMetadataRead);
+    assert!(reads >= 2 && reads <= 2 * 2 * periods, "{reads} metadata reads for {total} requests");
 }

@@ -372,6 +372,7 @@ async fn two_hundred_concurrent_connections_all_learn_the_peer_with_exact_bytes(
     const CONNECTIONS: usize = 200;
     let mesh = Mesh::start();
     let addr = mesh.target.client_listener("outbound_tcp_echo");
+    let started = std::time::Instant::now();
     let tasks: Vec<_> = (0..CONNECTIONS)
         .map(|i| {
             tokio::spawn(async move {
@@ -396,6 +397,11 @@ async fn two_hundred_concurrent_connections_all_learn_the_peer_with_exact_bytes(
     }
     assert_eq!(client_counter(&mesh, Counter::MetadataReceived), CONNECTIONS as u64);
     assert_eq!(server_counter(&mesh, Counter::MetadataReceived), CONNECTIONS as u64);
+    // The cluster's metadata is read once per worker VM per refresh period
+    // (1 s by default; the timer can fall one tick late), not per connection.
+    let periods = started.elapsed().as_millis() as u64 / 1000 + 2;
+    let reads = client_counter(&mesh, Counter::ClusterMetadataRead);
+    assert!(reads >= 1 && reads <= 2 * periods, "{reads} metadata reads for {CONNECTIONS} connections");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
