@@ -1,7 +1,9 @@
 //! alpn-filter's per-request decision over arbitrary cluster metadata,
 //! cluster names and request protocols. Oracles: an override is always a
 //! list Envoy accepts; Istio's `istio.alpn_override: "false"` opt-out wins
-//! over anything else in the metadata; the cached answer is the same.
+//! over anything else in the metadata; the answer remembered by cluster
+//! name, the one cached by metadata bytes and the one after a refresh are
+//! the same.
 #![no_main]
 
 use alpn_filter::config::AlpnConfig;
@@ -46,14 +48,18 @@ fuzz_target!(|data: &[u8]| {
     let name = input.string();
     let protocol = ["HTTP/1.0", "HTTP/1.1", "HTTP/2", "HTTP/3", ""][usize::from(flags >> 2) % 5];
     let metadata = input.rest();
+    // As Envoy: metadata belongs to a route cluster, so only with a name.
+    let has_cluster = flags & 2 != 0;
     let mut facts = Facts {
-        metadata: (flags & 1 != 0).then(|| metadata.to_vec()),
-        name: (flags & 2 != 0).then_some(name),
+        metadata: (has_cluster && flags & 1 != 0).then(|| metadata.to_vec()),
+        name: has_cluster.then_some(name),
         protocol: Some(protocol.to_string()),
     };
     let mut decider = Decider::new(config);
     let first = decider.decide(&mut facts);
-    assert_eq!(decider.decide(&mut facts), first, "the cached decision is the same");
+    assert_eq!(decider.decide(&mut facts), first, "the remembered decision is the same");
+    decider.refresh();
+    assert_eq!(decider.decide(&mut facts), first, "the decision after a refresh is the same");
     match &first {
         Decision::Override { alpn, .. } => assert!(envoy_accepts_alpn_value(&alpn.envoy_value()), "{alpn:?}"),
         Decision::Skip(_) => {}
