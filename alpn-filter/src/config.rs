@@ -29,6 +29,7 @@
 //! {"cluster_metadata_refresh_ms": 1000}
 //! ```
 
+use wasm_host::clusters;
 use wasm_host::json::{self, Json};
 /// A configuration (or metadata) error: the field and the reason (shared with peer-exchange-filter).
 pub use wasm_host::ConfigError;
@@ -50,13 +51,6 @@ pub struct AlpnConfig {
     pub cluster_metadata_refresh_ms: u32,
 }
 
-/// One second: well under the seconds a mesh-wide xDS push takes to reach
-/// every sidecar, and one metadata read per cluster per second costs nothing.
-pub const DEFAULT_CLUSTER_METADATA_REFRESH_MS: u32 = 1000;
-/// A minute: beyond that a forgotten unit (seconds for milliseconds) would
-/// keep a cluster's old ALPN far too long.
-pub const MAX_CLUSTER_METADATA_REFRESH_MS: u32 = 60_000;
-
 pub(crate) fn protocol_index(protocol: UpstreamProtocol) -> usize {
     match protocol {
         UpstreamProtocol::Http10 => 0,
@@ -72,7 +66,7 @@ impl Default for AlpnConfig {
             lists: UpstreamProtocol::ALL.map(|p| Some(p.istio_default_alpn())),
             default_policy: ProtocolPolicy::DEFAULT,
             cluster_rules: Vec::new(),
-            cluster_metadata_refresh_ms: DEFAULT_CLUSTER_METADATA_REFRESH_MS,
+            cluster_metadata_refresh_ms: clusters::DEFAULT_REFRESH_MS,
         }
     }
 }
@@ -203,9 +197,7 @@ impl AlpnConfig {
             config.cluster_rules.push(ClusterRule { cluster, policy });
         }
         if let Some(refresh) = fields.take("cluster_metadata_refresh_ms") {
-            let max = MAX_CLUSTER_METADATA_REFRESH_MS.into();
-            let refresh = refresh.into_integer("cluster_metadata_refresh_ms", max)?;
-            config.cluster_metadata_refresh_ms = u32::try_from(refresh).unwrap_or(MAX_CLUSTER_METADATA_REFRESH_MS);
+            config.cluster_metadata_refresh_ms = clusters::read_refresh_ms(refresh, "cluster_metadata_refresh_ms")?;
         }
         fields.finish()?;
         Ok(config)
@@ -358,7 +350,7 @@ mod tests {
 
     #[test]
     fn cluster_metadata_refresh_is_bounded() {
-        assert_eq!(AlpnConfig::default().cluster_metadata_refresh_ms, DEFAULT_CLUSTER_METADATA_REFRESH_MS);
+        assert_eq!(AlpnConfig::default().cluster_metadata_refresh_ms, clusters::DEFAULT_REFRESH_MS);
         for (input, expected) in [("0", 0), ("250", 250), ("60000", 60_000), ("6e4", 60_000)] {
             let config = AlpnConfig::parse(format!(r#"{{"cluster_metadata_refresh_ms":{input}}}"#).as_bytes()).unwrap();
             assert_eq!(config.cluster_metadata_refresh_ms, expected, "{input}");

@@ -36,6 +36,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use wasm_host::clusters;
 use wasm_host::json::{self, Fields, Json};
 /// A configuration error: the field and the reason (shared with alpn-filter).
 pub use wasm_host::ConfigError;
@@ -143,12 +144,6 @@ pub struct Config {
     pub cluster_metadata_refresh_ms: u32,
 }
 
-/// As alpn-filter's: one second, well under the time a mesh-wide xDS push
-/// takes to reach every sidecar.
-pub const DEFAULT_CLUSTER_METADATA_REFRESH_MS: u32 = 1000;
-/// A minute: beyond that a unit mistake would keep an old verdict too long.
-pub const MAX_CLUSTER_METADATA_REFRESH_MS: u32 = 60_000;
-
 /// `upstream` / `downstream`: `peer_identity_prefix`, and (upstream only)
 /// `istio_service_clusters` and `cluster_metadata_refresh_ms`.
 struct RawSide {
@@ -169,9 +164,8 @@ impl RawSide {
                 istio_service_clusters = Some(v.into_bool(&fields.path("istio_service_clusters"))?);
             }
             if let Some(v) = fields.take("cluster_metadata_refresh_ms") {
-                let max = MAX_CLUSTER_METADATA_REFRESH_MS.into();
-                let ms = v.into_integer(&fields.path("cluster_metadata_refresh_ms"), max)?;
-                cluster_metadata_refresh_ms = Some(u32::try_from(ms).unwrap_or(MAX_CLUSTER_METADATA_REFRESH_MS));
+                let field = fields.path("cluster_metadata_refresh_ms");
+                cluster_metadata_refresh_ms = Some(clusters::read_refresh_ms(v, &field)?);
             }
         }
         fields.finish()?;
@@ -281,7 +275,7 @@ impl Config {
         };
         // Only the client reads cluster metadata.
         let cluster_metadata_refresh_ms = match role {
-            Role::Client => refresh.unwrap_or(DEFAULT_CLUSTER_METADATA_REFRESH_MS),
+            Role::Client => refresh.unwrap_or(clusters::DEFAULT_REFRESH_MS),
             Role::Server => 0,
         };
         let peer_identity_prefix = prefix.unwrap_or_else(|| DEFAULT_PEER_IDENTITY_PREFIX.to_string());
@@ -388,7 +382,7 @@ mod tests {
     fn the_client_remembers_cluster_metadata_for_a_bounded_time() {
         for transport in [Transport::Tcp, Transport::Http] {
             let client = Config::parse(br#"{"role":"client"}"#, transport).unwrap();
-            assert_eq!(client.cluster_metadata_refresh_ms, DEFAULT_CLUSTER_METADATA_REFRESH_MS);
+            assert_eq!(client.cluster_metadata_refresh_ms, clusters::DEFAULT_REFRESH_MS);
             let server = Config::parse(br#"{"role":"server"}"#, transport).unwrap();
             assert_eq!(server.cluster_metadata_refresh_ms, 0, "the server reads no cluster metadata");
             let c =

@@ -11,6 +11,23 @@
 
 use std::collections::HashMap;
 
+use crate::json::Json;
+use crate::ConfigError;
+
+/// The refresh period both filters default to: one second, well under the
+/// seconds a mesh-wide xDS push takes to reach every sidecar, and one
+/// metadata read per cluster per second costs nothing.
+pub const DEFAULT_REFRESH_MS: u32 = 1000;
+/// The longest period accepted: a minute. Beyond that a unit mistake
+/// (seconds for milliseconds) would keep a cluster's old answer far too long.
+pub const MAX_REFRESH_MS: u32 = 60_000;
+
+/// Reads a `cluster_metadata_refresh_ms` configuration value (0..=[`MAX_REFRESH_MS`]).
+pub fn read_refresh_ms(value: Json, field: &str) -> Result<u32, ConfigError> {
+    let ms = value.into_integer(field, MAX_REFRESH_MS.into())?;
+    Ok(u32::try_from(ms).unwrap_or(MAX_REFRESH_MS))
+}
+
 /// Clusters remembered at most; past it the map starts over (memory bound
 /// against pathological churn: a mesh has as many names as clusters).
 pub const MAX_CLUSTERS: usize = 512;
