@@ -50,14 +50,11 @@ impl Plugin for Shared {
         let counters = Counters::define(Counter::PREFIX, Counter::ALL.iter().map(|c| c.name()));
         let decider = Decider::new(config);
         let refresh = decider.refresh_period_ms();
-        if refresh > 0 {
-            if let Err(e) = wasm_host::set_tick_period_millis(refresh) {
-                // Without the tick a remembered cluster would never be read again.
-                log::error!(
-                    "alpn-filter: cannot start the {refresh} ms metadata refresh ({e}), refusing the configuration"
-                );
-                return None;
-            }
+        if let Err(e) = wasm_host::start_cluster_refresh(refresh) {
+            log::error!(
+                "alpn-filter: cannot start the {refresh} ms metadata refresh ({e}), refusing the configuration"
+            );
+            return None;
         }
         Some(Shared { decider: RefCell::new(decider), counters })
     }

@@ -162,15 +162,14 @@ impl Plugin for PeerPlugin {
         match transport {
             Transport::Tcp => tcp_plugin(config, &workload, &node_id).map(PeerPlugin::Tcp),
             Transport::Http => {
-                let shared = HttpShared::new(config, &workload, node_id);
-                if !shared.start_refresh() {
-                    // Without the tick a remembered cluster would never be read again.
+                let refresh = config.cluster_metadata_refresh_ms;
+                if let Err(e) = wasm_host::start_cluster_refresh(refresh) {
                     log::error!(
-                        "peer-exchange-filter: cannot start the cluster refresh timer, refusing the configuration"
+                        "peer-exchange-filter: cannot start the {refresh} ms cluster refresh ({e}), refusing the configuration"
                     );
                     return None;
                 }
-                Some(PeerPlugin::Http(Rc::new(shared)))
+                Some(PeerPlugin::Http(Rc::new(HttpShared::new(config, &workload, node_id))))
             }
         }
     }
@@ -277,9 +276,14 @@ fn tcp_plugin(config: Config, workload: &Workload, node_id: &str) -> Option<Rc<S
     };
     if tick > 0 {
         if let Err(e) = wasm_host::set_tick_period_millis(tick) {
-            // Without the tick a remembered cluster would never be read again.
-            log::error!("peer-exchange-filter: cannot start the timer ({e}), refusing the configuration");
-            return None;
+            if refresh > 0 {
+                // Without the tick a remembered cluster would never be read again.
+                log::error!("peer-exchange-filter: cannot start the timer ({e}), refusing the configuration");
+                return None;
+            }
+            log::warn!(
+                "peer-exchange-filter: cannot start the exchange timer ({e}); stalled prefixes will not time out"
+            );
         }
     }
     let counters = Counters::define(&config.stat_prefix(), Counter::ALL.iter().map(|c| c.name()));

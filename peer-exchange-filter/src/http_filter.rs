@@ -42,13 +42,6 @@ impl HttpShared {
         }
     }
 
-    /// Starts the timer that empties the remembered clusters (client role);
-    /// false if Envoy refused it.
-    pub(crate) fn start_refresh(&self) -> bool {
-        let refresh = self.config.cluster_metadata_refresh_ms;
-        refresh == 0 || wasm_host::set_tick_period_millis(refresh).is_ok()
-    }
-
     /// The timer: every cluster's metadata is read again on its next request.
     pub(crate) fn refresh_clusters(&self) {
         if let Ok(mut clusters) = self.clusters.try_borrow_mut() {

@@ -454,6 +454,18 @@ pub fn now_millis() -> HostResult<u64> {
     Ok(nanos / 1_000_000)
 }
 
+/// Starts the root timer that empties a [`clusters::ByCluster`] every
+/// `refresh_ms` (the plugin calls [`clusters::ByCluster::refresh`] from
+/// its tick); nothing to start for 0. A plugin whose timer Envoy refuses
+/// should refuse its configuration: a remembered cluster would never be
+/// read again.
+pub fn start_cluster_refresh(refresh_ms: u32) -> HostResult<()> {
+    if refresh_ms == 0 {
+        return Ok(());
+    }
+    set_tick_period_millis(refresh_ms)
+}
+
 /// Sets the root context's tick period (0 stops ticking).
 pub fn set_tick_period_millis(period: u32) -> HostResult<()> {
     // SAFETY: plain ABI call.
