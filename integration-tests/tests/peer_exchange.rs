@@ -323,8 +323,19 @@ async fn stalled_partial_prefix_is_closed_after_the_timeout_and_idle_connections
     let mut idle = mesh.target.connect_inbound("echo.mesh.local", PEER_EXCHANGE_ALPN).await;
     let idle_since = Instant::now();
 
-    let mut stalled = mesh.target.connect_inbound("echo.mesh.local", PEER_EXCHANGE_ALPN).await;
     let prefix = raw_client_prefix();
+    // Reset mid-prefix: Envoy sees the close without end-of-stream data and
+    // deletes the context before its deadline; that deadline must count nothing.
+    let mut reset = mesh.target.connect_inbound("echo.mesh.local", PEER_EXCHANGE_ALPN).await;
+    reset.write_all(&prefix[..20]).await.unwrap();
+    reset.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // A zero linger sends the RST at once: nothing blocks on drop.
+    #[allow(deprecated)]
+    reset.get_ref().0.set_linger(Some(Duration::ZERO)).unwrap();
+    drop(reset);
+
+    let mut stalled = mesh.target.connect_inbound("echo.mesh.local", PEER_EXCHANGE_ALPN).await;
     stalled.write_all(&prefix[..20]).await.unwrap();
     stalled.flush().await.unwrap();
     let started = Instant::now();
@@ -346,7 +357,7 @@ async fn stalled_partial_prefix_is_closed_after_the_timeout_and_idle_connections
     idle.flush().await.unwrap();
     let received = read_prefixed(&mut idle, 10).await;
     assert_eq!(wire::split_prefix(&received).unwrap().2, b"still here");
-    assert_eq!(server_counter(&mesh, Counter::ExchangeTimeout), 1);
+    assert_eq!(server_counter(&mesh, Counter::ExchangeTimeout), 1, "the reset connection is not a timeout");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

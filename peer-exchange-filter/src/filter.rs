@@ -31,10 +31,12 @@ const PEER_UNKNOWN_ID: &str = "envoy.wasm.metadata_exchange.peer_unknown";
 
 // Our own entry points, not the SDK's: Envoy enters the VM only for these
 // callbacks (see `wasm_host::plugin`). A connection is entered at creation,
-// per data chunk, at the downstream close and at deletion; a request of the
-// header form at creation, request and response headers, and deletion.
+// per data chunk and at deletion (Envoy deletes a connection's context right
+// after its downstream close, so a close callback would be one more entry for
+// nothing); a request of the header form at creation, request and response
+// headers, and deletion.
 wasm_host::plugin_exports!(PeerPlugin;
-    request_headers, response_headers, downstream_data, upstream_data, downstream_close, tick);
+    request_headers, response_headers, downstream_data, upstream_data, tick);
 
 struct Shared {
     config: Config,
@@ -244,12 +246,6 @@ impl Stream for PeerContext {
         match self {
             PeerContext::Tcp(connection) => connection.on_upstream_data(data_size, end_of_stream),
             PeerContext::Http(_) => Action::Continue,
-        }
-    }
-
-    fn on_downstream_close(&mut self) {
-        if let PeerContext::Tcp(connection) = self {
-            connection.disarm();
         }
     }
 

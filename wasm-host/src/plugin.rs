@@ -59,8 +59,8 @@ pub trait Stream {
     fn on_upstream_data(&mut self, _data_size: usize, _end_of_stream: bool) -> Action {
         Action::Continue
     }
-    fn on_downstream_close(&mut self) {}
-    /// The stream is gone (always delivered).
+    /// The stream is gone (always delivered; for a connection, right after
+    /// the downstream close, which is why no close callback is exported).
     fn on_delete(&mut self) {}
 }
 
@@ -190,9 +190,8 @@ pub fn allocate(size: usize) -> *mut u8 {
 
 /// Exports a [`Plugin`]'s proxy-wasm entry points: context create,
 /// configure, delete and the memory allocator always; of `request_headers`,
-/// `response_headers`, `downstream_data`, `upstream_data`,
-/// `downstream_close` and `tick`, only those named. Use once, in the
-/// filter's cdylib, on wasm32 only.
+/// `response_headers`, `downstream_data`, `upstream_data` and `tick`, only
+/// those named. Use once, in the filter's cdylib, on wasm32 only.
 #[macro_export]
 macro_rules! plugin_exports {
     ($plugin:ty; $($callback:ident),* $(,)?) => {
@@ -261,16 +260,6 @@ macro_rules! __plugin_export {
             $crate::plugin::on_stream::<$plugin>(&REGISTRY, context_id, |s| {
                 s.on_upstream_data(data_size, end_of_stream != 0)
             })
-        }
-    };
-    ($plugin:ty, downstream_close) => {
-        #[no_mangle]
-        pub extern "C" fn proxy_on_downstream_connection_close(context_id: u32, _peer_type: u32) {
-            use $crate::plugin::Stream as _;
-            $crate::plugin::on_stream::<$plugin>(&REGISTRY, context_id, |s| {
-                s.on_downstream_close();
-                $crate::plugin::Action::Continue
-            });
         }
     };
     ($plugin:ty, tick) => {

@@ -204,13 +204,21 @@ fn selected(key: &str) -> bool {
 /// empty-filter slots of both Envoys, each with the shipped plugin
 /// configuration (the TCP slot's cluster is marked as a mesh upstream and
 /// both of its sides log quietly, like the quiet exchange row). That row is
-/// then the variant, and "Δ floor" reads shipped build − variant. The two
+/// then the variant, and "Δ floor" reads shipped build − variant.
+/// `BENCH_VARIANT_HTTP_EXCHANGE=<peer-exchange-filter build>` adds a copy of
+/// the quiet HTTP exchange listener whose client role (in front of the
+/// shipped alpn-filter) is that build; the server Envoy runs the shipped
+/// server role for both, so only the client column compares builds. The
 /// slots differ a little by themselves: an A/A run (the shipped build as
 /// the variant) gives that bias.
 struct Variants {
     alpn: Option<String>,
     exchange: Option<String>,
+    http_exchange: Option<String>,
 }
+
+/// The listener the HTTP exchange variant runs on (a copy of the quiet one).
+const HTTP_EXCHANGE_VARIANT_LISTENER: &str = "outbound_http_exchange_variant";
 
 impl Variants {
     fn from_env() -> Variants {
@@ -219,13 +227,17 @@ impl Variants {
             let path = std::fs::canonicalize(&path).unwrap_or_else(|e| panic!("{name}={path}: {e}"));
             Some(path.display().to_string())
         };
-        Variants { alpn: build("BENCH_VARIANT_ALPN"), exchange: build("BENCH_VARIANT_EXCHANGE") }
+        Variants {
+            alpn: build("BENCH_VARIANT_ALPN"),
+            exchange: build("BENCH_VARIANT_EXCHANGE"),
+            http_exchange: build("BENCH_VARIANT_HTTP_EXCHANGE"),
+        }
     }
 
     /// The templates with the variants in the empty filter's slots, written
     /// to `dir`; `None` when there is no variant.
     fn templates(&self, dir: &std::path::Path) -> Option<std::path::PathBuf> {
-        if self.alpn.is_none() && self.exchange.is_none() {
+        if self.alpn.is_none() && self.exchange.is_none() && self.http_exchange.is_none() {
             return None;
         }
         let configs = integration_tests::paths::envoy_configs();
@@ -243,6 +255,9 @@ impl Variants {
             ];
             client = edit_slot(&client, "  - name: outbound_tcp_echo_empty_wasm\n", build, &edits);
             server = edit_slot(&server, "    - name: inbound-tcp-echo-empty-wasm\n", build, &edits);
+        }
+        if let Some(build) = &self.http_exchange {
+            client = with_http_exchange_variant(&client, build);
         }
         std::fs::write(dir.join("client.yaml"), client).expect("write client.yaml");
         std::fs::write(dir.join("server.yaml"), server).expect("write server.yaml");
@@ -269,14 +284,56 @@ fn a_b_note(row: &'static str) -> Vec<(&'static str, String)> {
     )]
 }
 
+/// The client HTTP exchange filter loading `build`, in its own VM, with the
+/// shipped configuration (what `*peer_exchange_http_client` is, but the file).
+const HTTP_EXCHANGE_VARIANT_FILTER: &str = r#"          - name: envoy.filters.http.wasm
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                name: peer_exchange_http_variant
+                root_id: peer_exchange_http
+                failure_policy: FAIL_RELOAD
+                vm_config:
+                  vm_id: peer_exchange_http_variant
+                  runtime: envoy.wasm.runtime.v8
+                  code: { local: { filename: "${BUILD}" } }
+                configuration:
+                  "@type": type.googleapis.com/google.protobuf.StringValue
+                  value: '${PEER_EXCHANGE_HTTP_CONFIG}'
+"#;
+
+/// Adds, after the quiet HTTP exchange listener, a copy of it whose client
+/// exchange filter is `build`.
+fn with_http_exchange_variant(text: &str, build: &str) -> String {
+    let start = "  - name: outbound_http_exchange_quiet_log\n";
+    let (begin, end) = list_item(text, start);
+    let mut copy = text[begin..end].to_string();
+    let filter = HTTP_EXCHANGE_VARIANT_FILTER.replace("${BUILD}", build);
+    for (from, to, times) in [
+        ("outbound_http_exchange_quiet_log", HTTP_EXCHANGE_VARIANT_LISTENER, 2),
+        ("          - *peer_exchange_http_client\n", filter.as_str(), 1),
+    ] {
+        assert_eq!(copy.matches(from).count(), times, "benchmark slot {start:?}: expected {from:?} {times}×");
+        copy = copy.replace(from, to);
+    }
+    format!("{}{copy}{}", &text[..end], &text[end..])
+}
+
+/// The byte range of the list item that starts with the line `start`, up to
+/// the next item at the same indentation.
+fn list_item(text: &str, start: &str) -> (usize, usize) {
+    let begin = text.find(start).unwrap_or_else(|| panic!("benchmark slot {start:?} not in the template"));
+    let indent = &start[..start.len() - start.trim_start().len()];
+    let next_item = format!("\n{indent}- ");
+    let end = text[begin + start.len()..].find(&next_item).map_or(text.len(), |i| begin + start.len() + i + 1);
+    (begin, end)
+}
+
 /// In the list item that starts with the line `start` (up to the next item
 /// at the same indentation), loads `build` instead of the empty filter and
 /// applies `edits`, each exactly once.
 fn edit_slot(text: &str, start: &str, build: &str, edits: &[(&str, &str)]) -> String {
-    let begin = text.find(start).unwrap_or_else(|| panic!("benchmark slot {start:?} not in the template"));
-    let indent = &start[..start.len() - start.trim_start().len()];
-    let next_item = format!("\n{indent}- ");
-    let end = text[begin + start.len()..].find(&next_item).map_or(text.len(), |i| begin + start.len() + i);
+    let (begin, end) = list_item(text, start);
     let mut slot = text[begin..end].to_string();
     for (from, to) in edits.iter().copied().chain([("${EMPTY_WASM}", build)]) {
         assert_eq!(slot.matches(from).count(), 1, "benchmark slot {start:?}: expected {from:?} once");
@@ -391,14 +448,30 @@ async fn main() {
          variants alternating; µs/op = the Envoy's CPU time (all threads) per request or connection",
         shipped.envoys.client, shipped.envoys.server
     );
-    let http_variants = vec![
-        ("no filter (static ALPN cluster)", "outbound_http_baseline", 0),
-        ("native set_filter_state", "outbound_http_native", 0),
-        (Variants::label(&variants.alpn, "empty wasm filter (floor)"), "outbound_http_empty_wasm", 0),
-        ("alpn-filter", "outbound_http", 0),
-        ("alpn + HTTP exchange, logs without peer", "outbound_http_exchange_quiet_log", 0),
-        ("alpn + HTTP exchange, shipped logs", "outbound_http_exchange", 0),
-    ];
+    let quiet_exchange = ("alpn + HTTP exchange, logs without peer", "outbound_http_exchange_quiet_log", 0);
+    let (http_variants, http_floor) = match &variants.http_exchange {
+        // The A/B of the exchange's client role: the variant is the floor.
+        Some(_) => (
+            vec![
+                ("no filter (static ALPN cluster)", "outbound_http_baseline", 0),
+                ("alpn-filter", "outbound_http", 0),
+                (Variants::label(&variants.http_exchange, ""), HTTP_EXCHANGE_VARIANT_LISTENER, 0),
+                quiet_exchange,
+            ],
+            2,
+        ),
+        None => (
+            vec![
+                ("no filter (static ALPN cluster)", "outbound_http_baseline", 0),
+                ("native set_filter_state", "outbound_http_native", 0),
+                (Variants::label(&variants.alpn, "empty wasm filter (floor)"), "outbound_http_empty_wasm", 0),
+                ("alpn-filter", "outbound_http", 0),
+                quiet_exchange,
+                ("alpn + HTTP exchange, shipped logs", "outbound_http_exchange", 0),
+            ],
+            2,
+        ),
+    };
     let http_targets = || {
         vec![
             ("alpn-filter", "client Δ over the empty wasm filter ≤ +5 µs; req/s ratio ≥ 0.95".to_string()),
@@ -419,8 +492,15 @@ async fn main() {
         if !selected(key) {
             continue;
         }
-        let targets = if variants.alpn.is_some() { a_b_note("alpn-filter") } else { http_targets() };
-        let scenario = Scenario { title, unit: "req/s", variants: http_variants.clone(), floor: Some(2), targets };
+        let targets = if variants.http_exchange.is_some() {
+            a_b_note(quiet_exchange.0)
+        } else if variants.alpn.is_some() {
+            a_b_note("alpn-filter")
+        } else {
+            http_targets()
+        };
+        let scenario =
+            Scenario { title, unit: "req/s", variants: http_variants.clone(), floor: Some(http_floor), targets };
         run_scenario(&[&shipped], &scenario, load, rounds, secs).await;
     }
     let churn = Scenario {
@@ -510,14 +590,25 @@ mod tests {
     #[test]
     fn the_shipped_templates_take_both_variants() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let variants = Variants { alpn: Some("/a.wasm".into()), exchange: Some("/x.wasm".into()) };
+        let variants = Variants {
+            alpn: Some("/a.wasm".into()),
+            exchange: Some("/x.wasm".into()),
+            http_exchange: Some("/h.wasm".into()),
+        };
         let written = variants.templates(dir.path()).expect("templates written");
         let client = std::fs::read_to_string(written.join("client.yaml")).expect("client.yaml");
         let server = std::fs::read_to_string(written.join("server.yaml")).expect("server.yaml");
         assert!(client.contains("root_id: alpn") && client.contains("\"/a.wasm\"") && client.contains("\"/x.wasm\""));
         assert!(server.contains("root_id: peer_exchange") && server.contains("\"/x.wasm\""));
         assert!(!client.contains("${EMPTY_WASM}") && !server.contains("${EMPTY_WASM}"));
-        let none = Variants { alpn: None, exchange: None };
+        // The HTTP exchange variant: a second quiet listener, its client role the variant build.
+        let listener = format!("  - name: {HTTP_EXCHANGE_VARIANT_LISTENER}\n");
+        let (begin, end) = list_item(&client, &listener);
+        let copy = &client[begin..end];
+        assert!(copy.contains("\"/h.wasm\"") && copy.contains("*alpn_filter") && copy.contains("mesh_http_quiet_log"));
+        assert!(!copy.contains("*peer_exchange_http_client"));
+        assert_eq!(client.matches("- name: outbound_http_exchange_quiet_log\n").count(), 1);
+        let none = Variants { alpn: None, exchange: None, http_exchange: None };
         assert!(none.templates(dir.path()).is_none());
     }
 }
