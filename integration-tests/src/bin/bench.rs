@@ -227,11 +227,17 @@ impl Variants {
             let path = std::fs::canonicalize(&path).unwrap_or_else(|e| panic!("{name}={path}: {e}"));
             Some(path.display().to_string())
         };
-        Variants {
+        let variants = Variants {
             alpn: build("BENCH_VARIANT_ALPN"),
             exchange: build("BENCH_VARIANT_EXCHANGE"),
             http_exchange: build("BENCH_VARIANT_HTTP_EXCHANGE"),
-        }
+        };
+        // The HTTP exchange's A/B rows leave out the empty filter's slot.
+        assert!(
+            variants.alpn.is_none() || variants.http_exchange.is_none(),
+            "BENCH_VARIANT_ALPN and BENCH_VARIANT_HTTP_EXCHANGE both set: run them one at a time"
+        );
+        variants
     }
 
     /// The templates with the variants in the empty filter's slots, written
