@@ -206,11 +206,11 @@ fn selected(key: &str) -> bool {
 /// both of its sides log quietly, like the quiet exchange row). That row is
 /// then the variant, and "Δ floor" reads shipped build − variant.
 /// `BENCH_VARIANT_HTTP_EXCHANGE=<peer-exchange-filter build>` adds a copy of
-/// the quiet HTTP exchange listener whose client role (in front of the
-/// shipped alpn-filter) is that build; the server Envoy runs the shipped
-/// server role for both, so only the client column compares builds. The
-/// slots differ a little by themselves: an A/A run (the shipped build as
-/// the variant) gives that bias.
+/// the quiet HTTP exchange path whose two roles are that build: a client
+/// listener (in front of the shipped alpn-filter) and its cluster, whose
+/// SNI picks a copy of the server's quiet chain. Both columns then compare
+/// builds. The slots differ a little by themselves: an A/A run (the
+/// shipped build as the variant) gives that bias.
 struct Variants {
     alpn: Option<String>,
     exchange: Option<String>,
@@ -219,6 +219,9 @@ struct Variants {
 
 /// The listener the HTTP exchange variant runs on (a copy of the quiet one).
 const HTTP_EXCHANGE_VARIANT_LISTENER: &str = "outbound_http_exchange_variant";
+/// Its cluster, and the server chain that cluster's SNI selects.
+const HTTP_EXCHANGE_VARIANT_CLUSTER: &str = "mesh_http_exchange_variant";
+const HTTP_EXCHANGE_VARIANT_CHAIN: &str = "inbound-http11-exchange-variant";
 
 impl Variants {
     fn from_env() -> Variants {
@@ -263,7 +266,7 @@ impl Variants {
             server = edit_slot(&server, "    - name: inbound-tcp-echo-empty-wasm\n", build, &edits);
         }
         if let Some(build) = &self.http_exchange {
-            client = with_http_exchange_variant(&client, build);
+            (client, server) = with_http_exchange_variant(&client, &server, build);
         }
         std::fs::write(dir.join("client.yaml"), client).expect("write client.yaml");
         std::fs::write(dir.join("server.yaml"), server).expect("write server.yaml");
@@ -290,8 +293,8 @@ fn a_b_note(row: &'static str) -> Vec<(&'static str, String)> {
     )]
 }
 
-/// The client HTTP exchange filter loading `build`, in its own VM, with the
-/// shipped configuration (what `*peer_exchange_http_client` is, but the file).
+/// The HTTP exchange filter loading `build`, in its own VM, with the role's
+/// shipped configuration (what the shipped filter is, but the file).
 const HTTP_EXCHANGE_VARIANT_FILTER: &str = r#"          - name: envoy.filters.http.wasm
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
@@ -308,17 +311,48 @@ const HTTP_EXCHANGE_VARIANT_FILTER: &str = r#"          - name: envoy.filters.ht
                   value: '${PEER_EXCHANGE_HTTP_CONFIG}'
 "#;
 
-/// Adds, after the quiet HTTP exchange listener, a copy of it whose client
-/// exchange filter is `build`.
-fn with_http_exchange_variant(text: &str, build: &str) -> String {
-    let start = "  - name: outbound_http_exchange_quiet_log\n";
+/// Adds, after each piece of the quiet HTTP exchange path, a copy of it
+/// whose exchange filter is `build`: the client's listener and cluster, and
+/// the server's chain (picked by the copied cluster's SNI).
+fn with_http_exchange_variant(client: &str, server: &str, build: &str) -> (String, String) {
+    let filter = HTTP_EXCHANGE_VARIANT_FILTER.replace("${BUILD}", build);
+    let server_filters = format!(
+        "          http_filters:\n{filter}          - name: envoy.filters.http.router\n            typed_config: {{ \"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}\n"
+    );
+    const SNI: &str = "exchange-variant.mesh.local";
+    let client = with_copy(
+        client,
+        "  - name: outbound_http_exchange_quiet_log\n",
+        &[
+            ("outbound_http_exchange_quiet_log", HTTP_EXCHANGE_VARIANT_LISTENER, 2),
+            ("          - *peer_exchange_http_client\n", filter.as_str(), 1),
+            ("cluster: mesh_http_quiet_log }", &format!("cluster: {HTTP_EXCHANGE_VARIANT_CLUSTER} }}"), 1),
+        ],
+    );
+    let client = with_copy(
+        &client,
+        "  - name: mesh_http_quiet_log\n",
+        &[("mesh_http_quiet_log", HTTP_EXCHANGE_VARIANT_CLUSTER, 1), ("sni: quiet-log.mesh.local", &format!("sni: {SNI}"), 1)],
+    );
+    let server = with_copy(
+        server,
+        "    - name: inbound-http11-quiet-log\n",
+        &[
+            ("inbound-http11-quiet-log", HTTP_EXCHANGE_VARIANT_CHAIN, 1),
+            ("server_names: [quiet-log.mesh.local]", &format!("server_names: [{SNI}]"), 1),
+            ("stat_prefix: inbound_http_quiet_log", "stat_prefix: inbound_http_exchange_variant", 1),
+            ("          http_filters: *inbound_http_filters\n", &server_filters, 1),
+        ],
+    );
+    (client, server)
+}
+
+/// Adds, after the list item that starts with the line `start`, a copy of
+/// it with `edits` applied (each `from` expected exactly `times` times).
+fn with_copy(text: &str, start: &str, edits: &[(&str, &str, usize)]) -> String {
     let (begin, end) = list_item(text, start);
     let mut copy = text[begin..end].to_string();
-    let filter = HTTP_EXCHANGE_VARIANT_FILTER.replace("${BUILD}", build);
-    for (from, to, times) in [
-        ("outbound_http_exchange_quiet_log", HTTP_EXCHANGE_VARIANT_LISTENER, 2),
-        ("          - *peer_exchange_http_client\n", filter.as_str(), 1),
-    ] {
+    for &(from, to, times) in edits {
         assert_eq!(copy.matches(from).count(), times, "benchmark slot {start:?}: expected {from:?} {times}×");
         copy = copy.replace(from, to);
     }
@@ -449,6 +483,14 @@ async fn main() {
     // for the identity scenarios only, a second one with the check off.
     let shipped = Bench::start(MeshOptions { templates, ..options("enforce") });
     let unchecked = (selected("identity") || selected("identity_http")).then(|| Bench::start(options("off")));
+    if variants.http_exchange.is_some() {
+        // The copied cluster's SNI must reach the copied server chain, or
+        // the server column would time the shipped server role.
+        let addr = shipped.mesh.target.client_listener(HTTP_EXCHANGE_VARIANT_LISTENER);
+        let response = integration_tests::clients::http1_get(addr, "1.1", "/variant-check").await;
+        assert_eq!(response.status, 200, "the HTTP exchange variant's path: {response:?}");
+        assert_eq!(response.header("x-inbound-chain"), HTTP_EXCHANGE_VARIANT_CHAIN, "the variant's server chain");
+    }
     println!(
         "client Envoy pid {} and server Envoy pid {}, --concurrency 1 each; {rounds} rounds of {secs} s per variant, \
          variants alternating; µs/op = the Envoy's CPU time (all threads) per request or connection",
@@ -456,7 +498,7 @@ async fn main() {
     );
     let quiet_exchange = ("alpn + HTTP exchange, logs without peer", "outbound_http_exchange_quiet_log", 0);
     // The floor is the third row in both layouts: the empty filter (or the
-    // alpn variant), or for the A/B of the exchange's client role, its variant.
+    // alpn variant), or for the A/B of the HTTP exchange, its variant.
     let http_variants = match &variants.http_exchange {
         Some(_) => vec![
             ("no filter (static ALPN cluster)", "outbound_http_baseline", 0),
@@ -601,13 +643,49 @@ mod tests {
         assert!(client.contains("root_id: alpn") && client.contains("\"/a.wasm\"") && client.contains("\"/x.wasm\""));
         assert!(server.contains("root_id: peer_exchange") && server.contains("\"/x.wasm\""));
         assert!(!client.contains("${EMPTY_WASM}") && !server.contains("${EMPTY_WASM}"));
-        // The HTTP exchange variant: a second quiet listener, its client role the variant build.
-        let listener = format!("  - name: {HTTP_EXCHANGE_VARIANT_LISTENER}\n");
-        let (begin, end) = list_item(&client, &listener);
-        let copy = &client[begin..end];
-        assert!(copy.contains("\"/h.wasm\"") && copy.contains("*alpn_filter") && copy.contains("mesh_http_quiet_log"));
-        assert!(!copy.contains("*peer_exchange_http_client"));
-        assert_eq!(client.matches("- name: outbound_http_exchange_quiet_log\n").count(), 1);
+        // The HTTP exchange variant: a copy of the quiet path, both roles the variant build.
+        let item = |text: &str, start: String| {
+            let (begin, end) = list_item(text, &start);
+            text[begin..end].to_string()
+        };
+        let listener = item(&client, format!("  - name: {HTTP_EXCHANGE_VARIANT_LISTENER}\n"));
+        assert!(listener.contains("\"/h.wasm\"") && listener.contains("*alpn_filter"));
+        assert!(listener.contains(&format!("cluster: {HTTP_EXCHANGE_VARIANT_CLUSTER} }}")));
+        assert!(!listener.contains("*peer_exchange_http_client") && !listener.contains("mesh_http_quiet_log"));
+        let cluster = item(&client, format!("  - name: {HTTP_EXCHANGE_VARIANT_CLUSTER}\n"));
+        assert!(cluster.contains("sni: exchange-variant.mesh.local") && cluster.contains("istio.peer_exchange"));
+        let chain = item(&server, format!("    - name: {HTTP_EXCHANGE_VARIANT_CHAIN}\n"));
+        assert!(chain.contains("server_names: [exchange-variant.mesh.local]") && chain.contains("\"/h.wasm\""));
+        assert!(chain.contains("envoy.filters.http.router") && !chain.contains("*inbound_http_filters"));
+        for (text, original) in [
+            (&client, "- name: outbound_http_exchange_quiet_log\n"),
+            (&client, "- name: mesh_http_quiet_log\n"),
+            (&server, "- name: inbound-http11-quiet-log\n"),
+        ] {
+            assert_eq!(text.matches(original).count(), 1, "{original:?} kept once");
+        }
+        // Still YAML (once its placeholders are filled), and the copies sit
+        // in the lists they were copied from.
+        let yaml = |text: &str| -> serde_yaml::Value {
+            let (mut filled, mut rest) = (String::new(), text);
+            while let Some(i) = rest.find("${") {
+                let end = rest[i..].find('}').expect("a closed placeholder") + i;
+                filled.push_str(&rest[..i]);
+                filled.push('0');
+                rest = &rest[end + 1..];
+            }
+            filled.push_str(rest);
+            serde_yaml::from_str(&filled).expect("the edited template stays YAML")
+        };
+        let (client_yaml, server_yaml) = (yaml(&client), yaml(&server));
+        let count = |list: &serde_yaml::Value, name: &str| {
+            list.as_sequence().expect("a list").iter().filter(|item| item["name"] == name).count()
+        };
+        assert_eq!(count(&client_yaml["static_resources"]["listeners"], HTTP_EXCHANGE_VARIANT_LISTENER), 1);
+        assert_eq!(count(&client_yaml["static_resources"]["clusters"], HTTP_EXCHANGE_VARIANT_CLUSTER), 1);
+        let inbound = &server_yaml["static_resources"]["listeners"][0];
+        assert_eq!(inbound["name"], "inbound_mtls");
+        assert_eq!(count(&inbound["filter_chains"], HTTP_EXCHANGE_VARIANT_CHAIN), 1);
         let none = Variants { alpn: None, exchange: None, http_exchange: None };
         assert!(none.templates(dir.path()).is_none());
     }
