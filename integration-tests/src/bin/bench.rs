@@ -332,7 +332,10 @@ fn with_http_exchange_variant(client: &str, server: &str, build: &str) -> (Strin
     let client = with_copy(
         &client,
         "  - name: mesh_http_quiet_log\n",
-        &[("mesh_http_quiet_log", HTTP_EXCHANGE_VARIANT_CLUSTER, 1), ("sni: quiet-log.mesh.local", &format!("sni: {SNI}"), 1)],
+        &[
+            ("mesh_http_quiet_log", HTTP_EXCHANGE_VARIANT_CLUSTER, 1),
+            ("sni: quiet-log.mesh.local", &format!("sni: {SNI}"), 1),
+        ],
     );
     let server = with_copy(
         server,
@@ -351,12 +354,19 @@ fn with_http_exchange_variant(client: &str, server: &str, build: &str) -> (Strin
 /// it with `edits` applied (each `from` expected exactly `times` times).
 fn with_copy(text: &str, start: &str, edits: &[(&str, &str, usize)]) -> String {
     let (begin, end) = list_item(text, start);
-    let mut copy = text[begin..end].to_string();
-    for &(from, to, times) in edits {
-        assert_eq!(copy.matches(from).count(), times, "benchmark slot {start:?}: expected {from:?} {times}×");
-        copy = copy.replace(from, to);
-    }
+    let copy = edited(&text[begin..end], start, edits.iter().copied());
     format!("{}{copy}{}", &text[..end], &text[end..])
+}
+
+/// `item` (the list item starting with `start`) with each `from` replaced
+/// by `to`, after checking it occurs exactly `times` times.
+fn edited<'a>(item: &str, start: &str, edits: impl Iterator<Item = (&'a str, &'a str, usize)>) -> String {
+    let mut item = item.to_string();
+    for (from, to, times) in edits {
+        assert_eq!(item.matches(from).count(), times, "benchmark slot {start:?}: expected {from:?} {times}×");
+        item = item.replace(from, to);
+    }
+    item
 }
 
 /// The byte range of the list item that starts with the line `start`, up to
@@ -374,11 +384,8 @@ fn list_item(text: &str, start: &str) -> (usize, usize) {
 /// applies `edits`, each exactly once.
 fn edit_slot(text: &str, start: &str, build: &str, edits: &[(&str, &str)]) -> String {
     let (begin, end) = list_item(text, start);
-    let mut slot = text[begin..end].to_string();
-    for (from, to) in edits.iter().copied().chain([("${EMPTY_WASM}", build)]) {
-        assert_eq!(slot.matches(from).count(), 1, "benchmark slot {start:?}: expected {from:?} once");
-        slot = slot.replacen(from, to, 1);
-    }
+    let once = edits.iter().map(|&(from, to)| (from, to, 1)).chain([("${EMPTY_WASM}", build, 1)]);
+    let slot = edited(&text[begin..end], start, once);
     format!("{}{slot}{}", &text[..begin], &text[end..])
 }
 
