@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Clippy for the wasm target, with the workspace lints that deny unwrap,
-# expect, panic and unchecked indexing in the filter code, then for the
-# native crates; warnings are errors.
+# rustfmt's check, then clippy for the wasm target, with the workspace lints
+# that deny unwrap, expect, panic and unchecked indexing in the filter code,
+# then for the native crates; warnings are errors.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -15,6 +15,19 @@ rustup_clippy_ready() {
     info "installing rustup's clippy component (at most 90 s)"
     timeout -k 5 90 rustup component add clippy >/dev/null 2>&1 && cargo clippy --version >/dev/null 2>&1
 }
+
+# rustup's rustfmt, installed if missing (with a time limit).
+rustup_fmt_ready() {
+    cargo fmt --version >/dev/null 2>&1 && return 0
+    command -v rustup >/dev/null 2>&1 || return 1
+    info "installing rustup's rustfmt component (at most 90 s)"
+    timeout -k 5 90 rustup component add rustfmt >/dev/null 2>&1 && cargo fmt --version >/dev/null 2>&1
+}
+
+step "rustfmt check (rustfmt.toml)"
+rustup_fmt_ready || die "rustfmt is not installed and could not be added (rustup component add rustfmt)"
+cargo fmt --all -- --check || die "unformatted files above: run cargo fmt --all"
+info "rustfmt: clean"
 
 step "clippy for wasm32-unknown-unknown ($WASM_ROUTE toolchain)"
 export WASM_TARGET_DIR="$ROOT/target/wasm-$WASM_ROUTE-clippy"
