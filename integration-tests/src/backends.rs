@@ -256,6 +256,27 @@ pub fn version_name(version: Version) -> &'static str {
     }
 }
 
+/// A path containing this makes the HTTP backend answer with exchange
+/// headers of its own, as an Istio proxy (or any app that sets them) would:
+/// [`ANSWERED_PEER_METADATA`] and [`ANSWERED_PEER_ID`].
+pub const ANSWERS_AS_A_PEER: &str = "/answers-as-a-peer";
+/// The `x-envoy-peer-metadata-id` such an answer carries.
+pub const ANSWERED_PEER_ID: &str = "sidecar~10.9.0.8~answering-app-0.answering-ns~answering-ns.svc.cluster.local";
+
+/// The `x-envoy-peer-metadata` such an answer carries: a valid Istio value
+/// (standard base64 of a workload Struct), so only its sender is wrong.
+pub fn answered_peer_metadata() -> String {
+    use crate::wire::{strukt, V};
+    use base64::Engine;
+    let workload = strukt(&[
+        ("NAME", V::Str("answering-app-0")),
+        ("NAMESPACE", V::Str("answering-ns")),
+        ("CLUSTER_ID", V::Str("Kubernetes")),
+        ("LABELS", V::Struct(vec![("app", V::Str("answering-app"))])),
+    ]);
+    base64::engine::general_purpose::STANDARD.encode(workload)
+}
+
 /// The backend's answer: which protocol reached it, and with which headers.
 fn describe(req: &Request<Incoming>, alpn: Option<&str>) -> Response<Full<Bytes>> {
     let headers: serde_json::Map<String, serde_json::Value> = req
@@ -269,8 +290,11 @@ fn describe(req: &Request<Incoming>, alpn: Option<&str>) -> Response<Full<Bytes>
         "tls_alpn": alpn,
         "headers": headers,
     });
-    Response::builder()
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .expect("response")
+    let mut response = Response::builder().header("content-type", "application/json");
+    if req.uri().path().contains(ANSWERS_AS_A_PEER) {
+        response = response
+            .header("x-envoy-peer-metadata", answered_peer_metadata())
+            .header("x-envoy-peer-metadata-id", ANSWERED_PEER_ID);
+    }
+    response.body(Full::new(Bytes::from(body.to_string()))).expect("response")
 }

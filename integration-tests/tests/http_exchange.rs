@@ -6,6 +6,7 @@
 use integration_tests::{stats, LOG_WAIT};
 
 use base64::Engine;
+use integration_tests::backends::ANSWERS_AS_A_PEER;
 use integration_tests::clients::{h2c_get, h2c_get_with, http11_keepalive, http1_get, http1_get_with, http1_request};
 use integration_tests::clients::{parse_http1, HttpResponse, STEP_TIMEOUT};
 use integration_tests::mesh::{Mesh, CLIENT_HTTP_LOG, SERVER_HTTP_LOG};
@@ -69,11 +70,15 @@ fn backend_saw(response: &HttpResponse) -> Vec<String> {
 /// One request straight to the server Envoy's HTTP/1.1 chain over a raw
 /// TLS connection with `certificate` (the raw mesh client, or `plain`).
 async fn raw_request(mesh: &Mesh, certificate: &str, headers: &[(&str, &str)]) -> HttpResponse {
+    raw_request_to(mesh, certificate, "/raw", headers).await
+}
+
+async fn raw_request_to(mesh: &Mesh, certificate: &str, path: &str, headers: &[(&str, &str)]) -> HttpResponse {
     let mut tls = mesh
         .target
         .connect_inbound_as(Some(certificate), "http.mesh.local", &["istio-http/1.1", "istio", "http/1.1"])
         .await;
-    tls.write_all(http1_request("1.1", "/raw", headers).as_bytes()).await.expect("write request");
+    tls.write_all(http1_request("1.1", path, headers).as_bytes()).await.expect("write request");
     let mut raw = Vec::new();
     tokio::time::timeout(STEP_TIMEOUT, tls.read_to_end(&mut raw)).await.expect("response timed out").ok();
     parse_http1(&String::from_utf8_lossy(&raw))
@@ -143,6 +148,57 @@ async fn non_mesh_upstreams_never_receive_our_headers_nor_the_apps() {
             (HttpCounter::MetadataAdded, 0),
         ],
     );
+}
+
+/// Upstreams and apps that answer with exchange headers of their own (an
+/// Istio proxy does, whatever cluster we reached it through): no app ever
+/// sees them, in any role, whether or not ours were sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exchange_headers_in_any_response_never_reach_an_app() {
+    let mesh = Mesh::start();
+    let app = mesh.target.client_listener(APP);
+    let path = |route: &str| format!("{route}{ANSWERS_AS_A_PEER}");
+    // Client role, ours not sent: an unmarked upstream, HTTP/1.1 and h2c.
+    let unmarked = http1_get(app, "1.1", &path("/optout")).await;
+    let unmarked_h2 = h2c_get(app, &path("/optout")).await;
+    // Client role, ours not sent: a cluster not marked as mesh, in front of
+    // the server Envoy (whose server role then sends nothing either).
+    let no_options = http1_get(app, "1.1", &path("/no-options")).await;
+    // Client role, ours sent: the server role replaces the app's with its own.
+    let mesh_answer = http1_get(app, "1.1", &path("/mesh")).await;
+    for (what, response) in [
+        ("unmarked upstream", &unmarked),
+        ("unmarked upstream, h2c", &unmarked_h2),
+        ("unmarked cluster to a mesh server", &no_options),
+        ("mesh upstream", &mesh_answer),
+    ] {
+        assert_eq!(response.status, 200, "{what}: {response:?}");
+        assert_no_exchange_headers(response.headers.keys(), &format!("{what}: the client app"));
+    }
+    let client_log = mesh.target.wait_access_log(CLIENT_HTTP_LOG, 4, LOG_WAIT);
+    assert_eq!(client_log.len(), 4, "{client_log:?}");
+    for line in &client_log {
+        if line["path"].as_str().is_some_and(|p| p.starts_with("/mesh")) {
+            // What the server role sent, not what its app answered.
+            SERVER.assert_is(&line["upstream_peer"], &format!("client access log {line}"));
+        } else {
+            assert_eq!(line["peer_not_found"], "true", "{line}");
+            assert!(line["upstream_peer"].is_null(), "{line}");
+        }
+    }
+    // Server role, ours not sent: a plain client, and a mesh client that
+    // sent nothing.
+    for certificate in ["plain", "raw-client"] {
+        let answer = raw_request_to(&mesh, certificate, &path("/raw"), &[]).await;
+        assert_eq!(answer.status, 200, "{certificate}: {answer:?}");
+        assert_no_exchange_headers(answer.headers.keys(), &format!("the server's answer to {certificate}"));
+    }
+    // The unmarked upstream's two answers (the no-options answer was already
+    // cleaned by the server role).
+    assert_counters(&mesh, Role::Client, &[(HttpCounter::UntrustedHeaderRemoved, 2), (HttpCounter::MetadataAdded, 1)]);
+    // The no-options request and the two raw ones; the mesh request's app
+    // headers were replaced by ours.
+    assert_counters(&mesh, Role::Server, &[(HttpCounter::UntrustedHeaderRemoved, 3), (HttpCounter::MetadataAdded, 1)]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

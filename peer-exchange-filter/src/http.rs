@@ -7,14 +7,16 @@
 //!   cluster is a mesh upstream ([`client_verdict`]);
 //! - response, when we sent ours: the server's headers are believed only
 //!   if the upstream's certificate carries a mesh identity; they are stored
-//!   as `upstream_peer` and always removed before the app sees them.
+//!   as `upstream_peer`. Sent ours or not, they are always removed before
+//!   the app sees them.
 //!
 //! **Server** (inbound):
 //! - request: the client's headers are believed only over a connection
 //!   whose peer certificate carries a mesh identity; believed or not, they
 //!   are removed before the app sees them;
 //! - response: ours are added only when the request carried the metadata
-//!   header over such a connection, so a plain client never receives them.
+//!   header over such a connection, so a plain client never receives them
+//!   (nor any the app set: those are removed).
 
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -46,7 +48,8 @@ wasm_host::counters! {
         /// The metadata header was over `max_peer_metadata_bytes`.
         MetadataTooLarge => "metadata_too_large",
         /// Exchange headers from someone not entitled to send them (the local
-        /// app, a connection without a mesh certificate) were removed.
+        /// app, a connection without a mesh certificate, an upstream we sent
+        /// nothing to) were removed.
         UntrustedHeaderRemoved => "untrusted_header_removed",
         /// Client: the cluster is not marked as a mesh upstream.
         SkippedNotMesh => "skipped_not_mesh",

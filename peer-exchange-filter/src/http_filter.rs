@@ -94,26 +94,26 @@ impl HttpPeer {
                 self.receive(HeaderMap::ResponseHeaders, &["upstream", "uri_san_peer_certificate"]);
             }
             // A request we did not send ours with: its upstream is not a mesh
-            // peer, and nothing it says about itself is read.
-            (Role::Client, false) => mark_peer_not_found(Role::Client),
+            // peer, and nothing it says about itself is read; whatever
+            // exchange headers it answers with still never reach the app
+            // (native removes them from every response too).
+            (Role::Client, false) => {
+                self.remove_untrusted(HeaderMap::ResponseHeaders, "the upstream");
+                mark_peer_not_found(Role::Client);
+            }
+            // Ours replace any the app set.
             (Role::Server, true) => {
                 self.add_ours(HeaderMap::ResponseHeaders);
             }
-            (Role::Server, false) => {}
+            // A client that gets none of ours gets none the app set either.
+            (Role::Server, false) => self.remove_untrusted(HeaderMap::ResponseHeaders, "the app"),
         }
         Action::Continue
     }
 
     fn client_request(&mut self) {
         // Exchange headers the app set are never passed on as ours.
-        if let Some(pairs) = self.read_headers(HeaderMap::RequestHeaders) {
-            let app_set = PeerHeaders::find(pairs.iter());
-            if app_set.any() {
-                self.remove(HeaderMap::RequestHeaders, &app_set);
-                self.shared.count(HttpCounter::UntrustedHeaderRemoved);
-                log::debug!("peer-exchange-filter: request {}: removed exchange headers the app set", self.context_id);
-            }
-        }
+        self.remove_untrusted(HeaderMap::RequestHeaders, "the app");
         let verdict = self.shared.client_verdict();
         match verdict.counter() {
             None => self.send_ours = self.add_ours(HeaderMap::RequestHeaders),
@@ -132,6 +132,20 @@ impl HttpPeer {
         // A mesh peer that sent its metadata gets ours; a plain client,
         // or one whose headers were not believed, never does.
         self.send_ours = !matches!(received, None | Some(Received::Absent | Received::Untrusted));
+    }
+
+    /// Removes, unread, exchange headers that `sender` is not entitled to
+    /// send (counted `untrusted_header_removed`).
+    fn remove_untrusted(&self, map: HeaderMap, sender: &str) {
+        let Some(pairs) = self.read_headers(map) else {
+            return;
+        };
+        let found = PeerHeaders::find(pairs.iter());
+        if found.any() {
+            self.remove(map, &found);
+            self.shared.count(HttpCounter::UntrustedHeaderRemoved);
+            log::debug!("peer-exchange-filter: request {}: removed exchange headers {sender} set", self.context_id);
+        }
     }
 
     /// Reads, believes or not, and removes the peer's headers; stores the
