@@ -232,6 +232,9 @@ wasm_host::counters! {
         /// Not a decision: how often the cluster metadata was read (once
         /// per cluster per refresh, or every request with refresh 0).
         ClusterMetadataRead => "cluster_metadata_read",
+        /// Not a decision: a cluster's metadata carries one of this filter's
+        /// markers in a place it does not read (once per distinct metadata).
+        MisplacedMetadata => "misplaced_metadata",
     }
 }
 

@@ -4,6 +4,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
+use wasm_host::markers::{Marker, Reports};
 use wasm_host::plugin::{Action, Plugin, Stream};
 use wasm_host::Counters;
 
@@ -19,10 +20,15 @@ const APPLICATION_PROTOCOLS: &str = "envoy.network.application_protocols";
 // that refreshes what the decider remembers per cluster.
 wasm_host::plugin_exports!(Shared; request_headers, tick);
 
+/// The cluster metadata markers this filter reads.
+const MARKERS: [Marker; 2] = [Marker::AlpnOverride, Marker::Alpn];
+
 /// One plugin's state: its decider and counters, shared by its requests.
 struct Shared {
     decider: RefCell<Decider>,
     counters: Counters,
+    /// Cluster metadata already checked for misplaced markers.
+    reports: RefCell<Reports>,
 }
 
 impl Plugin for Shared {
@@ -56,7 +62,7 @@ impl Plugin for Shared {
             );
             return None;
         }
-        Some(Shared { decider: RefCell::new(decider), counters })
+        Some(Shared { decider: RefCell::new(decider), counters, reports: RefCell::default() })
     }
 
     fn on_tick(&self) {
@@ -83,7 +89,7 @@ impl Stream for AlpnStream {
 /// The request's facts, read from Envoy's properties when the rule asks.
 /// A failing read counts as absent (and is logged): the request goes on
 /// with the cluster's own ALPN rather than a guess.
-struct HostRequest<'a>(&'a Counters);
+struct HostRequest<'a>(&'a Shared);
 
 fn read(path: &[&str]) -> Option<Vec<u8>> {
     wasm_host::get_property(path).unwrap_or_else(|e| {
@@ -94,8 +100,11 @@ fn read(path: &[&str]) -> Option<Vec<u8>> {
 
 impl RequestFacts for HostRequest<'_> {
     fn cluster_metadata(&mut self) -> Option<Vec<u8>> {
-        self.0.inc(Counter::ClusterMetadataRead.index());
-        read(&["xds", "cluster_metadata"])
+        let counters = &self.0.counters;
+        counters.inc(Counter::ClusterMetadataRead.index());
+        wasm_host::read_cluster_metadata("alpn-filter", &self.0.reports, &MARKERS, || {
+            counters.inc(Counter::MisplacedMetadata.index())
+        })
     }
     fn cluster_name(&mut self) -> Option<String> {
         cluster_name()
@@ -116,7 +125,7 @@ fn cluster_label() -> String {
 
 fn apply(shared: &Shared) {
     let Ok(mut decider) = shared.decider.try_borrow_mut() else { return };
-    let decision = decider.decide(&mut HostRequest(&shared.counters));
+    let decision = decider.decide(&mut HostRequest(shared));
     drop(decider);
     for counter in decision.counters() {
         shared.counters.inc(counter.index());

@@ -5,6 +5,7 @@
 
 use integration_tests::{stats, LOG_WAIT};
 
+use alpn_filter::decision::Counter as AlpnCounter;
 use base64::Engine;
 use integration_tests::backends::ANSWERS_AS_A_PEER;
 use integration_tests::clients::{h2c_get, h2c_get_with, http11_keepalive, http1_get, http1_get_with, http1_request};
@@ -199,6 +200,38 @@ async fn exchange_headers_in_any_response_never_reach_an_app() {
     // The no-options request and the two raw ones; the mesh request's app
     // headers were replaced by ours.
     assert_counters(&mesh, Role::Server, &[(HttpCounter::UntrustedHeaderRemoved, 3), (HttpCounter::MetadataAdded, 1)]);
+}
+
+/// `istio: {peer_exchange: ...}` is not `istio.peer_exchange: ...`: the
+/// filters do not read it, and say so once (a warning and a counter) instead
+/// of ignoring it silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn markers_in_places_the_filters_do_not_read_are_reported_once() {
+    let mesh = Mesh::start();
+    let app = mesh.target.client_listener(APP);
+    for i in 0..3 {
+        let response = http1_get(app, "1.1", &format!("/misplaced-markers/{i}")).await;
+        assert_eq!(response.status, 200, "{response:?}");
+    }
+    assert_counters(&mesh, Role::Client, &[(HttpCounter::SkippedNotMesh, 3), (HttpCounter::MetadataAdded, 0)]);
+    // Once per distinct metadata and worker VM (the harness runs two workers).
+    let misplaced = counter(&mesh.client, Role::Client, HttpCounter::MisplacedMetadata);
+    let alpn_misplaced = stats::alpn(&mesh.client, AlpnCounter::MisplacedMetadata);
+    assert!((1..=2).contains(&misplaced), "HTTP exchange misplaced_metadata {misplaced}");
+    assert!((1..=2).contains(&alpn_misplaced), "alpn-filter misplaced_metadata {alpn_misplaced}");
+    let log = mesh.client.log();
+    let cluster = "cluster mesh_http_misplaced_markers";
+    for expected in [
+        "peer-exchange-filter: {cluster}: filter_metadata.istio.peer_exchange (a key of the namespace istio) is not read; write it as filter_metadata: {istio.peer_exchange: {enabled: ...}}",
+        "alpn-filter: {cluster}: filter_metadata.istio.alpn (a key of the namespace istio) is not read; write it as filter_metadata: {istio.alpn: {...}}",
+    ] {
+        let expected = expected.replace("{cluster}", cluster);
+        let lines = log.lines().filter(|l| l.contains(&expected)).count() as u64;
+        assert!(lines >= 1, "no warning {expected:?} in the client log");
+    }
+    // The markers in their places are never reported.
+    assert_eq!(http1_get(app, "1.1", "/mesh/placed").await.status, 200);
+    assert_eq!(counter(&mesh.client, Role::Client, HttpCounter::MisplacedMetadata), misplaced);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -340,3 +340,29 @@ fn documented_configuration_examples_are_accepted_by_the_filters() {
 }
 
 use serde::Deserialize;
+
+/// Every counter the filters define is documented in observability.md, in
+/// its filter's section (names from the filter crates, so a new counter
+/// without a line fails here).
+#[test]
+fn observability_documents_every_counter() {
+    use alpn_filter::decision::Counter as AlpnCounter;
+    use peer_exchange_filter::exchange::Counter as ExchangeCounter;
+    use peer_exchange_filter::http::HttpCounter;
+    let doc = std::fs::read_to_string(root().join("docs/observability.md")).unwrap();
+    let section = |heading: &str| -> String {
+        let start = doc.find(heading).unwrap_or_else(|| panic!("observability.md has no {heading:?}"));
+        let rest = &doc[start + heading.len()..];
+        rest[..rest.find("\n#").unwrap_or(rest.len())].to_string()
+    };
+    let sections: [(&str, Vec<&str>); 3] = [
+        ("### alpn-filter:", AlpnCounter::ALL.iter().map(|c| c.name()).collect()),
+        ("### peer-exchange-filter: ", ExchangeCounter::ALL.iter().map(|c| c.name()).collect()),
+        ("### peer-exchange-filter, HTTP form:", HttpCounter::ALL.iter().map(|c| c.name()).collect()),
+    ];
+    for (heading, names) in sections {
+        let text = section(heading);
+        let missing: Vec<&str> = names.into_iter().filter(|n| !text.contains(&format!("`{n}`"))).collect();
+        assert!(missing.is_empty(), "observability.md {heading} does not document {missing:?}");
+    }
+}

@@ -330,6 +330,9 @@ wasm_host::counters! {
         /// Not an outcome: the client read a cluster's metadata (once per
         /// cluster per `cluster_metadata_refresh_ms`, or per connection with 0).
         ClusterMetadataRead => "cluster_metadata_read",
+        /// Not an outcome: a cluster's metadata carries `istio.peer_exchange`
+        /// in a place the client does not read (once per distinct metadata).
+        MisplacedMetadata => "misplaced_metadata",
     }
 }
 

@@ -8,6 +8,7 @@ use std::rc::Rc;
 
 use proto::prost::Message;
 use wasm_host::clusters::ByCluster;
+use wasm_host::markers::{Marker, Reports};
 use wasm_host::plugin::{Action, Plugin, Stream};
 use wasm_host::{Counters, Direction, PropertyType, Span};
 
@@ -48,6 +49,8 @@ struct Shared {
     peers: RefCell<PeerDecoder>,
     /// Client: what each cluster's metadata says, by cluster name.
     clusters: RefCell<ByCluster<Option<bool>>>,
+    /// Client: cluster metadata already checked for misplaced markers.
+    reports: RefCell<Reports>,
 }
 
 impl Shared {
@@ -285,7 +288,8 @@ fn tcp_plugin(config: Config, workload: &Workload, node_id: &str) -> Option<Rc<S
     let counters = Counters::define(&config.stat_prefix(), Counter::ALL.iter().map(|c| c.name()));
     let peers = RefCell::new(PeerDecoder::for_config(&config));
     let clusters = RefCell::new(ByCluster::new(refresh));
-    Some(Rc::new(Shared { config, prefix, counters, deadlines: RefCell::new(Deadlines::default()), peers, clusters }))
+    let deadlines = RefCell::new(Deadlines::default());
+    Some(Rc::new(Shared { config, prefix, counters, deadlines, peers, clusters, reports: RefCell::default() }))
 }
 
 /// Declares the filter-state keys we set, so access logs print them.
@@ -385,10 +389,16 @@ impl UpstreamFacts for HostUpstream<'_> {
         self.uri_san.get_or_insert_with(|| read_peer_uri_san(Role::Client)).clone()
     }
     fn cluster_enabled(&mut self) -> Option<bool> {
-        wasm_host::by_cluster(&self.shared.clusters, || {
-            self.shared.counters.inc(Counter::ClusterMetadataRead.index());
-            let metadata = wasm_host::get_property(&["xds", "cluster_metadata"]).ok().flatten().unwrap_or_default();
-            cluster_enabled(&metadata)
+        let shared = self.shared;
+        wasm_host::by_cluster(&shared.clusters, || {
+            shared.counters.inc(Counter::ClusterMetadataRead.index());
+            let metadata = wasm_host::read_cluster_metadata(
+                "peer-exchange-filter",
+                &shared.reports,
+                &[Marker::PeerExchange],
+                || shared.counters.inc(Counter::MisplacedMetadata.index()),
+            );
+            cluster_enabled(&metadata.unwrap_or_default())
         })
     }
     fn host_metadata(&mut self) -> Vec<u8> {

@@ -71,6 +71,9 @@ wasm_host::counters! {
         /// Not an outcome: the client read the route cluster's metadata
         /// (once per cluster per `cluster_metadata_refresh_ms`, or per request with 0).
         ClusterMetadataRead => "cluster_metadata_read",
+        /// Not an outcome: a cluster's metadata carries a marker the client
+        /// reads in a place it does not read (once per distinct metadata).
+        MisplacedMetadata => "misplaced_metadata",
     }
 }
 

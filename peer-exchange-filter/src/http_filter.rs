@@ -5,6 +5,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use wasm_host::clusters::ByCluster;
+use wasm_host::markers::{Marker, Reports};
 use wasm_host::plugin::Action;
 use wasm_host::{Counters, HeaderMap, HeaderPairs};
 
@@ -26,7 +27,12 @@ pub(crate) struct HttpShared {
     verdicts: RefCell<ClientVerdicts>,
     /// Client: each route cluster's verdict, by cluster name.
     clusters: RefCell<ByCluster<ClientVerdict>>,
+    /// Client: cluster metadata already checked for misplaced markers.
+    reports: RefCell<Reports>,
 }
+
+/// The cluster metadata markers the client reads.
+const MARKERS: [Marker; 3] = [Marker::PeerExchange, Marker::DisableMx, Marker::External];
 
 impl HttpShared {
     pub(crate) fn new(config: Config, workload: &Workload, node_id: String) -> HttpShared {
@@ -38,6 +44,7 @@ impl HttpShared {
             peers: RefCell::new(PeerDecoder::for_config(&config)),
             verdicts: RefCell::new(ClientVerdicts::new(config.istio_service_clusters)),
             clusters: RefCell::new(ByCluster::new(config.cluster_metadata_refresh_ms)),
+            reports: RefCell::default(),
             config,
         }
     }
@@ -53,7 +60,10 @@ impl HttpShared {
     fn client_verdict(&self) -> ClientVerdict {
         wasm_host::by_cluster(&self.clusters, || {
             self.count(HttpCounter::ClusterMetadataRead);
-            let metadata = wasm_host::get_property(&["xds", "cluster_metadata"]).ok().flatten().unwrap_or_default();
+            let metadata = wasm_host::read_cluster_metadata("peer-exchange-filter", &self.reports, &MARKERS, || {
+                self.count(HttpCounter::MisplacedMetadata)
+            })
+            .unwrap_or_default();
             match self.verdicts.try_borrow_mut() {
                 Ok(mut verdicts) => verdicts.verdict(&metadata),
                 Err(_) => ClientVerdict::NotMarkedAsMesh,

@@ -13,6 +13,7 @@
 
 pub mod clusters;
 pub mod json;
+pub mod markers;
 pub mod plugin;
 
 use std::fmt;
@@ -240,6 +241,31 @@ pub fn by_cluster<V: Clone>(clusters: &std::cell::RefCell<clusters::ByCluster<V>
         clusters.insert(name, value.clone());
     }
     value
+}
+
+/// Reads the stream's cluster metadata (`xds.cluster_metadata`; `None`
+/// when Envoy has none) and reports a marker written where `filter` does
+/// not read it (see [`markers`]): a warning naming the cluster and one
+/// call of `count`, once per distinct metadata.
+pub fn read_cluster_metadata(
+    filter: &str,
+    reports: &std::cell::RefCell<markers::Reports>,
+    markers: &[markers::Marker],
+    count: impl Fn(),
+) -> Option<Vec<u8>> {
+    let metadata = get_property(&["xds", "cluster_metadata"]).unwrap_or_else(|e| {
+        log::warn!("{filter}: cannot read xds.cluster_metadata: {e}");
+        None
+    })?;
+    let misplaced = reports.try_borrow_mut().map(|mut r| r.first_time(&metadata, markers)).unwrap_or_default();
+    if !misplaced.is_empty() {
+        let cluster = get_property_string(&["xds", "cluster_name"]).ok().flatten().unwrap_or_default();
+        for found in &misplaced {
+            log::warn!("{filter}: cluster {cluster}: {found}");
+        }
+        count();
+    }
+    Some(metadata)
 }
 
 /// Sets filter state `wasm.<name>` (Envoy adds the `wasm.` prefix).
