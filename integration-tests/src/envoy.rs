@@ -93,8 +93,20 @@ impl Envoy {
         Ok(envoy)
     }
 
+    /// Starts Envoy in working directory `cwd` (relative paths in its
+    /// config resolve against it) and waits until it is ready.
+    pub fn start_in(launch: &Launch<'_>, cwd: &Path) -> Result<Envoy, String> {
+        let mut envoy = Self::spawn_in(launch, Some(cwd))?;
+        envoy.wait_ready()?;
+        Ok(envoy)
+    }
+
     /// Starts Envoy without waiting for it to be ready.
     pub fn spawn(launch: &Launch<'_>) -> Result<Envoy, String> {
+        Self::spawn_in(launch, None)
+    }
+
+    fn spawn_in(launch: &Launch<'_>, cwd: Option<&Path>) -> Result<Envoy, String> {
         let Launch { name, template, vars, dir, wasm_log_level } = *launch;
         let template_path = paths::envoy_configs().join(template);
         let text = std::fs::read_to_string(&template_path)
@@ -125,6 +137,9 @@ impl Envoy {
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log_err));
+        if let Some(cwd) = cwd {
+            command.current_dir(cwd);
+        }
         // SAFETY: prctl is async-signal-safe; it asks the kernel to kill
         // Envoy if the test process dies without running destructors.
         unsafe {

@@ -1,0 +1,171 @@
+//! The README's quick start, as a user runs it: `examples/make-certs.sh`,
+//! then a real Envoy on each of `examples/inbound.yaml` and
+//! `examples/outbound.yaml` from the repository root (the modules in
+//! `dist/`), an app behind the inbound one, and traffic through both forms
+//! of the exchange. The files are used as shipped; only the ports (so tests
+//! can run side by side) and the certificate directory (so nothing is
+//! written into the checkout) are substituted, each checked to occur where
+//! the examples say.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use integration_tests::backends::Backends;
+use integration_tests::clients::{h2c_get, http1_get, http1_request, parse_http1, HttpResponse, STEP_TIMEOUT};
+use integration_tests::envoy::{Envoy, Launch};
+use integration_tests::paths::workspace_root;
+use integration_tests::pki::Pki;
+use integration_tests::LOG_WAIT;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const CERTS: &str = "examples/certs/";
+
+/// `text` with each `(from, to, times)` replaced, failing unless `from`
+/// occurs exactly `times` times (so the test follows the examples).
+fn substituted(text: &str, replacements: &[(&str, String, usize)]) -> String {
+    let mut out = text.to_string();
+    for (from, to, times) in replacements {
+        let found = out.matches(from).count();
+        assert_eq!(found, *times, "{from:?} occurs {found} times in the example, expected {times}");
+        out = out.replace(from, to);
+    }
+    out
+}
+
+fn start(name: &str, text: &str, dir: &Path) -> Envoy {
+    let config = dir.join(format!("{name}.example.yaml"));
+    std::fs::write(&config, text).expect("write config");
+    let vars = BTreeMap::new();
+    let template = config.display().to_string();
+    let launch = Launch { name, template: &template, vars: &vars, dir, wasm_log_level: "info" };
+    Envoy::start_in(&launch, &workspace_root()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The access-log lines (JSON, on Envoy's stdout) whose `log` is `name`,
+/// waiting until there are `count` of them.
+fn log_lines(envoy: &Envoy, name: &str, count: usize) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + LOG_WAIT;
+    loop {
+        let lines: Vec<serde_json::Value> = envoy
+            .log()
+            .lines()
+            .filter(|l| l.starts_with('{'))
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["log"] == name)
+            .collect();
+        if lines.len() >= count || Instant::now() > deadline {
+            return lines;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The stored peer a log line prints (`peer_json`'s text), as JSON.
+fn peer(line: &serde_json::Value, field: &str) -> serde_json::Value {
+    let text = line[field].as_str().unwrap_or_else(|| panic!("no {field} in {line}"));
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("{field} is not JSON ({e}): {line}"))
+}
+
+fn assert_peer(peer: &serde_json::Value, workload: &str, what: &str) {
+    for (key, value) in [
+        ("workload", workload),
+        ("namespace", "shop"),
+        ("app", workload),
+        ("version", "v1"),
+        ("service", workload),
+        ("type", "deployment"),
+        ("source", "exchange"),
+    ] {
+        assert_eq!(peer[key], value, "{what}: {key} in {peer}");
+    }
+    // make-certs.sh names each service account after its workload.
+    assert_eq!(peer["identity"], format!("spiffe://cluster.local/ns/shop/sa/{workload}"), "{what}: {peer}");
+    assert_eq!(peer["verified"], true, "{what}: the claim agrees with the certificate: {peer}");
+}
+
+fn assert_no_exchange_headers(response: &HttpResponse, what: &str) {
+    let mut names: Vec<String> = response.headers.keys().cloned().collect();
+    if let Ok(body) = serde_json::from_str::<serde_json::Value>(&response.body) {
+        names.extend(body["headers"].as_object().into_iter().flat_map(|h| h.keys().cloned()));
+    }
+    let leaked: Vec<&String> = names.iter().filter(|n| n.starts_with("x-envoy-peer-metadata")).collect();
+    assert!(leaked.is_empty(), "{what}: exchange headers reached an app: {leaked:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_examples_work_as_shipped_for_both_forms() {
+    let root = workspace_root();
+    let dir = tempfile::Builder::new().prefix("examples-").tempdir().expect("temp dir");
+    let certs = dir.path().join("certs");
+    let made = std::process::Command::new(root.join("examples/make-certs.sh"))
+        .arg(&certs)
+        .output()
+        .expect("run make-certs.sh");
+    assert!(made.status.success(), "make-certs.sh failed: {}", String::from_utf8_lossy(&made.stderr));
+    let certs = format!("{}/", certs.display());
+    // The local app behind the inbound Envoy (it answers with what it saw).
+    let app = Backends::start(&Pki::generate(&dir.path().join("app-pki")));
+
+    let read = |file: &str| std::fs::read_to_string(root.join(file)).expect("read example");
+    let inbound_text = substituted(
+        &read("examples/inbound.yaml"),
+        &[
+            ("port_value: 15100", "port_value: 0".into(), 1),
+            ("port_value: 15006", "port_value: 0".into(), 1),
+            ("port_value: 8080", format!("port_value: {}", app.http.port()), 1),
+            (CERTS, certs.clone(), 6),
+        ],
+    );
+    let inbound = start("inbound", &inbound_text, dir.path());
+    let inbound_port = inbound.listener_port("inbound");
+    let outbound_text = substituted(
+        &read("examples/outbound.yaml"),
+        &[
+            ("port_value: 15000", "port_value: 0".into(), 1),
+            ("port_value: 15001", "port_value: 0".into(), 1),
+            ("port_value: 15002", "port_value: 0".into(), 1),
+            ("port_value: 15006", format!("port_value: {inbound_port}"), 2),
+            (CERTS, certs.clone(), 6),
+        ],
+    );
+    let outbound = start("outbound", &outbound_text, dir.path());
+    let http = std::net::SocketAddr::from(([127, 0, 0, 1], outbound.listener_port("outbound_http")));
+    let tcp = std::net::SocketAddr::from(([127, 0, 0, 1], outbound.listener_port("outbound_tcp")));
+
+    // HTTP/1.1 and h2c through the HTTP form (and alpn-filter).
+    let h1 = http1_get(http, "1.1", "/h1").await;
+    let h2 = h2c_get(http, "/h2").await;
+    // An HTTP request as plain bytes through the TCP form.
+    let mut stream = tokio::net::TcpStream::connect(tcp).await.expect("connect to outbound_tcp");
+    stream.write_all(http1_request("1.1", "/tcp", &[("connection", "close")]).as_bytes()).await.expect("write");
+    let mut raw = Vec::new();
+    tokio::time::timeout(STEP_TIMEOUT, stream.read_to_end(&mut raw)).await.expect("TCP answer timed out").ok();
+    // The backend closed; closing our half ends the connection, and Envoy
+    // writes its TCP log lines.
+    drop(stream);
+    let over_tcp = parse_http1(&String::from_utf8_lossy(&raw));
+    for (what, response) in [("HTTP/1.1", &h1), ("h2c", &h2), ("TCP", &over_tcp)] {
+        assert_eq!(response.status, 200, "{what}: {response:?}");
+        assert_no_exchange_headers(response, what);
+    }
+
+    let outbound_http = log_lines(&outbound, "outbound_http", 2);
+    let outbound_tcp = log_lines(&outbound, "outbound_tcp", 1);
+    let inbound_http = log_lines(&inbound, "inbound_http", 2);
+    let inbound_tcp = log_lines(&inbound, "inbound_tcp", 1);
+    assert_eq!((outbound_http.len(), outbound_tcp.len()), (2, 1), "outbound log: {}", outbound.log_tail(40));
+    assert_eq!((inbound_http.len(), inbound_tcp.len()), (2, 1), "inbound log: {}", inbound.log_tail(40));
+    for line in outbound_http.iter().chain(&outbound_tcp) {
+        assert_peer(&peer(line, "upstream_peer"), "backend", &format!("outbound {line}"));
+        assert_eq!(line["upstream_peer_id"], "sidecar~10.0.0.2~backend-7c8d9e-k3l5m.shop~shop.svc.cluster.local");
+    }
+    for line in inbound_http.iter().chain(&inbound_tcp) {
+        assert_peer(&peer(line, "downstream_peer"), "frontend", &format!("inbound {line}"));
+        assert_eq!(line["downstream_peer_id"], "sidecar~10.0.0.1~frontend-6d9f7c-x2x4p.shop~shop.svc.cluster.local");
+    }
+    // alpn-filter offered the h2 list to the h2c request: the inbound Envoy
+    // negotiated h2 and its codec spoke HTTP/2.
+    let protocols: Vec<&str> = inbound_http.iter().filter_map(|l| l["protocol"].as_str()).collect();
+    assert!(protocols.contains(&"HTTP/1.1") && protocols.contains(&"HTTP/2"), "inbound protocols {protocols:?}");
+}
