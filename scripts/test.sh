@@ -19,9 +19,34 @@ native_cargo test --locked --workspace --exclude integration-tests
 # stored corpus): a broken target or a crash on known inputs fails CI.
 "$ROOT/scripts/fuzz.sh" --runs 20000
 
-step "end-to-end tests (real Envoy $ENVOY_VERSION, real .wasm, real mTLS)"
-# A hard limit, so a wedged run fails instead of hanging CI.
-timeout -k 30 1500 bash -c "$(declare -f native_cargo load_toolchain_env die); TOOLCHAIN_ENV='$TOOLCHAIN_ENV'; native_cargo test --locked -p integration-tests" ||
-    die "end-to-end tests failed (exit $?); each failing test prints its Envoys' logs above"
+# The end-to-end suite on one Envoy (ENVOY_BIN, or the default in .venv),
+# with a hard limit so a wedged run fails instead of hanging CI.
+e2e() {
+    timeout -k 30 1500 bash -c "$(declare -f native_cargo load_toolchain_env die); TOOLCHAIN_ENV='$TOOLCHAIN_ENV'; native_cargo test --locked -p integration-tests"
+}
+
+if [ -n "${ENVOY_BIN:-}" ]; then
+    step "end-to-end tests on ENVOY_BIN=$ENVOY_BIN (real .wasm, real mTLS)"
+    e2e || die "end-to-end tests failed on $ENVOY_BIN (exit $?); each failing test prints its Envoys' logs above"
+    info "the version matrix ($ENVOY_MATRIX_VERSIONS) is not run: ENVOY_BIN selects one Envoy"
+else
+    step "end-to-end tests (real Envoy $ENVOY_VERSION, real .wasm, real mTLS)"
+    e2e || die "end-to-end tests failed on Envoy $ENVOY_VERSION (exit $?); each failing test prints its Envoys' logs above"
+    results=("Envoy $ENVOY_VERSION: passed")
+    failed=""
+    for version in $ENVOY_MATRIX_VERSIONS; do
+        step "end-to-end tests on Envoy $version"
+        started=$SECONDS
+        if ENVOY_BIN="$(envoy_matrix_venv "$version")/bin/envoy" e2e; then
+            results+=("Envoy $version: passed ($((SECONDS - started)) s)")
+        else
+            results+=("Envoy $version: FAILED ($((SECONDS - started)) s)")
+            failed="$failed $version"
+        fi
+    done
+    step "end-to-end suite by Envoy version"
+    for line in "${results[@]}"; do info "$line"; done
+    [ -z "$failed" ] || die "end-to-end tests failed on Envoy$failed (their logs are above)"
+fi
 
 step "all tests passed"
