@@ -28,10 +28,13 @@ e2e() {
 if [ -n "${ENVOY_BIN:-}" ]; then
     step "end-to-end tests on ENVOY_BIN=$ENVOY_BIN (real .wasm, real mTLS)"
     e2e || die "end-to-end tests failed on $ENVOY_BIN (exit $?); each failing test prints its Envoys' logs above"
-    info "the version matrix ($ENVOY_MATRIX_VERSIONS) is not run: ENVOY_BIN selects one Envoy"
+    info "the version matrix ($ENVOY_MATRIX_VERSIONS) and the docker-compose test (the official Envoy image) are not run: ENVOY_BIN selects one Envoy"
 else
     step "end-to-end tests (real Envoy $ENVOY_VERSION, real .wasm, real mTLS)"
     e2e || die "end-to-end tests failed on Envoy $ENVOY_VERSION (exit $?); each failing test prints its Envoys' logs above"
+    # docker-compose under a real Docker engine (a hard limit on top of its
+    # steps' own).
+    timeout -k 60 2400 "$ROOT/scripts/compose-test.sh" || die "the docker-compose test failed (exit $?; output above)"
     results=("Envoy $ENVOY_VERSION: passed")
     failed=""
     for version in $ENVOY_MATRIX_VERSIONS; do

@@ -8,6 +8,7 @@ use alpn_filter::decision::Counter;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::clients::{assert_same_bytes, banner_exchange, echo_through, h2c_get, http1_get};
+use crate::clients::{http1_request, parse_http1, STEP_TIMEOUT};
 use crate::mesh::{CLIENT_TCP_LOG, SERVER_HTTP_LOG, SERVER_TCP_LOG};
 use crate::target::Target;
 use crate::workloads::{peer_struct, CLIENT, PEER_UNKNOWN, SERVER};
@@ -95,8 +96,33 @@ pub async fn non_mesh_upstream_is_untouched(t: &Target) {
     assert_eq!(as_u64(&line["bytes_sent"]), len as u64 + 1);
 }
 
+/// A mesh client holding a certificate of the deployment's CA (the
+/// `raw-client` of its certificate directory) sends its metadata headers
+/// straight to the server Envoy: they are believed and stored. Fails if the
+/// deployment's certificates are not the ones its Envoys run with.
+pub async fn a_client_of_the_deployments_ca_is_learned_by_the_server(t: &Target) {
+    use base64::Engine;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let path = format!("/raw-mesh-client/{}", nonce());
+    let metadata = base64::engine::general_purpose::STANDARD.encode(crate::wire::strukt(&[
+        ("NAME", crate::wire::V::Str("raw-client-1")),
+        ("NAMESPACE", crate::wire::V::Str("raw-ns")),
+    ]));
+    let headers = [("x-envoy-peer-metadata", metadata.as_str()), ("x-envoy-peer-metadata-id", "raw-client~check")];
+    let mut tls = t.connect_inbound("http.mesh.local", &["istio-http/1.1", "istio", "http/1.1"]).await;
+    tls.write_all(http1_request("1.1", &path, &headers).as_bytes()).await.expect("write request");
+    let mut raw = Vec::new();
+    tokio::time::timeout(STEP_TIMEOUT, tls.read_to_end(&mut raw)).await.expect("response timed out").ok();
+    let response = parse_http1(&String::from_utf8_lossy(&raw));
+    assert_eq!(response.status, 200, "{response:?}");
+    let line = t.find_log_line(SERVER_HTTP_LOG, LOG_WAIT, |l| l["path"] == path.as_str()).expect("server log line");
+    assert_eq!(line["downstream_peer_namespace"], "raw-ns", "{line}");
+    assert_eq!(line["downstream_peer_id"], "raw-client~check", "{line}");
+}
+
 /// All of the above, in order (counter deltas stay meaningful).
 pub async fn all(t: &Target) {
+    a_client_of_the_deployments_ca_is_learned_by_the_server(t).await;
     http_versions_reach_their_inbound_chains(t).await;
     tcp_exchange_learns_both_peers(t).await;
     server_first_banner_arrives_intact(t).await;

@@ -74,10 +74,28 @@ impl Pki {
         Pki { dir: dir.to_path_buf() }
     }
 
+    /// The certificates in `dir` if a complete set is there (`true`), else
+    /// fresh ones. Running Envoys hold the certificates they started with,
+    /// so a deployment's certificates are never replaced under them.
+    pub fn generate_unless_present(dir: &Path) -> (Pki, bool) {
+        let complete = Self::files().all(|file| dir.join(file).is_file());
+        if complete {
+            (Pki { dir: dir.to_path_buf() }, true)
+        } else {
+            (Self::generate(dir), false)
+        }
+    }
+
+    /// Every file [`Pki::generate`] writes.
+    fn files() -> impl Iterator<Item = String> {
+        std::iter::once("ca.crt".to_string())
+            .chain(LEAVES.iter().flat_map(|l| [format!("{}.crt", l.name), format!("{}.key", l.name)]))
+    }
+
     /// Certificates an earlier [`Pki::generate`] wrote (e.g. for a deployment
     /// started elsewhere).
     pub fn load(dir: &Path) -> Pki {
-        for file in std::iter::once("ca.crt".to_string()).chain(LEAVES.iter().map(|l| format!("{}.crt", l.name))) {
+        for file in Self::files() {
             assert!(dir.join(&file).is_file(), "{} is missing in {}", file, dir.display());
         }
         Pki { dir: dir.to_path_buf() }

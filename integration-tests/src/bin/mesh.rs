@@ -1,30 +1,44 @@
 //! Runs parts of the deployment outside the test process:
 //!
 //! ```text
-//! mesh certs <dir>                  write a fresh CA and the workload certificates
+//! mesh certs <dir>                  write a fresh CA and the workload certificates,
+//!                                   unless a complete set is already there (kept)
 //! mesh backends <cert-dir> [host]   run the backends on their fixed ports (docker compose)
 //! mesh up <env-file>                start the whole local deployment, write the MESH_*
 //!                                   variables that describe it, run until stdin closes
+//! mesh check                        the end-to-end checks against the deployment the
+//!                                   MESH_* variables describe (docker compose's test driver)
 //! ```
 
 use std::io::Read;
 use std::path::Path;
 
 use integration_tests::backends::{BackendPorts, Backends};
+use integration_tests::checks;
 use integration_tests::mesh::Mesh;
 use integration_tests::pki::Pki;
+use integration_tests::target::Target;
 
 fn usage() -> ! {
-    eprintln!("usage: mesh certs <dir> | mesh backends <cert-dir> [host] | mesh up <env-file>");
+    eprintln!("usage: mesh certs <dir> | mesh backends <cert-dir> [host] | mesh up <env-file> | mesh check");
     std::process::exit(2);
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
-        ["certs", dir] => {
-            Pki::generate(Path::new(dir));
-            println!("certificates written to {dir}");
+        ["certs", dir] => match Pki::generate_unless_present(Path::new(dir)) {
+            (_, true) => println!("certificates already in {dir}: kept (running Envoys hold them)"),
+            (_, false) => println!("certificates written to {dir}"),
+        },
+        ["check"] => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            runtime.block_on(checks::all(&Target::from_env()));
+            println!("all deployment checks passed");
         }
         ["backends", cert_dir, rest @ ..] => {
             let host = rest.first().copied().unwrap_or("0.0.0.0");
