@@ -213,19 +213,26 @@ impl AlpnConfig {
         self.lists.get(protocol_index(protocol)).and_then(Option::as_ref)
     }
 
-    /// Lists that do not contain their protocol's real token (`h2`,
-    /// `http/1.1`, `http/1.0`). Legal, but a mesh server negotiates the real
-    /// token and Envoy's auto codec follows the negotiated ALPN, so such a
-    /// list usually breaks the request. Reported as warnings at configure time.
+    /// Lists that offer the real token of the other codec (`h2` for
+    /// HTTP/1.x, `http/1.1` or `http/1.0` for HTTP/2) and none of their own:
+    /// a mesh server negotiates that token and speaks the other protocol
+    /// than ours, which breaks the request. Reported as warnings at configure
+    /// time. A list with no real token at all is fine: the server negotiates
+    /// none and detects the protocol from the first bytes (Envoy's AUTO codec).
     pub fn warnings(&self) -> Vec<String> {
+        let h2 = |token: &str| token == UpstreamProtocol::Http2.plain_alpn();
+        let http1 = |token: &str| token == "http/1.1" || token == "http/1.0";
         UpstreamProtocol::ALL
             .into_iter()
             .filter_map(|p| {
                 let list = self.alpn_for(p)?;
-                let has_plain = list.tokens().any(|t| t == p.plain_alpn());
-                (!has_plain).then(|| {
+                let (own, other): (&dyn Fn(&str) -> bool, &dyn Fn(&str) -> bool) =
+                    if p == UpstreamProtocol::Http2 { (&h2, &http1) } else { (&http1, &h2) };
+                let offered = list.tokens().find(|t| other(t))?;
+                (!list.tokens().any(|t| own(t))).then(|| {
                     format!(
-                        "alpn_override for {p} ({}) does not contain \"{}\"; end the list with the real protocol",
+                        "alpn_override for {p} ({}) offers \"{offered}\" and no {p} token: a server negotiating \
+                         \"{offered}\" speaks another protocol than the cluster; end the list with \"{}\"",
                         list.envoy_value(),
                         p.plain_alpn()
                     )
@@ -367,12 +374,20 @@ mod tests {
     }
 
     #[test]
-    fn a_list_without_the_real_protocol_is_warned_about() {
-        let config =
-            AlpnConfig::parse(br#"{"alpn_override":[{"upstream_protocol":"HTTP2","alpn_override":["istio-h2"]}]}"#)
-                .unwrap();
+    fn a_list_with_another_protocols_token_is_warned_about_and_one_without_any_is_not() {
+        let config = AlpnConfig::parse(
+            br#"{"alpn_override":[{"upstream_protocol":"HTTP2","alpn_override":["istio-h2","http/1.1"]}]}"#,
+        )
+        .unwrap();
         let warnings = config.warnings();
         assert_eq!(warnings.len(), 1);
-        assert!(warnings[0].contains("does not contain \"h2\""), "{}", warnings[0]);
+        assert!(warnings[0].contains("offers \"http/1.1\" and no HTTP2 token"), "{}", warnings[0]);
+        // Istio's tokens without a real protocol: the server detects it.
+        let detect = AlpnConfig::parse(
+            br#"{"alpn_override":[{"upstream_protocol":"HTTP2","alpn_override":["istio-h2","istio"]},
+                                  {"upstream_protocol":"HTTP11","alpn_override":["istio-http/1.1","istio"]}]}"#,
+        )
+        .unwrap();
+        assert_eq!(detect.warnings(), Vec::<String>::new());
     }
 }

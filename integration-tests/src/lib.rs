@@ -6,6 +6,7 @@
 //!   non-mesh TLS/HTTPS, a recorder), on ports chosen at run time.
 //! - [`envoy`]: one Envoy child process: config rendering, readiness, admin
 //!   queries, logs; killed by PID on drop (also when a test panics).
+//! - [`istio`]: the sidecar istiod builds around our WasmPlugins, as a stock Envoy config.
 //! - [`mesh`]: the two-Envoy deployment the tests and the demo use.
 //! - [`target`]: a deployment to test, started here or pointed at (docker compose).
 //! - [`checks`]: end-to-end checks that hold for any deployment.
@@ -18,6 +19,7 @@ pub mod backends;
 pub mod checks;
 pub mod clients;
 pub mod envoy;
+pub mod istio;
 pub mod mesh;
 pub mod paths;
 pub mod pki;

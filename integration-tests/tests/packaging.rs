@@ -289,8 +289,9 @@ fn wasm_plugin_manifests_are_well_formed_and_their_configs_are_accepted() {
                     assert_eq!(parsed.role.name(), expected_role, "{file}: role matches the traffic direction");
                 }
                 ("HTTP", _) => {
-                    alpn_filter::config::AlpnConfig::parse(&config)
+                    let parsed = alpn_filter::config::AlpnConfig::parse(&config)
                         .unwrap_or_else(|e| panic!("{file}: pluginConfig refused: {e}"));
+                    assert_eq!(parsed.warnings(), Vec::<String>::new(), "{file}: a configuration without warnings");
                 }
                 (other, _) => panic!("{file}: unexpected type {other}"),
             }

@@ -140,6 +140,19 @@ impl Exchange {
         self.participating.is_some()
     }
 
+    /// Leaves a connection without an upstream connection of its own alone:
+    /// a pass-through both ways that records nothing (the HTTP form, if
+    /// any, records the peer of its requests).
+    pub fn stay_out(&mut self) -> Option<Event> {
+        if self.participating.is_some() {
+            return None;
+        }
+        self.participating = Some(false);
+        self.incoming = Incoming::Done;
+        self.outgoing = Outgoing::Done;
+        Some(Event::NoUpstream)
+    }
+
     /// Records whether this connection takes part. A connection that does not
     /// is a pass-through both ways, and its peer is not found.
     pub fn set_participation(&mut self, participating: bool) -> Option<Event> {
@@ -330,6 +343,10 @@ wasm_host::counters! {
         /// Not an outcome: the client read a cluster's metadata (once per
         /// cluster per `cluster_metadata_refresh_ms`, or per connection with 0).
         ClusterMetadataRead => "cluster_metadata_read",
+        /// The connection has no upstream connection of its own (the filter
+        /// sits in front of an HTTP connection manager): left alone, nothing
+        /// recorded.
+        NoUpstreamConnection => "no_upstream_connection",
         /// Not an outcome: a cluster's metadata carries `istio.peer_exchange`
         /// in a place the client does not read (once per distinct metadata).
         MisplacedMetadata => "misplaced_metadata",
@@ -359,6 +376,8 @@ pub enum Event {
     StripFailed,
     /// The incoming half ended (or never started).
     Ended(Outcome),
+    /// No upstream connection of its own: stayed out, recorded nothing.
+    NoUpstream,
     /// A client without an exchanged peer stored the endpoint's `istio.workload`.
     PeerFromEndpointMetadata,
     /// The endpoint's `istio.workload` was there but unusable.
@@ -370,6 +389,7 @@ impl Event {
     pub fn counters(&self) -> impl Iterator<Item = Counter> {
         let counters: [Option<Counter>; 2] = match self {
             Event::Participating => [Some(Counter::AlpnProtocolFound), None],
+            Event::NoUpstream => [Some(Counter::NoUpstreamConnection), None],
             Event::PrefixSent => [Some(Counter::MetadataAdded), None],
             Event::StripFailed => [Some(Counter::BufferError), None],
             Event::Ended(outcome) => [Some(outcome.counter()), outcome.identity_counter()],
@@ -432,6 +452,10 @@ mod tests {
     fn run(chunks: &[Vec<u8>], end_at_last: bool) -> (Vec<u8>, Vec<Outcome>, bool) {
         let mut ex = Exchange::new(MAX);
         assert_eq!(ex.set_participation(true), Some(Event::Participating));
+        let mut out = Exchange::new(MAX);
+        assert_eq!(out.stay_out(), Some(Event::NoUpstream));
+        assert_eq!(out.set_participation(true), None, "decided once");
+        assert!(!out.on_outgoing_data() && out.incoming_done(), "a pass-through both ways");
         let chunks: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
         let d = crate::simulate::deliver(&mut ex, &chunks, end_at_last, &mut decoder());
         (d.delivered, d.outcomes, d.closed)

@@ -19,7 +19,7 @@ use crate::exchange::{Counter, Event, Exchange, Outcome, Rejected, Step};
 use crate::http_filter::{HttpPeer, HttpShared};
 use crate::identity::{mark_not_checked, IdentityCheck};
 use crate::metadata::encode_payload;
-use crate::participation::{client_verdict, cluster_enabled, server_participates, UpstreamFacts, Verdict};
+use crate::participation::{client_verdict, cluster_enabled, server_verdict, UpstreamFacts, Verdict};
 use crate::peers::{with_decoder, PeerDecoder, StoredPeer};
 use crate::workload::{
     endpoint_workload, EndpointWorkload, Locality, NodeMetadata, PeerSource, Workload, SOURCE_LABELS, WORKLOAD_FIELDS,
@@ -404,6 +404,16 @@ impl UpstreamFacts for HostUpstream<'_> {
     fn host_metadata(&mut self) -> Vec<u8> {
         wasm_host::get_property(&["xds", "upstream_host_metadata"]).ok().flatten().unwrap_or_default()
     }
+    fn connected(&mut self) -> bool {
+        has_upstream_connection()
+    }
+}
+
+/// Whether the connection has an upstream connection of its own (tcp_proxy
+/// has connected it by the first byte either way; an HTTP connection
+/// manager's upstreams are not the connection's).
+fn has_upstream_connection() -> bool {
+    matches!(wasm_host::get_property(&["upstream", "address"]), Ok(Some(address)) if !address.is_empty())
 }
 
 /// The peer certificate's URI SAN (`None`: no certificate, or none with a URI SAN).
@@ -444,25 +454,26 @@ impl PeerStream {
         if self.exchange.participation_decided() {
             return;
         }
-        let participates = match self.shared.config.role {
+        let verdict = match self.shared.config.role {
             Role::Server => {
                 let tls = wasm_host::get_property_string(&["connection", "tls_version"]).ok().flatten();
-                server_participates(tls.as_deref())
+                server_verdict(tls.as_deref(), has_upstream_connection)
             }
             Role::Client => {
                 let mut upstream = HostUpstream { shared: &self.shared, uri_san: None };
                 let verdict = client_verdict(&mut upstream, &self.shared.config.peer_identity_prefix);
                 self.peer_uri_san = upstream.uri_san;
-                if verdict != Verdict::Participate {
-                    log::debug!(
-                        "peer-exchange-filter: connection {}: upstream does not take part: {verdict}",
-                        self.context_id
-                    );
-                }
-                verdict.participates()
+                verdict
             }
         };
-        if let Some(event) = self.exchange.set_participation(participates) {
+        if verdict != Verdict::Participate {
+            log::debug!("peer-exchange-filter: connection {}: does not take part: {verdict}", self.context_id);
+        }
+        let event = match verdict {
+            Verdict::NoUpstream => self.exchange.stay_out(),
+            verdict => self.exchange.set_participation(verdict.participates()),
+        };
+        if let Some(event) = event {
             self.shared.handle(self.context_id, event);
         }
     }

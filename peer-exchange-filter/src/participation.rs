@@ -24,6 +24,16 @@
 //! So an upstream that is plaintext, TLS without a mesh identity, or not
 //! marked as a mesh proxy never receives our magic bytes, and its traffic is
 //! untouched.
+//!
+//! **Neither role** takes part on a connection that has no upstream
+//! connection of its own: the filter then sits in front of an HTTP
+//! connection manager (or another terminal filter with its own upstreams),
+//! where Istio puts network plugins too. Those bytes are HTTP, and the HTTP
+//! form, if configured, records the peer per request; the TCP form records
+//! nothing there, so it does not mark the connection's peer "not found"
+//! under a peer the HTTP form found. The client learns it only on the
+//! non-TLS path (an upstream TLS version implies an upstream), the server
+//! with one read per TLS connection.
 
 use proto::core::Metadata;
 use proto::prost::Message;
@@ -48,13 +58,18 @@ pub trait UpstreamFacts {
     fn cluster_enabled(&mut self) -> Option<bool>;
     /// `xds.upstream_host_metadata` (serialized `Metadata`; empty when none).
     fn host_metadata(&mut self) -> Vec<u8>;
+    /// Whether the connection has an upstream connection (`upstream.address`).
+    fn connected(&mut self) -> bool;
 }
 
 /// Why the client role did or did not take part (for logs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
     Participate,
+    /// No upstream connection of the connection's own (see the module docs).
+    NoUpstream,
     UpstreamNotTls,
+    DownstreamNotTls,
     PeerIdentityMismatch,
     ClusterOptedOut,
     NotMarkedAsMesh,
@@ -64,7 +79,11 @@ impl std::fmt::Display for Verdict {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Verdict::Participate => "takes part",
+            Verdict::NoUpstream => {
+                "no upstream connection of its own (a terminal filter such as an HTTP connection manager follows)"
+            }
             Verdict::UpstreamNotTls => "the upstream connection is not TLS",
+            Verdict::DownstreamNotTls => "the downstream connection is not TLS",
             Verdict::PeerIdentityMismatch => "the upstream certificate has no mesh identity",
             Verdict::ClusterOptedOut => "the cluster opted out",
             Verdict::NotMarkedAsMesh => "the upstream is not marked as a mesh proxy",
@@ -81,7 +100,7 @@ impl Verdict {
 /// The client role's rule (see the module docs).
 pub fn client_verdict(upstream: &mut dyn UpstreamFacts, peer_identity_prefix: &str) -> Verdict {
     if upstream.tls_version().is_none_or(|v| v.is_empty()) {
-        return Verdict::UpstreamNotTls;
+        return if upstream.connected() { Verdict::UpstreamNotTls } else { Verdict::NoUpstream };
     }
     if !peer_identity_prefix.is_empty()
         && !upstream.peer_uri_san().is_some_and(|san| san.starts_with(peer_identity_prefix))
@@ -96,9 +115,16 @@ pub fn client_verdict(upstream: &mut dyn UpstreamFacts, peer_identity_prefix: &s
     }
 }
 
-/// The server role's rule: the downstream connection is TLS.
-pub fn server_participates(downstream_tls_version: Option<&str>) -> bool {
-    downstream_tls_version.is_some_and(|v| !v.is_empty())
+/// The server role's rule: the downstream connection is TLS, and the
+/// connection has an upstream connection (asked only for TLS connections).
+pub fn server_verdict(downstream_tls_version: Option<&str>, connected: impl FnOnce() -> bool) -> Verdict {
+    if !downstream_tls_version.is_some_and(|v| !v.is_empty()) {
+        Verdict::DownstreamNotTls
+    } else if !connected() {
+        Verdict::NoUpstream
+    } else {
+        Verdict::Participate
+    }
 }
 
 /// `istio.peer_exchange.enabled` of a serialized `Metadata`, as a bool or
@@ -158,6 +184,7 @@ pub(crate) mod tests {
         peer_uri_san: Option<&'static str>,
         cluster_metadata: Vec<u8>,
         host_metadata: Vec<u8>,
+        no_upstream: bool,
         asked: Vec<&'static str>,
     }
 
@@ -178,6 +205,10 @@ pub(crate) mod tests {
             self.asked.push("host_metadata");
             self.host_metadata.clone()
         }
+        fn connected(&mut self) -> bool {
+            self.asked.push("connected");
+            !self.no_upstream
+        }
     }
 
     fn mesh_upstream(cluster: &[u8], host: &[u8]) -> View {
@@ -186,6 +217,7 @@ pub(crate) mod tests {
             peer_uri_san: Some("spiffe://cluster.local/ns/default/sa/server"),
             cluster_metadata: cluster.to_vec(),
             host_metadata: host.to_vec(),
+            no_upstream: false,
             asked: Vec::new(),
         }
     }
@@ -211,7 +243,7 @@ pub(crate) mod tests {
 
         let mut plaintext = View { tls_version: None, ..mesh_upstream(&opt_in, &[]) };
         assert_eq!(client_verdict(&mut plaintext, "spiffe://"), Verdict::UpstreamNotTls);
-        assert_eq!(plaintext.asked, ["tls_version"]);
+        assert_eq!(plaintext.asked, ["tls_version", "connected"]);
         let dns_only = View { peer_uri_san: None, ..mesh_upstream(&opt_in, &[]) };
         assert_eq!(client_verdict(&mut dns_only.clone(), "spiffe://"), Verdict::PeerIdentityMismatch);
         let mut other = View { peer_uri_san: Some("https://example.com"), ..mesh_upstream(&opt_in, &[]) };
@@ -235,9 +267,21 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn server_takes_part_on_tls_only() {
-        assert!(server_participates(Some("TLSv1.3")));
-        assert!(!server_participates(None));
-        assert!(!server_participates(Some("")));
+    fn server_takes_part_on_proxied_tls_only() {
+        assert_eq!(server_verdict(Some("TLSv1.3"), || true), Verdict::Participate);
+        assert_eq!(server_verdict(None, || panic!("not asked without TLS")), Verdict::DownstreamNotTls);
+        assert_eq!(server_verdict(Some(""), || true), Verdict::DownstreamNotTls);
+        // In front of an HTTP connection manager (Istio's inbound HTTP chains).
+        assert_eq!(server_verdict(Some("TLSv1.3"), || false), Verdict::NoUpstream);
+    }
+
+    #[test]
+    fn a_client_without_an_upstream_connection_is_told_apart_only_off_the_tls_path() {
+        let opt_in = md(&[(CLUSTER_NAMESPACE, "enabled", Kind::BoolValue(true))]);
+        let mut in_front_of_an_hcm = View { tls_version: None, no_upstream: true, ..mesh_upstream(&opt_in, &[]) };
+        assert_eq!(client_verdict(&mut in_front_of_an_hcm, "spiffe://"), Verdict::NoUpstream);
+        let mut mesh = mesh_upstream(&opt_in, &[]);
+        assert_eq!(client_verdict(&mut mesh, "spiffe://"), Verdict::Participate);
+        assert!(!mesh.asked.contains(&"connected"), "{:?}", mesh.asked);
     }
 }
