@@ -220,16 +220,13 @@ impl AlpnConfig {
     /// time. A list with no real token at all is fine: the server negotiates
     /// none and detects the protocol from the first bytes (Envoy's AUTO codec).
     pub fn warnings(&self) -> Vec<String> {
-        let h2 = |token: &str| token == UpstreamProtocol::Http2.plain_alpn();
-        let http1 = |token: &str| token == "http/1.1" || token == "http/1.0";
         UpstreamProtocol::ALL
             .into_iter()
             .filter_map(|p| {
                 let list = self.alpn_for(p)?;
-                let (own, other): (&dyn Fn(&str) -> bool, &dyn Fn(&str) -> bool) =
-                    if p == UpstreamProtocol::Http2 { (&h2, &http1) } else { (&http1, &h2) };
-                let offered = list.tokens().find(|t| other(t))?;
-                (!list.tokens().any(|t| own(t))).then(|| {
+                let is_h2 = p == UpstreamProtocol::Http2;
+                let offered = list.tokens().find(|t| speaks_h2(t) == Some(!is_h2))?;
+                (!list.tokens().any(|t| speaks_h2(t) == Some(is_h2))).then(|| {
                     format!(
                         "alpn_override for {p} ({}) offers \"{offered}\" and no {p} token: a server negotiating \
                          \"{offered}\" speaks another protocol than the cluster; end the list with \"{}\"",
@@ -239,6 +236,16 @@ impl AlpnConfig {
                 })
             })
             .collect()
+    }
+}
+
+/// Whether a real protocol token means HTTP/2 (`h2`) or HTTP/1.x
+/// (`http/1.1`, `http/1.0`); `None` for any other token.
+fn speaks_h2(token: &str) -> Option<bool> {
+    match token {
+        "h2" => Some(true),
+        "http/1.1" | "http/1.0" => Some(false),
+        _ => None,
     }
 }
 

@@ -118,7 +118,7 @@ pub fn client_verdict(upstream: &mut dyn UpstreamFacts, peer_identity_prefix: &s
 /// The server role's rule: the downstream connection is TLS, and the
 /// connection has an upstream connection (asked only for TLS connections).
 pub fn server_verdict(downstream_tls_version: Option<&str>, connected: impl FnOnce() -> bool) -> Verdict {
-    if !downstream_tls_version.is_some_and(|v| !v.is_empty()) {
+    if downstream_tls_version.is_none_or(str::is_empty) {
         Verdict::DownstreamNotTls
     } else if !connected() {
         Verdict::NoUpstream
