@@ -165,7 +165,8 @@ struct ManifestMetadata {
 }
 
 /// The files of `deploy/istio/`, in the order a user applies them.
-pub const MANIFESTS: [&str; 2] = ["deploy/istio/peer-exchange.yaml", "deploy/istio/alpn.yaml"];
+pub const MANIFESTS: [&str; 3] =
+    ["deploy/istio/peer-exchange-servers.yaml", "deploy/istio/peer-exchange-clients.yaml", "deploy/istio/alpn.yaml"];
 
 /// Every WasmPlugin of [`MANIFESTS`], in file order (istiod orders plugins
 /// of equal priority by creation time: the order they are applied).

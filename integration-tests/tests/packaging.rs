@@ -260,7 +260,7 @@ fn oci_image_layout_is_istio_wasm_format_and_holds_our_module() {
 #[test]
 fn wasm_plugin_manifests_are_well_formed_and_their_configs_are_accepted() {
     let mut seen = Vec::new();
-    for file in ["deploy/istio/peer-exchange.yaml", "deploy/istio/alpn.yaml"] {
+    for file in integration_tests::istio::MANIFESTS {
         let text = std::fs::read_to_string(root().join(file)).unwrap();
         for doc in serde_yaml::Deserializer::from_str(&text) {
             let plugin = serde_yaml::Value::deserialize(doc).unwrap();
@@ -302,8 +302,8 @@ fn wasm_plugin_manifests_are_well_formed_and_their_configs_are_accepted() {
         seen,
         [
             "peer-exchange-server",
-            "peer-exchange-client",
             "peer-exchange-http-server",
+            "peer-exchange-client",
             "peer-exchange-http-client",
             "alpn-override"
         ]
