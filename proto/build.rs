@@ -4,7 +4,11 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from("protos");
-    let files = [root.join("envoy/wasm/foreign.proto"), root.join("envoy/config/core/v3/metadata.proto")];
+    let files = [
+        root.join("envoy/wasm/foreign.proto"),
+        root.join("envoy/config/core/v3/metadata.proto"),
+        root.join("envoy/config/core/v3/build_version.proto"),
+    ];
     for file in &files {
         println!("cargo:rerun-if-changed={}", file.display());
     }

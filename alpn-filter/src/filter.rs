@@ -36,6 +36,9 @@ impl Plugin for Shared {
 
     fn configure(size: usize) -> Option<Shared> {
         wasm_host::init_logging();
+        if !wasm_host::host::check_logged("alpn-filter", &["set_envoy_filter_state"]) {
+            return None;
+        }
         let bytes = match wasm_host::plugin_configuration(size) {
             Ok(bytes) => bytes,
             Err(e) => {

@@ -43,3 +43,26 @@ async fn both_filters_load_into_real_envoys_and_run() {
         }
     }
 }
+
+/// At load, each filter checks the Envoy it runs on and says which it is
+/// (read back from Envoy's own `/server_info`); on a supported Envoy
+/// nothing is missing and the version is one of the tested ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_filters_say_which_envoy_they_run_on_and_find_what_they_need() {
+    let mesh = Mesh::start();
+    let (_, info) = mesh.client.admin_get("/server_info").expect("server_info");
+    let info: serde_json::Value = serde_json::from_str(&info).expect("server_info JSON");
+    // "<sha>/<version>/<status>/<type>/<ssl>"
+    let version = info["version"].as_str().and_then(|v| v.split('/').nth(1)).expect("Envoy version").to_string();
+    let supported = wasm_host::host::SUPPORTED;
+    for envoy in [&mesh.client, &mesh.server] {
+        let log = envoy.log();
+        let filters: &[&str] =
+            if envoy.name == "client" { &["alpn-filter", "peer-exchange-filter"] } else { &["peer-exchange-filter"] };
+        for filter in filters {
+            let line = format!("{filter}: running on Envoy {version} (supported: {supported})");
+            assert!(log.contains(&line), "{line}:\n{}", envoy.log_tail(50));
+        }
+        assert!(!log.contains("not tested") && !log.contains("lacks the foreign function"), "{}", envoy.log_tail(50));
+    }
+}

@@ -132,6 +132,9 @@ impl Plugin for PeerPlugin {
 
     fn configure(size: usize) -> Option<PeerPlugin> {
         wasm_host::init_logging();
+        if !wasm_host::host::check_logged("peer-exchange-filter", &["declare_property"]) {
+            return None;
+        }
         let bytes = match wasm_host::plugin_configuration(size) {
             Ok(bytes) => bytes,
             Err(e) => {

@@ -2,7 +2,8 @@
 //!
 //! - [`wasm`]: arguments of Envoy's wasm foreign functions (`declare_property`,
 //!   `set_envoy_filter_state`).
-//! - [`core`]: the part of `envoy.config.core.v3.Metadata` the filters read.
+//! - [`core`]: the parts of `envoy.config.core.v3.Metadata` and `BuildVersion`
+//!   the filters read.
 //! - `google.protobuf.Any`/`Struct`/`Value` come from [`prost_types`].
 
 pub use prost;
@@ -13,7 +14,7 @@ pub mod wasm {
     include!(concat!(env!("OUT_DIR"), "/envoy.source.extensions.common.wasm.rs"));
 }
 
-/// `envoy.config.core.v3` (only `Metadata`).
+/// `envoy.config.core.v3` (only `Metadata` and `BuildVersion`).
 pub mod core {
     include!(concat!(env!("OUT_DIR"), "/envoy.config.core.v3.rs"));
 }

@@ -12,6 +12,7 @@
 //! names.
 
 pub mod clusters;
+pub mod host;
 pub mod json;
 pub mod markers;
 pub mod plugin;
