@@ -13,11 +13,14 @@ mkdir -p "$DIST_DIR"
 # empty_filter.wasm is the benchmark's floor (bench/empty-filter), not shipped;
 # it goes through the same wasm-opt pass so the floor stays comparable.
 # The features are the ones rustc's wasm32 target emits (binaryen 108 would
-# otherwise refuse them); -Oz: smallest code, the size target of issue #9.
+# otherwise refuse them); -Oz: smallest code.
 for name in alpn_filter peer_exchange_filter empty_filter; do
     wasm-opt -Oz --enable-bulk-memory --enable-sign-ext --enable-mutable-globals \
         --enable-nontrapping-float-to-int --enable-reference-types --enable-multivalue \
         "$ROOT/target/wasm-$WASM_ROUTE/wasm32-unknown-unknown/release/$name.wasm" -o "$DIST_DIR/$name.wasm" ||
         die "wasm-opt could not optimise $name.wasm"
-    info "$(printf '%-26s %8d bytes' "dist/$name.wasm" "$(stat -c %s "$DIST_DIR/$name.wasm")")"
+    size="$(stat -c %s "$DIST_DIR/$name.wasm")"
+    info "$(printf '%-26s %8d bytes' "dist/$name.wasm" "$size")"
+    # The bound on what we ship: a size past it means something large came in.
+    [ "$name" = empty_filter ] || [ "$size" -lt 262144 ] || die "dist/$name.wasm is $size bytes, over the 256 KiB bound"
 done
