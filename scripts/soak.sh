@@ -4,6 +4,7 @@
 # and the counters every minute, then RSS growth, errors and whether every
 # byte came back (see integration-tests/src/bin/soak.rs). Not part of CI.
 #   ./scripts/soak.sh [minutes]
+#   ./scripts/soak.sh reconfig [updates]   # listeners and clusters replaced under traffic
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 cd "$ROOT"

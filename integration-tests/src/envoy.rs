@@ -96,17 +96,24 @@ impl Envoy {
     /// Starts Envoy in working directory `cwd` (relative paths in its
     /// config resolve against it) and waits until it is ready.
     pub fn start_in(launch: &Launch<'_>, cwd: &Path) -> Result<Envoy, String> {
-        let mut envoy = Self::spawn_in(launch, Some(cwd))?;
+        let mut envoy = Self::spawn_with(launch, Some(cwd), &[])?;
+        envoy.wait_ready()?;
+        Ok(envoy)
+    }
+
+    /// Starts Envoy with more command-line arguments and waits until it is ready.
+    pub fn start_with_args(launch: &Launch<'_>, args: &[&str]) -> Result<Envoy, String> {
+        let mut envoy = Self::spawn_with(launch, None, args)?;
         envoy.wait_ready()?;
         Ok(envoy)
     }
 
     /// Starts Envoy without waiting for it to be ready.
     pub fn spawn(launch: &Launch<'_>) -> Result<Envoy, String> {
-        Self::spawn_in(launch, None)
+        Self::spawn_with(launch, None, &[])
     }
 
-    fn spawn_in(launch: &Launch<'_>, cwd: Option<&Path>) -> Result<Envoy, String> {
+    fn spawn_with(launch: &Launch<'_>, cwd: Option<&Path>, args: &[&str]) -> Result<Envoy, String> {
         let Launch { name, template, vars, dir, wasm_log_level } = *launch;
         let template_path = paths::envoy_configs().join(template);
         let text = std::fs::read_to_string(&template_path)
@@ -134,6 +141,7 @@ impl Envoy {
             .arg("info")
             .arg("--component-log-level")
             .arg(format!("wasm:{wasm_log_level}"))
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log_err));

@@ -8,6 +8,7 @@
 //!   queries, logs; killed by PID on drop (also when a test panics).
 //! - [`istio`]: the sidecar istiod builds around our WasmPlugins, as a stock Envoy config.
 //! - [`mesh`]: the two-Envoy deployment the tests and the demo use.
+//! - [`reconfig`]: two Envoys whose listeners and clusters change under traffic (file-based xDS).
 //! - [`target`]: a deployment to test, started here or pointed at (docker compose).
 //! - [`checks`]: end-to-end checks that hold for any deployment.
 //! - [`clients`]: what the local app does (TCP echo, HTTP/1.0, HTTP/1.1, h2c).
@@ -23,6 +24,7 @@ pub mod istio;
 pub mod mesh;
 pub mod paths;
 pub mod pki;
+pub mod reconfig;
 pub mod stats;
 pub mod target;
 pub mod wire;

@@ -6,6 +6,13 @@
 //! growth, errors, and whether every byte came back.
 //!
 //!   cargo run --release -p integration-tests --bin soak [minutes]   (default 30)
+//!
+//! Or reconfiguration under traffic (integration-tests/src/reconfig.rs):
+//! listeners and clusters replaced `updates` times through file-based xDS
+//! while HTTP/1.1, h2c and TCP run through both forms of the exchange and,
+//! for comparison, through the same paths without our filters:
+//!
+//!   cargo run --release -p integration-tests --bin soak reconfig [updates]   (default 300)
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -156,9 +163,31 @@ fn counters(mesh: &Mesh) -> String {
     )
 }
 
+/// The long form of the reconfiguration test; exits non-zero on a VM
+/// failure, a lost TCP connection through the exchange, or more losses than
+/// the same paths without our filters.
+async fn reconfig(updates: u64) {
+    println!("reconfiguration soak: {updates} updates of every listener and cluster under traffic");
+    let started = Instant::now();
+    let report = integration_tests::reconfig::run(updates, 4, Duration::from_millis(500), true).await;
+    println!("\nreconfiguration soak result after {:.0} s:\n{report}", started.elapsed().as_secs_f64());
+    let lost_more = report.traffic.values().any(|(_, errors, _, base_errors)| errors > base_errors);
+    let tcp_lost = report.traffic.get(&integration_tests::reconfig::Kind::Tcp).is_some_and(|t| t.1 > 0);
+    if !report.vm_failures.is_empty() || lost_more || tcp_lost {
+        for line in &report.vm_failures {
+            println!("  {line}");
+        }
+        std::process::exit(1);
+    }
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let minutes: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(30);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("reconfig") {
+        return reconfig(args.get(1).and_then(|a| a.parse().ok()).unwrap_or(300)).await;
+    }
+    let minutes: u64 = args.first().and_then(|a| a.parse().ok()).unwrap_or(30);
     let mut mesh = Mesh::start_with(MeshOptions { wasm_log_level: "info".into(), ..MeshOptions::default() });
     let pids = (mesh.client.pid().unwrap_or(0), mesh.server.pid().unwrap_or(0));
     // Listeners whose access logs do not print the peer: a long run writes
