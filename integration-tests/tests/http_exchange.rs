@@ -10,7 +10,7 @@ use base64::Engine;
 use integration_tests::backends::ANSWERS_AS_A_PEER;
 use integration_tests::clients::{h2c_get, h2c_get_with, http11_keepalive, http1_get, http1_get_with, http1_request};
 use integration_tests::clients::{parse_http1, HttpResponse, STEP_TIMEOUT};
-use integration_tests::mesh::{Mesh, CLIENT_HTTP_LOG, SERVER_HTTP_LOG};
+use integration_tests::mesh::{Mesh, MeshOptions, CLIENT_HTTP_LOG, SERVER_HTTP_LOG};
 use integration_tests::wire::{self, V};
 use integration_tests::workloads::{CLIENT, PEER_UNKNOWN, SERVER};
 use peer_exchange_filter::config::Role;
@@ -387,4 +387,137 @@ async fn two_hundred_requests_over_eight_connections_each_log_the_right_peer() {
     let periods = started.elapsed().as_millis() as u64 / 1000 + 2;
     let reads = stats::http_exchange(&mesh.client, Role::Client, HttpCounter::ClusterMetadataRead);
     assert!(reads >= 2 && reads <= 2 * 2 * periods, "{reads} metadata reads for {total} requests");
+}
+
+/// A mesh whose HTTP exchange runs other discovery or propagation methods.
+fn mesh_with(client: Option<&str>, server: Option<&str>) -> Mesh {
+    let mut options = MeshOptions::default();
+    if let Some(client) = client {
+        options.client_http_exchange_config = client.into();
+    }
+    if let Some(server) = server {
+        options.server_http_exchange_config = server.into();
+    }
+    Mesh::start_with(options)
+}
+
+/// Native's `workload_discovery` reads Istio's WDS, which stock Envoy lacks;
+/// `endpoint_metadata` reads istiod's `istio.workload` endpoint metadata
+/// instead, for an upstream that answers without headers (here: no mesh
+/// upstream at all, so no headers are sent or believed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_metadata_discovery_names_an_upstream_that_answers_without_headers() {
+    let with_endpoints = r#"{"role":"client","peer_json":true,
+        "upstream_discovery":[{"istio_headers":{}},{"endpoint_metadata":{}}]}"#;
+    let mesh = mesh_with(Some(with_endpoints), None);
+    let app = mesh.target.client_listener(APP);
+    assert_eq!(http1_get(app, "1.1", "/endpoint-metadata/a").await.status, 200);
+    // Headers first: a mesh upstream's answer wins over its endpoint metadata.
+    assert_eq!(http1_get(app, "1.1", "/mesh/b").await.status, 200);
+    let log = mesh.target.wait_access_log(CLIENT_HTTP_LOG, 2, LOG_WAIT);
+    let line = |path: &str| log.iter().find(|l| l["path"] == path).unwrap_or_else(|| panic!("{path}: {log:?}")).clone();
+    let legacy = integration_tests::workloads::peer_struct(&line("/endpoint-metadata/a")["upstream_peer"]);
+    assert_eq!(legacy["source"], "endpoint_metadata", "{legacy}");
+    assert_eq!((legacy["workload"].as_str(), legacy["namespace"].as_str()), (Some("legacy-web"), Some("legacy-ns")));
+    assert_eq!(legacy["verified"], false, "the control plane's word, not checked against a certificate: {legacy}");
+    SERVER.assert_is(&line("/mesh/b")["upstream_peer"], "headers first");
+    assert_counters(
+        &mesh,
+        Role::Client,
+        &[(HttpCounter::PeerFromEndpointMetadata, 1), (HttpCounter::MetadataReceived, 1)],
+    );
+    drop(mesh);
+
+    // Without the method (the default): no peer.
+    let mesh = Mesh::start();
+    assert_eq!(http1_get(mesh.target.client_listener(APP), "1.1", "/endpoint-metadata/a").await.status, 200);
+    let log = mesh.target.wait_access_log(CLIENT_HTTP_LOG, 1, LOG_WAIT);
+    assert_eq!(log[0]["peer_not_found"], "true", "{log:?}");
+}
+
+/// Baggage propagation writes native's members for our workload into the
+/// request's `baggage`, keeping the app's own members (native replaces the
+/// whole header).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baggage_propagation_writes_natives_members_and_keeps_the_apps() {
+    let client = r#"{"role":"client","peer_json":true,"upstream_propagation":[{"istio_headers":{}},{"baggage":{}}]}"#;
+    let mesh = mesh_with(Some(client), None);
+    let app = mesh.target.client_listener(APP);
+    // The client node (envoy-configs/client.yaml): a StatefulSet, so no known
+    // type (written as pod); app.kubernetes.io/name differs from the
+    // canonical name; the version equals the canonical revision; region and
+    // zone from the node locality.
+    let ours = "k8s.pod.name=client,service.name=client,app.name=client-app,service.version=v2,\
+                k8s.namespace.name=client-ns,k8s.cluster.name=Kubernetes,k8s.instance.name=client-5f6d8e-fghij,\
+                cloud.region=region-a,cloud.availability_zone=zone-a2";
+    let alone = http1_get(app, "1.1", "/recorder/alone").await;
+    let with_apps = http1_get_with(app, "1.1", "/recorder/with-apps", &[("baggage", "userid=42;ttl=3")]).await;
+    let seen = |r: &HttpResponse| r.json()["headers"]["baggage"].as_str().unwrap_or_default().to_string();
+    assert_eq!(seen(&alone), ours);
+    assert_eq!(seen(&with_apps), format!("userid=42;ttl=3,{ours}"));
+    // Not to a cluster that is no mesh upstream.
+    let plain = http1_get_with(app, "1.1", "/optout/x", &[("baggage", "userid=42")]).await;
+    assert_eq!(seen(&plain), "userid=42");
+    assert_counters(&mesh, Role::Client, &[(HttpCounter::BaggageAdded, 2)]);
+}
+
+/// Baggage discovery (server): a mesh peer's baggage names it; unrelated,
+/// oversized or untrusted baggage names nobody (native turns any baggage
+/// into a peer); a claimed namespace is checked against the certificate;
+/// baggage propagation answers mesh peers only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baggage_discovery_names_mesh_peers_only_and_checks_their_namespace() {
+    let server = r#"{"role":"server","peer_json":true,"downstream_discovery":[{"baggage":{}}],
+        "downstream_propagation":[{"istio_headers":{}},{"baggage":{}}]}"#;
+    let mesh = mesh_with(None, Some(server));
+    let honest = "k8s.deployment.name=raw,k8s.namespace.name=raw-ns,service.name=raw,service.version=v1";
+    let lying = "k8s.deployment.name=payments-api,k8s.namespace.name=payments";
+    let oversized = format!("k8s.pod.name=p,k8s.namespace.name=raw-ns,blob={}", "x".repeat(9000));
+    let cases: [(&str, &str, &str); 5] = [
+        ("raw-client", honest, "/baggage/honest"),
+        ("raw-client", "userid=42,sessionid=7", "/baggage/unrelated"),
+        ("raw-client", &oversized, "/baggage/oversized"),
+        ("plain", honest, "/baggage/untrusted"),
+        ("raw-client", lying, "/baggage/lying"),
+    ];
+    let mut answers = Vec::new();
+    for (certificate, baggage, path) in cases {
+        let response = raw_request_to(&mesh, certificate, path, &[("baggage", baggage)]).await;
+        assert_eq!(response.status, 200, "{path}: {response:?}");
+        answers.push((path, response));
+    }
+    let log = mesh.target.wait_access_log(SERVER_HTTP_LOG, cases.len(), LOG_WAIT);
+    let line = |path: &str| log.iter().find(|l| l["path"] == path).unwrap_or_else(|| panic!("{path}: {log:?}")).clone();
+    let peer = |path: &str| integration_tests::workloads::peer_struct(&line(path)["downstream_peer"]);
+    let honest_peer = peer("/baggage/honest");
+    assert_eq!(honest_peer["source"], "baggage", "{honest_peer}");
+    assert_eq!((honest_peer["workload"].as_str(), honest_peer["service"].as_str()), (Some("raw"), Some("raw")));
+    assert_eq!(honest_peer["verified"], true, "{honest_peer}");
+    for path in ["/baggage/unrelated", "/baggage/oversized", "/baggage/untrusted"] {
+        assert_eq!(line(path)["peer_not_found"], "true", "{path}");
+    }
+    let lying_peer = peer("/baggage/lying");
+    assert_eq!(
+        (lying_peer["source"].as_str(), lying_peer["namespace"].as_str()),
+        (Some("certificate"), Some("raw-ns"))
+    );
+    // Our baggage goes back to the mesh peers, not to the plain client.
+    let server_baggage = |path: &str| {
+        answers.iter().find(|(p, _)| *p == path).map(|(_, r)| r.header("baggage").to_string()).unwrap_or_default()
+    };
+    assert!(server_baggage("/baggage/honest").contains("k8s.deployment.name=server,service.name=server"));
+    assert!(server_baggage("/baggage/honest").contains("k8s.namespace.name=server-ns"));
+    assert_eq!(server_baggage("/baggage/untrusted"), "", "a plain client gets none of ours");
+    assert_counters(
+        &mesh,
+        Role::Server,
+        &[
+            (HttpCounter::PeerFromBaggage, 2),
+            (HttpCounter::BaggageInvalid, 1),
+            (HttpCounter::BaggageTooLarge, 1),
+            (HttpCounter::BaggageUntrusted, 1),
+            (HttpCounter::PeerIdentityMismatch, 1),
+            (HttpCounter::BaggageAdded, 4),
+        ],
+    );
 }

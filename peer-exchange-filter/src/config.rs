@@ -30,8 +30,11 @@
 //!
 //! The HTTP form (root id [`HTTP_ROOT_ID`]) takes the same fields, except
 //! `exchange_timeout_ms` (a request has no exchange to wait for), plus
-//! `upstream.istio_service_clusters` and `downstream.peer_identity_prefix`;
-//! its `max_peer_metadata_bytes` defaults to 8 KiB.
+//! `upstream.istio_service_clusters` and `downstream.peer_identity_prefix`,
+//! and native's method lists for its direction ([`Method`]):
+//! `upstream_discovery` / `upstream_propagation` (client),
+//! `downstream_discovery` / `downstream_propagation` (server); its
+//! `max_peer_metadata_bytes` defaults to 8 KiB.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -118,6 +121,68 @@ impl Role {
     }
 }
 
+/// How the HTTP form finds a peer or sends ours (native's `DiscoveryMethod`
+/// and `PropagationMethod`, written as native's JSON: `{"istio_headers": {}}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    /// `x-envoy-peer-metadata` / `x-envoy-peer-metadata-id`.
+    IstioHeaders,
+    /// W3C `baggage` (found: downstream only, as native; sent: both ways).
+    Baggage,
+    /// The upstream host's `istio.workload` endpoint metadata (found:
+    /// upstream only). Native's `workload_discovery` reads Istio's WDS, which
+    /// stock Envoy lacks; this is the endpoint metadata native's stats fall
+    /// back to.
+    EndpointMetadata,
+}
+
+impl Method {
+    pub const ALL: [Method; 3] = [Method::IstioHeaders, Method::Baggage, Method::EndpointMetadata];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::IstioHeaders => "istio_headers",
+            Method::Baggage => "baggage",
+            Method::EndpointMetadata => "endpoint_metadata",
+        }
+    }
+}
+
+/// The HTTP form's methods, per role: which `discovery` methods it may
+/// use, which `propagation` ones.
+fn allowed(role: Role, discovery: bool) -> &'static [Method] {
+    match (role, discovery) {
+        (Role::Client, true) => &[Method::IstioHeaders, Method::EndpointMetadata],
+        (Role::Server, true) => &[Method::IstioHeaders, Method::Baggage],
+        (_, false) => &[Method::IstioHeaders, Method::Baggage],
+    }
+}
+
+/// A list of methods: `[{"istio_headers": {}}, {"baggage": {}}]`, each at
+/// most once, each allowed for the role; a method takes no options.
+fn read_methods(value: Json, field: &str, allowed: &[Method]) -> Result<Vec<Method>, ConfigError> {
+    let names = allowed.iter().map(|m| m.name()).collect::<Vec<_>>().join(", ");
+    let mut methods: Vec<Method> = Vec::new();
+    for (i, item) in value.into_array(field)?.into_iter().enumerate() {
+        let path = format!("{field}[{i}]");
+        let mut entries = item.into_fields(&path)?.into_entries();
+        let (name, options) = match (entries.pop(), entries.is_empty()) {
+            (Some(entry), true) => entry,
+            _ => return Err(err(&path, format!("must name one method: {{\"<method>\": {{}}}}, one of {names}"))),
+        };
+        let method = Method::ALL
+            .into_iter()
+            .find(|m| m.name() == name && allowed.contains(m))
+            .ok_or_else(|| err(&path, format!("`{name}` is not a method here; expected one of {names}")))?;
+        options.into_fields(&format!("{path}.{name}"))?.finish()?;
+        if methods.contains(&method) {
+            return Err(err(&path, format!("`{name}` is listed twice")));
+        }
+        methods.push(method);
+    }
+    Ok(methods)
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     pub transport: Transport,
@@ -142,6 +207,14 @@ pub struct Config {
     /// Client: how long a cluster's metadata verdict is remembered by the
     /// cluster's name; 0 = read it for every connection or request.
     pub cluster_metadata_refresh_ms: u32,
+    /// HTTP form: how the peer is found, in order (the first that finds it
+    /// wins): `upstream_discovery` (client) or `downstream_discovery`
+    /// (server). Default: `istio_headers`.
+    pub discovery: Vec<Method>,
+    /// HTTP form: how ours is sent: `upstream_propagation` (client, on
+    /// requests) or `downstream_propagation` (server, on responses).
+    /// Default: `istio_headers`.
+    pub propagation: Vec<Method>,
 }
 
 /// `upstream` / `downstream`: `peer_identity_prefix`, and (upstream only)
@@ -251,6 +324,25 @@ impl Config {
             Some(v) => v.into_bool("peer_json")?,
             None => false,
         };
+        // Native's names; only the role's own direction applies.
+        let mut methods = |discovery: bool| -> Result<Vec<Method>, ConfigError> {
+            let (ours, other) = match (role, discovery) {
+                (Role::Client, true) => ("upstream_discovery", "downstream_discovery"),
+                (Role::Client, false) => ("upstream_propagation", "downstream_propagation"),
+                (Role::Server, true) => ("downstream_discovery", "upstream_discovery"),
+                (Role::Server, false) => ("downstream_propagation", "upstream_propagation"),
+            };
+            if raw.take(other).is_some() {
+                let role = role.name();
+                return Err(err(other, format!("does not apply to role \"{role}\" (it uses `{ours}`)")));
+            }
+            match raw.take(ours) {
+                Some(_) if transport == Transport::Tcp => Err(err(ours, "only applies to the HTTP exchange")),
+                Some(list) => read_methods(list, ours, allowed(role, discovery)),
+                None => Ok(vec![Method::IstioHeaders]),
+            }
+        };
+        let (discovery, propagation) = (methods(true)?, methods(false)?);
         let upstream = raw.take("upstream").map(|v| RawSide::read(v, "upstream", true)).transpose()?;
         let downstream = raw.take("downstream").map(|v| RawSide::read(v, "downstream", false)).transpose()?;
         raw.finish()?;
@@ -293,6 +385,8 @@ impl Config {
             identity_check,
             peer_json,
             cluster_metadata_refresh_ms,
+            discovery,
+            propagation,
         })
     }
 
@@ -431,5 +525,72 @@ mod tests {
         }
         assert_eq!(Transport::for_root_id(HTTP_ROOT_ID), Transport::Http);
         assert_eq!(Transport::for_root_id(""), Transport::Tcp);
+    }
+
+    #[test]
+    fn http_methods_take_natives_vocabulary_per_direction_and_default_to_istio_headers() {
+        let c = Config::parse(br#"{"role":"client"}"#, Transport::Http).unwrap();
+        assert_eq!(
+            (c.discovery.as_slice(), c.propagation.as_slice()),
+            (&[Method::IstioHeaders][..], &[Method::IstioHeaders][..])
+        );
+        let c = Config::parse(
+            br#"{"role":"client","upstream_discovery":[{"istio_headers":{}},{"endpoint_metadata":{}}],
+                 "upstream_propagation":[{"baggage":{}},{"istio_headers":{}}]}"#,
+            Transport::Http,
+        )
+        .unwrap();
+        assert_eq!(c.discovery, [Method::IstioHeaders, Method::EndpointMetadata]);
+        assert_eq!(c.propagation, [Method::Baggage, Method::IstioHeaders]);
+        let c = Config::parse(
+            br#"{"role":"server","downstream_discovery":[{"baggage":{}}],"downstream_propagation":[]}"#,
+            Transport::Http,
+        )
+        .unwrap();
+        assert_eq!((c.discovery.as_slice(), c.propagation.as_slice()), (&[Method::Baggage][..], &[][..]));
+    }
+
+    #[test]
+    fn http_methods_are_refused_where_they_do_not_apply() {
+        for (json, transport, expected) in [
+            (
+                r#"{"role":"client","upstream_discovery":[{"baggage":{}}]}"#,
+                Transport::Http,
+                "upstream_discovery[0]: `baggage` is not a method here; expected one of istio_headers, endpoint_metadata",
+            ),
+            (
+                r#"{"role":"server","downstream_discovery":[{"endpoint_metadata":{}}]}"#,
+                Transport::Http,
+                "downstream_discovery[0]: `endpoint_metadata` is not a method here; expected one of istio_headers, baggage",
+            ),
+            (
+                r#"{"role":"client","downstream_discovery":[]}"#,
+                Transport::Http,
+                "downstream_discovery: does not apply to role \"client\" (it uses `upstream_discovery`)",
+            ),
+            (
+                r#"{"role":"server","downstream_discovery":[]}"#,
+                Transport::Tcp,
+                "downstream_discovery: only applies to the HTTP exchange",
+            ),
+            (
+                r#"{"role":"client","upstream_propagation":[{"istio_headers":{}},{"istio_headers":{}}]}"#,
+                Transport::Http,
+                "upstream_propagation[1]: `istio_headers` is listed twice",
+            ),
+            (
+                r#"{"role":"client","upstream_propagation":[{"istio_headers":{},"baggage":{}}]}"#,
+                Transport::Http,
+                "upstream_propagation[0]: must name one method: {\"<method>\": {}}, one of istio_headers, baggage",
+            ),
+            (
+                r#"{"role":"client","upstream_propagation":[{"istio_headers":{"skip_external_clusters":true}}]}"#,
+                Transport::Http,
+                "upstream_propagation[0].istio_headers: unknown field `skip_external_clusters`, expected one of ",
+            ),
+        ] {
+            let e = Config::parse(json.as_bytes(), transport).unwrap_err().to_string();
+            assert_eq!(e, expected, "{json}");
+        }
     }
 }

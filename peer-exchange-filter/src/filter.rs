@@ -98,12 +98,7 @@ impl Shared {
         match endpoint_workload(&metadata) {
             EndpointWorkload::Found(workload) => {
                 self.count(&Event::PeerFromEndpointMetadata);
-                let mut stored = workload.to_peer_struct(PeerSource::EndpointMetadata);
-                if self.config.identity_check != IdentityCheck::Off {
-                    mark_not_checked(&mut stored);
-                }
-                let json = if self.config.peer_json { wasm_host::json::struct_text(&stored) } else { String::new() };
-                set_peer_state(&self.config, &stored.encode_to_vec(), &json);
+                store_endpoint_peer(&self.config, &workload);
                 log::debug!(
                     "peer-exchange-filter: connection {context_id}: peer from endpoint metadata ({}/{})",
                     workload.namespace,
@@ -360,6 +355,17 @@ pub(crate) fn local_workload(config: &Config) -> (Workload, String) {
 pub(crate) fn mark_peer_not_found(role: Role) {
     set_state(role.peer_id_key(), PEER_UNKNOWN_ID.as_bytes());
     set_state(PEER_NOT_FOUND_KEY, b"true");
+}
+
+/// Stores a peer from Istio's endpoint metadata (the control plane's word,
+/// not the peer's: marked as not checked against a certificate).
+pub(crate) fn store_endpoint_peer(config: &Config, workload: &Workload) {
+    let mut stored = workload.to_peer_struct(PeerSource::EndpointMetadata);
+    if config.identity_check != IdentityCheck::Off {
+        mark_not_checked(&mut stored);
+    }
+    let json = if config.peer_json { wasm_host::json::struct_text(&stored) } else { String::new() };
+    set_peer_state(config, &stored.encode_to_vec(), &json);
 }
 
 /// Stores a peer's serialized Struct and, with `peer_json`, its JSON text.

@@ -25,6 +25,7 @@ use proto::core::Metadata;
 use proto::prost::Message;
 use proto::prost_types::value::Kind;
 
+use crate::baggage::BaggageError;
 use crate::headers::{HeaderError, PeerHeaders};
 use crate::identity::Verification;
 use crate::participation::{enabled_flag, CLUSTER_NAMESPACE};
@@ -71,6 +72,22 @@ wasm_host::counters! {
         /// Not an outcome: the client read the route cluster's metadata
         /// (once per cluster per `cluster_metadata_refresh_ms`, or per request with 0).
         ClusterMetadataRead => "cluster_metadata_read",
+        /// Baggage discovery stored a peer from the request's `baggage`.
+        PeerFromBaggage => "peer_from_baggage",
+        /// A `baggage` value that names no Istio workload and namespace (or
+        /// is not text): no peer from it.
+        BaggageInvalid => "baggage_invalid",
+        /// A `baggage` value over 8192 bytes: not read.
+        BaggageTooLarge => "baggage_too_large",
+        /// `baggage` from a sender without a mesh certificate: not read
+        /// (it still reaches the app: baggage is the app's too).
+        BaggageUntrusted => "baggage_untrusted",
+        /// Our workload was written into `baggage` (baggage propagation).
+        BaggageAdded => "baggage_added",
+        /// Client: stored from the upstream host's `istio.workload` endpoint metadata.
+        PeerFromEndpointMetadata => "peer_from_endpoint_metadata",
+        /// Client: the endpoint's `istio.workload` was there but unusable.
+        EndpointMetadataInvalid => "endpoint_metadata_invalid",
         /// Not an outcome: a cluster's metadata carries a marker the client
         /// reads in a place it does not read (once per distinct metadata).
         MisplacedMetadata => "misplaced_metadata",
@@ -226,6 +243,65 @@ impl Received {
     }
 }
 
+/// What a peer's `baggage` gave (baggage discovery).
+#[derive(Clone, Debug, PartialEq)]
+pub enum BaggageReceived {
+    Found(Rc<StoredPeer>),
+    Absent,
+    /// From a sender without a mesh identity: not read.
+    Untrusted,
+    Invalid(BaggageError),
+}
+
+impl std::fmt::Display for BaggageReceived {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BaggageReceived::Found(peer) => write!(f, "found {}/{}", peer.namespace, peer.name),
+            BaggageReceived::Absent => f.write_str("no baggage"),
+            BaggageReceived::Untrusted => f.write_str("baggage from a sender without a mesh identity, not read"),
+            BaggageReceived::Invalid(e) => write!(f, "invalid baggage: {e}"),
+        }
+    }
+}
+
+impl BaggageReceived {
+    pub fn counters(&self) -> impl Iterator<Item = HttpCounter> {
+        let (outcome, identity) = match self {
+            BaggageReceived::Found(peer) => {
+                (Some(HttpCounter::PeerFromBaggage), peer.verification.map(HttpCounter::for_verification))
+            }
+            BaggageReceived::Absent => (None, None),
+            BaggageReceived::Untrusted => (Some(HttpCounter::BaggageUntrusted), None),
+            BaggageReceived::Invalid(BaggageError::TooLarge { .. }) => (Some(HttpCounter::BaggageTooLarge), None),
+            BaggageReceived::Invalid(_) => (Some(HttpCounter::BaggageInvalid), None),
+        };
+        outcome.into_iter().chain(identity)
+    }
+}
+
+/// Reads a request's `baggage` (its first value, as native): believed only
+/// from a sender whose certificate URI SAN is a mesh identity, then checked
+/// against it like any claim.
+pub fn receive_baggage(
+    value: Option<&[u8]>,
+    certificate: impl FnOnce() -> Option<String>,
+    peer_identity_prefix: &str,
+    peers: &mut PeerDecoder,
+) -> BaggageReceived {
+    let Some(value) = value else {
+        return BaggageReceived::Absent;
+    };
+    let uri_san = certificate();
+    if !is_mesh_identity(uri_san.as_deref(), peer_identity_prefix) {
+        return BaggageReceived::Untrusted;
+    }
+    let uri_san = uri_san.as_deref().filter(|_| peers.needs_certificate());
+    match peers.decode_baggage(value, uri_san) {
+        Ok(peer) => BaggageReceived::Found(peer),
+        Err(e) => BaggageReceived::Invalid(e),
+    }
+}
+
 /// Reads the peer's headers: believed only from a sender whose certificate
 /// URI SAN is a mesh identity, then checked against it. `certificate` is
 /// asked only when there are headers (it costs a property read).
@@ -304,6 +380,38 @@ mod tests {
         assert!(!is_mesh_identity(None, ""));
         assert!(!is_mesh_identity(Some(""), ""));
         assert!(is_mesh_identity(Some("dns-only"), ""));
+    }
+
+    #[test]
+    fn received_baggage_is_read_only_from_trusted_senders_and_counted_by_outcome() {
+        let mut peers = PeerDecoder::new(vec![], IdentityCheck::Enforce);
+        let prefix = "spiffe://";
+        let honest = b"k8s.pod.name=a,k8s.namespace.name=client-ns";
+        let counted = |r: BaggageReceived| r.counters().collect::<Vec<_>>();
+        let mut asked = false;
+        let none = receive_baggage(
+            None,
+            || {
+                asked = true;
+                None
+            },
+            prefix,
+            &mut peers,
+        );
+        assert_eq!(none, BaggageReceived::Absent);
+        assert!(!asked, "no baggage, no certificate read");
+        assert_eq!(counted(none), []);
+        let untrusted = receive_baggage(Some(honest), || Some("https://x".into()), prefix, &mut peers);
+        assert_eq!(counted(untrusted), [HttpCounter::BaggageUntrusted]);
+        let found = receive_baggage(Some(honest), || Some(SAN.into()), prefix, &mut peers);
+        assert_eq!(counted(found), [HttpCounter::PeerFromBaggage, HttpCounter::PeerIdentityVerified]);
+        let unrelated = receive_baggage(Some(b"userid=1"), || Some(SAN.into()), prefix, &mut peers);
+        assert_eq!(counted(unrelated), [HttpCounter::BaggageInvalid]);
+        let long = vec![b'a'; 9000];
+        assert_eq!(
+            counted(receive_baggage(Some(&long), || Some(SAN.into()), prefix, &mut peers)),
+            [HttpCounter::BaggageTooLarge]
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! The proxy-wasm layer of the header form: one [`HttpPeer`] per request,
-//! carrying out [`crate::http`]'s decisions with hostcalls.
+//! The proxy-wasm layer of the HTTP form: one [`HttpPeer`] per request,
+//! carrying out [`crate::http`]'s decisions with hostcalls, for the
+//! configured discovery and propagation methods.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -9,18 +10,22 @@ use wasm_host::markers::{Marker, Reports};
 use wasm_host::plugin::Action;
 use wasm_host::{Counters, HeaderMap, HeaderPairs};
 
-use crate::config::{Config, Role};
-use crate::filter::{mark_peer_not_found, store_peer};
+use crate::baggage::{self, BAGGAGE_HEADER};
+use crate::config::{Config, Method, Role};
+use crate::filter::{mark_peer_not_found, store_endpoint_peer, store_peer};
 use crate::headers::{encode_metadata_header, PeerHeaders, ID_HEADER, METADATA_HEADER};
-use crate::http::{receive, ClientVerdict, ClientVerdicts, HttpCounter, Received};
-use crate::peers::{with_decoder, PeerDecoder};
-use crate::workload::Workload;
+use crate::http::{is_mesh_identity, receive, receive_baggage, BaggageReceived, ClientVerdict, ClientVerdicts};
+use crate::http::{HttpCounter, Received};
+use crate::peers::{with_decoder, PeerDecoder, StoredPeer};
+use crate::workload::{endpoint_workload, EndpointWorkload, Workload};
 
 /// The header form's per-VM state.
 pub(crate) struct HttpShared {
     config: Config,
     /// Our `x-envoy-peer-metadata` value, built once.
     metadata_value: String,
+    /// Our `baggage` members, built once (native's: no additional labels).
+    baggage_value: String,
     node_id: String,
     counters: Counters,
     peers: RefCell<PeerDecoder>,
@@ -39,6 +44,7 @@ impl HttpShared {
         let counters = Counters::define(&config.stat_prefix(), HttpCounter::ALL.iter().map(|c| c.name()));
         HttpShared {
             metadata_value: encode_metadata_header(&workload.to_wire()),
+            baggage_value: baggage::encode(workload),
             node_id,
             counters,
             peers: RefCell::new(PeerDecoder::for_config(&config)),
@@ -74,19 +80,53 @@ impl HttpShared {
     fn count(&self, counter: HttpCounter) {
         self.counters.inc(counter.index());
     }
+
+    fn uses(&self, method: Method) -> bool {
+        self.config.propagation.contains(&method)
+    }
 }
 
 pub(crate) fn stream(context_id: u32, shared: Rc<HttpShared>) -> HttpPeer {
-    HttpPeer { context_id, shared, send_ours: false }
+    HttpPeer { context_id, shared, mesh_peer: false, sent_headers: false }
 }
 
 /// One request of the header form.
 pub(crate) struct HttpPeer {
     context_id: u32,
     shared: Rc<HttpShared>,
-    /// Client: we sent our headers, so the response is read. Server: the
-    /// request came from a mesh peer, so the response gets ours.
-    send_ours: bool,
+    /// Client: the route's cluster is a mesh upstream (ours went out).
+    /// Server: the request came over a connection with a mesh identity.
+    mesh_peer: bool,
+    /// Client: our exchange headers went out. Server: the request carried
+    /// the peer's metadata header, so the response gets ours.
+    sent_headers: bool,
+}
+
+/// The peer certificate's URI SAN, read at most once per request, and only
+/// if a method asks.
+struct Certificate {
+    path: [&'static str; 2],
+    uri_san: Option<Option<String>>,
+}
+
+impl Certificate {
+    fn new(role: Role) -> Certificate {
+        let side = match role {
+            Role::Server => "connection",
+            Role::Client => "upstream",
+        };
+        Certificate { path: [side, "uri_san_peer_certificate"], uri_san: None }
+    }
+
+    fn get(&mut self) -> Option<String> {
+        let path = self.path;
+        self.uri_san.get_or_insert_with(|| wasm_host::get_property_string(&path).ok().flatten()).clone()
+    }
+}
+
+/// A header's first value (native reads only the first), by lowercase name.
+fn first_value<'a>(pairs: &'a HeaderPairs, name: &str) -> Option<&'a [u8]> {
+    pairs.iter().find(|(n, _)| *n == name.as_bytes()).map(|(_, v)| v)
 }
 
 impl HttpPeer {
@@ -99,90 +139,174 @@ impl HttpPeer {
     }
 
     pub(crate) fn on_response_headers(&mut self) -> Action {
-        match (self.shared.config.role, self.send_ours) {
-            (Role::Client, true) => {
-                self.receive(HeaderMap::ResponseHeaders, &["upstream", "uri_san_peer_certificate"]);
-            }
-            // A request we did not send ours with: its upstream is not a mesh
-            // peer, and nothing it says about itself is read; whatever
-            // exchange headers it answers with still never reach the app
-            // (native removes them from every response too).
-            (Role::Client, false) => {
-                self.remove_untrusted(HeaderMap::ResponseHeaders, "the upstream");
-                mark_peer_not_found(Role::Client);
-            }
-            // Ours replace any the app set.
-            (Role::Server, true) => {
-                self.add_ours(HeaderMap::ResponseHeaders);
-            }
-            // A client that gets none of ours gets none the app set either.
-            (Role::Server, false) => self.remove_untrusted(HeaderMap::ResponseHeaders, "the app"),
+        match self.shared.config.role {
+            Role::Client => self.client_response(),
+            Role::Server => self.server_response(),
         }
         Action::Continue
     }
 
     fn client_request(&mut self) {
+        let pairs = self.read_headers(HeaderMap::RequestHeaders);
         // Exchange headers the app set are never passed on as ours.
-        self.remove_untrusted(HeaderMap::RequestHeaders, "the app");
+        if let Some(pairs) = &pairs {
+            self.remove_untrusted(HeaderMap::RequestHeaders, pairs, "the app");
+        }
         let verdict = self.shared.client_verdict();
-        match verdict.counter() {
-            None => self.send_ours = self.add_ours(HeaderMap::RequestHeaders),
-            Some(counter) => {
-                self.shared.count(counter);
-                log::debug!(
-                    "peer-exchange-filter: request {}: upstream not sent our metadata: {verdict}",
-                    self.context_id
-                );
+        if let Some(counter) = verdict.counter() {
+            self.shared.count(counter);
+            log::debug!("peer-exchange-filter: request {}: upstream not sent our metadata: {verdict}", self.context_id);
+            return;
+        }
+        self.mesh_peer = true;
+        if self.shared.uses(Method::IstioHeaders) {
+            self.sent_headers = self.add_ours(HeaderMap::RequestHeaders);
+        }
+        if self.shared.uses(Method::Baggage) {
+            let existing = pairs.as_ref().and_then(|p| first_value(p, BAGGAGE_HEADER));
+            self.add_baggage(HeaderMap::RequestHeaders, existing);
+        }
+    }
+
+    fn client_response(&mut self) {
+        let shared = Rc::clone(&self.shared);
+        let map = HeaderMap::ResponseHeaders;
+        let pairs = self.read_headers(map);
+        let found = pairs.as_ref().map(|p| PeerHeaders::find(p.iter())).unwrap_or_default();
+        // Believed only from the mesh upstream ours went to; never passed on.
+        if !self.sent_headers && found.any() {
+            self.shared.count(HttpCounter::UntrustedHeaderRemoved);
+            log::debug!("peer-exchange-filter: request {}: removed exchange headers the upstream set", self.context_id);
+        }
+        self.remove(map, &found);
+        let mut certificate = Certificate::new(Role::Client);
+        for method in &shared.config.discovery {
+            let stored = match method {
+                Method::IstioHeaders if self.sent_headers && pairs.is_some() => {
+                    self.receive_headers(&found, &mut certificate)
+                }
+                Method::EndpointMetadata => self.endpoint_metadata(),
+                _ => false,
+            };
+            if stored {
+                return;
             }
         }
+        log::debug!("peer-exchange-filter: request {}: upstream peer not found", self.context_id);
+        mark_peer_not_found(Role::Client);
     }
 
     fn server_request(&mut self) {
-        let received = self.receive(HeaderMap::RequestHeaders, &["connection", "uri_san_peer_certificate"]);
-        // A mesh peer that sent its metadata gets ours; a plain client,
-        // or one whose headers were not believed, never does.
-        self.send_ours = !matches!(received, None | Some(Received::Absent | Received::Untrusted));
-    }
-
-    /// Removes, unread, exchange headers that `sender` is not entitled to
-    /// send (counted `untrusted_header_removed`).
-    fn remove_untrusted(&self, map: HeaderMap, sender: &str) {
+        let shared = Rc::clone(&self.shared);
+        let map = HeaderMap::RequestHeaders;
         let Some(pairs) = self.read_headers(map) else {
+            mark_peer_not_found(Role::Server);
             return;
         };
         let found = PeerHeaders::find(pairs.iter());
-        if found.any() {
-            self.remove(map, &found);
-            self.shared.count(HttpCounter::UntrustedHeaderRemoved);
-            log::debug!("peer-exchange-filter: request {}: removed exchange headers {sender} set", self.context_id);
+        // Removed whatever the methods: never for the app.
+        self.remove(map, &found);
+        let mut certificate = Certificate::new(Role::Server);
+        let mut stored = false;
+        for method in &shared.config.discovery {
+            stored = match method {
+                Method::IstioHeaders => self.receive_headers(&found, &mut certificate),
+                Method::Baggage => self.receive_baggage(first_value(&pairs, BAGGAGE_HEADER), &mut certificate),
+                Method::EndpointMetadata => false,
+            };
+            if stored {
+                break;
+            }
+        }
+        if !stored {
+            mark_peer_not_found(Role::Server);
+        }
+        // Ours go back only to a mesh peer: our headers to one that sent its
+        // metadata header, our baggage to any.
+        let config = &shared.config;
+        let answers =
+            self.shared.uses(Method::Baggage) || (found.metadata.is_some() && self.shared.uses(Method::IstioHeaders));
+        if answers {
+            self.mesh_peer = is_mesh_identity(certificate.get().as_deref(), &config.peer_identity_prefix);
+            self.sent_headers = self.mesh_peer && found.metadata.is_some();
         }
     }
 
-    /// Reads, believes or not, and removes the peer's headers; stores the
-    /// outcome. `None` when the headers could not be read at all.
-    fn receive(&self, map: HeaderMap, certificate: &[&str]) -> Option<Received> {
+    fn server_response(&mut self) {
+        let map = HeaderMap::ResponseHeaders;
+        let pairs = self.read_headers(map);
+        if self.sent_headers && self.shared.uses(Method::IstioHeaders) {
+            // Ours replace any the app set.
+            self.add_ours(map);
+        } else if let Some(pairs) = &pairs {
+            // A client that gets none of ours gets none the app set either.
+            self.remove_untrusted(map, pairs, "the app");
+        }
+        if self.mesh_peer && self.shared.uses(Method::Baggage) {
+            let existing = pairs.as_ref().and_then(|p| first_value(p, BAGGAGE_HEADER));
+            self.add_baggage(map, existing);
+        }
+    }
+
+    /// The `istio_headers` discovery: reads and believes (or not) the
+    /// peer's exchange headers; true if a peer was stored.
+    fn receive_headers(&self, found: &PeerHeaders<'_>, certificate: &mut Certificate) -> bool {
         let shared = &self.shared;
-        let role = shared.config.role;
-        let Some(pairs) = self.read_headers(map) else {
-            mark_peer_not_found(role);
-            return None;
-        };
-        let found = PeerHeaders::find(pairs.iter());
-        self.remove(map, &found);
-        let read_certificate = || wasm_host::get_property_string(certificate).ok().flatten();
         let (config, max) = (&shared.config, shared.config.max_peer_metadata_bytes as usize);
         let received = with_decoder(&shared.peers, config, |peers| {
-            receive(&found, read_certificate, &config.peer_identity_prefix, peers, max)
+            receive(found, || certificate.get(), &config.peer_identity_prefix, peers, max)
         });
         received.counters().for_each(|counter| shared.count(counter));
-        match &received {
-            Received::Found(peer) => store_peer(config, peer, "request", self.context_id),
+        match received {
+            Received::Found(peer) => self.store(&peer),
             other => {
-                log::debug!("peer-exchange-filter: request {}: peer not found: {other}", self.context_id);
-                mark_peer_not_found(role);
+                log::debug!("peer-exchange-filter: request {}: no peer from headers: {other}", self.context_id);
+                false
             }
         }
-        Some(received)
+    }
+
+    /// The `baggage` discovery (server); true if a peer was stored.
+    fn receive_baggage(&self, value: Option<&[u8]>, certificate: &mut Certificate) -> bool {
+        let shared = &self.shared;
+        let config = &shared.config;
+        let received = with_decoder(&shared.peers, config, |peers| {
+            receive_baggage(value, || certificate.get(), &config.peer_identity_prefix, peers)
+        });
+        received.counters().for_each(|counter| shared.count(counter));
+        match received {
+            BaggageReceived::Found(peer) => self.store(&peer),
+            other => {
+                log::debug!("peer-exchange-filter: request {}: no peer from baggage: {other}", self.context_id);
+                false
+            }
+        }
+    }
+
+    /// The `endpoint_metadata` discovery (client): the upstream host's
+    /// `istio.workload`; true if a peer was stored.
+    fn endpoint_metadata(&self) -> bool {
+        let metadata = wasm_host::get_property(&["xds", "upstream_host_metadata"]).ok().flatten().unwrap_or_default();
+        match endpoint_workload(&metadata) {
+            EndpointWorkload::Found(workload) => {
+                self.shared.count(HttpCounter::PeerFromEndpointMetadata);
+                store_endpoint_peer(&self.shared.config, &workload);
+                true
+            }
+            EndpointWorkload::Invalid(reason) => {
+                self.shared.count(HttpCounter::EndpointMetadataInvalid);
+                log::debug!("peer-exchange-filter: request {}: endpoint metadata ignored: {reason}", self.context_id);
+                false
+            }
+            EndpointWorkload::Absent => false,
+        }
+    }
+
+    /// Stores a believed peer; false if nothing could be stored for it
+    /// (`enforce` without a certificate).
+    fn store(&self, peer: &StoredPeer) -> bool {
+        store_peer(&self.shared.config, peer, "request", self.context_id);
+        peer.stored.is_some()
     }
 
     /// All headers of a map (one hostcall); `None`, counted, if Envoy refuses.
@@ -194,6 +318,17 @@ impl HttpPeer {
                 log::warn!("peer-exchange-filter: request {}: cannot read headers: {e}", self.context_id);
                 None
             }
+        }
+    }
+
+    /// Removes, unread, exchange headers that `sender` is not entitled to
+    /// send (counted `untrusted_header_removed`).
+    fn remove_untrusted(&self, map: HeaderMap, pairs: &HeaderPairs, sender: &str) {
+        let found = PeerHeaders::find(pairs.iter());
+        if found.any() {
+            self.remove(map, &found);
+            self.shared.count(HttpCounter::UntrustedHeaderRemoved);
+            log::debug!("peer-exchange-filter: request {}: removed exchange headers {sender} set", self.context_id);
         }
     }
 
@@ -225,6 +360,19 @@ impl HttpPeer {
                 shared.count(HttpCounter::HeaderError);
                 log::warn!("peer-exchange-filter: request {}: cannot add our metadata: {e}", self.context_id);
                 false
+            }
+        }
+    }
+
+    /// Writes our workload into `baggage`, keeping the app's own members.
+    fn add_baggage(&self, map: HeaderMap, existing: Option<&[u8]>) {
+        let shared = &self.shared;
+        let value = baggage::merged(existing, &shared.baggage_value);
+        match wasm_host::replace_header(map, BAGGAGE_HEADER, value.as_bytes()) {
+            Ok(()) => shared.count(HttpCounter::BaggageAdded),
+            Err(e) => {
+                shared.count(HttpCounter::HeaderError);
+                log::warn!("peer-exchange-filter: request {}: cannot set baggage: {e}", self.context_id);
             }
         }
     }

@@ -8,8 +8,12 @@
 //! views, endpoint metadata), [`exchange`] (the per-connection state machine), [`peers`] (payload to
 //! stored peer, cached per VM),
 //! [`participation`] (who takes part), [`deadlines`] (the exchange timeout),
-//! [`config`]. `filter` is the thin proxy-wasm layer (wasm32 only).
+//! [`config`]; the HTTP form: [`headers`] (header values), [`baggage`]
+//! (Istio's W3C baggage form), [`http`] (who gets what, which peers are
+//! believed). `filter` and `http_filter` are the thin proxy-wasm layer
+//! (wasm32 only).
 
+pub mod baggage;
 pub mod codec;
 pub mod config;
 pub mod deadlines;

@@ -14,8 +14,7 @@ use std::rc::Rc;
 
 use proto::prost::Message;
 
-use proto::prost_types::Struct;
-
+use crate::baggage::{self, BaggageError};
 use crate::config::Config;
 use crate::headers::{decode_metadata_header, max_header_len, HeaderError, PeerHeaders};
 use crate::identity::{annotate, certificate_peer, judge, Belief, IdentityCheck, Verification};
@@ -48,6 +47,9 @@ pub type Decoded = Result<Option<Rc<StoredPeer>>, PayloadError>;
 
 /// What a pair of exchange headers decodes to.
 pub type DecodedHeaders = Result<Rc<StoredPeer>, HeaderError>;
+
+/// What a `baggage` value decodes to.
+pub type DecodedBaggage = Result<Rc<StoredPeer>, BaggageError>;
 
 /// Distinct payloads remembered; past this the map starts over.
 const MAX_CACHED: usize = 256;
@@ -88,6 +90,8 @@ pub struct PeerDecoder {
     payloads: Cache<Decoded>,
     /// Header pairs.
     headers: Cache<DecodedHeaders>,
+    /// `baggage` values.
+    baggage: Cache<DecodedBaggage>,
 }
 
 impl PeerDecoder {
@@ -98,6 +102,7 @@ impl PeerDecoder {
             peer_json: false,
             payloads: Cache::new(),
             headers: Cache::new(),
+            baggage: Cache::new(),
         }
     }
 
@@ -125,7 +130,8 @@ impl PeerDecoder {
             let Some(peer) = decode_payload(payload)? else {
                 return Ok(None);
             };
-            Ok(Some(stored_peer(&peer.metadata, peer.id, labels, mode, uri_san, json)))
+            let workload = Workload::read(&peer.metadata, labels, None);
+            Ok(Some(stored_peer(workload, PeerSource::Exchange, peer.id, mode, uri_san, json)))
         })
     }
 
@@ -149,7 +155,22 @@ impl PeerDecoder {
         self.headers.get_or_decode(&key, || {
             let wire = decode_metadata_header(metadata, max_payload)?;
             let id = (!id.is_empty()).then(|| String::from_utf8_lossy(id).into_owned());
-            Ok(stored_peer(&wire, id, labels, mode, uri_san, json))
+            Ok(stored_peer(Workload::read(&wire, labels, None), PeerSource::Exchange, id, mode, uri_san, json))
+        })
+    }
+
+    /// A `baggage` value (no identity in it; its namespace is checked
+    /// against the certificate like any claim).
+    pub fn decode_baggage(&mut self, value: &[u8], uri_san: Option<&str>) -> DecodedBaggage {
+        if value.len() > baggage::MAX_BAGGAGE_BYTES {
+            // Before the cache, which keeps only short keys anyway.
+            return Err(BaggageError::TooLarge { len: value.len() });
+        }
+        let (mode, json) = (self.identity_check, self.peer_json);
+        let key = cache_key(&[uri_san.map(str::as_bytes)], value);
+        self.baggage.get_or_decode(&key, || {
+            let workload = baggage::decode(value)?;
+            Ok(stored_peer(workload, PeerSource::Baggage, None, mode, uri_san, json))
         })
     }
 
@@ -195,19 +216,18 @@ pub fn with_decoder<R>(shared: &RefCell<PeerDecoder>, config: &Config, f: impl F
 
 /// A decoded claim, checked against the certificate, as it is stored.
 fn stored_peer(
-    wire: &Struct,
+    workload: Workload,
+    source: PeerSource,
     id: Option<String>,
-    additional_labels: &[String],
     mode: IdentityCheck,
     uri_san: Option<&str>,
     json: bool,
 ) -> Rc<StoredPeer> {
-    let workload = Workload::read(wire, additional_labels, None);
     let belief = judge(mode, &workload.identity, &workload.namespace, uri_san);
     let (stored, id) = match belief {
-        Belief::Unchecked => (Some(workload.to_peer_struct(PeerSource::Exchange)), id),
+        Belief::Unchecked => (Some(workload.to_peer_struct(source)), id),
         Belief::Claim(verification) => {
-            let mut claim = workload.to_peer_struct(PeerSource::Exchange);
+            let mut claim = workload.to_peer_struct(source);
             annotate(&mut claim, verification, uri_san);
             (Some(claim), id)
         }
@@ -348,5 +368,24 @@ mod tests {
         assert_ne!(cache_key(&[None], b"x"), cache_key(&[Some(b"")], b"x"));
         assert_ne!(cache_key(&[Some(b"a"), Some(b"b")], b"c"), cache_key(&[Some(b"ab"), Some(b"")], b"c"));
         assert_ne!(cache_key(&[Some(b"a")], b"bc"), cache_key(&[Some(b"ab")], b"c"));
+    }
+
+    #[test]
+    fn baggage_peers_are_checked_against_the_certificate_and_remembered() {
+        let mut d = PeerDecoder::new(vec![], IdentityCheck::Enforce);
+        let honest = b"k8s.deployment.name=a,k8s.namespace.name=ns,service.name=a";
+        let peer = d.decode_baggage(honest, Some(SAN)).unwrap();
+        assert!(Rc::ptr_eq(&peer, &d.decode_baggage(honest, Some(SAN)).unwrap()), "decoded once");
+        let s = stored(&peer);
+        assert_eq!(field(&s, "source"), Some(&Kind::StringValue("baggage".into())));
+        assert_eq!(field(&s, "workload"), Some(&Kind::StringValue("a".into())));
+        assert_eq!(field(&s, "verified"), Some(&Kind::BoolValue(true)));
+        assert_eq!(peer.id, None, "baggage carries no node id");
+        // A namespace the certificate does not prove: only the certificate's facts.
+        let lying = d.decode_baggage(b"k8s.deployment.name=a,k8s.namespace.name=payments", Some(SAN)).unwrap();
+        assert_eq!(field(&stored(&lying), "source"), Some(&Kind::StringValue("certificate".into())));
+        assert_eq!(d.decode_baggage(b"userid=42", Some(SAN)), Err(BaggageError::NoWorkload));
+        let long = vec![b'x'; baggage::MAX_BAGGAGE_BYTES + 1];
+        assert!(matches!(d.decode_baggage(&long, Some(SAN)), Err(BaggageError::TooLarge { .. })));
     }
 }

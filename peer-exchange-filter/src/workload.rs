@@ -45,6 +45,8 @@ pub const SOURCE_LABELS: [&str; 6] = [
 pub enum PeerSource {
     /// The peer's own prefix (or headers).
     Exchange,
+    /// Istio's W3C `baggage` (the HTTP form's baggage discovery).
+    Baggage,
     /// Istio's `istio.workload` endpoint metadata: no exchange happened.
     EndpointMetadata,
 }
@@ -54,6 +56,7 @@ impl PeerSource {
         match self {
             PeerSource::Exchange => "exchange",
             PeerSource::EndpointMetadata => "endpoint_metadata",
+            PeerSource::Baggage => "baggage",
         }
     }
 }
