@@ -4,15 +4,11 @@
 //! Before the router runs, the filter decides the upstream HTTP protocol of the
 //! request and replaces the upstream TLS ALPN list with the list for that
 //! protocol (`istio-http/1.0`, `istio-http/1.1`, `istio-h2`, ...), so the inbound
-//! Envoy can pick its filter chain from the ClientHello. The pure logic lives
-//! in [`alpn`], [`protocol`], [`config`], [`metadata`] and [`decision`]; `filter` is the thin
+//! Envoy can pick its filter chain from the ClientHello. The pure logic is
+//! the `alpn-decision` crate (re-exported here); `filter` is the thin
 //! proxy-wasm layer (built for wasm32 only).
 
-pub mod alpn;
-pub mod config;
-pub mod decision;
-pub mod metadata;
-pub mod protocol;
+pub use alpn_decision::{alpn, config, decision, metadata, protocol};
 
 #[cfg(target_arch = "wasm32")]
 mod filter;

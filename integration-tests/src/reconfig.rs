@@ -77,6 +77,9 @@ pub struct Report {
     /// Each Envoy's RSS (KiB) after the first update and at the end.
     pub client_rss_kib: (u64, u64),
     pub server_rss_kib: (u64, u64),
+    /// Every 25 updates: (update, client RSS KiB, server RSS KiB, client
+    /// and server `server.memory_allocated` KiB).
+    pub samples: Vec<(u64, u64, u64, u64, u64)>,
     /// Log lines that say a VM failed, a plugin did not load, or a filter panicked.
     pub vm_failures: Vec<String>,
 }
@@ -96,6 +99,16 @@ impl std::fmt::Display for Report {
             mib(self.server_rss_kib.0),
             mib(self.server_rss_kib.1)
         )?;
+        for (n, client, server, client_heap, server_heap) in &self.samples {
+            writeln!(
+                f,
+                "  after update {n:>4}: RSS client {:.1} MiB, server {:.1} MiB; allocated client {:.1} MiB, server {:.1} MiB",
+                mib(*client),
+                mib(*server),
+                mib(*client_heap),
+                mib(*server_heap)
+            )?;
+        }
         write!(f, "VM failures: {}", self.vm_failures.len())
     }
 }
@@ -424,14 +437,23 @@ pub async fn run(updates: u64, concurrency: usize, pause: Duration, progress: bo
     }
     let mut rss_start = None;
     let mut slowest = Duration::ZERO;
+    let mut samples = Vec::new();
+    let sample = |n: u64, d: &Deployment| {
+        let allocated = |e: &Envoy| e.counter("server.memory_allocated") / 1024;
+        let pid = |e: &Envoy| e.pid().unwrap_or(0);
+        (n, rss_kib(pid(&d.client)), rss_kib(pid(&d.server)), allocated(&d.client), allocated(&d.server))
+    };
     for n in 1..=updates {
         let started = Instant::now();
         deployment.update();
         deployment.assert_in_effect().await;
         slowest = slowest.max(started.elapsed());
         if n == 1 {
-            rss_start =
-                Some((rss_kib(deployment.client.pid().unwrap_or(0)), rss_kib(deployment.server.pid().unwrap_or(0))));
+            let (_, client, server, _, _) = sample(n, &deployment);
+            rss_start = Some((client, server));
+        }
+        if n % 25 == 0 {
+            samples.push(sample(n, &deployment));
         }
         if progress && (n % 25 == 0 || n == updates) {
             let (ok, errors) = tallies.values().fold((0, 0), |(o, e), t| (o + t.get().0, e + t.get().1));
@@ -460,6 +482,11 @@ pub async fn run(updates: u64, concurrency: usize, pause: Duration, progress: bo
         traffic,
         client_rss_kib: (client_start, rss_kib(deployment.client.pid().unwrap_or(0))),
         server_rss_kib: (server_start, rss_kib(deployment.server.pid().unwrap_or(0))),
+        samples: {
+            // After the traffic, with the last drained listeners gone.
+            samples.push(sample(updates, &deployment));
+            samples
+        },
         vm_failures: deployment.vm_failures(),
     }
 }
