@@ -175,19 +175,28 @@ impl AlpnConfig {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(AlpnConfig::default());
         }
-        let mut fields = json::parse(bytes)?.into_fields("")?;
+        AlpnConfig::from_json(json::parse(bytes)?, "")
+    }
+
+    /// The configuration from an already parsed JSON object; `path` names it
+    /// in errors (empty for a whole plugin configuration; `alpn` inside the
+    /// exchange's HTTP client).
+    pub fn from_json(value: Json, path: &str) -> Result<AlpnConfig, ConfigError> {
+        let mut fields = value.into_fields(path)?;
         let mut config = AlpnConfig::default();
         if let Some(list) = fields.take("alpn_override") {
-            let entries = RawProtocolAlpn::read_list(list, "alpn_override")?;
-            config.lists = validate_protocol_lists(&entries, "alpn_override")?;
+            let field = fields.path("alpn_override");
+            let entries = RawProtocolAlpn::read_list(list, &field)?;
+            config.lists = validate_protocol_lists(&entries, &field)?;
         }
         if let Some(policy) = fields.take("default_upstream_protocol") {
-            let field = "default_upstream_protocol";
-            config.default_policy = ProtocolName::read(policy, field)?.resolve_policy(field)?;
+            let field = fields.path("default_upstream_protocol");
+            config.default_policy = ProtocolName::read(policy, &field)?.resolve_policy(&field)?;
         }
-        let rules = fields.take("cluster_upstream_protocols").map(|v| v.into_array("cluster_upstream_protocols"));
+        let field = fields.path("cluster_upstream_protocols");
+        let rules = fields.take("cluster_upstream_protocols").map(|v| v.into_array(&field));
         for (i, rule) in rules.transpose()?.unwrap_or_default().into_iter().enumerate() {
-            let mut rule = rule.into_fields(&format!("cluster_upstream_protocols[{i}]"))?;
+            let mut rule = rule.into_fields(&format!("{field}[{i}]"))?;
             let cluster = rule.require("cluster")?.into_string(&rule.path("cluster"))?;
             let cluster =
                 ClusterPattern::new(&cluster).ok_or_else(|| ConfigError::new(rule.path("cluster"), "is empty"))?;
@@ -197,7 +206,8 @@ impl AlpnConfig {
             config.cluster_rules.push(ClusterRule { cluster, policy });
         }
         if let Some(refresh) = fields.take("cluster_metadata_refresh_ms") {
-            config.cluster_metadata_refresh_ms = clusters::read_refresh_ms(refresh, "cluster_metadata_refresh_ms")?;
+            let field = fields.path("cluster_metadata_refresh_ms");
+            config.cluster_metadata_refresh_ms = clusters::read_refresh_ms(refresh, &field)?;
         }
         fields.finish()?;
         Ok(config)

@@ -2,11 +2,13 @@
 //! request's upstream connection offers, from the plugin configuration
 //! ([`config`]), the route cluster's metadata ([`metadata`]) and its
 //! protocol policy ([`protocol`]); the lists themselves ([`alpn`]); the
-//! per-request decision, its caches and counters ([`decision`]). No
-//! hostcalls: `alpn-filter` runs it as a filter of its own, and the
-//! exchange's HTTP client can run it in the same filter.
+//! per-request decision, its caches and counters ([`decision`]); and
+//! [`apply`], the one hostcall a decision needs. `alpn-filter` runs it as a
+//! filter of its own, and the exchange's HTTP client can run it in its own
+//! filter.
 
 pub mod alpn;
+pub mod apply;
 pub mod config;
 pub mod decision;
 pub mod metadata;

@@ -9,10 +9,7 @@ use wasm_host::plugin::{Action, Plugin, Stream};
 use wasm_host::Counters;
 
 use crate::config::AlpnConfig;
-use crate::decision::{Counter, Decider, Decision, RequestFacts, SkipReason};
-
-/// Envoy's filter-state object that replaces the upstream TLS ALPN list.
-const APPLICATION_PROTOCOLS: &str = "envoy.network.application_protocols";
+use crate::decision::{Counter, Decider, RequestFacts};
 
 // Our own entry points, not the SDK's: Envoy enters the VM three times per
 // request (context create, request headers, delete) instead of for every
@@ -56,7 +53,7 @@ impl Plugin for Shared {
         for warning in config.warnings() {
             log::warn!("alpn-filter: {warning}");
         }
-        let counters = Counters::define(Counter::PREFIX, Counter::ALL.iter().map(|c| c.name()));
+        let counters = alpn_decision::apply::define_counters();
         let decider = Decider::new(config);
         let refresh = decider.refresh_period_ms();
         if let Err(e) = wasm_host::start_cluster_refresh(refresh) {
@@ -130,29 +127,5 @@ fn apply(shared: &Shared) {
     let Ok(mut decider) = shared.decider.try_borrow_mut() else { return };
     let decision = decider.decide(&mut HostRequest(shared));
     drop(decider);
-    for counter in decision.counters() {
-        shared.counters.inc(counter.index());
-    }
-    match &decision {
-        Decision::Override { protocol, alpn, source, policy } => {
-            let value = alpn.envoy_value();
-            if let Err(e) = wasm_host::set_envoy_filter_state(APPLICATION_PROTOCOLS, value) {
-                shared.counters.inc(Counter::OverrideFailed.index());
-                log::warn!("alpn-filter: cluster {}: cannot set upstream ALPN: {e}", cluster_label());
-            } else {
-                log::debug!(
-                    "alpn-filter: cluster {}: {} ({:?}) -> {protocol} -> ALPN {value} (list from {source:?})",
-                    cluster_label(),
-                    policy.0,
-                    policy.1
-                );
-            }
-        }
-        Decision::Skip(SkipReason::InvalidMetadata(reason)) => {
-            log::warn!("alpn-filter: cluster {}: ALPN left alone, invalid metadata: {reason}", cluster_label());
-        }
-        Decision::Skip(reason) => {
-            log::debug!("alpn-filter: cluster {}: ALPN left alone: {reason:?}", cluster_label());
-        }
-    }
+    alpn_decision::apply::apply(&decision, &shared.counters, cluster_label);
 }

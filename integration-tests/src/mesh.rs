@@ -102,6 +102,22 @@ fn common_vars(dir: &Path, pki: &Pki, plugin_config: &str, http_config: &str) ->
     ])
 }
 
+/// The HTTP exchange client's configuration with alpn-filter's rule built
+/// in (`alpn`: the given alpn-filter configuration, but its refresh period,
+/// which the built-in rule takes from the exchange's).
+pub fn with_alpn(http_client_config: &str, alpn_config: &str) -> String {
+    let mut config: serde_json::Value =
+        serde_json::from_str(http_client_config).expect("HTTP exchange configuration is JSON");
+    let mut alpn: serde_json::Value = serde_json::from_str(alpn_config).expect("alpn-filter configuration is JSON");
+    if let Some(fields) = alpn.as_object_mut() {
+        fields.remove("cluster_metadata_refresh_ms");
+    }
+    if let Some(fields) = config.as_object_mut() {
+        fields.insert("alpn".into(), alpn);
+    }
+    config.to_string()
+}
+
 /// Values of the server template.
 pub fn server_vars(dir: &Path, pki: &Pki, backends: &Backends, options: &MeshOptions) -> BTreeMap<String, String> {
     let mut v = common_vars(dir, pki, &options.server_exchange_config, &options.server_http_exchange_config);
@@ -130,6 +146,7 @@ pub fn client_vars(
     v.extend(vars(&[
         ("ALPN_WASM", paths::alpn_filter_wasm().display().to_string()),
         ("ALPN_CONFIG", options.alpn_config.to_string()),
+        ("PEER_EXCHANGE_HTTP_ALPN_CONFIG", with_alpn(&options.client_http_exchange_config, &options.alpn_config)),
         ("HTTP_PORT", "0".into()),
         ("HTTP_EXCHANGE_PORT", "0".into()),
         ("HTTP_BACKEND_HOST", backends.http.ip().to_string()),

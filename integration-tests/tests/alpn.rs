@@ -363,3 +363,42 @@ async fn a_cluster_metadata_change_by_xds_applies_within_the_refresh_period() {
     assert!(envoy.log().contains("cluster dynamic: HTTP11 (Default) -> HTTP11 -> ALPN istio-http/1.1,istio,http/1.1"));
     eprintln!("the new metadata applied {refused_after:?} after Envoy took the update (refresh {REFRESH_MS} ms)");
 }
+
+/// The exchange's HTTP client with alpn-filter's rule built in (`alpn`):
+/// one wasm filter on the listener instead of two, the same lists, the same
+/// counters (`wasmcustom.alpn_filter.*`), and the exchange still done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_exchange_client_applies_the_alpn_rule_in_one_filter() {
+    let mesh = Mesh::start();
+    let app = mesh.target.client_listener("outbound_http_exchange_alpn_builtin");
+    let cases: [(&str, bool, Served); 5] = [
+        ("/use-downstream/v11", false, H11),
+        ("/use-downstream/v2", true, H2),
+        ("/h2-cluster/v11", false, H2),
+        ("/h2-cluster/v2", true, H2),
+        // The benchmark's route: its cluster's SNI picks a chain of its own.
+        ("/default", false, ("inbound-http11-quiet-log", "HTTP/1.1")),
+    ];
+    for (path, h2, expected) in cases {
+        let response = if h2 { h2c_get(app, path).await } else { http1_get(app, "1.1", path).await };
+        assert_eq!(served_by(&response), (expected.0.to_string(), expected.1.to_string()), "{path}");
+    }
+    // The opt-out cluster keeps its own ALPN (the non-mesh h2 server accepts it).
+    assert_eq!(http1_get(app, "1.1", "/optout/x").await.status, 200);
+    assert_eq!(counter(&mesh, Counter::OverrideHttp11), 2);
+    assert_eq!(counter(&mesh, Counter::OverrideHttp2), 3);
+    assert_eq!(counter(&mesh, Counter::SkippedOptOut), 1);
+    // The exchange happened on every request to a cluster marked as a mesh
+    // upstream (h2-cluster and the default; use-downstream is unmarked), in
+    // the same filter.
+    use peer_exchange_filter::config::Role;
+    use peer_exchange_filter::http::HttpCounter;
+    let exchanged = |c| stats::http_exchange(&mesh.client, Role::Client, c);
+    assert_eq!(exchanged(HttpCounter::MetadataReceived), 3, "the server answered every mesh request");
+    assert_eq!(exchanged(HttpCounter::SkippedNotMesh), 3, "use-downstream twice, the opt-out cluster");
+    // (The benchmark's chain prints no peer.)
+    let server_log = mesh.target.wait_access_log(SERVER_HTTP_LOG, 5, LOG_WAIT);
+    for line in server_log.iter().filter(|l| l["path"].as_str().is_some_and(|p| p.starts_with("/h2-cluster/"))) {
+        integration_tests::workloads::CLIENT.assert_is(&line["downstream_peer"], &format!("server log {line}"));
+    }
+}

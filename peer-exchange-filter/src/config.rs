@@ -44,6 +44,8 @@ use wasm_host::json::{self, Fields, Json};
 /// A configuration error: the field and the reason (shared with alpn-filter).
 pub use wasm_host::ConfigError;
 
+use alpn_decision::config::AlpnConfig;
+
 use crate::identity::IdentityCheck;
 use crate::workload::{LABELS_FIELD, WORKLOAD_FIELDS};
 
@@ -215,6 +217,10 @@ pub struct Config {
     /// requests) or `downstream_propagation` (server, on responses).
     /// Default: `istio_headers`.
     pub propagation: Vec<Method>,
+    /// HTTP client: alpn-filter's rule applied in this filter (`alpn`:
+    /// alpn-filter's plugin configuration), so a client that needs both
+    /// pays one wasm filter per request, not two.
+    pub alpn: Option<AlpnConfig>,
 }
 
 /// `upstream` / `downstream`: `peer_identity_prefix`, and (upstream only)
@@ -343,6 +349,21 @@ impl Config {
             }
         };
         let (discovery, propagation) = (methods(true)?, methods(false)?);
+        let alpn = match (raw.take("alpn"), role, transport) {
+            (None, _, _) => None,
+            (Some(value), Role::Client, Transport::Http) => {
+                // One refresh for both rules: the exchange's.
+                if matches!(&value, Json::Object(entries) if entries.iter().any(|(k, _)| k == "cluster_metadata_refresh_ms"))
+                {
+                    return Err(err(
+                        "alpn.cluster_metadata_refresh_ms",
+                        "set upstream.cluster_metadata_refresh_ms instead: the built-in ALPN rule follows it",
+                    ));
+                }
+                Some(AlpnConfig::from_json(value, "alpn")?)
+            }
+            (Some(_), _, _) => return Err(err("alpn", "only applies to the HTTP exchange's role \"client\"")),
+        };
         let upstream = raw.take("upstream").map(|v| RawSide::read(v, "upstream", true)).transpose()?;
         let downstream = raw.take("downstream").map(|v| RawSide::read(v, "downstream", false)).transpose()?;
         raw.finish()?;
@@ -370,6 +391,10 @@ impl Config {
             Role::Client => refresh.unwrap_or(clusters::DEFAULT_REFRESH_MS),
             Role::Server => 0,
         };
+        let alpn = alpn.map(|mut alpn| {
+            alpn.cluster_metadata_refresh_ms = cluster_metadata_refresh_ms;
+            alpn
+        });
         let peer_identity_prefix = prefix.unwrap_or_else(|| DEFAULT_PEER_IDENTITY_PREFIX.to_string());
         Ok(Config {
             transport,
@@ -387,6 +412,7 @@ impl Config {
             cluster_metadata_refresh_ms,
             discovery,
             propagation,
+            alpn,
         })
     }
 

@@ -5,6 +5,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
+use alpn_decision::decision::{Counter as AlpnCounter, Decider, RequestFacts};
 use wasm_host::clusters::ByCluster;
 use wasm_host::markers::{Marker, Reports};
 use wasm_host::plugin::Action;
@@ -34,10 +35,57 @@ pub(crate) struct HttpShared {
     clusters: RefCell<ByCluster<ClientVerdict>>,
     /// Client: cluster metadata already checked for misplaced markers.
     reports: RefCell<Reports>,
+    /// Client with `alpn`: alpn-filter's rule, run here, and its counters.
+    alpn: Option<(RefCell<Decider>, Counters)>,
 }
 
-/// The cluster metadata markers the client reads.
+/// The cluster metadata markers the client reads (with `alpn`, alpn-filter's too).
 const MARKERS: [Marker; 3] = [Marker::PeerExchange, Marker::DisableMx, Marker::External];
+const MARKERS_WITH_ALPN: [Marker; 5] =
+    [Marker::PeerExchange, Marker::DisableMx, Marker::External, Marker::AlpnOverride, Marker::Alpn];
+
+/// The route's cluster, each fact read from Envoy at most once per request
+/// and only when a rule asks: the exchange's verdict and the ALPN rule share
+/// the reads.
+struct RouteCluster<'a> {
+    shared: &'a HttpShared,
+    name: Option<Option<String>>,
+    metadata: Option<Option<Vec<u8>>>,
+}
+
+impl RouteCluster<'_> {
+    fn name(&mut self) -> Option<String> {
+        self.name.get_or_insert_with(|| wasm_host::get_property_string(&["xds", "cluster_name"]).ok().flatten()).clone()
+    }
+
+    fn metadata(&mut self) -> Option<Vec<u8>> {
+        let shared = self.shared;
+        let markers: &[Marker] = if shared.alpn.is_some() { &MARKERS_WITH_ALPN } else { &MARKERS };
+        self.metadata
+            .get_or_insert_with(|| {
+                wasm_host::read_cluster_metadata("peer-exchange-filter", &shared.reports, markers, || {
+                    shared.count(HttpCounter::MisplacedMetadata)
+                })
+            })
+            .clone()
+    }
+}
+
+/// The ALPN rule's questions, answered from the same reads.
+impl RequestFacts for RouteCluster<'_> {
+    fn cluster_metadata(&mut self) -> Option<Vec<u8>> {
+        if let Some((_, counters)) = &self.shared.alpn {
+            counters.inc(AlpnCounter::ClusterMetadataRead.index());
+        }
+        self.metadata()
+    }
+    fn cluster_name(&mut self) -> Option<String> {
+        self.name()
+    }
+    fn request_protocol(&mut self) -> Option<String> {
+        wasm_host::get_property_string(&["request", "protocol"]).ok().flatten()
+    }
+}
 
 impl HttpShared {
     pub(crate) fn new(config: Config, workload: &Workload, node_id: String) -> HttpShared {
@@ -51,6 +99,10 @@ impl HttpShared {
             verdicts: RefCell::new(ClientVerdicts::new(config.istio_service_clusters)),
             clusters: RefCell::new(ByCluster::new(config.cluster_metadata_refresh_ms)),
             reports: RefCell::default(),
+            alpn: config
+                .alpn
+                .clone()
+                .map(|alpn| (RefCell::new(Decider::new(alpn)), alpn_decision::apply::define_counters())),
             config,
         }
     }
@@ -60,21 +112,37 @@ impl HttpShared {
         if let Ok(mut clusters) = self.clusters.try_borrow_mut() {
             clusters.refresh();
         }
+        if let Some(Ok(mut decider)) = self.alpn.as_ref().map(|(decider, _)| decider.try_borrow_mut()) {
+            decider.refresh();
+        }
     }
 
     /// The route cluster's verdict: remembered by its name, or from its metadata.
-    fn client_verdict(&self) -> ClientVerdict {
-        wasm_host::by_cluster(&self.clusters, || {
-            self.count(HttpCounter::ClusterMetadataRead);
-            let metadata = wasm_host::read_cluster_metadata("peer-exchange-filter", &self.reports, &MARKERS, || {
-                self.count(HttpCounter::MisplacedMetadata)
-            })
-            .unwrap_or_default();
-            match self.verdicts.try_borrow_mut() {
-                Ok(mut verdicts) => verdicts.verdict(&metadata),
-                Err(_) => ClientVerdict::NotMarkedAsMesh,
-            }
-        })
+    fn client_verdict(&self, route: &mut RouteCluster<'_>) -> ClientVerdict {
+        let remembered = self.clusters.try_borrow().is_ok_and(|c| c.enabled());
+        let name = if remembered { route.name() } else { None };
+        if let Some(known) = name.as_ref().and_then(|n| self.clusters.try_borrow().ok()?.get(n)) {
+            return known;
+        }
+        self.count(HttpCounter::ClusterMetadataRead);
+        let metadata = route.metadata().unwrap_or_default();
+        let verdict = match self.verdicts.try_borrow_mut() {
+            Ok(mut verdicts) => verdicts.verdict(&metadata),
+            Err(_) => ClientVerdict::NotMarkedAsMesh,
+        };
+        if let (Some(name), Ok(mut clusters)) = (name, self.clusters.try_borrow_mut()) {
+            clusters.insert(name, verdict);
+        }
+        verdict
+    }
+
+    /// alpn-filter's rule for this request, when configured (`alpn`).
+    fn apply_alpn(&self, route: &mut RouteCluster<'_>) {
+        let Some((decider, counters)) = &self.alpn else { return };
+        let Ok(mut decider) = decider.try_borrow_mut() else { return };
+        let decision = decider.decide(route);
+        drop(decider);
+        alpn_decision::apply::apply(&decision, counters, || route.name().unwrap_or_else(|| "-".into()));
     }
 
     fn count(&self, counter: HttpCounter) {
@@ -152,7 +220,10 @@ impl HttpPeer {
         if let Some(pairs) = &pairs {
             self.remove_untrusted(HeaderMap::RequestHeaders, pairs, "the app");
         }
-        let verdict = self.shared.client_verdict();
+        let shared = Rc::clone(&self.shared);
+        let mut route = RouteCluster { shared: &shared, name: None, metadata: None };
+        shared.apply_alpn(&mut route);
+        let verdict = shared.client_verdict(&mut route);
         if let Some(counter) = verdict.counter() {
             self.shared.count(counter);
             log::debug!("peer-exchange-filter: request {}: upstream not sent our metadata: {verdict}", self.context_id);

@@ -519,6 +519,7 @@ async fn main() {
             (Variants::label(&variants.alpn, "empty wasm filter (floor)"), "outbound_http_empty_wasm", 0),
             ("alpn-filter", "outbound_http", 0),
             quiet_exchange,
+            ("HTTP exchange with alpn built in, one filter", "outbound_http_exchange_alpn_builtin", 0),
             ("alpn + HTTP exchange, shipped logs", "outbound_http_exchange", 0),
         ],
     };
@@ -528,7 +529,8 @@ async fn main() {
             (
                 "HTTP exchange",
                 "its cost = the rows' Δ over the alpn-filter row (the server runs the exchange on every row: \
-                 without headers on the first four)"
+                 without headers on the first four); targets: client ≤ +12 µs, server ≤ +8 µs, \
+                 req/s ratio ≥ 0.85 at 32 connections"
                     .to_string(),
             ),
         ]

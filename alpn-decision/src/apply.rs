@@ -1,0 +1,49 @@
+//! Hands a [`Decision`] to Envoy: its counters, the one hostcall that sets
+//! the upstream ALPN list, and its log line — the same for alpn-filter and
+//! for the exchange's HTTP client running the rule in its own filter.
+
+use wasm_host::Counters;
+
+use crate::decision::{Counter, Decision, SkipReason};
+
+/// Envoy's filter-state object that replaces the upstream TLS ALPN list.
+pub const APPLICATION_PROTOCOLS: &str = "envoy.network.application_protocols";
+
+/// The name alpn-filter's log lines start with, whichever filter runs it.
+const FILTER: &str = "alpn-filter";
+
+/// Counts `decision` in `counters` (alpn-filter's [`Counter`] table) and, for
+/// an override, sets the request's upstream ALPN list. `cluster` names the
+/// route's cluster in log lines; it is asked only when a line is written.
+pub fn apply(decision: &Decision, counters: &Counters, mut cluster: impl FnMut() -> String) {
+    for counter in decision.counters() {
+        counters.inc(counter.index());
+    }
+    match decision {
+        Decision::Override { protocol, alpn, source, policy } => {
+            let value = alpn.envoy_value();
+            if let Err(e) = wasm_host::set_envoy_filter_state(APPLICATION_PROTOCOLS, value) {
+                counters.inc(Counter::OverrideFailed.index());
+                log::warn!("{FILTER}: cluster {}: cannot set upstream ALPN: {e}", cluster());
+            } else {
+                log::debug!(
+                    "{FILTER}: cluster {}: {} ({:?}) -> {protocol} -> ALPN {value} (list from {source:?})",
+                    cluster(),
+                    policy.0,
+                    policy.1
+                );
+            }
+        }
+        Decision::Skip(SkipReason::InvalidMetadata(reason)) => {
+            log::warn!("{FILTER}: cluster {}: ALPN left alone, invalid metadata: {reason}", cluster());
+        }
+        Decision::Skip(reason) => {
+            log::debug!("{FILTER}: cluster {}: ALPN left alone: {reason:?}", cluster());
+        }
+    }
+}
+
+/// alpn-filter's counters, defined in the calling plugin's VM.
+pub fn define_counters() -> Counters {
+    Counters::define(Counter::PREFIX, Counter::ALL.iter().map(|c| c.name()))
+}
