@@ -146,12 +146,15 @@ pub struct Deployment {
     server_xds: PathBuf,
     log_dir: PathBuf,
     pub generation: u64,
+    /// False: only the baseline listeners, chains and clusters (the same
+    /// updates with no plugin at all, to tell Envoy's own memory from ours).
+    with_filters: bool,
     _backends: Backends,
     _dir: tempfile::TempDir,
 }
 
 impl Deployment {
-    pub fn start() -> Deployment {
+    pub fn start(with_filters: bool) -> Deployment {
         let dir = tempfile::Builder::new().prefix("reconfig-").tempdir().expect("temp dir");
         let pki = Pki::generate(&dir.path().join("certs"));
         let backends = Backends::start(&pki);
@@ -177,7 +180,7 @@ impl Deployment {
         .into_iter()
         .collect();
         let mut deployment_files = |generation: u64| {
-            files(&mut vars, generation, &client_xds, &server_xds);
+            files(&mut vars, generation, &client_xds, &server_xds, with_filters);
         };
         deployment_files(1);
         let launch = |name: &'static str, file: &str, xds: &Path| {
@@ -201,6 +204,7 @@ impl Deployment {
             server_xds,
             log_dir,
             generation: 1,
+            with_filters,
             _backends: backends,
             _dir: dir,
         }
@@ -214,7 +218,7 @@ impl Deployment {
     /// taken them (their LDS/CDS update counters).
     pub fn update(&mut self) {
         self.generation += 1;
-        files(&mut self.vars, self.generation, &self.client_xds, &self.server_xds);
+        files(&mut self.vars, self.generation, &self.client_xds, &self.server_xds, self.with_filters);
         // The first load counts as one update.
         let want = self.generation;
         for (envoy, counters) in [
@@ -242,6 +246,9 @@ impl Deployment {
     /// the generation and which reached the server's chain of the
     /// generation (by the list alpn-filter read from the cluster's metadata).
     pub async fn assert_in_effect(&self) {
+        if !self.with_filters {
+            return; // nothing to probe through; update() saw both Envoys take it
+        }
         let generation = self.generation.to_string();
         let label = |line: &serde_json::Value| -> Option<String> {
             let peer: serde_json::Value = serde_json::from_str(line["peer"].as_str()?).ok()?;
@@ -295,8 +302,31 @@ impl Deployment {
     }
 }
 
+/// Only the baseline's resources of a rendered xDS file: the `*_baseline`
+/// listeners and clusters, and the server listener's `baseline-*` chains.
+fn baseline_only(rendered: &str) -> String {
+    let mut file: serde_yaml::Value = serde_yaml::from_str(rendered).expect("rendered xDS is YAML");
+    let baseline = |v: &serde_yaml::Value| serde_yaml::to_string(v).unwrap_or_default().contains("baseline");
+    if let Some(resources) = file["resources"].as_sequence_mut() {
+        resources.retain(|r| r["name"].as_str().is_some_and(|n| n.ends_with("_baseline")) || r["name"] == "inbound");
+        for resource in resources.iter_mut().filter(|r| r["name"] == "inbound") {
+            if let Some(chains) = resource["filter_chains"].as_sequence_mut() {
+                chains.retain(|c| baseline(&c["filter_chain_match"]));
+            }
+        }
+    }
+    serde_yaml::to_string(&file).expect("xDS as YAML")
+}
+
 /// Renders generation `generation` of the xDS files.
-fn files(vars: &mut BTreeMap<String, String>, generation: u64, client_xds: &Path, server_xds: &Path) {
+fn files(
+    vars: &mut BTreeMap<String, String>,
+    generation: u64,
+    client_xds: &Path,
+    server_xds: &Path,
+    with_filters: bool,
+) {
+    let keep = |rendered: String| if with_filters { rendered } else { baseline_only(&rendered) };
     let config = |role: &str| {
         format!(
             r#"{{"role":"{role}","peer_json":true,"additional_labels":["generation"],"metadata":{{"LABELS":{{"generation":"{generation}"}}}}}}"#
@@ -308,9 +338,9 @@ fn files(vars: &mut BTreeMap<String, String>, generation: u64, client_xds: &Path
     for (side, xds) in [("server", server_xds), ("client", client_xds)] {
         vars.insert("TCP_CONFIG".into(), config(side));
         vars.insert("HTTP_CONFIG".into(), config(side));
-        replace(xds, "lds.yaml", &render(&template(&format!("{side}-lds.yaml")), vars).expect("render LDS"));
+        replace(xds, "lds.yaml", &keep(render(&template(&format!("{side}-lds.yaml")), vars).expect("render LDS")));
     }
-    replace(client_xds, "cds.yaml", &render(&template("client-cds.yaml"), vars).expect("render CDS"));
+    replace(client_xds, "cds.yaml", &keep(render(&template("client-cds.yaml"), vars).expect("render CDS")));
 }
 
 async fn step<T>(f: impl std::future::Future<Output = std::io::Result<T>>) -> std::io::Result<T> {
@@ -407,9 +437,10 @@ async fn tcp_traffic(addr: SocketAddr, stop: Arc<AtomicBool>, tally: Arc<Tally>)
 }
 
 /// Runs `updates` updates (each checked in effect) under traffic with
-/// `concurrency` tasks per kind and listener, `pause` between updates.
-pub async fn run(updates: u64, concurrency: usize, pause: Duration, progress: bool) -> Report {
-    let mut deployment = Deployment::start();
+/// `concurrency` tasks per kind and listener, `pause` between updates;
+/// `with_filters: false` runs the baseline alone.
+pub async fn run(updates: u64, concurrency: usize, pause: Duration, progress: bool, with_filters: bool) -> Report {
+    let mut deployment = Deployment::start(with_filters);
     deployment.assert_in_effect().await;
     let stop = Arc::new(AtomicBool::new(false));
     let mut tallies: BTreeMap<(Kind, bool), Arc<Tally>> = BTreeMap::new();
@@ -423,6 +454,9 @@ pub async fn run(updates: u64, concurrency: usize, pause: Duration, progress: bo
         (Kind::Tcp, false, "TCP_BASELINE_PORT"),
     ] {
         let tally = tallies.entry((kind, ours)).or_default().clone();
+        if ours && !with_filters {
+            continue;
+        }
         let addr = deployment.addr(port);
         for _ in 0..concurrency {
             let (stop, tally) = (stop.clone(), tally.clone());

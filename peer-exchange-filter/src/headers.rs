@@ -130,7 +130,7 @@ pub fn decode_base64(text: &[u8]) -> Option<Vec<u8>> {
     let complete = match padding {
         0 => unpadded.len() % 4 != 1,
         // "x=" or "xy==" closes a 4-symbol group exactly.
-        _ => text.len().is_multiple_of(4) && unpadded.len() % 4 == 4 - padding,
+        _ => text.len() % 4 == 0 && unpadded.len() % 4 == 4 - padding,
     };
     if !complete {
         return None;
