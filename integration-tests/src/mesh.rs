@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::backends::Backends;
 use crate::envoy::{Envoy, Launch};
@@ -104,18 +105,20 @@ fn common_vars(dir: &Path, pki: &Pki, plugin_config: &str, http_config: &str) ->
 
 /// The HTTP exchange client's configuration with alpn-filter's rule built
 /// in (`alpn`: the given alpn-filter configuration, but its refresh period,
-/// which the built-in rule takes from the exchange's).
+/// which the built-in rule takes from the exchange's). A configuration that
+/// is not a JSON object is returned as is: the tests of refused
+/// configurations pass such text on purpose.
 pub fn with_alpn(http_client_config: &str, alpn_config: &str) -> String {
-    let mut config: serde_json::Value =
-        serde_json::from_str(http_client_config).expect("HTTP exchange configuration is JSON");
-    let mut alpn: serde_json::Value = serde_json::from_str(alpn_config).expect("alpn-filter configuration is JSON");
-    if let Some(fields) = alpn.as_object_mut() {
-        fields.remove("cluster_metadata_refresh_ms");
-    }
-    if let Some(fields) = config.as_object_mut() {
-        fields.insert("alpn".into(), alpn);
-    }
-    config.to_string()
+    let Ok(serde_json::Value::Object(mut config)) = serde_json::from_str(http_client_config) else {
+        return http_client_config.to_string();
+    };
+    let mut alpn = match serde_json::from_str(alpn_config) {
+        Ok(serde_json::Value::Object(fields)) => fields,
+        _ => serde_json::Map::new(),
+    };
+    alpn.remove("cluster_metadata_refresh_ms");
+    config.insert("alpn".into(), serde_json::Value::Object(alpn));
+    serde_json::Value::Object(config).to_string()
 }
 
 /// Values of the server template.
@@ -202,6 +205,20 @@ impl Mesh {
 
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+}
+
+/// `MESH_TARGET=external`: the deployment the `MESH_*` variables describe
+/// (see [`crate::target`]); else a fresh local mesh, kept running as long as
+/// the returned target.
+pub fn target_from_env() -> Target {
+    match std::env::var("MESH_TARGET").as_deref() {
+        Ok("external") => Target::from_variables(),
+        Ok("local") | Err(_) => {
+            let mesh = Arc::new(Mesh::start());
+            mesh.target.clone().keeping(mesh.clone())
+        }
+        Ok(other) => panic!("MESH_TARGET must be 'external' or 'local', not {other:?}"),
     }
 }
 

@@ -302,13 +302,13 @@ impl Deployment {
     }
 }
 
-/// Only the baseline's resources of a rendered xDS file: the `*_baseline`
-/// listeners and clusters, and the server listener's `baseline-*` chains.
+/// Only the baseline's resources of a rendered xDS file: the listeners and
+/// clusters named `*baseline*`, and the server listener's `baseline-*` chains.
 fn baseline_only(rendered: &str) -> String {
     let mut file: serde_yaml::Value = serde_yaml::from_str(rendered).expect("rendered xDS is YAML");
     let baseline = |v: &serde_yaml::Value| serde_yaml::to_string(v).unwrap_or_default().contains("baseline");
     if let Some(resources) = file["resources"].as_sequence_mut() {
-        resources.retain(|r| r["name"].as_str().is_some_and(|n| n.ends_with("_baseline")) || r["name"] == "inbound");
+        resources.retain(|r| r["name"].as_str().is_some_and(|n| n.contains("baseline")) || r["name"] == "inbound");
         for resource in resources.iter_mut().filter(|r| r["name"] == "inbound") {
             if let Some(chains) = resource["filter_chains"].as_sequence_mut() {
                 chains.retain(|c| baseline(&c["filter_chain_match"]));

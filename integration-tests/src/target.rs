@@ -1,5 +1,5 @@
 //! How a test reaches a deployment — the only way: one this harness starts
-//! ([`Mesh`] carries its `Target`), or one already running elsewhere
+//! (`Mesh` carries its `Target`), or one already running elsewhere
 //! (external, e.g. `docker compose up`), described by environment variables:
 //!
 //! | variable | meaning |
@@ -19,7 +19,6 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use crate::envoy::Admin;
-use crate::mesh::Mesh;
 use crate::pki::{server_name, Pki};
 
 /// A deployment's addresses, certificates and logs.
@@ -31,8 +30,9 @@ pub struct Target {
     server_host: String,
     pub pki: Pki,
     log_dir: PathBuf,
-    /// The deployment [`Target::from_env`] started, stopped on drop.
-    _started: Option<std::sync::Arc<Mesh>>,
+    /// A deployment this target keeps running (the one
+    /// [`crate::mesh::target_from_env`] started), stopped on its last drop.
+    _started: Option<std::sync::Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 fn required(var: &str) -> String {
@@ -53,22 +53,15 @@ fn host_of(host_port: &str) -> String {
 }
 
 impl Target {
-    /// `MESH_TARGET=external`: the deployment the variables describe; else a
-    /// fresh local one, kept running as long as the returned target.
-    pub fn from_env() -> Target {
-        match std::env::var("MESH_TARGET").as_deref() {
-            Ok("external") => Self::external(
-                &required("MESH_CLIENT_ADMIN"),
-                &required("MESH_SERVER_ADMIN"),
-                Path::new(&required("MESH_CERT_DIR")),
-                Path::new(&required("MESH_LOG_DIR")),
-            ),
-            Ok("local") | Err(_) => {
-                let mesh = std::sync::Arc::new(Mesh::start());
-                Target { _started: Some(mesh.clone()), ..mesh.target.clone() }
-            }
-            Ok(other) => panic!("MESH_TARGET must be 'external' or 'local', not {other:?}"),
-        }
+    /// The deployment `MESH_TARGET=external` describes, from the `MESH_*`
+    /// variables (see the module docs).
+    pub fn from_variables() -> Target {
+        Self::external(
+            &required("MESH_CLIENT_ADMIN"),
+            &required("MESH_SERVER_ADMIN"),
+            Path::new(&required("MESH_CERT_DIR")),
+            Path::new(&required("MESH_LOG_DIR")),
+        )
     }
 
     pub fn external(client_admin: &str, server_admin: &str, cert_dir: &Path, log_dir: &Path) -> Target {
@@ -86,6 +79,11 @@ impl Target {
             log_dir: log_dir.to_path_buf(),
             _started: None,
         }
+    }
+
+    /// This target, keeping `deployment` running as long as it lives.
+    pub(crate) fn keeping(self, deployment: std::sync::Arc<dyn std::any::Any + Send + Sync>) -> Target {
+        Target { _started: Some(deployment), ..self }
     }
 
     /// The target of Envoys this harness started on loopback.

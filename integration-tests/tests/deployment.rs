@@ -11,7 +11,7 @@ use integration_tests::target::Target;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deployment_passes_the_end_to_end_checks() {
-    let target = Target::from_env();
+    let target = integration_tests::mesh::target_from_env();
     checks::all(&target).await;
 }
 

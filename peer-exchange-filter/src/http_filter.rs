@@ -13,11 +13,11 @@ use wasm_host::{Counters, HeaderMap, HeaderPairs};
 
 use crate::baggage::{self, BAGGAGE_HEADER};
 use crate::config::{Config, Method, Role};
-use crate::filter::{mark_peer_not_found, store_endpoint_peer, store_peer};
 use crate::headers::{encode_metadata_header, PeerHeaders, ID_HEADER, METADATA_HEADER};
 use crate::http::{is_mesh_identity, receive, receive_baggage, BaggageReceived, ClientVerdict, ClientVerdicts};
 use crate::http::{HttpCounter, Received};
 use crate::peers::{with_decoder, PeerDecoder, StoredPeer};
+use crate::stored::{mark_peer_not_found, store_endpoint_peer, store_peer};
 use crate::workload::{endpoint_workload, EndpointWorkload, Workload};
 
 /// The header form's per-VM state.

@@ -10,8 +10,9 @@
 //! [`participation`] (who takes part), [`deadlines`] (the exchange timeout),
 //! [`config`]; the HTTP form: [`headers`] (header values), [`baggage`]
 //! (Istio's W3C baggage form), [`http`] (who gets what, which peers are
-//! believed). `filter` and `http_filter` are the thin proxy-wasm layer
-//! (wasm32 only).
+//! believed). The thin proxy-wasm layer (wasm32 only): `plugin` (the
+//! entry points, choosing the form by root id) over `tcp_filter` and
+//! `http_filter`, which both write the peer through `stored`.
 
 pub mod baggage;
 pub mod codec;
@@ -29,6 +30,10 @@ pub mod simulate;
 pub mod workload;
 
 #[cfg(target_arch = "wasm32")]
-mod filter;
-#[cfg(target_arch = "wasm32")]
 mod http_filter;
+#[cfg(target_arch = "wasm32")]
+mod plugin;
+#[cfg(target_arch = "wasm32")]
+mod stored;
+#[cfg(target_arch = "wasm32")]
+mod tcp_filter;

@@ -12,7 +12,10 @@
 use std::collections::HashMap;
 
 use crate::json::Json;
-use crate::ConfigError;
+use crate::markers::{self, Marker};
+use crate::properties::{get_property, get_property_string};
+use crate::streams::set_tick_period_millis;
+use crate::{ConfigError, HostResult};
 
 /// The refresh period both filters default to: one second, well under the
 /// seconds a mesh-wide xDS push takes to reach every sidecar, and one
@@ -94,6 +97,65 @@ impl<V: Clone> ByCluster<V> {
     pub fn is_empty(&self) -> bool {
         self.answers.is_empty()
     }
+}
+
+/// `answer` for the current stream's cluster, remembered by the cluster's
+/// name in `clusters` (see the module docs). With remembering off, or no
+/// readable name, `answer` runs and no name is read (or kept).
+pub fn by_cluster<V: Clone>(clusters: &std::cell::RefCell<ByCluster<V>>, answer: impl FnOnce() -> V) -> V {
+    let enabled = clusters.try_borrow().is_ok_and(|c| c.enabled());
+    if !enabled {
+        return answer();
+    }
+    let Ok(Some(name)) = get_property_string(&["xds", "cluster_name"]) else {
+        return answer();
+    };
+    if let Some(known) = clusters.try_borrow().ok().and_then(|c| c.get(&name)) {
+        return known;
+    }
+    // Not borrowed while `answer` makes its hostcalls.
+    let value = answer();
+    if let Ok(mut clusters) = clusters.try_borrow_mut() {
+        clusters.insert(name, value.clone());
+    }
+    value
+}
+
+/// Reads the stream's cluster metadata (`xds.cluster_metadata`; `None`
+/// when Envoy has none) and reports a marker written where `filter` does
+/// not read it (see [`crate::markers`]): a warning naming the cluster and one
+/// call of `count`, once per distinct metadata.
+pub fn read_cluster_metadata(
+    filter: &str,
+    reports: &std::cell::RefCell<markers::Reports>,
+    markers: &[Marker],
+    count: impl Fn(),
+) -> Option<Vec<u8>> {
+    let metadata = get_property(&["xds", "cluster_metadata"]).unwrap_or_else(|e| {
+        log::warn!("{filter}: cannot read xds.cluster_metadata: {e}");
+        None
+    })?;
+    let misplaced = reports.try_borrow_mut().map(|mut r| r.first_time(&metadata, markers)).unwrap_or_default();
+    if !misplaced.is_empty() {
+        let cluster = get_property_string(&["xds", "cluster_name"]).ok().flatten().unwrap_or_default();
+        for found in &misplaced {
+            log::warn!("{filter}: cluster {cluster}: {found}");
+        }
+        count();
+    }
+    Some(metadata)
+}
+
+/// Starts the root timer that empties a [`ByCluster`] every
+/// `refresh_ms` (the plugin calls [`ByCluster::refresh`] from
+/// its tick); nothing to start for 0. A plugin whose timer Envoy refuses
+/// should refuse its configuration: a remembered cluster would never be
+/// read again.
+pub fn start_cluster_refresh(refresh_ms: u32) -> HostResult<()> {
+    if refresh_ms == 0 {
+        return Ok(());
+    }
+    set_tick_period_millis(refresh_ms)
 }
 
 #[cfg(test)]

@@ -7,7 +7,8 @@
 use proto::core::BuildVersion;
 use proto::prost::Message;
 
-use crate::{call_foreign_function, get_property, HostError};
+use crate::properties::{call_foreign_function, get_property};
+use crate::HostError;
 
 /// The Envoys the filters are tested on (the test command runs the whole
 /// end-to-end suite on each).

@@ -17,7 +17,6 @@ use integration_tests::backends::{BackendPorts, Backends};
 use integration_tests::checks;
 use integration_tests::mesh::Mesh;
 use integration_tests::pki::Pki;
-use integration_tests::target::Target;
 
 fn usage() -> ! {
     eprintln!("usage: mesh certs <dir> | mesh backends <cert-dir> [host] | mesh up <env-file> | mesh check");
@@ -37,7 +36,7 @@ fn main() {
                 .enable_all()
                 .build()
                 .expect("tokio runtime");
-            runtime.block_on(checks::all(&Target::from_env()));
+            runtime.block_on(checks::all(&integration_tests::mesh::target_from_env()));
             println!("all deployment checks passed");
         }
         ["backends", cert_dir, rest @ ..] => {

@@ -1,45 +1,26 @@
-//! The proxy-wasm layer: builds our prefix once per VM, runs one
-//! [`Exchange`] per connection, and carries out its steps with hostcalls.
-//! A plugin whose root id is [`crate::config::HTTP_ROOT_ID`] runs the header form instead
-//! ([`crate::http_filter`]).
+//! The proxy-wasm layer of the TCP form: builds our prefix once per VM,
+//! runs one [`Exchange`] per connection, and carries out its steps with
+//! hostcalls.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use proto::prost::Message;
 use wasm_host::clusters::ByCluster;
 use wasm_host::markers::{Marker, Reports};
-use wasm_host::plugin::{Action, Plugin, Stream};
-use wasm_host::{Counters, Direction, PropertyType, Span};
+use wasm_host::plugin::Action;
+use wasm_host::{Counters, Direction};
 
 use crate::codec::encode_frame;
-use crate::config::{Config, Role, Transport};
+use crate::config::{Config, Role};
 use crate::deadlines::Deadlines;
 use crate::exchange::{Counter, Event, Exchange, Outcome, Rejected, Step};
-use crate::http_filter::{HttpPeer, HttpShared};
-use crate::identity::{mark_not_checked, IdentityCheck};
 use crate::metadata::encode_payload;
 use crate::participation::{client_verdict, cluster_enabled, server_verdict, UpstreamFacts, Verdict};
-use crate::peers::{with_decoder, PeerDecoder, StoredPeer};
-use crate::workload::{
-    endpoint_workload, EndpointWorkload, Locality, NodeMetadata, PeerSource, Workload, SOURCE_LABELS, WORKLOAD_FIELDS,
-};
+use crate::peers::{with_decoder, PeerDecoder};
+use crate::stored::{mark_peer_not_found, store_endpoint_peer, store_peer};
+use crate::workload::{endpoint_workload, EndpointWorkload, Workload};
 
-/// Filter-state key of the "peer not found" marker (`wasm.peer_not_found`).
-pub(crate) const PEER_NOT_FOUND_KEY: &str = "peer_not_found";
-/// Istio's sentinel peer id when the peer is decidedly unknown.
-const PEER_UNKNOWN_ID: &str = "envoy.wasm.metadata_exchange.peer_unknown";
-
-// Our own entry points, not the SDK's: Envoy enters the VM only for these
-// callbacks (see `wasm_host::plugin`). A connection is entered at creation,
-// per data chunk and at deletion (Envoy deletes a connection's context right
-// after its downstream close, so a close callback would be one more entry for
-// nothing); a request of the header form at creation, request and response
-// headers, and deletion.
-wasm_host::plugin_exports!(PeerPlugin;
-    request_headers, response_headers, downstream_data, upstream_data, tick);
-
-struct Shared {
+pub(crate) struct Shared {
     config: Config,
     /// Our whole prefix (header + payload), built once.
     prefix: Vec<u8>,
@@ -116,149 +97,8 @@ impl Shared {
     }
 }
 
-/// What a configured plugin runs: the form its root id selects.
-enum PeerPlugin {
-    Tcp(Rc<Shared>),
-    Http(Rc<HttpShared>),
-}
-
-impl Plugin for PeerPlugin {
-    type Stream = PeerContext;
-
-    fn configure(size: usize) -> Option<PeerPlugin> {
-        wasm_host::init_logging();
-        if !wasm_host::host::check_logged("peer-exchange-filter", &["declare_property"]) {
-            return None;
-        }
-        let bytes = match wasm_host::plugin_configuration(size) {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                log::error!("peer-exchange-filter: cannot read the plugin configuration ({e}), refusing it");
-                return None;
-            }
-        };
-        let root_id = wasm_host::get_property_string(&["plugin_root_id"]).ok().flatten().unwrap_or_default();
-        let transport = Transport::for_root_id(&root_id);
-        let config = match Config::parse(&bytes, transport) {
-            Ok(config) => config,
-            Err(e) => {
-                log::error!("peer-exchange-filter: invalid plugin configuration, refusing it: {e}");
-                return None;
-            }
-        };
-        let (workload, node_id) = local_workload(&config);
-        let span = match transport {
-            Transport::Tcp => Span::Connection,
-            Transport::Http => Span::Request,
-        };
-        declare_peer_properties(&config, span);
-        log::info!(
-            "peer-exchange-filter: {} exchange, role {}, node id \"{}\", sending {}",
-            match transport {
-                Transport::Tcp => "TCP",
-                Transport::Http => "HTTP",
-            },
-            config.role.name(),
-            node_id,
-            workload
-        );
-        match transport {
-            Transport::Tcp => tcp_plugin(config, &workload, &node_id).map(PeerPlugin::Tcp),
-            Transport::Http => {
-                let refresh = config.cluster_metadata_refresh_ms;
-                if let Err(e) = wasm_host::start_cluster_refresh(refresh) {
-                    log::error!(
-                        "peer-exchange-filter: cannot start the {refresh} ms cluster refresh ({e}), refusing the configuration"
-                    );
-                    return None;
-                }
-                Some(PeerPlugin::Http(Rc::new(HttpShared::new(config, &workload, node_id))))
-            }
-        }
-    }
-
-    fn stream(plugin: &Rc<PeerPlugin>, context_id: u32) -> PeerContext {
-        match &**plugin {
-            PeerPlugin::Tcp(shared) => {
-                let exchange = Exchange::new(shared.config.max_peer_metadata_bytes);
-                PeerContext::Tcp(PeerStream { context_id, shared: shared.clone(), exchange, peer_uri_san: None })
-            }
-            PeerPlugin::Http(shared) => PeerContext::Http(crate::http_filter::stream(context_id, shared.clone())),
-        }
-    }
-
-    fn on_tick(&self) {
-        let shared = match self {
-            PeerPlugin::Tcp(shared) => shared,
-            PeerPlugin::Http(shared) => return shared.refresh_clusters(),
-        };
-        let Ok(now) = wasm_host::now_millis() else { return };
-        if let Ok(mut clusters) = shared.clusters.try_borrow_mut() {
-            clusters.refresh_if_due(now);
-        }
-        // Release the borrow before any hostcall: closing a connection can
-        // call back into the VM for that connection.
-        let expired = match shared.deadlines.try_borrow_mut() {
-            Ok(mut deadlines) => deadlines.take_expired(now),
-            Err(_) => return,
-        };
-        for context_id in expired {
-            if wasm_host::set_effective_context(context_id).is_err() {
-                continue; // the connection is already gone
-            }
-            shared.handle(context_id, Event::Ended(Outcome::Rejected(Rejected::Timeout)));
-            if let Err(e) = wasm_host::close(Direction::Downstream) {
-                log::warn!("peer-exchange-filter: connection {context_id}: cannot close: {e}");
-            }
-        }
-    }
-}
-
-/// A connection (TCP form) or a request (header form). Envoy only makes
-/// the callbacks of the filter type the plugin was loaded as.
-enum PeerContext {
-    Tcp(PeerStream),
-    Http(HttpPeer),
-}
-
-impl Stream for PeerContext {
-    fn on_request_headers(&mut self) -> Action {
-        match self {
-            PeerContext::Http(request) => request.on_request_headers(),
-            PeerContext::Tcp(_) => Action::Continue,
-        }
-    }
-
-    fn on_response_headers(&mut self) -> Action {
-        match self {
-            PeerContext::Http(request) => request.on_response_headers(),
-            PeerContext::Tcp(_) => Action::Continue,
-        }
-    }
-
-    fn on_downstream_data(&mut self, data_size: usize, end_of_stream: bool) -> Action {
-        match self {
-            PeerContext::Tcp(connection) => connection.on_downstream_data(data_size, end_of_stream),
-            PeerContext::Http(_) => Action::Continue,
-        }
-    }
-
-    fn on_upstream_data(&mut self, data_size: usize, end_of_stream: bool) -> Action {
-        match self {
-            PeerContext::Tcp(connection) => connection.on_upstream_data(data_size, end_of_stream),
-            PeerContext::Http(_) => Action::Continue,
-        }
-    }
-
-    fn on_delete(&mut self) {
-        if let PeerContext::Tcp(connection) = self {
-            connection.disarm();
-        }
-    }
-}
-
 /// The TCP exchange's per-VM state: our prefix, built once.
-fn tcp_plugin(config: Config, workload: &Workload, node_id: &str) -> Option<Rc<Shared>> {
+pub(crate) fn tcp_plugin(config: Config, workload: &Workload, node_id: &str) -> Option<Rc<Shared>> {
     let Some(prefix) = encode_frame(&encode_payload(&workload.to_wire(), node_id)) else {
         log::error!("peer-exchange-filter: local metadata too large to send");
         return None;
@@ -288,99 +128,6 @@ fn tcp_plugin(config: Config, workload: &Workload, node_id: &str) -> Option<Rc<S
     let clusters = RefCell::new(ByCluster::new(refresh));
     let deadlines = RefCell::new(Deadlines::default());
     Some(Rc::new(Shared { config, prefix, counters, deadlines, peers, clusters, reports: RefCell::default() }))
-}
-
-/// Declares the filter-state keys we set, so access logs print them.
-fn declare_peer_properties(config: &Config, span: Span) {
-    let role = config.role;
-    let json = config.peer_json.then_some((role.peer_json_key(), PropertyType::String));
-    for (name, ty) in [
-        (role.peer_key(), PropertyType::Struct),
-        (role.peer_id_key(), PropertyType::String),
-        (PEER_NOT_FOUND_KEY, PropertyType::String),
-    ]
-    .into_iter()
-    .chain(json)
-    {
-        if let Err(e) = wasm_host::declare_property(name, ty, span) {
-            log::warn!("peer-exchange-filter: cannot declare wasm.{name} ({e}); access logs may not print it");
-        }
-    }
-}
-
-/// Stores a found peer (and its id) for the current connection or request,
-/// as the identity check decided.
-pub(crate) fn store_peer(config: &Config, peer: &StoredPeer, what: &str, context_id: u32) {
-    let role = config.role;
-    log::debug!(
-        "peer-exchange-filter: {what} {context_id}: peer \"{}\" claims {}/{} as \"{}\", identity check: {}",
-        peer.id.as_deref().unwrap_or(""),
-        peer.namespace,
-        peer.name,
-        peer.identity,
-        peer.verification.map_or_else(|| "off".to_string(), |v| v.to_string()),
-    );
-    let Some(stored) = &peer.stored else {
-        mark_peer_not_found(role);
-        return;
-    };
-    set_peer_state(config, stored, &peer.json);
-    if let Some(id) = &peer.id {
-        set_state(role.peer_id_key(), id.as_bytes());
-    }
-}
-
-/// Our workload, read once per VM from Envoy's node (only the keys native
-/// reads), with the configuration's overrides, through native's normalisation.
-pub(crate) fn local_workload(config: &Config) -> (Workload, String) {
-    let property = |path: &[&str]| wasm_host::get_property_string(path).ok().flatten().unwrap_or_default();
-    let node_id = config.node_id.clone().unwrap_or_else(|| property(&["xds", "node", "id"]));
-    let mut node = NodeMetadata {
-        locality: Locality {
-            region: property(&["xds", "node", "locality", "region"]),
-            zone: property(&["xds", "node", "locality", "zone"]),
-        },
-        ..NodeMetadata::default()
-    };
-    for field in WORKLOAD_FIELDS {
-        node.fields.insert(field.to_string(), property(&["xds", "node", "metadata", field]));
-    }
-    let labels = SOURCE_LABELS.iter().copied().chain(config.additional_labels.iter().map(String::as_str));
-    for label in labels {
-        node.labels.insert(label.to_string(), property(&["xds", "node", "metadata", "LABELS", label]));
-    }
-    (node.workload(&config.fields, &config.labels, &config.additional_labels), node_id)
-}
-
-pub(crate) fn mark_peer_not_found(role: Role) {
-    set_state(role.peer_id_key(), PEER_UNKNOWN_ID.as_bytes());
-    set_state(PEER_NOT_FOUND_KEY, b"true");
-}
-
-/// Stores a peer from Istio's endpoint metadata (the control plane's word,
-/// not the peer's: marked as not checked against a certificate).
-pub(crate) fn store_endpoint_peer(config: &Config, workload: &Workload) {
-    let mut stored = workload.to_peer_struct(PeerSource::EndpointMetadata);
-    if config.identity_check != IdentityCheck::Off {
-        mark_not_checked(&mut stored);
-    }
-    let json = if config.peer_json { wasm_host::json::struct_text(&stored) } else { String::new() };
-    set_peer_state(config, &stored.encode_to_vec(), &json);
-}
-
-/// Stores a peer's serialized Struct and, with `peer_json`, its JSON text.
-fn set_peer_state(config: &Config, stored: &[u8], json: &str) {
-    set_state(config.role.peer_key(), stored);
-    if config.peer_json {
-        set_state(config.role.peer_json_key(), json.as_bytes());
-    }
-}
-
-/// Sets filter state `wasm.<key>`; a refusal loses only that value.
-fn set_state(key: &str, value: &[u8]) {
-    if let Err(e) = wasm_host::set_property(key, value) {
-        log::warn!("peer-exchange-filter: cannot set wasm.{key}: {e}");
-    }
 }
 
 /// The client role's upstream, read from Envoy's properties on demand.
@@ -434,7 +181,8 @@ fn read_peer_uri_san(role: Role) -> Option<String> {
     wasm_host::get_property_string(&[side, "uri_san_peer_certificate"]).ok().flatten()
 }
 
-struct PeerStream {
+/// One connection of the TCP form.
+pub(crate) struct PeerStream {
     context_id: u32,
     shared: Rc<Shared>,
     exchange: Exchange,
@@ -442,8 +190,40 @@ struct PeerStream {
     peer_uri_san: Option<Option<String>>,
 }
 
+impl Shared {
+    /// The root's timer: forgets what clusters said once their period has
+    /// passed, and closes connections whose peer prefix stalled past the
+    /// exchange timeout.
+    pub(crate) fn on_tick(&self) {
+        let Ok(now) = wasm_host::now_millis() else { return };
+        if let Ok(mut clusters) = self.clusters.try_borrow_mut() {
+            clusters.refresh_if_due(now);
+        }
+        // Release the borrow before any hostcall: closing a connection can
+        // call back into the VM for that connection.
+        let expired = match self.deadlines.try_borrow_mut() {
+            Ok(mut deadlines) => deadlines.take_expired(now),
+            Err(_) => return,
+        };
+        for context_id in expired {
+            if wasm_host::set_effective_context(context_id).is_err() {
+                continue; // the connection is already gone
+            }
+            self.handle(context_id, Event::Ended(Outcome::Rejected(Rejected::Timeout)));
+            if let Err(e) = wasm_host::close(Direction::Downstream) {
+                log::warn!("peer-exchange-filter: connection {context_id}: cannot close: {e}");
+            }
+        }
+    }
+}
+
 impl PeerStream {
-    fn on_downstream_data(&mut self, data_size: usize, end_of_stream: bool) -> Action {
+    pub(crate) fn new(context_id: u32, shared: Rc<Shared>) -> PeerStream {
+        let exchange = Exchange::new(shared.config.max_peer_metadata_bytes);
+        PeerStream { context_id, shared, exchange, peer_uri_san: None }
+    }
+
+    pub(crate) fn on_downstream_data(&mut self, data_size: usize, end_of_stream: bool) -> Action {
         self.decide_participation();
         match self.shared.config.role {
             Role::Server => self.incoming(Direction::Downstream, data_size, end_of_stream),
@@ -451,7 +231,7 @@ impl PeerStream {
         }
     }
 
-    fn on_upstream_data(&mut self, data_size: usize, end_of_stream: bool) -> Action {
+    pub(crate) fn on_upstream_data(&mut self, data_size: usize, end_of_stream: bool) -> Action {
         self.decide_participation();
         match self.shared.config.role {
             Role::Server => self.outgoing(Direction::Upstream),
@@ -561,7 +341,7 @@ impl PeerStream {
         }
     }
 
-    fn disarm(&self) {
+    pub(crate) fn disarm(&self) {
         if let Ok(mut deadlines) = self.shared.deadlines.try_borrow_mut() {
             deadlines.disarm(self.context_id);
         }

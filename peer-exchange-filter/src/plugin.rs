@@ -1,0 +1,142 @@
+//! The module's entry points: each plugin runs the form its root id
+//! selects — the TCP form ([`crate::tcp_filter`]) or the HTTP form
+//! ([`crate::http_filter`], root id [`crate::config::HTTP_ROOT_ID`]) — and
+//! each stream is a connection or a request of that form.
+
+use std::rc::Rc;
+
+use wasm_host::plugin::{Action, Plugin, Stream};
+use wasm_host::Span;
+
+use crate::config::{Config, Transport};
+use crate::http_filter::{HttpPeer, HttpShared};
+use crate::stored::{declare_peer_properties, local_workload};
+use crate::tcp_filter::{tcp_plugin, PeerStream, Shared};
+
+// Our own entry points, not the SDK's: Envoy enters the VM only for these
+// callbacks (see `wasm_host::plugin`). A connection is entered at creation,
+// per data chunk and at deletion (Envoy deletes a connection's context right
+// after its downstream close, so a close callback would be one more entry for
+// nothing); a request of the header form at creation, request and response
+// headers, and deletion.
+wasm_host::plugin_exports!(PeerPlugin;
+    request_headers, response_headers, downstream_data, upstream_data, tick);
+
+/// What a configured plugin runs: the form its root id selects.
+enum PeerPlugin {
+    Tcp(Rc<Shared>),
+    Http(Rc<HttpShared>),
+}
+
+impl Plugin for PeerPlugin {
+    type Stream = PeerContext;
+
+    fn configure(size: usize) -> Option<PeerPlugin> {
+        wasm_host::init_logging();
+        if !wasm_host::host::check_logged("peer-exchange-filter", &["declare_property"]) {
+            return None;
+        }
+        let bytes = match wasm_host::plugin_configuration(size) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                log::error!("peer-exchange-filter: cannot read the plugin configuration ({e}), refusing it");
+                return None;
+            }
+        };
+        let root_id = wasm_host::get_property_string(&["plugin_root_id"]).ok().flatten().unwrap_or_default();
+        let transport = Transport::for_root_id(&root_id);
+        let config = match Config::parse(&bytes, transport) {
+            Ok(config) => config,
+            Err(e) => {
+                log::error!("peer-exchange-filter: invalid plugin configuration, refusing it: {e}");
+                return None;
+            }
+        };
+        let (workload, node_id) = local_workload(&config);
+        let span = match transport {
+            Transport::Tcp => Span::Connection,
+            Transport::Http => Span::Request,
+        };
+        declare_peer_properties(&config, span);
+        log::info!(
+            "peer-exchange-filter: {} exchange, role {}, node id \"{}\", sending {}",
+            match transport {
+                Transport::Tcp => "TCP",
+                Transport::Http => "HTTP",
+            },
+            config.role.name(),
+            node_id,
+            workload
+        );
+        match transport {
+            Transport::Tcp => tcp_plugin(config, &workload, &node_id).map(PeerPlugin::Tcp),
+            Transport::Http => {
+                let refresh = config.cluster_metadata_refresh_ms;
+                if let Err(e) = wasm_host::start_cluster_refresh(refresh) {
+                    log::error!(
+                        "peer-exchange-filter: cannot start the {refresh} ms cluster refresh ({e}), refusing the configuration"
+                    );
+                    return None;
+                }
+                Some(PeerPlugin::Http(Rc::new(HttpShared::new(config, &workload, node_id))))
+            }
+        }
+    }
+
+    fn stream(plugin: &Rc<PeerPlugin>, context_id: u32) -> PeerContext {
+        match &**plugin {
+            PeerPlugin::Tcp(shared) => PeerContext::Tcp(PeerStream::new(context_id, Rc::clone(shared))),
+            PeerPlugin::Http(shared) => PeerContext::Http(crate::http_filter::stream(context_id, shared.clone())),
+        }
+    }
+
+    fn on_tick(&self) {
+        match self {
+            PeerPlugin::Tcp(shared) => shared.on_tick(),
+            PeerPlugin::Http(shared) => shared.refresh_clusters(),
+        }
+    }
+}
+
+/// A connection (TCP form) or a request (header form). Envoy only makes
+/// the callbacks of the filter type the plugin was loaded as.
+enum PeerContext {
+    Tcp(PeerStream),
+    Http(HttpPeer),
+}
+
+impl Stream for PeerContext {
+    fn on_request_headers(&mut self) -> Action {
+        match self {
+            PeerContext::Http(request) => request.on_request_headers(),
+            PeerContext::Tcp(_) => Action::Continue,
+        }
+    }
+
+    fn on_response_headers(&mut self) -> Action {
+        match self {
+            PeerContext::Http(request) => request.on_response_headers(),
+            PeerContext::Tcp(_) => Action::Continue,
+        }
+    }
+
+    fn on_downstream_data(&mut self, data_size: usize, end_of_stream: bool) -> Action {
+        match self {
+            PeerContext::Tcp(connection) => connection.on_downstream_data(data_size, end_of_stream),
+            PeerContext::Http(_) => Action::Continue,
+        }
+    }
+
+    fn on_upstream_data(&mut self, data_size: usize, end_of_stream: bool) -> Action {
+        match self {
+            PeerContext::Tcp(connection) => connection.on_upstream_data(data_size, end_of_stream),
+            PeerContext::Http(_) => Action::Continue,
+        }
+    }
+
+    fn on_delete(&mut self) {
+        if let PeerContext::Tcp(connection) = self {
+            connection.disarm();
+        }
+    }
+}
