@@ -133,10 +133,13 @@ impl Target {
         self.log_dir.join(name)
     }
 
-    /// The JSON lines of an access log written so far.
+    /// The JSON lines of an access log written so far: complete lines only
+    /// (Envoy's log flusher may be in the middle of one; every line it
+    /// finishes ends with a newline).
     pub fn access_log(&self, name: &str) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(self.access_log_path(name))
-            .unwrap_or_default()
+        let text = std::fs::read_to_string(self.access_log_path(name)).unwrap_or_default();
+        let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+        complete
             .lines()
             .filter(|l| !l.trim().is_empty())
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("access log line is not JSON ({e}): {l}")))
