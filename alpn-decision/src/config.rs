@@ -30,7 +30,7 @@
 //! ```
 
 use wasm_host::clusters;
-use wasm_host::json::{self, Json};
+use wasm_host::schema::{self, Json, ReadJson};
 /// A configuration (or metadata) error: the field and the reason (shared with peer-exchange-filter).
 pub use wasm_host::ConfigError;
 
@@ -111,7 +111,7 @@ impl ProtocolName {
     pub(crate) fn read(value: Json, field: &str) -> Result<ProtocolName, ConfigError> {
         match value {
             Json::String(name) => Ok(ProtocolName::Name(name)),
-            Json::Number(n) => Ok(ProtocolName::Number(n)),
+            Json::Number(n) => Ok(ProtocolName::Number(n.as_f64().unwrap_or(f64::NAN))),
             other => Err(ConfigError::new(field, format!("must be a protocol name or number, not {}", other.kind()))),
         }
     }
@@ -175,7 +175,7 @@ impl AlpnConfig {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(AlpnConfig::default());
         }
-        AlpnConfig::from_json(json::parse(bytes)?, "")
+        AlpnConfig::from_json(schema::parse(bytes)?, "")
     }
 
     /// The configuration from an already parsed JSON object; `path` names it

@@ -15,8 +15,8 @@
 
 use proto::core::Metadata;
 use proto::prost::Message;
-use proto::prost_types::{value::Kind, Struct, Value};
-use wasm_host::json::Json;
+use proto::prost_types::value::Kind;
+use wasm_host::schema::{self, Json, ReadJson};
 
 use crate::alpn::{AlpnList, UpstreamProtocol};
 use crate::config::{protocol_index, validate_protocol_lists, ConfigError, ProtocolName, RawProtocolAlpn};
@@ -76,7 +76,7 @@ fn policy_from_metadata(metadata: &Metadata) -> Result<ClusterPolicy, ConfigErro
     let Some(ours) = metadata.filter_metadata.get(FILTER_NAMESPACE) else {
         return Ok(policy);
     };
-    let mut fields = struct_to_json(ours).into_fields(&format!("filter_metadata.{FILTER_NAMESPACE}"))?;
+    let mut fields = schema::struct_json(ours).into_fields(&format!("filter_metadata.{FILTER_NAMESPACE}"))?;
     if let Some(protocol) = fields.take("upstream_protocol") {
         let field = fields.path("upstream_protocol");
         policy.protocol = Some(ProtocolName::read(protocol, &field)?.resolve_policy(&field)?);
@@ -107,24 +107,10 @@ fn policy_from_metadata(metadata: &Metadata) -> Result<ClusterPolicy, ConfigErro
     Ok(policy)
 }
 
-fn struct_to_json(s: &Struct) -> Json {
-    Json::Object(s.fields.iter().map(|(k, v)| (k.clone(), value_to_json(v))).collect())
-}
-
-fn value_to_json(v: &Value) -> Json {
-    match &v.kind {
-        None | Some(Kind::NullValue(_)) => Json::Null,
-        Some(Kind::NumberValue(n)) => Json::Number(*n),
-        Some(Kind::StringValue(s)) => Json::String(s.clone()),
-        Some(Kind::BoolValue(b)) => Json::Bool(*b),
-        Some(Kind::StructValue(s)) => struct_to_json(s),
-        Some(Kind::ListValue(l)) => Json::Array(l.values.iter().map(value_to_json).collect()),
-    }
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use proto::prost_types::{Struct, Value};
     use std::collections::BTreeMap;
 
     pub(crate) fn s(v: &str) -> Value {

@@ -40,7 +40,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use wasm_host::clusters;
-use wasm_host::json::{self, Fields, Json};
+use wasm_host::schema::{self, Fields, Json, ReadJson};
 /// A configuration error: the field and the reason (shared with alpn-filter).
 pub use wasm_host::ConfigError;
 
@@ -274,7 +274,7 @@ impl Config {
                 "missing: the configuration must say {\"role\": \"client\"} or {\"role\": \"server\"}",
             ));
         }
-        let mut raw = json::parse(bytes)?.into_fields("")?;
+        let mut raw = schema::parse(bytes)?.into_fields("")?;
         let role = name_of(raw.require("role")?, "role", Role::from_name, "server, client")?;
         let node_id = optional_string(&mut raw, "node_id")?;
         let mut fields = BTreeMap::new();
@@ -353,8 +353,7 @@ impl Config {
             (None, _, _) => None,
             (Some(value), Role::Client, Transport::Http) => {
                 // One refresh for both rules: the exchange's.
-                if matches!(&value, Json::Object(entries) if entries.iter().any(|(k, _)| k == "cluster_metadata_refresh_ms"))
-                {
+                if matches!(&value, Json::Object(entries) if entries.contains_key("cluster_metadata_refresh_ms")) {
                     return Err(err(
                         "alpn.cluster_metadata_refresh_ms",
                         "set upstream.cluster_metadata_refresh_ms instead: the built-in ALPN rule follows it",
@@ -484,7 +483,7 @@ mod tests {
             (r#"{"role":"server","max_peer_metadata_bytes":0}"#, "max_peer_metadata_bytes: must be greater than 0"),
             (r#"{"role":"server","max_peer_metadata_bytes":-1}"#, "max_peer_metadata_bytes: must be a whole number"),
             (r#"{"role":"server","exchange_timeout_ms":4294967296}"#, "exchange_timeout_ms: must be a whole number"),
-            (r#"{"role":"server","metadata":{"NAME":"a","NAME":"b"}}"#, "metadata: duplicate field `NAME`"),
+            (r#"{"role":"server","metadata":{"NAME":"a","NAME":"b"}}"#, "invalid JSON: duplicate field `NAME`"),
             (r#"{"role":"server","upstream":{}}"#, "upstream: only applies to role \"client\""),
             (r#"{"role":"client","upstream":{"x":1}}"#, "upstream: unknown field `x`"),
             (r#"{"role":"client","timeout":1}"#, "unknown field `timeout`"),

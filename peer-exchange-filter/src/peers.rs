@@ -235,7 +235,7 @@ fn stored_peer(
         Belief::Nothing => (None, None),
     };
     Rc::new(StoredPeer {
-        json: stored.as_ref().filter(|_| json).map(wasm_host::json::struct_text).unwrap_or_default(),
+        json: stored.as_ref().filter(|_| json).map(wasm_host::schema::struct_text).unwrap_or_default(),
         stored: stored.map(|s| s.encode_to_vec()),
         id,
         namespace: workload.namespace,
@@ -289,7 +289,7 @@ mod tests {
         for mode in [IdentityCheck::Off, IdentityCheck::Annotate, IdentityCheck::Enforce] {
             let mut d = PeerDecoder::new(vec![], mode).with_peer_json(true);
             let peer = d.decode(&payload("a"), Some(SAN)).unwrap().unwrap();
-            assert_eq!(peer.json, wasm_host::json::struct_text(&stored(&peer)), "{mode:?}");
+            assert_eq!(peer.json, wasm_host::schema::struct_text(&stored(&peer)), "{mode:?}");
             assert!(peer.json.contains(r#""namespace":"ns""#), "{}", peer.json);
             let without = PeerDecoder::new(vec![], mode).decode(&payload("a"), Some(SAN)).unwrap().unwrap();
             assert_eq!(without.json, "", "only asked for with peer_json");

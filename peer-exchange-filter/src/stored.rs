@@ -90,7 +90,7 @@ pub(crate) fn store_endpoint_peer(config: &Config, workload: &Workload) {
     if config.identity_check != IdentityCheck::Off {
         mark_not_checked(&mut stored);
     }
-    let json = if config.peer_json { wasm_host::json::struct_text(&stored) } else { String::new() };
+    let json = if config.peer_json { wasm_host::schema::struct_text(&stored) } else { String::new() };
     set_peer_state(config, &stored.encode_to_vec(), &json);
 }
 

@@ -11,9 +11,9 @@
 
 use std::collections::HashMap;
 
-use crate::json::Json;
 use crate::markers::{self, Marker};
 use crate::properties::{get_property, get_property_string};
+use crate::schema::{Json, ReadJson};
 use crate::streams::set_tick_period_millis;
 use crate::{ConfigError, HostResult};
 

@@ -15,12 +15,12 @@ mod abi;
 pub mod clusters;
 mod error;
 pub mod host;
-pub mod json;
 mod logging;
 pub mod markers;
 mod metrics;
 pub mod plugin;
 mod properties;
+pub mod schema;
 mod streams;
 
 pub use clusters::{by_cluster, read_cluster_metadata, start_cluster_refresh};
