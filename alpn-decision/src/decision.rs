@@ -20,13 +20,13 @@
 //! bytes, and remembered per cluster name for `cluster_metadata_refresh_ms`
 //! ([`Decider`]).
 
-use std::collections::HashMap;
 use std::rc::Rc;
 
 use crate::alpn::{AlpnList, UpstreamProtocol};
 use crate::config::AlpnConfig;
 use crate::metadata::{cluster_policy, ClusterPolicy};
 use crate::protocol::ProtocolPolicy;
+use wasm_host::bounded::BoundedMap;
 use wasm_host::clusters::ByCluster;
 
 /// What a request tells the filter, each asked only when the rule needs it.
@@ -94,10 +94,10 @@ type Policy = Rc<Result<ClusterPolicy, String>>;
 pub struct Decider {
     config: AlpnConfig,
     /// Shared, not cloned, per request: a hit costs a hash of the bytes.
-    policies: HashMap<Vec<u8>, Policy>,
+    policies: BoundedMap<Vec<u8>, Policy>,
     /// The policy of a cluster without metadata.
     no_metadata: Policy,
-    rules: HashMap<String, Option<ProtocolPolicy>>,
+    rules: BoundedMap<String, Option<ProtocolPolicy>>,
     /// Cluster name → its policy, until the next [`Decider::refresh`].
     clusters: ByCluster<Policy>,
 }
@@ -105,9 +105,9 @@ pub struct Decider {
 impl Decider {
     pub fn new(config: AlpnConfig) -> Self {
         Decider {
-            policies: HashMap::new(),
+            policies: BoundedMap::new(MAX_CACHED),
             no_metadata: Rc::new(Ok(ClusterPolicy::default())),
-            rules: HashMap::new(),
+            rules: BoundedMap::new(MAX_CACHED),
             clusters: ByCluster::new(config.cluster_metadata_refresh_ms),
             config,
         }
@@ -186,7 +186,7 @@ impl Decider {
             return Rc::clone(cached);
         }
         let decoded = Rc::new(cluster_policy(&bytes).map_err(|e| e.to_string()));
-        insert_bounded(&mut self.policies, bytes, Rc::clone(&decoded));
+        self.policies.insert(bytes, Rc::clone(&decoded));
         decoded
     }
 
@@ -201,16 +201,9 @@ impl Decider {
             return *cached;
         }
         let found = self.config.rule_for(&name);
-        insert_bounded(&mut self.rules, name, found);
+        self.rules.insert(name, found);
         found
     }
-}
-
-fn insert_bounded<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>, key: K, value: V) {
-    if map.len() >= MAX_CACHED {
-        map.clear();
-    }
-    map.insert(key, value);
 }
 
 wasm_host::counters! {

@@ -18,22 +18,17 @@
 //!   header over such a connection, so a plain client never receives them
 //!   (nor any the app set: those are removed).
 
-use std::collections::HashMap;
 use std::rc::Rc;
 
 use proto::core::Metadata;
 use proto::prost::Message;
-use proto::prost_types::value::Kind;
 
 use crate::baggage::BaggageError;
 use crate::headers::{HeaderError, PeerHeaders};
 use crate::identity::Verification;
-use crate::participation::{enabled_flag, CLUSTER_NAMESPACE};
+use crate::participation::{enabled_flag, istio_flag, CLUSTER_NAMESPACE, ISTIO_NAMESPACE};
 use crate::peers::{PeerDecoder, StoredPeer};
-
-/// Istio's cluster metadata namespace (`istio.external`, `istio.disable_mx`,
-/// `istio.services`).
-pub const ISTIO_NAMESPACE: &str = "istio";
+use wasm_host::bounded::BoundedMap;
 
 wasm_host::counters! {
     /// The HTTP exchange's counters (`peer_exchange.http_<role>.<name>`).
@@ -145,24 +140,21 @@ impl ClientVerdict {
 /// 4. with `istio_service_clusters`, istiod's `istio.services` mark of a
 ///    service cluster: send;
 /// 5. otherwise not a mesh upstream. Unreadable metadata never sends.
-pub fn client_verdict(cluster_metadata: &[u8], istio_service_clusters: bool) -> ClientVerdict {
+pub fn http_client_verdict(cluster_metadata: &[u8], istio_service_clusters: bool) -> ClientVerdict {
     let Ok(metadata) = Metadata::decode(cluster_metadata) else {
         return ClientVerdict::NotMarkedAsMesh;
     };
-    let istio = metadata.filter_metadata.get(ISTIO_NAMESPACE);
-    let istio_flag = |key: &str| {
-        matches!(istio.and_then(|s| s.fields.get(key)).and_then(|v| v.kind.as_ref()), Some(Kind::BoolValue(true)))
-    };
     let enabled = metadata.filter_metadata.get(CLUSTER_NAMESPACE).map(enabled_flag);
-    if istio_flag("disable_mx") || matches!(enabled, Some(Some(false))) {
+    if istio_flag(&metadata, "disable_mx") || matches!(enabled, Some(Some(false))) {
         return ClientVerdict::OptedOut;
     }
-    if istio_flag("external") {
+    if istio_flag(&metadata, "external") {
         return ClientVerdict::External;
     }
     if matches!(enabled, Some(Some(true))) {
         return ClientVerdict::Send;
     }
+    let istio = metadata.filter_metadata.get(ISTIO_NAMESPACE);
     if istio_service_clusters && istio.is_some_and(|s| s.fields.contains_key("services")) {
         return ClientVerdict::Send;
     }
@@ -172,27 +164,24 @@ pub fn client_verdict(cluster_metadata: &[u8], istio_service_clusters: bool) -> 
 /// Distinct cluster metadata remembered; past this the map starts over.
 const MAX_CACHED_VERDICTS: usize = 512;
 
-/// [`client_verdict`] once per distinct cluster metadata. The key is the
+/// [`http_client_verdict`] once per distinct cluster metadata. The key is the
 /// metadata bytes Envoy hands over on each request, so an xDS update is a
 /// new key, never a stale answer.
 pub struct ClientVerdicts {
     istio_service_clusters: bool,
-    cache: HashMap<Vec<u8>, ClientVerdict>,
+    cache: BoundedMap<Vec<u8>, ClientVerdict>,
 }
 
 impl ClientVerdicts {
     pub fn new(istio_service_clusters: bool) -> Self {
-        ClientVerdicts { istio_service_clusters, cache: HashMap::new() }
+        ClientVerdicts { istio_service_clusters, cache: BoundedMap::new(MAX_CACHED_VERDICTS) }
     }
 
     pub fn verdict(&mut self, cluster_metadata: &[u8]) -> ClientVerdict {
         if let Some(verdict) = self.cache.get(cluster_metadata) {
             return *verdict;
         }
-        let verdict = client_verdict(cluster_metadata, self.istio_service_clusters);
-        if self.cache.len() >= MAX_CACHED_VERDICTS {
-            self.cache.clear();
-        }
+        let verdict = http_client_verdict(cluster_metadata, self.istio_service_clusters);
         self.cache.insert(cluster_metadata.to_vec(), verdict);
         verdict
     }
@@ -333,6 +322,7 @@ mod tests {
     use crate::headers::encode_metadata_header;
     use crate::identity::IdentityCheck;
     use crate::participation::tests::md;
+    use proto::prost_types::value::Kind;
     use proto::prost_types::{ListValue, Struct, Value};
 
     const SAN: &str = "spiffe://cluster.local/ns/client-ns/sa/client";
@@ -344,19 +334,19 @@ mod tests {
         let external = (ISTIO_NAMESPACE, "external", Kind::BoolValue(true));
         let disable_mx = (ISTIO_NAMESPACE, "disable_mx", Kind::BoolValue(true));
         let services = (ISTIO_NAMESPACE, "services", Kind::ListValue(ListValue::default()));
-        assert_eq!(client_verdict(&md(std::slice::from_ref(&on)), false), ClientVerdict::Send);
-        assert_eq!(client_verdict(&[], false), ClientVerdict::NotMarkedAsMesh);
-        assert_eq!(client_verdict(&[0xff, 0x01], true), ClientVerdict::NotMarkedAsMesh);
-        assert_eq!(client_verdict(&md(&[off]), true), ClientVerdict::OptedOut);
-        assert_eq!(client_verdict(&md(&[on.clone(), disable_mx]), false), ClientVerdict::OptedOut);
-        assert_eq!(client_verdict(&md(&[on.clone(), external.clone()]), false), ClientVerdict::External);
+        assert_eq!(http_client_verdict(&md(std::slice::from_ref(&on)), false), ClientVerdict::Send);
+        assert_eq!(http_client_verdict(&[], false), ClientVerdict::NotMarkedAsMesh);
+        assert_eq!(http_client_verdict(&[0xff, 0x01], true), ClientVerdict::NotMarkedAsMesh);
+        assert_eq!(http_client_verdict(&md(&[off]), true), ClientVerdict::OptedOut);
+        assert_eq!(http_client_verdict(&md(&[on.clone(), disable_mx]), false), ClientVerdict::OptedOut);
+        assert_eq!(http_client_verdict(&md(&[on.clone(), external.clone()]), false), ClientVerdict::External);
         // istiod's service mark counts only when asked for, and never for external services.
-        assert_eq!(client_verdict(&md(std::slice::from_ref(&services)), false), ClientVerdict::NotMarkedAsMesh);
-        assert_eq!(client_verdict(&md(std::slice::from_ref(&services)), true), ClientVerdict::Send);
-        assert_eq!(client_verdict(&md(&[services, external]), true), ClientVerdict::External);
+        assert_eq!(http_client_verdict(&md(std::slice::from_ref(&services)), false), ClientVerdict::NotMarkedAsMesh);
+        assert_eq!(http_client_verdict(&md(std::slice::from_ref(&services)), true), ClientVerdict::Send);
+        assert_eq!(http_client_verdict(&md(&[services, external]), true), ClientVerdict::External);
         // A string "true" is not native's bool flag.
         let string_external = (ISTIO_NAMESPACE, "external", Kind::StringValue("true".into()));
-        assert_eq!(client_verdict(&md(&[on, string_external]), false), ClientVerdict::Send);
+        assert_eq!(http_client_verdict(&md(&[on, string_external]), false), ClientVerdict::Send);
     }
 
     #[test]

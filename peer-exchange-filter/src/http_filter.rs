@@ -119,21 +119,14 @@ impl HttpShared {
 
     /// The route cluster's verdict: remembered by its name, or from its metadata.
     fn client_verdict(&self, route: &mut RouteCluster<'_>) -> ClientVerdict {
-        let remembered = self.clusters.try_borrow().is_ok_and(|c| c.enabled());
-        let name = if remembered { route.name() } else { None };
-        if let Some(known) = name.as_ref().and_then(|n| self.clusters.try_borrow().ok()?.get(n)) {
-            return known;
-        }
-        self.count(HttpCounter::ClusterMetadataRead);
-        let metadata = route.metadata().unwrap_or_default();
-        let verdict = match self.verdicts.try_borrow_mut() {
-            Ok(mut verdicts) => verdicts.verdict(&metadata),
-            Err(_) => ClientVerdict::NotMarkedAsMesh,
-        };
-        if let (Some(name), Ok(mut clusters)) = (name, self.clusters.try_borrow_mut()) {
-            clusters.insert(name, verdict);
-        }
-        verdict
+        ByCluster::remembered(&self.clusters, route, RouteCluster::name, |route| {
+            self.count(HttpCounter::ClusterMetadataRead);
+            let metadata = route.metadata().unwrap_or_default();
+            match self.verdicts.try_borrow_mut() {
+                Ok(mut verdicts) => verdicts.verdict(&metadata),
+                Err(_) => ClientVerdict::NotMarkedAsMesh,
+            }
+        })
     }
 
     /// alpn-filter's rule for this request, when configured (`alpn`).

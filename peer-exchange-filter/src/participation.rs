@@ -19,7 +19,14 @@
 //!    `istio.peer_exchange: {enabled: true}`, or the endpoint's metadata has
 //!    Istio's own marker `envoy.transport_socket_match: {tlsMode: istio}`;
 //! 4. the cluster has not opted out with `istio.peer_exchange: {enabled: false}`
-//!    (wins over the endpoint marker).
+//!    or with istiod's `istio: {disable_mx: true}` (set on a service whose
+//!    every instance is reached over HBONE, where native runs no exchange);
+//!    either wins over the endpoint marker.
+//!
+//! The HTTP form's client decides per request before routing, from the
+//! route cluster's metadata alone ([`crate::http::http_client_verdict`]):
+//! it also honours `istio.external`, and cannot see the endpoint or the
+//! certificate yet (it checks the certificate on the response instead).
 //!
 //! So an upstream that is plaintext, TLS without a mesh identity, or not
 //! marked as a mesh proxy never receives our magic bytes, and its traffic is
@@ -42,6 +49,8 @@ use proto::prost_types::Struct;
 
 /// Cluster metadata namespace of the opt-in/opt-out (`enabled: true|false`).
 pub const CLUSTER_NAMESPACE: &str = "istio.peer_exchange";
+/// istiod's cluster metadata namespace (`disable_mx`, `external`, `services`).
+pub const ISTIO_NAMESPACE: &str = "istio";
 /// Istio's endpoint metadata marking endpoints reached with Istio mTLS.
 pub const TRANSPORT_SOCKET_MATCH_NAMESPACE: &str = "envoy.transport_socket_match";
 
@@ -97,8 +106,8 @@ impl Verdict {
     }
 }
 
-/// The client role's rule (see the module docs).
-pub fn client_verdict(upstream: &mut dyn UpstreamFacts, peer_identity_prefix: &str) -> Verdict {
+/// The TCP client role's rule (see the module docs).
+pub fn tcp_client_verdict(upstream: &mut dyn UpstreamFacts, peer_identity_prefix: &str) -> Verdict {
     if upstream.tls_version().is_none_or(|v| v.is_empty()) {
         return if upstream.connected() { Verdict::UpstreamNotTls } else { Verdict::NoUpstream };
     }
@@ -115,9 +124,9 @@ pub fn client_verdict(upstream: &mut dyn UpstreamFacts, peer_identity_prefix: &s
     }
 }
 
-/// The server role's rule: the downstream connection is TLS, and the
+/// The TCP server role's rule: the downstream connection is TLS, and the
 /// connection has an upstream connection (asked only for TLS connections).
-pub fn server_verdict(downstream_tls_version: Option<&str>, connected: impl FnOnce() -> bool) -> Verdict {
+pub fn tcp_server_verdict(downstream_tls_version: Option<&str>, connected: impl FnOnce() -> bool) -> Verdict {
     if downstream_tls_version.is_none_or(str::is_empty) {
         Verdict::DownstreamNotTls
     } else if !connected() {
@@ -127,11 +136,26 @@ pub fn server_verdict(downstream_tls_version: Option<&str>, connected: impl FnOn
     }
 }
 
-/// `istio.peer_exchange.enabled` of a serialized `Metadata`, as a bool or
-/// "true"/"false"; `None` if absent or unreadable (unreadable metadata
+/// What a cluster's serialized `Metadata` says of the TCP exchange:
+/// `Some(false)` when it opted out (`istio.disable_mx: true`, or
+/// `istio.peer_exchange.enabled` other than true), else that flag; `None`
+/// if neither is there or the metadata is unreadable (unreadable metadata
 /// never opts a cluster in).
 pub fn cluster_enabled(metadata: &[u8]) -> Option<bool> {
-    enabled_flag(Metadata::decode(metadata).ok()?.filter_metadata.get(CLUSTER_NAMESPACE)?)
+    let metadata = Metadata::decode(metadata).ok()?;
+    if istio_flag(&metadata, "disable_mx") {
+        return Some(false);
+    }
+    enabled_flag(metadata.filter_metadata.get(CLUSTER_NAMESPACE)?)
+}
+
+/// Whether istiod's `istio` namespace has `key: true` (a bool, as istiod
+/// writes it; native reads the bool only).
+pub fn istio_flag(metadata: &Metadata, key: &str) -> bool {
+    matches!(
+        metadata.filter_metadata.get(ISTIO_NAMESPACE).and_then(|s| s.fields.get(key)).and_then(|v| v.kind.as_ref()),
+        Some(Kind::BoolValue(true))
+    )
 }
 
 /// The `enabled` flag of an `istio.peer_exchange` metadata struct: a bool or
@@ -226,30 +250,30 @@ pub(crate) mod tests {
     fn cluster_opt_in_or_istio_endpoint_marker_makes_a_mesh_upstream() {
         let opt_in = md(&[(CLUSTER_NAMESPACE, "enabled", Kind::BoolValue(true))]);
         let mut view = mesh_upstream(&opt_in, &[]);
-        assert_eq!(client_verdict(&mut view, "spiffe://"), Verdict::Participate);
+        assert_eq!(tcp_client_verdict(&mut view, "spiffe://"), Verdict::Participate);
         assert_eq!(view.asked, ["tls_version", "peer_uri_san", "cluster_metadata"], "host metadata not needed");
         let opt_in_str = md(&[(CLUSTER_NAMESPACE, "enabled", Kind::StringValue("true".into()))]);
-        assert_eq!(client_verdict(&mut mesh_upstream(&opt_in_str, &[]), "spiffe://"), Verdict::Participate);
+        assert_eq!(tcp_client_verdict(&mut mesh_upstream(&opt_in_str, &[]), "spiffe://"), Verdict::Participate);
         let istio = md(&[(TRANSPORT_SOCKET_MATCH_NAMESPACE, "tlsMode", Kind::StringValue("istio".into()))]);
-        assert_eq!(client_verdict(&mut mesh_upstream(&[], &istio), "spiffe://"), Verdict::Participate);
+        assert_eq!(tcp_client_verdict(&mut mesh_upstream(&[], &istio), "spiffe://"), Verdict::Participate);
     }
 
     #[test]
     fn unmarked_plaintext_or_non_mesh_upstreams_never_participate() {
         let opt_in = md(&[(CLUSTER_NAMESPACE, "enabled", Kind::BoolValue(true))]);
-        assert_eq!(client_verdict(&mut mesh_upstream(&[], &[]), "spiffe://"), Verdict::NotMarkedAsMesh);
+        assert_eq!(tcp_client_verdict(&mut mesh_upstream(&[], &[]), "spiffe://"), Verdict::NotMarkedAsMesh);
         let disabled = md(&[(TRANSPORT_SOCKET_MATCH_NAMESPACE, "tlsMode", Kind::StringValue("disabled".into()))]);
-        assert_eq!(client_verdict(&mut mesh_upstream(&[], &disabled), "spiffe://"), Verdict::NotMarkedAsMesh);
+        assert_eq!(tcp_client_verdict(&mut mesh_upstream(&[], &disabled), "spiffe://"), Verdict::NotMarkedAsMesh);
 
         let mut plaintext = View { tls_version: None, ..mesh_upstream(&opt_in, &[]) };
-        assert_eq!(client_verdict(&mut plaintext, "spiffe://"), Verdict::UpstreamNotTls);
+        assert_eq!(tcp_client_verdict(&mut plaintext, "spiffe://"), Verdict::UpstreamNotTls);
         assert_eq!(plaintext.asked, ["tls_version", "connected"]);
         let dns_only = View { peer_uri_san: None, ..mesh_upstream(&opt_in, &[]) };
-        assert_eq!(client_verdict(&mut dns_only.clone(), "spiffe://"), Verdict::PeerIdentityMismatch);
+        assert_eq!(tcp_client_verdict(&mut dns_only.clone(), "spiffe://"), Verdict::PeerIdentityMismatch);
         let mut other = View { peer_uri_san: Some("https://example.com"), ..mesh_upstream(&opt_in, &[]) };
-        assert_eq!(client_verdict(&mut other, "spiffe://"), Verdict::PeerIdentityMismatch);
+        assert_eq!(tcp_client_verdict(&mut other, "spiffe://"), Verdict::PeerIdentityMismatch);
         // The identity check can be turned off.
-        assert_eq!(client_verdict(&mut dns_only.clone(), ""), Verdict::Participate);
+        assert_eq!(tcp_client_verdict(&mut dns_only.clone(), ""), Verdict::Participate);
     }
 
     #[test]
@@ -257,31 +281,60 @@ pub(crate) mod tests {
         let istio = md(&[(TRANSPORT_SOCKET_MATCH_NAMESPACE, "tlsMode", Kind::StringValue("istio".into()))]);
         for off in [Kind::BoolValue(false), Kind::StringValue("false".into()), Kind::StringValue("yes".into())] {
             let opt_out = md(&[(CLUSTER_NAMESPACE, "enabled", off)]);
-            assert_eq!(client_verdict(&mut mesh_upstream(&opt_out, &istio), "spiffe://"), Verdict::ClusterOptedOut);
+            assert_eq!(tcp_client_verdict(&mut mesh_upstream(&opt_out, &istio), "spiffe://"), Verdict::ClusterOptedOut);
         }
+    }
+
+    /// istiod's `disable_mx` (every instance over HBONE) opts a cluster out
+    /// of the TCP form as of the HTTP form, over an opt-in and the endpoint
+    /// marker; `istio.external` is the HTTP form's alone (a MESH_EXTERNAL
+    /// upstream with a mesh certificate and a marker is taken at its word).
+    #[test]
+    fn istiods_disable_mx_opts_out_and_external_does_not() {
+        let istio = md(&[(TRANSPORT_SOCKET_MATCH_NAMESPACE, "tlsMode", Kind::StringValue("istio".into()))]);
+        let opt_in_hbone = md(&[
+            (CLUSTER_NAMESPACE, "enabled", Kind::BoolValue(true)),
+            (ISTIO_NAMESPACE, "disable_mx", Kind::BoolValue(true)),
+        ]);
+        assert_eq!(
+            tcp_client_verdict(&mut mesh_upstream(&opt_in_hbone, &istio), "spiffe://"),
+            Verdict::ClusterOptedOut
+        );
+        let hbone = md(&[(ISTIO_NAMESPACE, "disable_mx", Kind::BoolValue(true))]);
+        assert_eq!(tcp_client_verdict(&mut mesh_upstream(&hbone, &istio), "spiffe://"), Verdict::ClusterOptedOut);
+        let not_bool = md(&[(ISTIO_NAMESPACE, "disable_mx", Kind::StringValue("true".into()))]);
+        assert_eq!(tcp_client_verdict(&mut mesh_upstream(&not_bool, &istio), "spiffe://"), Verdict::Participate);
+        let external = md(&[
+            (CLUSTER_NAMESPACE, "enabled", Kind::BoolValue(true)),
+            (ISTIO_NAMESPACE, "external", Kind::BoolValue(true)),
+        ]);
+        assert_eq!(tcp_client_verdict(&mut mesh_upstream(&external, &[]), "spiffe://"), Verdict::Participate);
     }
 
     #[test]
     fn garbage_metadata_never_opts_in() {
-        assert_eq!(client_verdict(&mut mesh_upstream(&[0xff, 0x01], &[0xff]), "spiffe://"), Verdict::NotMarkedAsMesh);
+        assert_eq!(
+            tcp_client_verdict(&mut mesh_upstream(&[0xff, 0x01], &[0xff]), "spiffe://"),
+            Verdict::NotMarkedAsMesh
+        );
     }
 
     #[test]
     fn server_takes_part_on_proxied_tls_only() {
-        assert_eq!(server_verdict(Some("TLSv1.3"), || true), Verdict::Participate);
-        assert_eq!(server_verdict(None, || panic!("not asked without TLS")), Verdict::DownstreamNotTls);
-        assert_eq!(server_verdict(Some(""), || true), Verdict::DownstreamNotTls);
+        assert_eq!(tcp_server_verdict(Some("TLSv1.3"), || true), Verdict::Participate);
+        assert_eq!(tcp_server_verdict(None, || panic!("not asked without TLS")), Verdict::DownstreamNotTls);
+        assert_eq!(tcp_server_verdict(Some(""), || true), Verdict::DownstreamNotTls);
         // In front of an HTTP connection manager (Istio's inbound HTTP chains).
-        assert_eq!(server_verdict(Some("TLSv1.3"), || false), Verdict::NoUpstream);
+        assert_eq!(tcp_server_verdict(Some("TLSv1.3"), || false), Verdict::NoUpstream);
     }
 
     #[test]
     fn a_client_without_an_upstream_connection_is_told_apart_only_off_the_tls_path() {
         let opt_in = md(&[(CLUSTER_NAMESPACE, "enabled", Kind::BoolValue(true))]);
         let mut in_front_of_an_hcm = View { tls_version: None, no_upstream: true, ..mesh_upstream(&opt_in, &[]) };
-        assert_eq!(client_verdict(&mut in_front_of_an_hcm, "spiffe://"), Verdict::NoUpstream);
+        assert_eq!(tcp_client_verdict(&mut in_front_of_an_hcm, "spiffe://"), Verdict::NoUpstream);
         let mut mesh = mesh_upstream(&opt_in, &[]);
-        assert_eq!(client_verdict(&mut mesh, "spiffe://"), Verdict::Participate);
+        assert_eq!(tcp_client_verdict(&mut mesh, "spiffe://"), Verdict::Participate);
         assert!(!mesh.asked.contains(&"connected"), "{:?}", mesh.asked);
     }
 }

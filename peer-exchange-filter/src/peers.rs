@@ -9,8 +9,8 @@
 //! metadata or certificate changes is simply a new entry; the map is bounded.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::Rc;
+use wasm_host::bounded::BoundedMap;
 
 use proto::prost::Message;
 
@@ -56,14 +56,15 @@ const MAX_CACHED: usize = 256;
 /// Larger payloads are decoded every time rather than kept.
 const MAX_CACHED_PAYLOAD: usize = 4096;
 
-/// A bounded map from input bytes to what they decoded to.
+/// Input bytes → what they decoded to; inputs over [`MAX_CACHED_PAYLOAD`]
+/// are not kept.
 struct Cache<T> {
-    entries: HashMap<Vec<u8>, T>,
+    entries: BoundedMap<Vec<u8>, T>,
 }
 
 impl<T: Clone> Cache<T> {
     fn new() -> Self {
-        Cache { entries: HashMap::new() }
+        Cache { entries: BoundedMap::new(MAX_CACHED) }
     }
 
     fn get_or_decode(&mut self, key: &[u8], decode: impl FnOnce() -> T) -> T {
@@ -72,9 +73,6 @@ impl<T: Clone> Cache<T> {
         }
         let decoded = decode();
         if key.len() <= MAX_CACHED_PAYLOAD {
-            if self.entries.len() >= MAX_CACHED {
-                self.entries.clear();
-            }
             self.entries.insert(key.to_vec(), decoded.clone());
         }
         decoded

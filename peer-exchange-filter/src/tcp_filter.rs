@@ -15,7 +15,7 @@ use crate::config::{Config, Role};
 use crate::deadlines::Deadlines;
 use crate::exchange::{Counter, Event, Exchange, Outcome, Rejected, Step};
 use crate::metadata::encode_payload;
-use crate::participation::{client_verdict, cluster_enabled, server_verdict, UpstreamFacts, Verdict};
+use crate::participation::{cluster_enabled, tcp_client_verdict, tcp_server_verdict, UpstreamFacts, Verdict};
 use crate::peers::{with_decoder, PeerDecoder};
 use crate::stored::{mark_peer_not_found, store_endpoint_peer, store_peer};
 use crate::workload::{endpoint_workload, EndpointWorkload, Workload};
@@ -151,7 +151,7 @@ impl UpstreamFacts for HostUpstream<'_> {
             let metadata = wasm_host::read_cluster_metadata(
                 "peer-exchange-filter",
                 &shared.reports,
-                &[Marker::PeerExchange],
+                &[Marker::PeerExchange, Marker::DisableMx],
                 || shared.counters.inc(Counter::MisplacedMetadata.index()),
             );
             cluster_enabled(&metadata.unwrap_or_default())
@@ -246,11 +246,11 @@ impl PeerStream {
         let verdict = match self.shared.config.role {
             Role::Server => {
                 let tls = wasm_host::get_property_string(&["connection", "tls_version"]).ok().flatten();
-                server_verdict(tls.as_deref(), has_upstream_connection)
+                tcp_server_verdict(tls.as_deref(), has_upstream_connection)
             }
             Role::Client => {
                 let mut upstream = HostUpstream { shared: &self.shared, uri_san: None };
-                let verdict = client_verdict(&mut upstream, &self.shared.config.peer_identity_prefix);
+                let verdict = tcp_client_verdict(&mut upstream, &self.shared.config.peer_identity_prefix);
                 self.peer_uri_san = upstream.uri_san;
                 verdict
             }

@@ -9,7 +9,9 @@
 //! xDS reaches its requests within one period. A period of 0 turns the map
 //! off: every lookup misses and nothing is kept.
 
-use std::collections::HashMap;
+use std::cell::RefCell;
+
+use crate::bounded::BoundedMap;
 
 use crate::markers::{self, Marker};
 use crate::properties::{get_property, get_property_string};
@@ -39,7 +41,7 @@ pub const MAX_CLUSTERS: usize = 512;
 #[derive(Debug)]
 pub struct ByCluster<V> {
     refresh_ms: u32,
-    answers: HashMap<String, V>,
+    answers: BoundedMap<String, V>,
     /// When the map is next emptied ([`ByCluster::refresh_if_due`]).
     due_ms: Option<u64>,
 }
@@ -47,7 +49,7 @@ pub struct ByCluster<V> {
 impl<V: Clone> ByCluster<V> {
     /// Remembers for `refresh_ms` (0: never remembers).
     pub fn new(refresh_ms: u32) -> Self {
-        ByCluster { refresh_ms, answers: HashMap::new(), due_ms: None }
+        ByCluster { refresh_ms, answers: BoundedMap::new(MAX_CLUSTERS), due_ms: None }
     }
 
     pub fn refresh_ms(&self) -> u32 {
@@ -66,9 +68,6 @@ impl<V: Clone> ByCluster<V> {
     pub fn insert(&mut self, cluster: String, answer: V) {
         if !self.enabled() {
             return;
-        }
-        if self.answers.len() >= MAX_CLUSTERS {
-            self.answers.clear();
         }
         self.answers.insert(cluster, answer);
     }
@@ -99,26 +98,43 @@ impl<V: Clone> ByCluster<V> {
     }
 }
 
+impl<V: Clone> ByCluster<V> {
+    /// `answer` for the cluster `name` reads, remembered by that name: the
+    /// one path by which the glue remembers by cluster name. With
+    /// remembering off, `name` is not called (the name read is saved); with
+    /// no name, `answer` runs and nothing is kept. Neither closure runs with
+    /// the map borrowed (both make hostcalls); `on` is what both use (the
+    /// request's route, whose name read is shared with other rules).
+    pub fn remembered<C: ?Sized>(
+        clusters: &RefCell<Self>,
+        on: &mut C,
+        name: impl FnOnce(&mut C) -> Option<String>,
+        answer: impl FnOnce(&mut C) -> V,
+    ) -> V {
+        let enabled = clusters.try_borrow().is_ok_and(|c| c.enabled());
+        let Some(name) = (if enabled { name(on) } else { None }) else {
+            return answer(on);
+        };
+        if let Some(known) = clusters.try_borrow().ok().and_then(|c| c.get(&name)) {
+            return known;
+        }
+        let value = answer(on);
+        if let Ok(mut clusters) = clusters.try_borrow_mut() {
+            clusters.insert(name, value.clone());
+        }
+        value
+    }
+}
+
 /// `answer` for the current stream's cluster, remembered by the cluster's
-/// name in `clusters` (see the module docs). With remembering off, or no
-/// readable name, `answer` runs and no name is read (or kept).
-pub fn by_cluster<V: Clone>(clusters: &std::cell::RefCell<ByCluster<V>>, answer: impl FnOnce() -> V) -> V {
-    let enabled = clusters.try_borrow().is_ok_and(|c| c.enabled());
-    if !enabled {
-        return answer();
-    }
-    let Ok(Some(name)) = get_property_string(&["xds", "cluster_name"]) else {
-        return answer();
-    };
-    if let Some(known) = clusters.try_borrow().ok().and_then(|c| c.get(&name)) {
-        return known;
-    }
-    // Not borrowed while `answer` makes its hostcalls.
-    let value = answer();
-    if let Ok(mut clusters) = clusters.try_borrow_mut() {
-        clusters.insert(name, value.clone());
-    }
-    value
+/// name (`xds.cluster_name`) in `clusters`: [`ByCluster::remembered`].
+pub fn by_cluster<V: Clone>(clusters: &RefCell<ByCluster<V>>, answer: impl FnOnce() -> V) -> V {
+    ByCluster::remembered(
+        clusters,
+        &mut (),
+        |_| get_property_string(&["xds", "cluster_name"]).ok().flatten(),
+        |_| answer(),
+    )
 }
 
 /// Reads the stream's cluster metadata (`xds.cluster_metadata`; `None`
@@ -172,6 +188,67 @@ mod tests {
         clusters.refresh();
         assert!(clusters.is_empty());
         assert_eq!(clusters.get("a"), None);
+    }
+
+    /// What the closures of [`ByCluster::remembered`] were asked, in order.
+    #[derive(Default)]
+    struct Route {
+        name: Option<String>,
+        calls: Vec<&'static str>,
+    }
+
+    fn remembered(clusters: &RefCell<ByCluster<u32>>, route: &mut Route, answer: u32) -> u32 {
+        ByCluster::remembered(
+            clusters,
+            route,
+            |r| {
+                r.calls.push("name");
+                r.name.clone()
+            },
+            |r| {
+                r.calls.push("answer");
+                answer
+            },
+        )
+    }
+
+    #[test]
+    fn remembered_reads_the_name_then_answers_once_per_name_and_period() {
+        let clusters = RefCell::new(ByCluster::new(1000));
+        let mut route = Route { name: Some("a".into()), ..Route::default() };
+        assert_eq!(remembered(&clusters, &mut route, 1), 1);
+        assert_eq!(remembered(&clusters, &mut route, 2), 1, "remembered: the answer is not asked again");
+        assert_eq!(route.calls, ["name", "answer", "name"]);
+        clusters.borrow_mut().refresh();
+        assert_eq!(remembered(&clusters, &mut route, 3), 3, "asked again after the refresh");
+        let mut nameless = Route::default();
+        assert_eq!(remembered(&clusters, &mut nameless, 4), 4);
+        assert_eq!(remembered(&clusters, &mut nameless, 5), 5, "no name: nothing kept");
+        assert_eq!(clusters.borrow().len(), 1);
+    }
+
+    #[test]
+    fn remembered_with_a_zero_period_never_reads_the_name() {
+        let clusters = RefCell::new(ByCluster::new(0));
+        let mut route = Route { name: Some("a".into()), ..Route::default() };
+        assert_eq!(remembered(&clusters, &mut route, 1), 1);
+        assert_eq!(remembered(&clusters, &mut route, 2), 2);
+        assert_eq!(route.calls, ["answer", "answer"]);
+    }
+
+    #[test]
+    fn remembered_answers_with_the_map_free() {
+        let clusters = RefCell::new(ByCluster::new(1000));
+        let value = ByCluster::remembered(
+            &clusters,
+            &mut (),
+            |_| Some("a".into()),
+            |_| {
+                assert!(clusters.try_borrow_mut().is_ok(), "the map is not borrowed while answering");
+                7
+            },
+        );
+        assert_eq!((value, clusters.borrow().get("a")), (7, Some(7)));
     }
 
     #[test]

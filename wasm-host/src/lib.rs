@@ -12,6 +12,7 @@
 //! names.
 
 mod abi;
+pub mod bounded;
 pub mod clusters;
 mod error;
 pub mod host;

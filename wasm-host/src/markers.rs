@@ -30,7 +30,7 @@ pub enum Marker {
     Alpn,
     /// The exchange's own namespace `istio.peer_exchange` (key `enabled`).
     PeerExchange,
-    /// Native's HTTP exchange opt-out: key `disable_mx` in `istio`.
+    /// istiod's exchange opt-out (every instance over HBONE): key `disable_mx` in `istio`.
     DisableMx,
     /// istiod's MESH_EXTERNAL mark: key `external` in `istio`.
     External,
