@@ -15,6 +15,7 @@ use crate::decision::{Counter, Decider, RequestFacts};
 // request (context create, request headers, delete) instead of for every
 // callback of the stream (see `wasm_host::plugin`), plus the root's tick
 // that refreshes what the decider remembers per cluster.
+#[cfg(target_arch = "wasm32")]
 wasm_host::plugin_exports!(Shared; request_headers, tick);
 
 /// The cluster metadata markers this filter reads.
@@ -128,4 +129,154 @@ fn apply(shared: &Shared) {
     let decision = decider.decide(&mut HostRequest(shared));
     drop(decider);
     alpn_decision::apply::apply(&decision, &shared.counters, cluster_label);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use proto::core::Metadata;
+    use proto::prost::Message;
+    use proto::prost_types::{value::Kind, Struct, Value};
+    use wasm_host::fake::{self, FakeHost, PLUGIN_CONFIGURATION};
+
+    use super::*;
+
+    /// Cluster metadata with `namespace: {key: value}` entries.
+    fn metadata(entries: &[(&str, &str, &str)]) -> Vec<u8> {
+        let mut metadata = Metadata::default();
+        for (namespace, key, value) in entries {
+            metadata
+                .filter_metadata
+                .entry(namespace.to_string())
+                .or_insert_with(Struct::default)
+                .fields
+                .insert(key.to_string(), Value { kind: Some(Kind::StringValue(value.to_string())) });
+        }
+        metadata.encode_to_vec()
+    }
+
+    /// Envoy with a plugin configuration and a request to `cluster`.
+    fn envoy(config: &str, cluster: Option<&str>, cluster_metadata: Option<Vec<u8>>) -> FakeHost {
+        let mut host = FakeHost::default();
+        host.buffers.insert(PLUGIN_CONFIGURATION, config.as_bytes().to_vec());
+        host.property("request.protocol", "HTTP/1.1");
+        if let Some(cluster) = cluster {
+            host.property("xds.cluster_name", cluster);
+        }
+        if let Some(bytes) = cluster_metadata {
+            host.property("xds.cluster_metadata", bytes);
+        }
+        host
+    }
+
+    fn configure(host: FakeHost) -> Option<Rc<Shared>> {
+        let size = host.buffers.get(&PLUGIN_CONFIGURATION).map_or(0, Vec::len);
+        fake::install(host);
+        Shared::configure(size).map(Rc::new)
+    }
+
+    fn request(shared: &Rc<Shared>) -> Action {
+        Shared::stream(shared, 2).on_request_headers()
+    }
+
+    fn counted() -> BTreeMap<String, i64> {
+        fake::with(|h| h.counted())
+    }
+
+    fn counts(names: &[&str]) -> BTreeMap<String, i64> {
+        names.iter().map(|n| (format!("alpn_filter.{n}"), 1)).collect()
+    }
+
+    #[test]
+    fn an_override_sets_envoys_filter_state_and_counts_the_decision() {
+        let shared =
+            configure(envoy("{}", Some("web"), Some(metadata(&[("istio.alpn", "upstream_protocol", "HTTP2")]))));
+        let shared = shared.expect("configured");
+        assert_eq!(request(&shared), Action::Continue);
+        fake::with(|h| {
+            assert_eq!(
+                h.envoy_filter_state,
+                [("envoy.network.application_protocols".to_string(), "istio-h2,istio,h2".to_string())]
+            );
+            assert_eq!(h.tick_period_ms, Some(1000), "the refresh timer runs");
+        });
+        assert_eq!(counted(), counts(&["override_http2", "protocol_from_cluster_metadata", "cluster_metadata_read"]));
+    }
+
+    #[test]
+    fn a_refused_override_is_counted_and_logged_and_the_request_goes_on() {
+        let mut host = envoy("{}", Some("web"), None);
+        host.failing.insert("foreign set_envoy_filter_state", fake::INTERNAL_FAILURE);
+        let shared = configure(host).expect("configured");
+        assert_eq!(request(&shared), Action::Continue);
+        assert_eq!(
+            counted(),
+            counts(&["override_http11", "override_failed", "protocol_from_default", "cluster_metadata_read"])
+        );
+        fake::with(|h| assert_eq!(h.logged("cluster web: cannot set upstream ALPN").len(), 1, "{:?}", h.logs));
+    }
+
+    #[test]
+    fn opt_out_and_no_cluster_leave_the_alpn_alone() {
+        let opted_out = metadata(&[("istio", "alpn_override", "false")]);
+        let shared = configure(envoy("{}", Some("web"), Some(opted_out))).expect("configured");
+        request(&shared);
+        assert_eq!(counted(), counts(&["skipped_opt_out", "cluster_metadata_read"]));
+        fake::with(|h| assert!(h.envoy_filter_state.is_empty()));
+
+        let shared = configure(envoy("{}", None, None)).expect("configured");
+        request(&shared);
+        assert_eq!(counted(), counts(&["skipped_no_cluster"]));
+        fake::with(|h| assert!(h.envoy_filter_state.is_empty()));
+    }
+
+    #[test]
+    fn a_clusters_metadata_is_read_once_per_refresh_period() {
+        let shared = configure(envoy("{}", Some("web"), None)).expect("configured");
+        for _ in 0..3 {
+            request(&shared);
+        }
+        assert_eq!(fake::with(|h| h.called("get_property xds.cluster_metadata").len()), 1);
+        shared.on_tick();
+        request(&shared);
+        assert_eq!(fake::with(|h| h.called("get_property xds.cluster_metadata").len()), 2, "read again after a tick");
+        assert_eq!(fake::with(|h| h.counter("alpn_filter.override_http11")), Some(4));
+    }
+
+    #[test]
+    fn a_misplaced_marker_is_counted_once_per_metadata() {
+        let misplaced = metadata(&[("alpn", "upstream_protocol", "HTTP2")]);
+        let shared = configure(envoy(r#"{"cluster_metadata_refresh_ms":0}"#, Some("web"), Some(misplaced)));
+        let shared = shared.expect("configured");
+        request(&shared);
+        request(&shared);
+        assert_eq!(fake::with(|h| h.counter("alpn_filter.misplaced_metadata")), Some(1));
+        assert_eq!(
+            fake::with(|h| h.counter("alpn_filter.cluster_metadata_read")),
+            Some(2),
+            "refresh 0: read per request"
+        );
+    }
+
+    #[test]
+    fn configurations_are_refused_with_the_reason_logged() {
+        assert!(configure(envoy("{not json", Some("web"), None)).is_none());
+        fake::with(|h| assert_eq!(h.logged("alpn-filter: invalid plugin configuration, refusing it").len(), 1));
+
+        let mut old_envoy = envoy("{}", Some("web"), None);
+        old_envoy.foreign_functions = vec!["declare_property"];
+        assert!(configure(old_envoy).is_none());
+        fake::with(|h| assert_eq!(h.logged("lacks the foreign function set_envoy_filter_state").len(), 1));
+
+        let mut no_timer = envoy("{}", Some("web"), None);
+        no_timer.failing.insert("set_tick_period_milliseconds", fake::INTERNAL_FAILURE);
+        assert!(configure(no_timer).is_none());
+        fake::with(|h| assert_eq!(h.logged("cannot start the 1000 ms metadata refresh").len(), 1));
+
+        let mut unreadable = envoy("{}", Some("web"), None);
+        unreadable.failing.insert("get_buffer_bytes", fake::INTERNAL_FAILURE);
+        assert!(configure(unreadable).is_none());
+        fake::with(|h| assert_eq!(h.logged("cannot read the plugin configuration").len(), 1));
+    }
 }

@@ -19,6 +19,7 @@ use crate::tcp_filter::{tcp_plugin, PeerStream, Shared};
 // after its downstream close, so a close callback would be one more entry for
 // nothing); a request of the header form at creation, request and response
 // headers, and deletion.
+#[cfg(target_arch = "wasm32")]
 wasm_host::plugin_exports!(PeerPlugin;
     request_headers, response_headers, downstream_data, upstream_data, tick);
 

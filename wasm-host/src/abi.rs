@@ -1,7 +1,12 @@
 //! The proxy-wasm ABI calls the filters make, as Envoy exports them, and
 //! the one rule for the buffers the host hands back. Everything else in
-//! the crate wraps these.
+//! the crate wraps these. Natively (unit tests) the same calls go to
+//! [`crate::fake`], a recording fake of Envoy.
 
+#[cfg(not(target_arch = "wasm32"))]
+pub use crate::fake::abi::*;
+
+#[cfg(target_arch = "wasm32")]
 #[link(wasm_import_module = "env")]
 extern "C" {
     pub fn proxy_get_property(

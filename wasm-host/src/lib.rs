@@ -15,6 +15,8 @@ mod abi;
 pub mod bounded;
 pub mod clusters;
 mod error;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod fake;
 pub mod host;
 mod logging;
 pub mod markers;
