@@ -29,6 +29,9 @@ pub mod peers;
 pub mod simulate;
 pub mod workload;
 
+#[cfg(test)]
+mod glue_tests;
+
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 mod http_filter;
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]

@@ -24,7 +24,7 @@ wasm_host::plugin_exports!(PeerPlugin;
     request_headers, response_headers, downstream_data, upstream_data, tick);
 
 /// What a configured plugin runs: the form its root id selects.
-enum PeerPlugin {
+pub(crate) enum PeerPlugin {
     Tcp(Rc<Shared>),
     Http(Rc<HttpShared>),
 }
@@ -101,7 +101,7 @@ impl Plugin for PeerPlugin {
 
 /// A connection (TCP form) or a request (header form). Envoy only makes
 /// the callbacks of the filter type the plugin was loaded as.
-enum PeerContext {
+pub(crate) enum PeerContext {
     Tcp(PeerStream),
     Http(HttpPeer),
 }
