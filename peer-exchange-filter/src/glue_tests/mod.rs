@@ -40,6 +40,13 @@ impl Workload {
         node
     }
 
+    /// The `x-envoy-peer-metadata` value this workload sends.
+    pub fn header(&self) -> String {
+        crate::headers::encode_metadata_header(
+            &self.node().workload(&Default::default(), &Default::default(), &[]).to_wire(),
+        )
+    }
+
     /// The TCP prefix this workload sends.
     pub fn prefix(&self) -> Vec<u8> {
         let workload = self.node().workload(&Default::default(), &Default::default(), &[]);
