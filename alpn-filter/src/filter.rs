@@ -33,24 +33,8 @@ impl Plugin for Shared {
     type Stream = AlpnStream;
 
     fn configure(size: usize) -> Option<Shared> {
-        wasm_host::init_logging();
-        if !wasm_host::host::check_logged("alpn-filter", &["set_envoy_filter_state"]) {
-            return None;
-        }
-        let bytes = match wasm_host::plugin_configuration(size) {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                log::error!("alpn-filter: cannot read the plugin configuration ({e}), refusing it");
-                return None;
-            }
-        };
-        let config = match AlpnConfig::parse(&bytes) {
-            Ok(config) => config,
-            Err(e) => {
-                log::error!("alpn-filter: invalid plugin configuration, refusing it: {e}");
-                return None;
-            }
-        };
+        let bytes = wasm_host::plugin::configuration("alpn-filter", &["set_envoy_filter_state"], size)?;
+        let config = wasm_host::plugin::refuse("alpn-filter", AlpnConfig::parse(&bytes))?;
         for warning in config.warnings() {
             log::warn!("alpn-filter: {warning}");
         }

@@ -1,6 +1,7 @@
 //! Istio's W3C `baggage` form of a workload: what native's `baggage`
 //! propagation writes and its `baggage` discovery reads (Istio's
-//! `metadata_object` baggage conversions; facts note, "baggage").
+//! `metadata_object.cc` baggage conversions, `convertBaggageToWorkloadMetadata`
+//! and its inverse).
 //!
 //! Written: `k8s.<type>.name=<workload>` (deployment, pod, job or cronjob;
 //! an unknown type is written as pod), `service.name` (the canonical name),

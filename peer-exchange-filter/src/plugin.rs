@@ -23,6 +23,9 @@ use crate::tcp_filter::{tcp_plugin, PeerStream, Shared};
 wasm_host::plugin_exports!(PeerPlugin;
     request_headers, response_headers, downstream_data, upstream_data, tick);
 
+/// The name our log lines start with.
+const FILTER: &str = "peer-exchange-filter";
+
 /// What a configured plugin runs: the form its root id selects.
 pub(crate) enum PeerPlugin {
     Tcp(Rc<Shared>),
@@ -33,26 +36,10 @@ impl Plugin for PeerPlugin {
     type Stream = PeerContext;
 
     fn configure(size: usize) -> Option<PeerPlugin> {
-        wasm_host::init_logging();
-        if !wasm_host::host::check_logged("peer-exchange-filter", &["declare_property"]) {
-            return None;
-        }
-        let bytes = match wasm_host::plugin_configuration(size) {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                log::error!("peer-exchange-filter: cannot read the plugin configuration ({e}), refusing it");
-                return None;
-            }
-        };
+        let bytes = wasm_host::plugin::configuration(FILTER, &["declare_property"], size)?;
         let root_id = wasm_host::get_property_string(&["plugin_root_id"]).ok().flatten().unwrap_or_default();
         let transport = Transport::for_root_id(&root_id);
-        let config = match Config::parse(&bytes, transport) {
-            Ok(config) => config,
-            Err(e) => {
-                log::error!("peer-exchange-filter: invalid plugin configuration, refusing it: {e}");
-                return None;
-            }
-        };
+        let config = wasm_host::plugin::refuse(FILTER, Config::parse(&bytes, transport))?;
         let (workload, node_id) = local_workload(&config);
         let span = match transport {
             Transport::Tcp => Span::Connection,

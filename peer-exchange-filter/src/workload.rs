@@ -1,5 +1,6 @@
 //! Istio's workload metadata object and its three views, the way native
-//! normalises it (facts note §1, §2b, §6):
+//! normalises it (Envoy's `contrib/istio/filters/common/source/metadata_object.cc`,
+//! formerly istio/proxy's `extensions/common/metadata_object.cc`):
 //!
 //! - **read** ([`Workload::read`]): a Struct (node metadata, or a peer's
 //!   struct) becomes a workload: Istio's fields, `app`/`version` from the
@@ -179,7 +180,7 @@ fn put(fields: &mut BTreeMap<String, Value>, key: &str, value: &str) {
 }
 
 impl Workload {
-    /// Native's read of a Struct (1a). `locality` is given for our own
+    /// Native's read of a Struct (`convertStructToWorkloadMetadata`). `locality` is given for our own
     /// metadata only: a peer's missing region is not filled from ours.
     pub fn read(s: &Struct, additional_labels: &[String], locality: Option<&Locality>) -> Workload {
         let no_labels = Struct::default();
@@ -223,7 +224,7 @@ impl Workload {
         w
     }
 
-    /// Native's write (1b): the UPPERCASE Struct sent on the wire.
+    /// Native's write (`convertWorkloadMetadataToStruct`): the UPPERCASE Struct sent on the wire.
     pub fn to_wire(&self) -> Struct {
         let mut fields = BTreeMap::new();
         put(&mut fields, "NAME", &self.name);
@@ -251,7 +252,7 @@ impl Workload {
         Struct { fields }
     }
 
-    /// Native's stored peer (2b), lowercase, plus `source`. Unlike native,
+    /// Native's stored peer (`WorkloadMetadataObject::serializeAsProto`), lowercase, plus `source`. Unlike native,
     /// `name` does not depend on `cluster` being set.
     pub fn to_peer_struct(&self, source: PeerSource) -> Struct {
         let mut fields = BTreeMap::new();
@@ -300,7 +301,7 @@ impl NodeMetadata {
     ) -> Workload {
         let strings = |base: &BTreeMap<String, String>, overrides: &BTreeMap<String, String>| {
             // Inserted one by one: `collect` into a BTreeMap sorts, and
-            // that sort is 6 KB of the module (issue #9's size target).
+            // that sort is 6 KB of the module.
             let mut merged = BTreeMap::new();
             for (k, v) in base.iter().chain(overrides) {
                 merged.insert(k.clone(), string_value(v));

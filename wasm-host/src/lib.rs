@@ -4,12 +4,11 @@
 //! The filters do not use the proxy-wasm SDK. Its wrappers (`set_property`,
 //! `get_buffer`, `set_downstream_data`, `close_downstream`, ...) `panic!` on
 //! any host status they do not expect, and a panic kills the VM — and with it
-//! every later connection on the listener; and its dispatcher exports every
-//! callback, so Envoy enters the VM for all of them on every stream. So the
-//! calls the filters need are declared here against the raw ABI, every status
-//! is returned as a [`HostError`] (callers decide what a failure means;
-//! nothing here panics), and [`plugin`] exports only the callbacks a filter
-//! names.
+//! every later connection on the listener. So the calls the filters need are
+//! declared here against the raw ABI, every status is returned as a
+//! [`HostError`] (callers decide what a failure means; nothing here
+//! panics), and [`plugin`] exports only the callbacks a filter names. The
+//! SDK's vocabulary is kept (`Action`, `on_request_headers`, ...).
 
 mod abi;
 pub mod bounded;

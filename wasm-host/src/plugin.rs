@@ -6,9 +6,14 @@
 //! whatever it does there — for an HTTP request: context create, request
 //! headers, response headers, each body chunk, log, done, delete; for a
 //! connection: context create, new connection, each data chunk, both
-//! closes, log, done, delete. That is most of what the benchmark's "empty
-//! wasm filter" floor costs. A module made with [`plugin_exports!`] exports
-//! context create, configure and delete, plus only the callbacks it names.
+//! closes, log, done, delete. A module made with [`plugin_exports!`]
+//! exports context create, configure and delete, plus only the callbacks
+//! it names. Measured, those extra entries are cheap: a filter whose one
+//! callback does nothing costs what the SDK's empty filter costs, so the
+//! floor is Envoy creating and deleting a wasm context per stream
+//! (docs/performance.md). The reason to own the entry points is the SDK's
+//! hostcalls, which `panic!` on statuses they do not expect (see the crate
+//! docs), and its dispatcher's code size.
 //!
 //! Several plugins (root contexts, each with its own configuration) can
 //! share one VM, so each stream is made by its root's [`Plugin`] when it is
@@ -176,6 +181,25 @@ pub fn delete<P: Plugin>(registry: &'static Registered<P>, context_id: u32) {
             stream.on_delete();
         }
     }
+}
+
+/// What every plugin does first when it configures: our logger at Envoy's
+/// level, the host check (`filter` refuses to load on an Envoy lacking one
+/// of `foreign_functions`), and the configuration bytes. `None` (with the
+/// reason logged under `filter`'s name) refuses the configuration.
+pub fn configuration(filter: &str, foreign_functions: &[&'static str], size: usize) -> Option<Vec<u8>> {
+    crate::init_logging();
+    if !crate::host::check_logged(filter, foreign_functions) {
+        return None;
+    }
+    crate::plugin_configuration(size)
+        .map_err(|e| log::error!("{filter}: cannot read the plugin configuration ({e}), refusing it"))
+        .ok()
+}
+
+/// A configuration the filter cannot use, refused with its reason logged.
+pub fn refuse<T>(filter: &str, parsed: Result<T, crate::ConfigError>) -> Option<T> {
+    parsed.map_err(|e| log::error!("{filter}: invalid plugin configuration, refusing it: {e}")).ok()
 }
 
 /// `proxy_on_memory_allocate`: the host asks for room for data it returns
