@@ -1,8 +1,23 @@
 //! Counters: the `counters!` macro that declares a filter's list, and
 //! [`Counters`], defined once per VM and incremented by index.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+
 use crate::abi;
 use crate::error::status;
+
+thread_local! {
+    /// Every counter this VM has defined, by full name. Envoy's
+    /// `defineMetric` hands out a new id, and keeps one more entry in the
+    /// VM's metric map, on every call, even for a name it already has
+    /// (`Context::defineMetric` in Envoy's `source/extensions/common/wasm/context.cc`);
+    /// the map lives as long as the VM. A plugin configuration is replaced
+    /// on every xDS update that touches its listener, so defining per
+    /// configuration would grow the VM by every counter on every update.
+    /// Each name is defined once per VM; later plugins reuse its id.
+    static DEFINED: RefCell<HashMap<String, u32>> = RefCell::new(HashMap::new());
+}
 
 /// proxy-wasm `MetricType::Counter`.
 const METRIC_COUNTER: u32 = 0;
@@ -58,6 +73,12 @@ macro_rules! counters {
     };
 }
 
+/// A new VM (the fake host's install): nothing defined yet.
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn forget_defined() {
+    DEFINED.with(|d| d.borrow_mut().clear());
+}
+
 /// A fixed list of counters, defined once per VM and incremented by index.
 /// A counter that could not be defined is skipped (and logged once).
 pub struct Counters {
@@ -71,11 +92,17 @@ impl Counters {
             .into_iter()
             .map(|name| {
                 let full = format!("{prefix}{name}");
+                if let Some(id) = DEFINED.with(|d| d.try_borrow().ok().and_then(|d| d.get(&full).copied())) {
+                    return Some(id);
+                }
                 let mut id: u32 = 0;
                 // SAFETY: plain ABI call with valid pointers.
                 let raw = unsafe { abi::proxy_define_metric(METRIC_COUNTER, full.as_ptr(), full.len(), &mut id) };
                 match status(raw) {
-                    Ok(()) => Some(id),
+                    Ok(()) => {
+                        DEFINED.with(|d| d.try_borrow_mut().map(|mut d| d.insert(full, id)).ok());
+                        Some(id)
+                    }
                     Err(e) => {
                         log::warn!("cannot define counter {full}: {e}");
                         None
@@ -92,5 +119,31 @@ impl Counters {
             // SAFETY: plain ABI call. A failure only loses one count.
             let _ = unsafe { abi::proxy_increment_metric(*id, 1) };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fake::{self, FakeHost};
+
+    #[test]
+    fn a_name_is_defined_once_per_vm_and_every_plugin_counts_into_it() {
+        fake::install(FakeHost::default());
+        let first = Counters::define("vm_test.", ["a", "b"]);
+        let reconfigured = Counters::define("vm_test.", ["b", "a", "c"]);
+        first.inc(0);
+        reconfigured.inc(1);
+        reconfigured.inc(2);
+        fake::with(|h| {
+            assert_eq!(
+                h.called("define_metric"),
+                ["define_metric vm_test.a", "define_metric vm_test.b", "define_metric vm_test.c"]
+            );
+            assert_eq!(
+                (h.counter("vm_test.a"), h.counter("vm_test.b"), h.counter("vm_test.c")),
+                (Some(2), Some(0), Some(1))
+            );
+        });
     }
 }

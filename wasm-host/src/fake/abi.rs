@@ -232,13 +232,11 @@ pub unsafe fn proxy_define_metric(
         if let Some(status) = h.fails("define_metric") {
             return status;
         }
-        let id = match h.metrics.iter().position(|(n, _)| *n == name) {
-            Some(id) => id,
-            None => {
-                h.metrics.push((name, 0));
-                h.metrics.len() - 1
-            }
-        };
+        // As Envoy: a new id (and a new entry) on every call, even for a
+        // name already defined; entries of one name are one stat.
+        h.calls.push(format!("define_metric {name}"));
+        h.metrics.push((name, 0));
+        let id = h.metrics.len() - 1;
         // SAFETY: the wrapper passes a pointer to its local.
         unsafe { *return_id = id as u32 };
         status::OK

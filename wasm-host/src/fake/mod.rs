@@ -50,7 +50,7 @@ pub struct FakeHost {
     pub buffers: HashMap<u32, Vec<u8>>,
     /// Header maps by type, in order, lowercase names.
     pub headers: HashMap<u32, Vec<(String, Vec<u8>)>>,
-    /// Counters by id: (name, value).
+    /// Counters by id: (name, value); as in Envoy, a name defined twice has two ids.
     pub metrics: Vec<(String, i64)>,
     /// Log lines: (proxy-wasm level, message).
     pub logs: Vec<(u32, String)>,
@@ -100,12 +100,21 @@ impl FakeHost {
 
     /// A counter's value by its full name (0 if never incremented; `None` if not defined).
     pub fn counter(&self, name: &str) -> Option<i64> {
-        self.metrics.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
+        self.counters().get(name).copied()
+    }
+
+    /// Every counter's value by full name (the ids of one name are one stat).
+    pub fn counters(&self) -> BTreeMap<String, i64> {
+        let mut counters = BTreeMap::new();
+        for (name, value) in &self.metrics {
+            *counters.entry(name.clone()).or_insert(0) += value;
+        }
+        counters
     }
 
     /// The counters incremented at least once, by full name.
     pub fn counted(&self) -> BTreeMap<String, i64> {
-        self.metrics.iter().filter(|(_, v)| *v != 0).cloned().collect()
+        self.counters().into_iter().filter(|(_, v)| *v != 0).collect()
     }
 
     /// A header's values in a map.
@@ -135,9 +144,11 @@ thread_local! {
     static HOST: RefCell<FakeHost> = RefCell::new(FakeHost::default());
 }
 
-/// Makes `host` this thread's Envoy.
+/// Makes `host` this thread's Envoy, running a fresh VM (state the module
+/// keeps per VM, such as its defined counters, starts over).
 pub fn install(host: FakeHost) {
     HOST.with(|h| *h.borrow_mut() = host);
+    crate::metrics::forget_defined();
 }
 
 /// Reads or changes this thread's Envoy (not from inside a hostcall).
