@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use crate::backends::Backends;
@@ -24,9 +24,10 @@ pub struct MeshOptions {
     pub client_http_exchange_config: String,
     /// Envoy's `wasm` log level (the filters log each decision at debug).
     pub wasm_log_level: String,
-    /// Where `client.yaml` and `server.yaml` are read from; `None`:
-    /// `envoy-configs/` (the benchmark's A/B runs use edited copies).
-    pub templates: Option<PathBuf>,
+    /// Placeholder values that replace the defaults, per Envoy (the
+    /// benchmark loads the builds under A/B into its slots this way).
+    pub client_vars: BTreeMap<String, String>,
+    pub server_vars: BTreeMap<String, String>,
 }
 
 /// alpn-filter's configuration in the tests and in docker-compose: Istio's
@@ -53,7 +54,8 @@ impl Default for MeshOptions {
             server_http_exchange_config: HTTP_SERVER_CONFIG.into(),
             client_http_exchange_config: HTTP_CLIENT_CONFIG.into(),
             wasm_log_level: "debug".into(),
-            templates: None,
+            client_vars: BTreeMap::new(),
+            server_vars: BTreeMap::new(),
         }
     }
 }
@@ -96,7 +98,11 @@ fn common_vars(dir: &Path, pki: &Pki, plugin_config: &str, http_config: &str) ->
         ("CERT_DIR", pki.dir.display().to_string()),
         ("LOG_DIR", dir.display().to_string()),
         ("PEER_EXCHANGE_WASM", paths::peer_exchange_filter_wasm().display().to_string()),
-        ("EMPTY_WASM", paths::empty_filter_wasm().display().to_string()),
+        // The benchmark's slots: the empty filter, the shipped exchange.
+        ("TCP_SLOT_WASM", paths::empty_filter_wasm().display().to_string()),
+        ("TCP_SLOT_ROOT_ID", "empty".into()),
+        ("TCP_SLOT_CONFIG", "network".into()),
+        ("HTTP_EXCHANGE_SLOT_WASM", paths::peer_exchange_filter_wasm().display().to_string()),
         ("PEER_EXCHANGE_CONFIG", plugin_config.to_string()),
         ("PEER_EXCHANGE_QUIET_CONFIG", without_peer_json(plugin_config)),
         ("PEER_EXCHANGE_HTTP_CONFIG", http_config.to_string()),
@@ -133,6 +139,7 @@ pub fn server_vars(dir: &Path, pki: &Pki, backends: &Backends, options: &MeshOpt
         ("HTTP_BACKEND_HOST", backends.http.ip().to_string()),
         ("HTTP_BACKEND_PORT", backends.http.port().to_string()),
     ]));
+    v.extend(options.server_vars.clone());
     v
 }
 
@@ -169,7 +176,11 @@ pub fn client_vars(
         ("PLAIN_TLS_PORT", backends.plain_tls.port().to_string()),
         ("MESH_RECORDER_HOST", backends.mesh_recorder.ip().to_string()),
         ("MESH_RECORDER_PORT", backends.mesh_recorder.port().to_string()),
+        ("HTTP_SLOT_WASM", paths::empty_filter_wasm().display().to_string()),
+        ("HTTP_SLOT_ROOT_ID", "empty".into()),
+        ("HTTP_SLOT_CONFIG", "http".into()),
     ]));
+    v.extend(options.client_vars.clone());
     v
 }
 
@@ -190,15 +201,10 @@ impl Mesh {
             dir: dir.path(),
             wasm_log_level: &options.wasm_log_level,
         };
-        let template = |file: &str| match &options.templates {
-            Some(dir) => dir.join(file).display().to_string(),
-            None => file.to_string(),
-        };
-        let (server_template, client_template) = (template("server.yaml"), template("client.yaml"));
-        let server = Envoy::start(&launch("server", &server_template, &server_vars)).unwrap_or_else(|e| panic!("{e}"));
+        let server = Envoy::start(&launch("server", "server.yaml", &server_vars)).unwrap_or_else(|e| panic!("{e}"));
         let server_addr = SocketAddr::from(([127, 0, 0, 1], server.listener_port("inbound_mtls")));
         let client_vars = client_vars(dir.path(), &pki, &backends, server_addr, &options);
-        let client = Envoy::start(&launch("client", &client_template, &client_vars)).unwrap_or_else(|e| panic!("{e}"));
+        let client = Envoy::start(&launch("client", "client.yaml", &client_vars)).unwrap_or_else(|e| panic!("{e}"));
         let target = Target::loopback(client.admin.clone(), server.admin.clone(), pki, dir.path());
         Mesh { target, client, server, backends, dir }
     }

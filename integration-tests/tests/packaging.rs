@@ -116,7 +116,8 @@ fn compose_environment_renders_configs_that_envoy_accepts() {
                     "LOG_DIR" => dir.path().display().to_string(),
                     "ALPN_WASM" => paths::alpn_filter_wasm().display().to_string(),
                     "PEER_EXCHANGE_WASM" => paths::peer_exchange_filter_wasm().display().to_string(),
-                    "EMPTY_WASM" => paths::empty_filter_wasm().display().to_string(),
+                    "TCP_SLOT_WASM" | "HTTP_SLOT_WASM" => paths::empty_filter_wasm().display().to_string(),
+                    "HTTP_EXCHANGE_SLOT_WASM" => paths::peer_exchange_filter_wasm().display().to_string(),
                     _ => v,
                 };
                 (k, v)

@@ -2,7 +2,6 @@
 //! [`Counters`], defined once per VM and incremented by index.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 
 use crate::abi;
 use crate::error::status;
@@ -15,8 +14,10 @@ thread_local! {
     /// the map lives as long as the VM. A plugin configuration is replaced
     /// on every xDS update that touches its listener, so defining per
     /// configuration would grow the VM by every counter on every update.
-    /// Each name is defined once per VM; later plugins reuse its id.
-    static DEFINED: RefCell<HashMap<String, u32>> = RefCell::new(HashMap::new());
+    /// Each name is defined once per VM; later plugins reuse its id. (A
+    /// list: read at configure time only, and a map type of its own would
+    /// cost the module ~3 KB.)
+    static DEFINED: RefCell<Vec<(String, u32)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// proxy-wasm `MetricType::Counter`.
@@ -92,7 +93,9 @@ impl Counters {
             .into_iter()
             .map(|name| {
                 let full = format!("{prefix}{name}");
-                if let Some(id) = DEFINED.with(|d| d.try_borrow().ok().and_then(|d| d.get(&full).copied())) {
+                if let Some(id) =
+                    DEFINED.with(|d| d.try_borrow().ok()?.iter().find(|(n, _)| *n == full).map(|(_, id)| *id))
+                {
                     return Some(id);
                 }
                 let mut id: u32 = 0;
@@ -100,7 +103,7 @@ impl Counters {
                 let raw = unsafe { abi::proxy_define_metric(METRIC_COUNTER, full.as_ptr(), full.len(), &mut id) };
                 match status(raw) {
                     Ok(()) => {
-                        DEFINED.with(|d| d.try_borrow_mut().map(|mut d| d.insert(full, id)).ok());
+                        DEFINED.with(|d| d.try_borrow_mut().map(|mut d| d.push((full, id))).ok());
                         Some(id)
                     }
                     Err(e) => {
