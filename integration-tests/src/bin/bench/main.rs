@@ -204,7 +204,7 @@ async fn main() {
     }
     let envoys = &deployments.shipped.envoys;
     println!(
-        "client Envoy pid {} and server Envoy pid {}, --concurrency 1 each; {rounds} rounds of {secs} s per variant, \
+        "client Envoy pid {} and server Envoy pid {}, --concurrency 2 each (the harness's); {rounds} rounds of {secs} s per variant, \
          variants alternating; µs/op = the Envoy's CPU time (all threads) per request or connection",
         envoys.client, envoys.server
     );
