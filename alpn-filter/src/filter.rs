@@ -119,25 +119,16 @@ fn apply(shared: &Shared) {
 mod tests {
     use std::collections::BTreeMap;
 
-    use proto::core::Metadata;
-    use proto::prost::Message;
-    use proto::prost_types::{value::Kind, Struct, Value};
+    use proto::prost_types::value::Kind;
     use wasm_host::fake::{self, FakeHost, PLUGIN_CONFIGURATION};
 
     use super::*;
 
-    /// Cluster metadata with `namespace: {key: value}` entries.
+    /// Cluster metadata with `namespace: {key: "value"}` entries.
     fn metadata(entries: &[(&str, &str, &str)]) -> Vec<u8> {
-        let mut metadata = Metadata::default();
-        for (namespace, key, value) in entries {
-            metadata
-                .filter_metadata
-                .entry(namespace.to_string())
-                .or_insert_with(Struct::default)
-                .fields
-                .insert(key.to_string(), Value { kind: Some(Kind::StringValue(value.to_string())) });
-        }
-        metadata.encode_to_vec()
+        let entries: Vec<(&str, &str, Kind)> =
+            entries.iter().map(|(n, k, v)| (*n, *k, Kind::StringValue(v.to_string()))).collect();
+        fake::metadata(&entries)
     }
 
     /// Envoy with a plugin configuration and a request to `cluster`.

@@ -186,21 +186,8 @@ fn endpoint_is_istio_mtls(metadata: &[u8]) -> bool {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use proto::prost_types::Value;
 
-    /// Serialized cluster/endpoint metadata with `(namespace, key, value)` entries.
-    pub(crate) fn md(entries: &[(&str, &str, Kind)]) -> Vec<u8> {
-        let mut metadata = Metadata::default();
-        for (namespace, key, value) in entries {
-            metadata
-                .filter_metadata
-                .entry(namespace.to_string())
-                .or_default()
-                .fields
-                .insert(key.to_string(), Value { kind: Some(value.clone()) });
-        }
-        metadata.encode_to_vec()
-    }
+    pub(crate) use wasm_host::fake::metadata as md;
 
     #[derive(Clone, Default)]
     struct View {

@@ -7,9 +7,6 @@ mod tcp;
 
 use std::rc::Rc;
 
-use proto::core::Metadata;
-use proto::prost::Message;
-use proto::prost_types::{value::Kind, Struct, Value};
 use wasm_host::fake::{self, FakeHost, PLUGIN_CONFIGURATION};
 use wasm_host::plugin::Plugin;
 
@@ -77,19 +74,7 @@ pub(crate) fn stream(plugin: &Rc<PeerPlugin>, context_id: u32) -> PeerContext {
     PeerPlugin::stream(plugin, context_id)
 }
 
-/// Serialized `Metadata` with `(namespace, key, value)` entries.
-pub(crate) fn metadata(entries: &[(&str, &str, Kind)]) -> Vec<u8> {
-    let mut metadata = Metadata::default();
-    for (namespace, key, value) in entries {
-        metadata
-            .filter_metadata
-            .entry(namespace.to_string())
-            .or_insert_with(Struct::default)
-            .fields
-            .insert(key.to_string(), Value { kind: Some(value.clone()) });
-    }
-    metadata.encode_to_vec()
-}
+pub(crate) use wasm_host::fake::metadata;
 
 /// The counters incremented, without their prefix, as (name, count).
 pub(crate) fn counted(prefix: &str) -> Vec<(String, i64)> {

@@ -140,6 +140,18 @@ impl FakeHost {
 
 pub mod abi;
 
+/// Serialized `Metadata` as Envoy hands it over (`xds.cluster_metadata`,
+/// `xds.upstream_host_metadata`), with `(namespace, key, value)` entries.
+pub fn metadata(entries: &[(&str, &str, proto::prost_types::value::Kind)]) -> Vec<u8> {
+    use proto::prost::Message;
+    let mut metadata = proto::core::Metadata::default();
+    for (namespace, key, value) in entries {
+        let fields = &mut metadata.filter_metadata.entry(namespace.to_string()).or_default().fields;
+        fields.insert(key.to_string(), proto::prost_types::Value { kind: Some(value.clone()) });
+    }
+    metadata.encode_to_vec()
+}
+
 thread_local! {
     static HOST: RefCell<FakeHost> = RefCell::new(FakeHost::default());
 }
