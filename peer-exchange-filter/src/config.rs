@@ -35,6 +35,11 @@
 //! `upstream_discovery` / `upstream_propagation` (client),
 //! `downstream_discovery` / `downstream_propagation` (server); its
 //! `max_peer_metadata_bytes` defaults to 8 KiB.
+//!
+//! `istio_metrics` (both forms, both roles; off unless present) reports
+//! Istio's standard metrics for each request or connection
+//! ([`crate::istio_stats`]); `{"max_label_sets": 1000}` caps the distinct
+//! label sets one VM defines (the default).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -47,6 +52,7 @@ pub use wasm_host::ConfigError;
 use alpn_decision::config::AlpnConfig;
 
 use crate::identity::IdentityCheck;
+use crate::istio_stats;
 use crate::workload::{LABELS_FIELD, WORKLOAD_FIELDS};
 
 pub const DEFAULT_MAX_PEER_METADATA_BYTES: u32 = 64 * 1024;
@@ -221,6 +227,9 @@ pub struct Config {
     /// alpn-filter's plugin configuration), so a client that needs both
     /// pays one wasm filter per request, not two.
     pub alpn: Option<AlpnConfig>,
+    /// Istio's standard metrics (`istio_metrics`): the cap on the label sets
+    /// a VM defines; `None`: off.
+    pub istio_metrics: Option<u32>,
 }
 
 /// `upstream` / `downstream`: `peer_identity_prefix`, and (upstream only)
@@ -363,6 +372,21 @@ impl Config {
             }
             (Some(_), _, _) => return Err(err("alpn", "only applies to the HTTP exchange's role \"client\"")),
         };
+        let istio_metrics = match raw.take("istio_metrics") {
+            None => None,
+            Some(value) => {
+                let mut fields = value.into_fields("istio_metrics")?;
+                let max = match fields.take("max_label_sets") {
+                    Some(n) => n.into_integer("istio_metrics.max_label_sets", 1_000_000)?,
+                    None => istio_stats::DEFAULT_MAX_LABEL_SETS.into(),
+                };
+                fields.finish()?;
+                if max == 0 {
+                    return Err(err("istio_metrics.max_label_sets", "must be greater than 0"));
+                }
+                Some(u32::try_from(max).unwrap_or(u32::MAX))
+            }
+        };
         let upstream = raw.take("upstream").map(|v| RawSide::read(v, "upstream", true)).transpose()?;
         let downstream = raw.take("downstream").map(|v| RawSide::read(v, "downstream", false)).transpose()?;
         raw.finish()?;
@@ -412,6 +436,7 @@ impl Config {
             discovery,
             propagation,
             alpn,
+            istio_metrics,
         })
     }
 

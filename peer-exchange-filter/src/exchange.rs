@@ -350,6 +350,9 @@ wasm_host::counters! {
         /// Not an outcome: a cluster's metadata carries `istio.peer_exchange`
         /// in a place the client does not read (once per distinct metadata).
         MisplacedMetadata => "misplaced_metadata",
+        /// `istio_metrics`: a new label set past `max_label_sets` (or one Envoy
+        /// refused to define): that request or connection is not in Istio's metrics.
+        IstioMetricsOverflow => "istio_metrics_overflow",
     }
 }
 
@@ -686,6 +689,7 @@ mod tests {
                 name: String::new(),
                 identity: String::new(),
                 verification,
+                labels: Default::default(),
             }))
         };
         assert_eq!(counters(Event::Ended(peer(None))), [Counter::MetadataReceived]);

@@ -86,6 +86,9 @@ wasm_host::counters! {
         /// Not an outcome: a cluster's metadata carries a marker the client
         /// reads in a place it does not read (once per distinct metadata).
         MisplacedMetadata => "misplaced_metadata",
+        /// `istio_metrics`: a new label set past `max_label_sets` (or one Envoy
+        /// refused to define): that request or connection is not in Istio's metrics.
+        IstioMetricsOverflow => "istio_metrics_overflow",
     }
 }
 

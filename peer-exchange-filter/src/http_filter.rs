@@ -16,6 +16,8 @@ use crate::config::{Config, Method, Role};
 use crate::headers::{encode_metadata_header, PeerHeaders, ID_HEADER, METADATA_HEADER};
 use crate::http::{is_mesh_identity, receive, receive_baggage, BaggageReceived, ClientVerdict, ClientVerdicts};
 use crate::http::{HttpCounter, Received};
+use crate::istio_metrics::{header_bytes, Form, IstioMetrics, PeerSeen, RequestSeen};
+use crate::istio_stats::WorkloadLabels;
 use crate::peers::{with_decoder, PeerDecoder, StoredPeer};
 use crate::stored::{mark_peer_not_found, store_endpoint_peer, store_peer};
 use crate::workload::{endpoint_workload, EndpointWorkload, Workload};
@@ -37,6 +39,8 @@ pub(crate) struct HttpShared {
     reports: RefCell<Reports>,
     /// Client with `alpn`: alpn-filter's rule, run here, and its counters.
     alpn: Option<(RefCell<Decider>, Counters)>,
+    /// With `istio_metrics`: Istio's standard metrics.
+    metrics: Option<IstioMetrics>,
 }
 
 /// The cluster metadata markers the client reads (with `alpn`, alpn-filter's too).
@@ -88,7 +92,7 @@ impl RequestFacts for RouteCluster<'_> {
 }
 
 impl HttpShared {
-    pub(crate) fn new(config: Config, workload: &Workload, node_id: String) -> HttpShared {
+    pub(crate) fn new(config: Config, workload: &Workload, node_id: String, local: WorkloadLabels) -> HttpShared {
         let counters = Counters::define(&config.stat_prefix(), HttpCounter::ALL.iter().map(|c| c.name()));
         HttpShared {
             metadata_value: encode_metadata_header(&workload.to_wire()),
@@ -103,12 +107,25 @@ impl HttpShared {
                 .alpn
                 .clone()
                 .map(|alpn| (RefCell::new(Decider::new(alpn)), alpn_decision::apply::define_counters())),
+            metrics: IstioMetrics::new(&config, Form::Http, local),
             config,
+        }
+    }
+
+    /// The period of the timer that empties what is remembered by cluster
+    /// name (0: nothing is).
+    pub(crate) fn refresh_ms(&self) -> u32 {
+        match (&self.metrics, self.config.cluster_metadata_refresh_ms) {
+            (Some(metrics), 0) => metrics.refresh_ms(),
+            (_, ms) => ms,
         }
     }
 
     /// The timer: every cluster's metadata is read again on its next request.
     pub(crate) fn refresh_clusters(&self) {
+        if let Some(metrics) = &self.metrics {
+            metrics.refresh(None);
+        }
         if let Ok(mut clusters) = self.clusters.try_borrow_mut() {
             clusters.refresh();
         }
@@ -148,7 +165,7 @@ impl HttpShared {
 }
 
 pub(crate) fn stream(context_id: u32, shared: Rc<HttpShared>) -> HttpPeer {
-    HttpPeer { context_id, shared, mesh_peer: false, sent_headers: false }
+    HttpPeer { context_id, shared, mesh_peer: false, sent_headers: false, seen: None, peer: None, principal: None }
 }
 
 /// One request of the header form.
@@ -161,6 +178,12 @@ pub(crate) struct HttpPeer {
     /// Client: our exchange headers went out. Server: the request carried
     /// the peer's metadata header, so the response gets ours.
     sent_headers: bool,
+    /// With `istio_metrics`: what the request showed on the way.
+    seen: Option<RequestSeen>,
+    /// The stored peer's labels (`None`: not found).
+    peer: Option<Rc<WorkloadLabels>>,
+    /// The peer certificate's URI SAN, if a method read it.
+    principal: Option<Option<String>>,
 }
 
 /// The peer certificate's URI SAN, read at most once per request, and only
@@ -209,6 +232,7 @@ impl HttpPeer {
 
     fn client_request(&mut self) {
         let pairs = self.read_headers(HeaderMap::RequestHeaders);
+        self.see_request(pairs.as_ref());
         // Exchange headers the app set are never passed on as ours.
         if let Some(pairs) = &pairs {
             self.remove_untrusted(HeaderMap::RequestHeaders, pairs, "the app");
@@ -236,6 +260,7 @@ impl HttpPeer {
         let shared = Rc::clone(&self.shared);
         let map = HeaderMap::ResponseHeaders;
         let pairs = self.read_headers(map);
+        self.see_response(pairs.as_ref());
         let found = pairs.as_ref().map(|p| PeerHeaders::find(p.iter())).unwrap_or_default();
         // Believed only from the mesh upstream ours went to; never passed on.
         if !self.sent_headers && found.any() {
@@ -253,9 +278,11 @@ impl HttpPeer {
                 _ => false,
             };
             if stored {
+                self.principal = certificate.uri_san;
                 return;
             }
         }
+        self.principal = certificate.uri_san;
         log::debug!("peer-exchange-filter: request {}: upstream peer not found", self.context_id);
         mark_peer_not_found(Role::Client);
     }
@@ -263,7 +290,9 @@ impl HttpPeer {
     fn server_request(&mut self) {
         let shared = Rc::clone(&self.shared);
         let map = HeaderMap::RequestHeaders;
-        let Some(pairs) = self.read_headers(map) else {
+        let pairs = self.read_headers(map);
+        self.see_request(pairs.as_ref());
+        let Some(pairs) = pairs else {
             mark_peer_not_found(Role::Server);
             return;
         };
@@ -294,11 +323,13 @@ impl HttpPeer {
             self.mesh_peer = is_mesh_identity(certificate.get().as_deref(), &config.peer_identity_prefix);
             self.sent_headers = self.mesh_peer && found.metadata.is_some();
         }
+        self.principal = certificate.uri_san;
     }
 
     fn server_response(&mut self) {
         let map = HeaderMap::ResponseHeaders;
         let pairs = self.read_headers(map);
+        self.see_response(pairs.as_ref());
         if self.sent_headers && self.shared.uses(Method::IstioHeaders) {
             // Ours replace any the app set.
             self.add_ours(map);
@@ -314,7 +345,7 @@ impl HttpPeer {
 
     /// The `istio_headers` discovery: reads and believes (or not) the
     /// peer's exchange headers; true if a peer was stored.
-    fn receive_headers(&self, found: &PeerHeaders<'_>, certificate: &mut Certificate) -> bool {
+    fn receive_headers(&mut self, found: &PeerHeaders<'_>, certificate: &mut Certificate) -> bool {
         let shared = &self.shared;
         let (config, max) = (&shared.config, shared.config.max_peer_metadata_bytes as usize);
         let received = with_decoder(&shared.peers, config, |peers| {
@@ -331,7 +362,7 @@ impl HttpPeer {
     }
 
     /// The `baggage` discovery (server); true if a peer was stored.
-    fn receive_baggage(&self, value: Option<&[u8]>, certificate: &mut Certificate) -> bool {
+    fn receive_baggage(&mut self, value: Option<&[u8]>, certificate: &mut Certificate) -> bool {
         let shared = &self.shared;
         let config = &shared.config;
         let received = with_decoder(&shared.peers, config, |peers| {
@@ -349,12 +380,12 @@ impl HttpPeer {
 
     /// The `endpoint_metadata` discovery (client): the upstream host's
     /// `istio.workload`; true if a peer was stored.
-    fn endpoint_metadata(&self) -> bool {
+    fn endpoint_metadata(&mut self) -> bool {
         let metadata = wasm_host::get_property(&["xds", "upstream_host_metadata"]).ok().flatten().unwrap_or_default();
         match endpoint_workload(&metadata) {
             EndpointWorkload::Found(workload) => {
                 self.shared.count(HttpCounter::PeerFromEndpointMetadata);
-                store_endpoint_peer(&self.shared.config, &workload);
+                self.peer = Some(Rc::new(store_endpoint_peer(&self.shared.config, &workload)));
                 true
             }
             EndpointWorkload::Invalid(reason) => {
@@ -368,9 +399,34 @@ impl HttpPeer {
 
     /// Stores a believed peer; false if nothing could be stored for it
     /// (`enforce` without a certificate).
-    fn store(&self, peer: &StoredPeer) -> bool {
+    fn store(&mut self, peer: &StoredPeer) -> bool {
         store_peer(&self.shared.config, peer, "request", self.context_id);
+        if peer.stored.is_some() {
+            self.peer = Some(Rc::clone(&peer.labels));
+        }
         peer.stored.is_some()
+    }
+
+    fn see_request(&mut self, pairs: Option<&HeaderPairs>) {
+        if self.shared.metrics.is_some() {
+            self.seen = Some(pairs.map(RequestSeen::request).unwrap_or_default());
+        }
+    }
+
+    fn see_response(&mut self, pairs: Option<&HeaderPairs>) {
+        if let (Some(seen), Some(pairs)) = (&mut self.seen, pairs) {
+            seen.response_header_bytes = header_bytes(pairs);
+        }
+    }
+
+    /// The request is over: with `istio_metrics`, it is recorded.
+    pub(crate) fn on_delete(&mut self) {
+        let Some(metrics) = &self.shared.metrics else { return };
+        let seen = self.seen.take().unwrap_or_default();
+        let peer = PeerSeen { labels: self.peer.take(), principal: self.principal.take() };
+        if !metrics.record_request(&peer, &seen) {
+            self.shared.count(HttpCounter::IstioMetricsOverflow);
+        }
     }
 
     /// All headers of a map (one hostcall); `None`, counted, if Envoy refuses.

@@ -22,6 +22,7 @@ pub mod exchange;
 pub mod headers;
 pub mod http;
 pub mod identity;
+pub mod istio_stats;
 pub mod metadata;
 pub mod participation;
 pub mod peers;
@@ -34,6 +35,8 @@ mod glue_tests;
 
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 mod http_filter;
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+mod istio_metrics;
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 mod plugin;
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]

@@ -18,6 +18,7 @@ use crate::baggage::{self, BaggageError};
 use crate::config::Config;
 use crate::headers::{decode_metadata_header, max_header_len, HeaderError, PeerHeaders};
 use crate::identity::{annotate, certificate_peer, judge, Belief, IdentityCheck, Verification};
+use crate::istio_stats::WorkloadLabels;
 use crate::metadata::{decode_payload, PayloadError};
 use crate::workload::{PeerSource, Workload};
 
@@ -39,6 +40,8 @@ pub struct StoredPeer {
     pub identity: String,
     /// What the identity check found (`None`: `identity_check: off`).
     pub verification: Option<Verification>,
+    /// The stored peer's fields as Istio's metric labels read them.
+    pub labels: Rc<WorkloadLabels>,
 }
 
 /// What a payload decodes to: a peer, no peer (a well-formed payload without
@@ -233,6 +236,7 @@ fn stored_peer(
         Belief::Nothing => (None, None),
     };
     Rc::new(StoredPeer {
+        labels: Rc::new(stored.as_ref().map(WorkloadLabels::from_stored).unwrap_or_default()),
         json: stored.as_ref().filter(|_| json).map(wasm_host::schema::struct_text).unwrap_or_default(),
         stored: stored.map(|s| s.encode_to_vec()),
         id,

@@ -40,7 +40,7 @@ impl Plugin for PeerPlugin {
         let root_id = wasm_host::get_property_string(&["plugin_root_id"]).ok().flatten().unwrap_or_default();
         let transport = Transport::for_root_id(&root_id);
         let config = wasm_host::plugin::refuse(FILTER, Config::parse(&bytes, transport))?;
-        let (workload, node_id) = local_workload(&config);
+        let (workload, node_id, local) = local_workload(&config);
         let span = match transport {
             Transport::Tcp => Span::Connection,
             Transport::Http => Span::Request,
@@ -57,16 +57,17 @@ impl Plugin for PeerPlugin {
             workload
         );
         match transport {
-            Transport::Tcp => tcp_plugin(config, &workload, &node_id).map(PeerPlugin::Tcp),
+            Transport::Tcp => tcp_plugin(config, &workload, &node_id, local).map(PeerPlugin::Tcp),
             Transport::Http => {
-                let refresh = config.cluster_metadata_refresh_ms;
+                let shared = HttpShared::new(config, &workload, node_id, local);
+                let refresh = shared.refresh_ms();
                 if let Err(e) = wasm_host::start_cluster_refresh(refresh) {
                     log::error!(
                         "peer-exchange-filter: cannot start the {refresh} ms cluster refresh ({e}), refusing the configuration"
                     );
                     return None;
                 }
-                Some(PeerPlugin::Http(Rc::new(HttpShared::new(config, &workload, node_id))))
+                Some(PeerPlugin::Http(Rc::new(shared)))
             }
         }
     }
@@ -123,8 +124,9 @@ impl Stream for PeerContext {
     }
 
     fn on_delete(&mut self) {
-        if let PeerContext::Tcp(connection) = self {
-            connection.disarm();
+        match self {
+            PeerContext::Tcp(connection) => connection.on_delete(),
+            PeerContext::Http(request) => request.on_delete(),
         }
     }
 }

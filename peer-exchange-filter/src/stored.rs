@@ -7,8 +7,10 @@ use wasm_host::{PropertyType, Span};
 
 use crate::config::{Config, Role};
 use crate::identity::{mark_not_checked, IdentityCheck};
+use crate::istio_stats::WorkloadLabels;
 use crate::peers::StoredPeer;
 use crate::workload::{Locality, NodeMetadata, PeerSource, Workload, SOURCE_LABELS, WORKLOAD_FIELDS};
+use crate::workload::{CANONICAL_NAME_LABEL, CANONICAL_REVISION_LABEL};
 
 /// Filter-state key of the "peer not found" marker (`wasm.peer_not_found`).
 pub(crate) const PEER_NOT_FOUND_KEY: &str = "peer_not_found";
@@ -57,7 +59,7 @@ pub(crate) fn store_peer(config: &Config, peer: &StoredPeer, what: &str, context
 
 /// Our workload, read once per VM from Envoy's node (only the keys native
 /// reads), with the configuration's overrides, through native's normalisation.
-pub(crate) fn local_workload(config: &Config) -> (Workload, String) {
+pub(crate) fn local_workload(config: &Config) -> (Workload, String, WorkloadLabels) {
     let property = |path: &[&str]| wasm_host::get_property_string(path).ok().flatten().unwrap_or_default();
     let node_id = config.node_id.clone().unwrap_or_else(|| property(&["xds", "node", "id"]));
     let mut node = NodeMetadata {
@@ -74,7 +76,27 @@ pub(crate) fn local_workload(config: &Config) -> (Workload, String) {
     for label in labels {
         node.labels.insert(label.to_string(), property(&["xds", "node", "metadata", "LABELS", label]));
     }
-    (node.workload(&config.fields, &config.labels, &config.additional_labels), node_id)
+    let local = local_labels(&node, config);
+    (node.workload(&config.fields, &config.labels, &config.additional_labels), node_id, local)
+}
+
+/// Our own labels for Istio's metrics: the node's raw values (native reads
+/// `WORKLOAD_NAME`, `NAMESPACE`, `CLUSTER_ID` and the `app`, `version` and
+/// canonical labels as they are, without the fallbacks the exchange's
+/// payload gets), the configuration's overrides first.
+fn local_labels(node: &NodeMetadata, config: &Config) -> WorkloadLabels {
+    let field = |key: &str| config.fields.get(key).or_else(|| node.fields.get(key)).cloned().unwrap_or_default();
+    let label = |key: &str| config.labels.get(key).or_else(|| node.labels.get(key)).cloned().unwrap_or_default();
+    WorkloadLabels {
+        workload: field("WORKLOAD_NAME"),
+        namespace: field("NAMESPACE"),
+        canonical_service: label(CANONICAL_NAME_LABEL),
+        canonical_revision: label(CANONICAL_REVISION_LABEL),
+        app: label("app"),
+        version: label("version"),
+        cluster: field("CLUSTER_ID"),
+        identity: String::new(),
+    }
 }
 
 /// Records the peer as not found: Istio's unknown id and our marker.
@@ -85,13 +107,15 @@ pub(crate) fn mark_peer_not_found(role: Role) {
 
 /// Stores a peer from Istio's endpoint metadata (the control plane's word,
 /// not the peer's: marked as not checked against a certificate).
-pub(crate) fn store_endpoint_peer(config: &Config, workload: &Workload) {
+pub(crate) fn store_endpoint_peer(config: &Config, workload: &Workload) -> WorkloadLabels {
     let mut stored = workload.to_peer_struct(PeerSource::EndpointMetadata);
+    let labels = WorkloadLabels::from_stored(&stored);
     if config.identity_check != IdentityCheck::Off {
         mark_not_checked(&mut stored);
     }
     let json = if config.peer_json { wasm_host::schema::struct_text(&stored) } else { String::new() };
     set_peer_state(config, &stored.encode_to_vec(), &json);
+    labels
 }
 
 /// Stores a peer's serialized Struct and, with `peer_json`, its JSON text.

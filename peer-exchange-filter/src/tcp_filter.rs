@@ -14,6 +14,8 @@ use crate::codec::encode_frame;
 use crate::config::{Config, Role};
 use crate::deadlines::Deadlines;
 use crate::exchange::{Counter, Event, Exchange, Outcome, Rejected, Step};
+use crate::istio_metrics::{Form, IstioMetrics, PeerSeen};
+use crate::istio_stats::WorkloadLabels;
 use crate::metadata::encode_payload;
 use crate::participation::{cluster_enabled, tcp_client_verdict, tcp_server_verdict, UpstreamFacts, Verdict};
 use crate::peers::{with_decoder, PeerDecoder};
@@ -32,6 +34,8 @@ pub(crate) struct Shared {
     clusters: RefCell<ByCluster<Option<bool>>>,
     /// Client: cluster metadata already checked for misplaced markers.
     reports: RefCell<Reports>,
+    /// With `istio_metrics`: Istio's standard metrics.
+    metrics: Option<IstioMetrics>,
 }
 
 impl Shared {
@@ -44,61 +48,76 @@ impl Shared {
 
     /// Counts an event and, for the end of the incoming half, records the
     /// outcome in filter state and logs it, for the connection that is the
-    /// effective context.
-    fn handle(&self, context_id: u32, event: Event) {
+    /// effective context. `Some`: the incoming half ended, with the stored
+    /// peer's labels if a peer was stored.
+    fn handle(&self, context_id: u32, event: Event) -> Option<Option<Rc<WorkloadLabels>>> {
         self.count(&event);
-        if let Event::Ended(outcome) = event {
-            self.record(context_id, outcome);
+        match event {
+            Event::Ended(outcome) => Some(self.record(context_id, outcome)),
+            _ => None,
         }
     }
 
-    fn record(&self, context_id: u32, outcome: Outcome) {
+    fn record(&self, context_id: u32, outcome: Outcome) -> Option<Rc<WorkloadLabels>> {
         let role = self.config.role;
         match outcome {
-            Outcome::PeerFound(peer) => store_peer(&self.config, &peer, "connection", context_id),
+            Outcome::PeerFound(peer) => {
+                store_peer(&self.config, &peer, "connection", context_id);
+                peer.stored.is_some().then(|| Rc::clone(&peer.labels))
+            }
             Outcome::NotFound(reason) => {
                 log::debug!("peer-exchange-filter: connection {}: peer not found: {reason}", context_id);
-                if role == Role::Client && self.endpoint_fallback(context_id) {
-                    return;
+                if role == Role::Client {
+                    if let Some(labels) = self.endpoint_fallback(context_id) {
+                        return Some(Rc::new(labels));
+                    }
                 }
                 mark_peer_not_found(role);
+                None
             }
             Outcome::Rejected(reason) => {
                 mark_peer_not_found(role);
                 // Debug, not info: a peer sending junk must not be able to
                 // flood the log; the counters always say what happened.
                 log::debug!("peer-exchange-filter: connection {}: closing: {reason}", context_id);
+                None
             }
         }
     }
 
     /// Client side without an exchanged peer: Istio's endpoint metadata
-    /// `istio.workload`, as native's stats fall back to it. True if stored.
-    fn endpoint_fallback(&self, context_id: u32) -> bool {
+    /// `istio.workload`, as native's stats fall back to it. The stored
+    /// peer's labels, if stored.
+    fn endpoint_fallback(&self, context_id: u32) -> Option<WorkloadLabels> {
         let metadata = wasm_host::get_property(&["xds", "upstream_host_metadata"]).ok().flatten().unwrap_or_default();
         match endpoint_workload(&metadata) {
             EndpointWorkload::Found(workload) => {
                 self.count(&Event::PeerFromEndpointMetadata);
-                store_endpoint_peer(&self.config, &workload);
+                let labels = store_endpoint_peer(&self.config, &workload);
                 log::debug!(
                     "peer-exchange-filter: connection {context_id}: peer from endpoint metadata ({}/{})",
                     workload.namespace,
                     workload.workload
                 );
-                true
+                Some(labels)
             }
             EndpointWorkload::Invalid(reason) => {
                 self.count(&Event::EndpointMetadataInvalid);
                 log::debug!("peer-exchange-filter: connection {context_id}: endpoint metadata ignored: {reason}");
-                false
+                None
             }
-            EndpointWorkload::Absent => false,
+            EndpointWorkload::Absent => None,
         }
     }
 }
 
 /// The TCP exchange's per-VM state: our prefix, built once.
-pub(crate) fn tcp_plugin(config: Config, workload: &Workload, node_id: &str) -> Option<Rc<Shared>> {
+pub(crate) fn tcp_plugin(
+    config: Config,
+    workload: &Workload,
+    node_id: &str,
+    local: WorkloadLabels,
+) -> Option<Rc<Shared>> {
     let Some(prefix) = encode_frame(&encode_payload(&workload.to_wire(), node_id)) else {
         log::error!("peer-exchange-filter: local metadata too large to send");
         return None;
@@ -106,7 +125,11 @@ pub(crate) fn tcp_plugin(config: Config, workload: &Workload, node_id: &str) -> 
     // One timer for both: a tick of a tenth of the exchange timeout
     // (10..100 ms) keeps the close within ~10% of the configured time, and
     // empties the remembered clusters once their period has passed.
-    let refresh = config.cluster_metadata_refresh_ms;
+    let metrics = IstioMetrics::new(&config, Form::Tcp, local);
+    let refresh = match (&metrics, config.cluster_metadata_refresh_ms) {
+        (Some(metrics), 0) => metrics.refresh_ms(),
+        (_, ms) => ms,
+    };
     let tick = match config.exchange_timeout_ms {
         0 => refresh,
         timeout => (timeout / 10).clamp(10, 100) as u32,
@@ -125,9 +148,10 @@ pub(crate) fn tcp_plugin(config: Config, workload: &Workload, node_id: &str) -> 
     }
     let counters = Counters::define(&config.stat_prefix(), Counter::ALL.iter().map(|c| c.name()));
     let peers = RefCell::new(PeerDecoder::for_config(&config));
-    let clusters = RefCell::new(ByCluster::new(refresh));
+    let clusters = RefCell::new(ByCluster::new(config.cluster_metadata_refresh_ms));
     let deadlines = RefCell::new(Deadlines::default());
-    Some(Rc::new(Shared { config, prefix, counters, deadlines, peers, clusters, reports: RefCell::default() }))
+    let reports = RefCell::default();
+    Some(Rc::new(Shared { config, prefix, counters, deadlines, peers, clusters, reports, metrics }))
 }
 
 /// The client role's upstream, read from Envoy's properties on demand.
@@ -188,6 +212,9 @@ pub(crate) struct PeerStream {
     exchange: Exchange,
     /// The peer certificate's URI SAN once read (`Some(None)`: none).
     peer_uri_san: Option<Option<String>>,
+    /// With `istio_metrics`: the connection's series once opened
+    /// (`Some(None)`: over the cap).
+    series: Option<Option<[u32; 4]>>,
 }
 
 impl Shared {
@@ -198,6 +225,9 @@ impl Shared {
         let Ok(now) = wasm_host::now_millis() else { return };
         if let Ok(mut clusters) = self.clusters.try_borrow_mut() {
             clusters.refresh_if_due(now);
+        }
+        if let Some(metrics) = &self.metrics {
+            metrics.refresh(Some(now));
         }
         // Release the borrow before any hostcall: closing a connection can
         // call back into the VM for that connection.
@@ -220,7 +250,42 @@ impl Shared {
 impl PeerStream {
     pub(crate) fn new(context_id: u32, shared: Rc<Shared>) -> PeerStream {
         let exchange = Exchange::new(shared.config.max_peer_metadata_bytes);
-        PeerStream { context_id, shared, exchange, peer_uri_san: None }
+        PeerStream { context_id, shared, exchange, peer_uri_san: None, series: None }
+    }
+
+    /// Handles an event of this connection; the end of the incoming half
+    /// opens the connection's metrics with the peer it stored.
+    fn handle(&mut self, event: Event) {
+        if let Some(peer) = self.shared.handle(self.context_id, event) {
+            self.open_metrics(peer);
+        }
+    }
+
+    fn open_metrics(&mut self, peer: Option<Rc<WorkloadLabels>>) {
+        let Some(metrics) = &self.shared.metrics else { return };
+        if self.series.is_some() {
+            return;
+        }
+        let seen = PeerSeen { labels: peer, principal: self.peer_uri_san.clone() };
+        let series = metrics.open_connection(&seen);
+        if series.is_none() {
+            self.shared.counters.inc(Counter::IstioMetricsOverflow.index());
+        }
+        self.series = Some(series);
+    }
+
+    /// The connection is gone: no deadline left, and with `istio_metrics`
+    /// its bytes and its close are recorded (opened first if its peer was
+    /// never settled).
+    pub(crate) fn on_delete(&mut self) {
+        self.disarm();
+        if self.shared.metrics.is_none() {
+            return;
+        }
+        self.open_metrics(None);
+        if let (Some(metrics), Some(Some(ids))) = (&self.shared.metrics, self.series) {
+            metrics.close_connection(ids);
+        }
     }
 
     pub(crate) fn on_downstream_data(&mut self, data_size: usize, end_of_stream: bool) -> Action {
@@ -263,7 +328,7 @@ impl PeerStream {
             verdict => self.exchange.set_participation(verdict.participates()),
         };
         if let Some(event) = event {
-            self.shared.handle(self.context_id, event);
+            self.handle(event);
         }
     }
 
@@ -301,7 +366,7 @@ impl PeerStream {
             exchange.on_incoming_data(data_size, end_of_stream, &mut now, &mut read, &mut decode)
         });
         if let Some(outcome) = outcome {
-            self.shared.handle(self.context_id, Event::Ended(outcome));
+            self.handle(Event::Ended(outcome));
         }
         match step {
             Step::Hold => {

@@ -54,6 +54,7 @@ extern "C" {
     pub fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
     pub fn proxy_define_metric(metric_type: u32, name_data: *const u8, name_size: usize, return_id: *mut u32) -> u32;
     pub fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
+    pub fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
     pub fn proxy_get_log_level(return_level: *mut u32) -> u32;
     pub fn proxy_log(level: u32, message_data: *const u8, message_size: usize) -> u32;
 }

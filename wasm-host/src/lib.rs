@@ -28,9 +28,10 @@ mod streams;
 pub use clusters::{by_cluster, read_cluster_metadata, start_cluster_refresh};
 pub use error::{ConfigError, HostError, HostResult};
 pub use logging::init_logging;
-pub use metrics::Counters;
+pub use metrics::{add_to_metric, define_metric, record_metric, Counters};
 pub use properties::{
-    declare_property, get_property, get_property_string, set_envoy_filter_state, set_property, PropertyType, Span,
+    declare_property, get_property, get_property_string, get_property_u64, set_envoy_filter_state, set_property,
+    PropertyType, Span,
 };
 pub use streams::{
     close, get_buffer, get_headers, now_millis, plugin_configuration, remove_header, replace_header, set_buffer,

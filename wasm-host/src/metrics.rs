@@ -22,6 +22,31 @@ thread_local! {
 
 /// proxy-wasm `MetricType::Counter`.
 const METRIC_COUNTER: u32 = 0;
+/// proxy-wasm `MetricType::Histogram`.
+const METRIC_HISTOGRAM: u32 = 2;
+
+/// A metric whose name the caller builds (labels in the name): defined by
+/// the caller once per VM and name (see [`DEFINED`] for why), then
+/// [`add_to_metric`] / [`record_metric`] by id.
+pub fn define_metric(histogram: bool, name: &str) -> crate::HostResult<u32> {
+    let kind = if histogram { METRIC_HISTOGRAM } else { METRIC_COUNTER };
+    let mut id: u32 = 0;
+    // SAFETY: plain ABI call with valid pointers.
+    status(unsafe { abi::proxy_define_metric(kind, name.as_ptr(), name.len(), &mut id) })?;
+    Ok(id)
+}
+
+/// Adds `delta` to a counter. A failure only loses that count.
+pub fn add_to_metric(id: u32, delta: u64) {
+    // SAFETY: plain ABI call.
+    let _ = unsafe { abi::proxy_increment_metric(id, i64::try_from(delta).unwrap_or(i64::MAX)) };
+}
+
+/// Records one value in a histogram. A failure only loses that value.
+pub fn record_metric(id: u32, value: u64) {
+    // SAFETY: plain ABI call.
+    let _ = unsafe { abi::proxy_record_metric(id, value) };
+}
 
 /// Declares a filter's counters once: an enum whose variants name them,
 /// with `ALL` (the defining order), `name()` (the stat name after the

@@ -43,6 +43,14 @@ pub fn get_property_string(path: &[&str]) -> HostResult<Option<String>> {
     Ok(get_property(path)?.and_then(|bytes| String::from_utf8(bytes).ok()))
 }
 
+/// Reads an integer property (Envoy sends 8 little-endian bytes:
+/// `response.code`, `request.duration` in ns, sizes); `None` when absent,
+/// unreadable or not 8 bytes.
+pub fn get_property_u64(path: &[&str]) -> Option<u64> {
+    let bytes = get_property(path).ok().flatten()?;
+    Some(u64::from_le_bytes(<[u8; 8]>::try_from(bytes.as_slice()).ok()?))
+}
+
 /// Sets filter state `wasm.<name>` (Envoy adds the `wasm.` prefix).
 pub fn set_property(name: &str, value: &[u8]) -> HostResult<()> {
     let path = encode_path(&[name]);

@@ -253,6 +253,20 @@ pub unsafe fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32 {
     })
 }
 
+pub unsafe fn proxy_record_metric(metric_id: u32, value: u64) -> u32 {
+    with(|h| match h.metrics.get_mut(metric_id as usize) {
+        // A histogram's entry holds the sum of what it recorded; the call
+        // log has each value.
+        Some((name, sum)) => {
+            *sum += value as i64;
+            let line = format!("record_metric {name} {value}");
+            h.calls.push(line);
+            status::OK
+        }
+        None => status::NOT_FOUND,
+    })
+}
+
 pub unsafe fn proxy_get_log_level(return_level: *mut u32) -> u32 {
     // SAFETY: the wrapper passes a pointer to its local.
     with(|h| unsafe { *return_level = h.log_level });

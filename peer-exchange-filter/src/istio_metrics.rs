@@ -1,0 +1,226 @@
+//! The proxy-wasm layer of Istio's standard metrics ([`crate::istio_stats`]):
+//! per VM, the label sets defined so far and what each cluster says about
+//! its service; per request or connection, the reads at its end and the
+//! recording. Used by both forms when `istio_metrics` is configured.
+
+use std::cell::RefCell;
+
+use wasm_host::clusters::ByCluster;
+use wasm_host::HeaderPairs;
+
+use crate::config::{Config, Role};
+use crate::istio_stats::{
+    label_set, ClusterService, LabelInputs, Series, SeriesTable, Traffic, WorkloadLabels, HTTP_HISTOGRAMS,
+    HTTP_METRICS, TCP_METRICS,
+};
+
+/// Which form's series a VM defines.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Form {
+    Http,
+    Tcp,
+}
+
+/// How long a cluster's service is remembered by the cluster's name
+/// (the client's metadata refresh; the server's own, as it reads nothing else).
+const SERVICE_REFRESH_MS: u32 = wasm_host::clusters::DEFAULT_REFRESH_MS;
+
+/// A VM's metrics state for one plugin configuration.
+pub(crate) struct IstioMetrics {
+    role: Role,
+    form: Form,
+    local: WorkloadLabels,
+    table: RefCell<SeriesTable>,
+    services: RefCell<ByCluster<ClusterService>>,
+}
+
+/// What a request or connection knows of its peer by its end.
+pub(crate) struct PeerSeen {
+    /// The stored peer's labels (`None`: not found).
+    pub labels: Option<std::rc::Rc<WorkloadLabels>>,
+    /// The peer certificate's URI SAN, if already read (`Some(None)`: none).
+    pub principal: Option<Option<String>>,
+}
+
+impl IstioMetrics {
+    pub(crate) fn new(config: &Config, form: Form, local: WorkloadLabels) -> Option<IstioMetrics> {
+        let max = config.istio_metrics?;
+        let refresh = match config.cluster_metadata_refresh_ms {
+            0 => SERVICE_REFRESH_MS,
+            ms => ms,
+        };
+        Some(IstioMetrics {
+            role: config.role,
+            form,
+            local,
+            table: RefCell::new(SeriesTable::new(max)),
+            services: RefCell::new(ByCluster::new(refresh)),
+        })
+    }
+
+    /// The period the root's timer must empty [`Self::refresh`] with.
+    pub(crate) fn refresh_ms(&self) -> u32 {
+        self.services.try_borrow().map(|s| s.refresh_ms()).unwrap_or(SERVICE_REFRESH_MS)
+    }
+
+    pub(crate) fn refresh(&self, now_ms: Option<u64>) {
+        if let Ok(mut services) = self.services.try_borrow_mut() {
+            match now_ms {
+                Some(now) => services.refresh_if_due(now),
+                None => services.refresh(),
+            }
+        }
+    }
+
+    /// The stream's cluster service, remembered by the cluster's name.
+    fn cluster_service(&self) -> ClusterService {
+        ByCluster::remembered(
+            &self.services,
+            &mut None::<String>,
+            |name| {
+                *name = wasm_host::get_property_string(&["xds", "cluster_name"]).ok().flatten();
+                name.clone()
+            },
+            |name| {
+                let name = match name.take() {
+                    Some(name) => name,
+                    None => wasm_host::get_property_string(&["xds", "cluster_name"]).ok().flatten().unwrap_or_default(),
+                };
+                let metadata = wasm_host::get_property(&["xds", "cluster_metadata"]).ok().flatten().unwrap_or_default();
+                ClusterService::read(&name, &metadata)
+            },
+        )
+    }
+
+    /// The label set's series, defined the first time (under the cap).
+    fn series(&self, peer: &PeerSeen, host: &str, traffic: &Traffic) -> Series {
+        let side = match self.role {
+            Role::Server => "connection",
+            Role::Client => "upstream",
+        };
+        let peer_principal = match &peer.principal {
+            Some(san) => san.clone().unwrap_or_default(),
+            None => {
+                wasm_host::get_property_string(&[side, "uri_san_peer_certificate"]).ok().flatten().unwrap_or_default()
+            }
+        };
+        let local_principal =
+            wasm_host::get_property_string(&[side, "uri_san_local_certificate"]).ok().flatten().unwrap_or_default();
+        let service = self.cluster_service().with_host(host);
+        let labels = label_set(&LabelInputs {
+            role: self.role,
+            local: &self.local,
+            peer: peer.labels.as_deref(),
+            peer_principal: &peer_principal,
+            local_principal: &local_principal,
+            service: &service,
+            traffic,
+        });
+        let Ok(mut table) = self.table.try_borrow_mut() else { return Series::Overflow };
+        let (names, histograms) = match self.form {
+            Form::Http => (HTTP_METRICS, HTTP_HISTOGRAMS),
+            Form::Tcp => (TCP_METRICS, [false; 4]),
+        };
+        table.series(&labels, |labels| {
+            let mut ids = [0; 4];
+            for ((id, name), histogram) in ids.iter_mut().zip(names).zip(histograms) {
+                match wasm_host::define_metric(histogram, &format!("{labels}{name}")) {
+                    Ok(defined) => *id = defined,
+                    Err(e) => {
+                        log::warn!("peer-exchange-filter: cannot define {name} ({e}); not recorded");
+                        return None;
+                    }
+                }
+            }
+            Some(ids)
+        })
+    }
+
+    /// Records a finished request (at its context's deletion, when Envoy
+    /// has its code, flags and duration). False: over the cap, not recorded.
+    pub(crate) fn record_request(&self, peer: &PeerSeen, request: &RequestSeen) -> bool {
+        let property = wasm_host::get_property_u64;
+        let traffic = Traffic {
+            protocol: if request.grpc { "grpc" } else { "http" },
+            response_code: Some(property(&["response", "code"]).unwrap_or(0)),
+            grpc_status: if request.grpc { property(&["response", "grpc_status"]) } else { None },
+            response_flags: property(&["response", "flags"]).unwrap_or(0),
+        };
+        let Series::Ids([requests, duration, request_bytes, response_bytes]) =
+            self.series(peer, &request.host, &traffic)
+        else {
+            return false;
+        };
+        wasm_host::add_to_metric(requests, 1);
+        if let Some(ns) = property(&["request", "duration"]) {
+            wasm_host::record_metric(duration, ns / 1_000_000);
+        }
+        // Headers as read plus the body Envoy counted (what Envoy's
+        // `request.total_size` is while the headers still exist).
+        let body = |path: [&str; 2]| property(&path).unwrap_or(0);
+        wasm_host::record_metric(request_bytes, request.header_bytes + body(["request", "size"]));
+        wasm_host::record_metric(response_bytes, request.response_header_bytes + body(["response", "size"]));
+        true
+    }
+
+    /// A connection's series, opened once its peer is known (or at its end):
+    /// counts it opened. `None`: over the cap.
+    pub(crate) fn open_connection(&self, peer: &PeerSeen) -> Option<[u32; 4]> {
+        let traffic = Traffic {
+            protocol: "tcp",
+            response_code: None,
+            grpc_status: None,
+            response_flags: wasm_host::get_property_u64(&["response", "flags"]).unwrap_or(0),
+        };
+        match self.series(peer, "", &traffic) {
+            Series::Ids(ids) => {
+                wasm_host::add_to_metric(ids[0], 1);
+                Some(ids)
+            }
+            Series::Overflow => None,
+        }
+    }
+
+    /// A connection's end: the bytes Envoy counted on it, and closed.
+    pub(crate) fn close_connection(&self, ids: [u32; 4]) {
+        let [_, closed, sent, received] = ids;
+        let property = wasm_host::get_property_u64;
+        // On a connection, Envoy's request/response sizes are the bytes
+        // received from and sent to the downstream.
+        wasm_host::add_to_metric(sent, property(&["response", "total_size"]).unwrap_or(0));
+        wasm_host::add_to_metric(received, property(&["request", "total_size"]).unwrap_or(0));
+        wasm_host::add_to_metric(closed, 1);
+    }
+}
+
+/// What the request form collects on the way for its metrics.
+#[derive(Default)]
+pub(crate) struct RequestSeen {
+    /// `:authority` (native's `Host` fallback for the service).
+    pub host: String,
+    /// `content-type: application/grpc...`.
+    pub grpc: bool,
+    /// The request's and the response's header bytes (names and values).
+    pub header_bytes: u64,
+    pub response_header_bytes: u64,
+}
+
+impl RequestSeen {
+    /// From the request's headers, as read.
+    pub(crate) fn request(pairs: &HeaderPairs) -> RequestSeen {
+        let mut seen = RequestSeen { header_bytes: header_bytes(pairs), ..RequestSeen::default() };
+        for (name, value) in pairs.iter() {
+            match name {
+                b":authority" => seen.host = String::from_utf8(value.to_vec()).unwrap_or_default(),
+                b"content-type" => seen.grpc = value.starts_with(b"application/grpc"),
+                _ => {}
+            }
+        }
+        seen
+    }
+}
+
+/// Header bytes as Envoy counts a map's size: every name and value.
+pub(crate) fn header_bytes(pairs: &HeaderPairs) -> u64 {
+    pairs.iter().map(|(n, v)| (n.len() + v.len()) as u64).sum()
+}
