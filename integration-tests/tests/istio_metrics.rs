@@ -1,0 +1,395 @@
+//! End-to-end tests of Istio's standard metrics (`istio_metrics`): real
+//! Envoys, real mTLS, our .wasm; each side's `/stats/prometheus` after known
+//! traffic, every series checked against the labels native `istio_stats`
+//! gives that traffic (`populatePeerInfo` in Envoy's
+//! `contrib/istio/filters/http/istio_stats/`), and the cap on label sets.
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use integration_tests::clients::{echo_through, h2c_get, http1_get, http1_request, parse_http1, STEP_TIMEOUT};
+use integration_tests::mesh::{Mesh, MeshOptions, HTTP_CLIENT_CONFIG, HTTP_SERVER_CONFIG};
+use integration_tests::pki::{CLIENT_IDENTITY, SERVER_IDENTITY};
+use integration_tests::stats::{self, Sample};
+use integration_tests::wire::{self, V};
+use integration_tests::{pseudo_random_bytes, LOG_WAIT};
+use peer_exchange_filter::config::Role;
+use peer_exchange_filter::http::HttpCounter;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const APP: &str = "outbound_http_exchange";
+/// The `Host` every test client sends.
+const HOST: &str = "app.local";
+
+/// Adds `"istio_metrics": <metrics>` to a plugin configuration.
+fn with_metrics(config: &str, metrics: &str) -> String {
+    let mut value: serde_json::Value = serde_json::from_str(config).expect("plugin configuration is JSON");
+    value["istio_metrics"] = serde_json::from_str(metrics).expect("istio_metrics is JSON");
+    value.to_string()
+}
+
+/// A mesh whose four exchange filters report Istio's metrics; `extra` is
+/// merged into every configuration.
+fn metrics_mesh(metrics: &str, extra: &str) -> Mesh {
+    let defaults = MeshOptions::default();
+    let config = |base: &str| {
+        let mut value: serde_json::Value = serde_json::from_str(&with_metrics(base, metrics)).expect("JSON");
+        if let serde_json::Value::Object(extra) = serde_json::from_str(extra).expect("extra is JSON") {
+            for (k, v) in extra {
+                value[k] = v;
+            }
+        }
+        value.to_string()
+    };
+    Mesh::start_with(MeshOptions {
+        server_exchange_config: config(&defaults.server_exchange_config),
+        client_exchange_config: config(&defaults.client_exchange_config),
+        server_http_exchange_config: config(HTTP_SERVER_CONFIG),
+        client_http_exchange_config: config(HTTP_CLIENT_CONFIG),
+        ..defaults
+    })
+}
+
+/// The Istio series of one scrape: (metric name, labels) → value, with the
+/// histograms by their `_count` and `_sum`.
+fn istio_series(envoy: &integration_tests::envoy::Admin) -> BTreeMap<(String, BTreeMap<String, String>), f64> {
+    stats::prometheus(envoy)
+        .into_iter()
+        .filter(|s: &Sample| s.name.starts_with("istio_") && !s.name.ends_with("_bucket"))
+        .map(|s| ((s.name, s.labels), s.value))
+        .collect()
+}
+
+fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+/// The client Envoy's own labels (its node: raw `LABELS`, as native reads
+/// them — `app: client`, though the exchange sends `app.kubernetes.io/name`).
+const CLIENT_AS_SOURCE: [(&str, &str); 9] = [
+    ("reporter", "source"),
+    ("source_workload", "client"),
+    ("source_canonical_service", "client"),
+    ("source_canonical_revision", "v2"),
+    ("source_workload_namespace", "client-ns"),
+    ("source_principal", CLIENT_IDENTITY),
+    ("source_app", "client"),
+    ("source_version", "v2"),
+    ("source_cluster", "Kubernetes"),
+];
+
+/// The server, as the client learns it through the exchange.
+const SERVER_AS_DESTINATION: [(&str, &str); 9] = [
+    ("destination_workload", "server"),
+    ("destination_workload_namespace", "server-ns"),
+    ("destination_principal", SERVER_IDENTITY),
+    ("destination_app", "server"),
+    ("destination_version", "v1"),
+    ("destination_canonical_service", "server"),
+    ("destination_canonical_revision", "v1"),
+    ("destination_service_namespace", "server-ns"),
+    ("destination_cluster", "Kubernetes"),
+];
+
+/// The server Envoy's own labels as the destination.
+const SERVER_ITSELF: [(&str, &str); 9] = [
+    ("reporter", "destination"),
+    ("destination_workload", "server"),
+    ("destination_workload_namespace", "server-ns"),
+    ("destination_principal", SERVER_IDENTITY),
+    ("destination_app", "server"),
+    ("destination_version", "v1"),
+    ("destination_canonical_service", "server"),
+    ("destination_canonical_revision", "v1"),
+    ("destination_service_namespace", "server-ns"),
+];
+
+/// The client, as the server learns it: what the exchange sent (`app` from
+/// `app.kubernetes.io/name`).
+const CLIENT_AS_PEER: [(&str, &str); 8] = [
+    ("source_workload", "client"),
+    ("source_canonical_service", "client"),
+    ("source_canonical_revision", "v2"),
+    ("source_workload_namespace", "client-ns"),
+    ("source_principal", CLIENT_IDENTITY),
+    ("source_app", "client-app"),
+    ("source_version", "v2"),
+    ("source_cluster", "Kubernetes"),
+];
+
+fn http_labels(parts: &[&[(&str, &str)]], extra: &[(&str, &str)]) -> BTreeMap<String, String> {
+    let mut all: Vec<(&str, &str)> = parts.iter().flat_map(|p| p.iter().copied()).collect();
+    all.extend_from_slice(extra);
+    labels(&all)
+}
+
+/// Checks that `series` holds exactly `expected` (name, labels, value) for
+/// the metric names listed, nothing more.
+fn assert_series(
+    side: &str,
+    series: &BTreeMap<(String, BTreeMap<String, String>), f64>,
+    names: &[&str],
+    expected: &[(&str, &BTreeMap<String, String>, f64)],
+) {
+    let got: Vec<_> = series.iter().filter(|((name, _), _)| names.contains(&name.as_str())).collect();
+    for (name, want_labels, value) in expected {
+        let found = series.get(&(name.to_string(), (*want_labels).clone()));
+        assert_eq!(
+            found,
+            Some(value),
+            "{side}: {name} with labels {want_labels:#?}\nthe scrape has:\n{:#?}",
+            got.iter().filter(|((n, _), _)| n == name).collect::<Vec<_>>()
+        );
+    }
+    assert_eq!(got.len(), expected.len(), "{side}: series of {names:?}: {got:#?}");
+}
+
+const HTTP_NAMES: [&str; 7] = [
+    "istio_requests_total",
+    "istio_request_duration_milliseconds_count",
+    "istio_request_bytes_count",
+    "istio_response_bytes_count",
+    "istio_request_duration_milliseconds_sum",
+    "istio_request_bytes_sum",
+    "istio_response_bytes_sum",
+];
+const TCP_NAMES: [&str; 4] = [
+    "istio_tcp_connections_opened_total",
+    "istio_tcp_connections_closed_total",
+    "istio_tcp_sent_bytes_total",
+    "istio_tcp_received_bytes_total",
+];
+
+/// The counts of one HTTP label set: requests and each histogram's count.
+fn http_counts(set: &BTreeMap<String, String>, n: f64) -> Vec<(&'static str, &BTreeMap<String, String>, f64)> {
+    HTTP_NAMES[..4].iter().map(|name| (*name, set, n)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_reporters_label_http_tcp_and_non_mesh_traffic_as_native_does() {
+    let mesh = metrics_mesh("{}", "{}");
+    let app = mesh.target.client_listener(APP);
+    for version in ["1.1", "1.1"] {
+        let response = http1_get(app, version, "/mesh/metrics").await;
+        assert_eq!(response.status, 200, "{response:?}");
+    }
+    let response = h2c_get(app, "/mesh/metrics-h2").await;
+    assert_eq!(response.status, 200, "{response:?}");
+    // A plain TLS upstream, not in the mesh: no peer, no principal.
+    let response = http1_get(app, "1.1", "/optout/metrics").await;
+    assert_eq!(response.status, 200, "{response:?}");
+    let payload = pseudo_random_bytes(20_000, 29);
+    let echoed = echo_through(mesh.target.client_listener("outbound_tcp_echo"), &payload).await;
+    assert_eq!(echoed.len(), payload.len());
+    // Each side's context is deleted after its access log line.
+    mesh.target.wait_access_log(integration_tests::mesh::CLIENT_TCP_LOG, 1, LOG_WAIT);
+    mesh.target.wait_access_log(integration_tests::mesh::SERVER_TCP_LOG, 1, LOG_WAIT);
+    mesh.target.wait_access_log(integration_tests::mesh::CLIENT_HTTP_LOG, 4, LOG_WAIT);
+    let ok =
+        [("request_protocol", "http"), ("response_code", "200"), ("grpc_response_status", ""), ("response_flags", "-")];
+
+    // The client (reporter "source").
+    let client = wait_for_series(&mesh.client, "istio_tcp_connections_closed_total");
+    let service = [("destination_service", HOST), ("destination_service_name", HOST)];
+    let mesh_http = http_labels(
+        &[&CLIENT_AS_SOURCE, &SERVER_AS_DESTINATION, &service, &ok],
+        &[("connection_security_policy", "unknown")],
+    );
+    // No client certificate towards it either: no source principal.
+    let mut unknown_principal = CLIENT_AS_SOURCE;
+    unknown_principal[5] = ("source_principal", "unknown");
+    let non_mesh = http_labels(
+        &[&unknown_principal, &service, &ok],
+        &[
+            ("destination_workload", "unknown"),
+            ("destination_workload_namespace", "unknown"),
+            ("destination_principal", "unknown"),
+            ("destination_app", "unknown"),
+            ("destination_version", "unknown"),
+            ("destination_canonical_service", "unknown"),
+            ("destination_canonical_revision", "latest"),
+            ("destination_service_namespace", "unknown"),
+            ("destination_cluster", "unknown"),
+            ("connection_security_policy", "unknown"),
+        ],
+    );
+    let mut expected = http_counts(&mesh_http, 3.0);
+    expected.extend(http_counts(&non_mesh, 1.0));
+    assert_series("client", &client, &HTTP_NAMES[..4], &expected);
+    let tcp = http_labels(
+        &[&CLIENT_AS_SOURCE, &SERVER_AS_DESTINATION],
+        &[
+            ("destination_service", "unknown"),
+            ("destination_service_name", "unknown"),
+            ("request_protocol", "tcp"),
+            ("response_flags", "-"),
+            ("connection_security_policy", "unknown"),
+        ],
+    );
+    let client_tcp = [
+        ("istio_tcp_connections_opened_total", &tcp, 1.0),
+        ("istio_tcp_connections_closed_total", &tcp, 1.0),
+        // What the app sent and got back, through the plaintext listener.
+        ("istio_tcp_sent_bytes_total", &tcp, payload.len() as f64),
+        ("istio_tcp_received_bytes_total", &tcp, payload.len() as f64),
+    ];
+    assert_series("client", &client, &TCP_NAMES, &client_tcp);
+
+    // The server (reporter "destination").
+    let server = wait_for_series(&mesh.server, "istio_tcp_connections_closed_total");
+    let server_http = http_labels(
+        &[&CLIENT_AS_PEER, &SERVER_ITSELF, &ok],
+        &[
+            ("destination_service", HOST),
+            ("destination_service_name", HOST),
+            ("destination_cluster", "Kubernetes"),
+            ("connection_security_policy", "mutual_tls"),
+        ],
+    );
+    assert_series("server", &server, &HTTP_NAMES[..4], &http_counts(&server_http, 3.0));
+    let server_tcp = http_labels(
+        &[&CLIENT_AS_PEER, &SERVER_ITSELF],
+        &[
+            // No Host on a connection: native falls back to our canonical name.
+            ("destination_service", "server"),
+            ("destination_service_name", "server"),
+            ("destination_cluster", "Kubernetes"),
+            ("request_protocol", "tcp"),
+            ("response_flags", "-"),
+            ("connection_security_policy", "mutual_tls"),
+        ],
+    );
+    let opened = server.get(&("istio_tcp_connections_opened_total".into(), server_tcp.clone()));
+    assert_eq!(opened, Some(&1.0), "server TCP opened: {server:#?}");
+    let received = server.get(&("istio_tcp_received_bytes_total".into(), server_tcp.clone())).copied();
+    // The server also received the client's exchange prefix on that connection.
+    assert!(received.is_some_and(|r| r > payload.len() as f64), "server TCP received: {received:?}");
+    assert_eq!(
+        server
+            .get(&("istio_tcp_sent_bytes_total".into(), server_tcp.clone()))
+            .copied()
+            .map(|s| s >= payload.len() as f64),
+        Some(true)
+    );
+    // Histograms hold sizes and durations that are plausible for the traffic.
+    let sum = |name: &str| client.get(&(name.to_string(), mesh_http.clone())).copied().unwrap_or(-1.0);
+    assert!(sum("istio_request_bytes_sum") > 3.0 * 20.0, "request bytes {}", sum("istio_request_bytes_sum"));
+    assert!(sum("istio_response_bytes_sum") > 3.0 * 100.0, "response bytes {}", sum("istio_response_bytes_sum"));
+    assert!(sum("istio_request_duration_milliseconds_sum") >= 0.0);
+    for (envoy, role) in [(&mesh.client, Role::Client), (&mesh.server, Role::Server)] {
+        assert_eq!(stats::http_exchange(envoy, role, HttpCounter::IstioMetricsOverflow), 0);
+    }
+}
+
+/// Waits until `metric` appears in the Istio series (contexts are deleted
+/// shortly after their log line) and the histograms are merged.
+fn wait_for_series(
+    envoy: &integration_tests::envoy::Admin,
+    metric: &str,
+) -> BTreeMap<(String, BTreeMap<String, String>), f64> {
+    let deadline = std::time::Instant::now() + LOG_WAIT;
+    loop {
+        let series = istio_series(envoy);
+        // Histograms reach the scrape at Envoy's next flush: settled once
+        // every request series' histogram has counted as many.
+        let merged = series.iter().filter(|((name, _), _)| name == "istio_requests_total").all(|((_, labels), n)| {
+            series.get(&("istio_request_duration_milliseconds_count".to_string(), labels.clone())) == Some(n)
+        });
+        let present = series.keys().any(|(name, _)| name == metric);
+        if (present && merged) || std::time::Instant::now() > deadline {
+            return series;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Both Envoys claim another workload in another namespace; with
+/// `identity_check: annotate` the claim is stored, and the namespace
+/// label comes from the certificate, as native prefers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unverified_claim_names_the_workload_but_the_certificate_names_the_namespace() {
+    let lie = r#"{"identity_check":"annotate","metadata":{"NAME":"payments-api-0","NAMESPACE":"payments","WORKLOAD_NAME":"payments-api","IDENTITY":"spiffe://cluster.local/ns/payments/sa/payments-api"}}"#;
+    let mesh = metrics_mesh("{}", lie);
+    let response = http1_get(mesh.target.client_listener(APP), "1.1", "/mesh/lie").await;
+    assert_eq!(response.status, 200, "{response:?}");
+    mesh.target.wait_access_log(integration_tests::mesh::CLIENT_HTTP_LOG, 1, LOG_WAIT);
+    let server = wait_for_series(&mesh.server, "istio_requests_total");
+    let (_, labels) = server.keys().find(|(name, _)| name == "istio_requests_total").expect("a request series").clone();
+    assert_eq!(labels["source_workload"], "payments-api");
+    assert_eq!(labels["source_workload_namespace"], "client-ns", "the certificate's namespace wins");
+    assert_eq!(labels["source_principal"], CLIENT_IDENTITY);
+    // Our own labels follow the configuration's `metadata`, as what we send does.
+    assert_eq!(labels["destination_workload"], "payments-api");
+    let client = wait_for_series(&mesh.client, "istio_requests_total");
+    let (_, labels) = client.keys().find(|(name, _)| name == "istio_requests_total").expect("a request series").clone();
+    assert_eq!(labels["destination_workload"], "payments-api");
+    assert_eq!(labels["destination_workload_namespace"], "server-ns");
+    assert_eq!(labels["destination_principal"], SERVER_IDENTITY);
+}
+
+/// A peer claiming a new workload on every request: the label sets stop at
+/// the cap, the rest is counted, and Envoy's memory stays flat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_claimed_workloads_stay_within_the_cap() {
+    const CAP: u64 = 50;
+    let mesh = metrics_mesh(&format!(r#"{{"max_label_sets":{CAP}}}"#), "{}");
+    let memory = || mesh.server.counter("server.memory_allocated");
+    let batch = |from: usize| {
+        let mesh = &mesh;
+        async move {
+            let mut tasks = Vec::new();
+            for worker in 0..8 {
+                let target = mesh.target.clone();
+                tasks.push(tokio::spawn(async move {
+                    for i in (from + worker..from + 1500).step_by(8) {
+                        let claim = base64::engine::general_purpose::STANDARD.encode(wire::strukt(&[
+                            ("NAME", V::Str("raw-client-1")),
+                            ("NAMESPACE", V::Str("raw-ns")),
+                            ("WORKLOAD_NAME", V::Str(&format!("workload-{i}"))),
+                        ]));
+                        let mut tls =
+                            target.connect_inbound_as(Some("raw-client"), "http.mesh.local", &["istio-http/1.1"]).await;
+                        let request = http1_request("1.1", "/raw", &[("x-envoy-peer-metadata", &claim)]);
+                        tls.write_all(request.as_bytes()).await.expect("write request");
+                        let mut raw = Vec::new();
+                        tokio::time::timeout(STEP_TIMEOUT, tls.read_to_end(&mut raw)).await.expect("timeout").ok();
+                        assert_eq!(parse_http1(&String::from_utf8_lossy(&raw)).status, 200);
+                    }
+                }));
+            }
+            for task in tasks {
+                task.await.expect("request task");
+            }
+        }
+    };
+    batch(0).await;
+    let overflow = || stats::http_exchange(&mesh.server, Role::Server, HttpCounter::IstioMetricsOverflow);
+    let settled = |count: u64| {
+        let deadline = std::time::Instant::now() + LOG_WAIT;
+        while overflow() + defined_sets(&mesh) < count && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    settled(1500);
+    let after_first = memory();
+    let sets = defined_sets(&mesh);
+    // One table per worker VM (the harness runs two workers).
+    assert!(sets <= 2 * CAP && sets >= CAP, "{sets} label sets defined (cap {CAP} per worker)");
+    assert_eq!(overflow() + sets, 1500, "every request is in a series or counted as overflow");
+    batch(10_000).await;
+    settled(3000);
+    assert_eq!(defined_sets(&mesh), sets, "no label set defined past the cap");
+    assert_eq!(overflow() + sets, 3000);
+    let after_second = memory();
+    let growth = after_second.saturating_sub(after_first);
+    eprintln!(
+        "label sets {sets} (cap {CAP} per worker), overflow {}, server heap {after_first} -> {after_second} bytes",
+        overflow()
+    );
+    assert!(growth < 512 * 1024, "server heap grew {growth} bytes over 1500 more distinct workloads");
+}
+
+/// Distinct `istio_requests_total` label sets the server reports.
+fn defined_sets(mesh: &Mesh) -> u64 {
+    istio_series(&mesh.server).keys().filter(|(name, _)| name == "istio_requests_total").count() as u64
+}
