@@ -3,6 +3,7 @@
 //! a callback and the hostcalls it makes, natively.
 
 mod http;
+mod metrics;
 mod tcp;
 
 use std::rc::Rc;

@@ -1,0 +1,174 @@
+//! Istio's standard metrics through the glue: what each form records at a
+//! request's or connection's end, the series' names, the cap, and nothing
+//! at all when `istio_metrics` is off.
+
+use proto::prost_types::value::Kind;
+use wasm_host::fake::{self, FakeHost, DOWNSTREAM_DATA, REQUEST_HEADERS, RESPONSE_HEADERS};
+use wasm_host::plugin::Stream;
+
+use super::*;
+use crate::headers::{ID_HEADER, METADATA_HEADER};
+use crate::participation::CLUSTER_NAMESPACE;
+
+fn number(n: u64) -> Vec<u8> {
+    n.to_le_bytes().to_vec()
+}
+
+/// The inbound Envoy's HTTP form, a request from `CLIENT` finished with a
+/// 200 after 7 ms, 5 body bytes each way.
+fn http_server(config: &str) -> FakeHost {
+    let mut host = envoy(&SERVER, crate::config::HTTP_ROOT_ID, config);
+    host.property("connection.uri_san_peer_certificate", CLIENT.spiffe())
+        .property("connection.uri_san_local_certificate", SERVER.spiffe())
+        .property("xds.cluster_name", "inbound_app")
+        .property("response.code", number(200))
+        .property("response.flags", number(0))
+        .property("request.duration", number(7_400_000))
+        .property("request.size", number(5))
+        .property("response.size", number(5));
+    host
+}
+
+fn headers(map: u32, pairs: &[(&str, &str)]) {
+    let pairs = pairs.iter().map(|(n, v)| (n.to_string(), v.as_bytes().to_vec())).collect();
+    fake::with(|h| h.headers.insert(map, pairs));
+}
+
+/// One request from `CLIENT` through the server role, deleted at its end.
+fn serve_one(plugin: &Rc<PeerPlugin>, context_id: u32, metadata: &str) {
+    let mut request = stream(plugin, context_id);
+    headers(REQUEST_HEADERS, &[(":authority", "app.local"), (METADATA_HEADER, metadata), (ID_HEADER, "client-pod-id")]);
+    request.on_request_headers();
+    headers(RESPONSE_HEADERS, &[(":status", "200")]);
+    request.on_response_headers();
+    request.on_delete();
+}
+
+/// The metrics defined, as (metric name, label set).
+fn defined() -> Vec<(String, String)> {
+    fake::with(|h| {
+        h.called("define_metric ")
+            .iter()
+            .filter_map(|c| c.strip_prefix("define_metric "))
+            .filter(|name| name.starts_with("reporter="))
+            .map(|name| {
+                // The label set keeps its last `;.;`: the name is labels + metric.
+                let split = name.rfind(";.;").map_or(0, |i| i + 3);
+                (name[split..].to_string(), name[..split].to_string())
+            })
+            .collect()
+    })
+}
+
+#[test]
+fn a_finished_request_counts_once_and_records_its_duration_and_sizes() {
+    let plugin = configure(http_server(r#"{"role":"server","istio_metrics":{}}"#)).expect("configured");
+    serve_one(&plugin, 2, &CLIENT.header());
+    serve_one(&plugin, 3, &CLIENT.header());
+    let defined = defined();
+    let metrics: Vec<&str> = defined.iter().map(|(m, _)| m.as_str()).collect();
+    assert_eq!(
+        metrics,
+        ["istio_requests_total", "istio_request_duration_milliseconds", "istio_request_bytes", "istio_response_bytes"],
+        "one label set, defined once for both requests"
+    );
+    let labels = &defined[0].1;
+    for label in [
+        "reporter=.=destination",
+        "source_workload=.=client-pod",
+        "source_workload_namespace=.=client-ns",
+        "destination_principal=.=spiffe://cluster.local/ns/server-ns/sa/server-pod",
+        "destination_service=.=app.local",
+        "response_code=.=200",
+        "connection_security_policy=.=mutual_tls",
+    ] {
+        assert!(labels.contains(&format!("{label};.;")), "{label} in {labels}");
+    }
+    let name = |metric: &str| format!("{labels}{metric}");
+    fake::with(|h| {
+        assert_eq!(h.counter(&name("istio_requests_total")), Some(2));
+        let records = h.called("record_metric ");
+        let of =
+            |metric: &str| records.iter().filter(|r| r.starts_with(&format!("record_metric {}", name(metric)))).count();
+        assert_eq!((of("istio_request_duration_milliseconds"), of("istio_request_bytes")), (2, 2));
+        // 7.4 ms as whole milliseconds.
+        assert!(records.iter().any(|r| r.ends_with("istio_request_duration_milliseconds 7")), "{records:?}");
+    });
+    // Request bytes: the headers as read (names and values) plus the body.
+    let request_headers =
+        ":authority".len() + "app.local".len() + METADATA_HEADER.len() + CLIENT.header().len() + ID_HEADER.len() + 13;
+    fake::with(|h| {
+        let sum = h.counter(&name("istio_request_bytes"));
+        assert_eq!(sum, Some(2 * (request_headers as i64 + 5)));
+        assert_eq!(h.counter(&name("istio_response_bytes")), Some(2 * (":status".len() as i64 + 3 + 5)));
+    });
+}
+
+#[test]
+fn label_sets_past_the_cap_are_counted_not_defined() {
+    let plugin =
+        configure(http_server(r#"{"role":"server","istio_metrics":{"max_label_sets":1}}"#)).expect("configured");
+    serve_one(&plugin, 2, &CLIENT.header());
+    serve_one(&plugin, 3, &SERVER.header());
+    serve_one(&plugin, 4, &CLIENT.header());
+    assert_eq!(defined().len(), 4, "only the first label set's four metrics");
+    fake::with(|h| {
+        let requests: i64 =
+            h.counters().iter().filter(|(n, _)| n.ends_with(";.;istio_requests_total")).map(|(_, v)| v).sum();
+        assert_eq!(requests, 2);
+    });
+    assert_eq!(
+        counted("peer_exchange.http_server.").iter().find(|(n, _)| n == "istio_metrics_overflow").map(|(_, v)| *v),
+        Some(1)
+    );
+}
+
+#[test]
+fn without_istio_metrics_a_request_end_reads_and_defines_nothing() {
+    let plugin = configure(http_server(r#"{"role":"server"}"#)).expect("configured");
+    fake::with(|h| h.calls.clear());
+    serve_one(&plugin, 2, &CLIENT.header());
+    fake::with(|h| {
+        assert!(h.called("define_metric").is_empty());
+        assert!(h.called("record_metric").is_empty());
+        let reads = h.called("get_property");
+        assert!(!reads.iter().any(|r| r.contains("response") || r.contains("duration")), "{reads:?}");
+    });
+}
+
+#[test]
+fn a_connection_opens_when_its_peer_is_known_and_closes_with_its_bytes() {
+    let config = r#"{"role":"client","exchange_timeout_ms":1000,"istio_metrics":{}}"#;
+    let mut host = envoy(&CLIENT, "peer_exchange", config);
+    host.property("upstream.tls_version", "TLSv1.3")
+        .property("upstream.uri_san_peer_certificate", SERVER.spiffe())
+        .property("upstream.address", "10.0.0.2:15443")
+        .property("xds.cluster_name", "mesh")
+        .property("xds.cluster_metadata", metadata(&[(CLUSTER_NAMESPACE, "enabled", Kind::BoolValue(true))]))
+        .property("request.total_size", number(11))
+        .property("response.total_size", number(22));
+    let plugin = configure(host).expect("configured");
+    let mut connection = stream(&plugin, 2);
+    fake::with(|h| h.buffers.insert(DOWNSTREAM_DATA, b"hello".to_vec()));
+    connection.on_downstream_data(5, false);
+    let answer = [SERVER.prefix(), b"world".to_vec()].concat();
+    let size = answer.len();
+    fake::with(|h| h.buffers.insert(wasm_host::fake::UPSTREAM_DATA, answer));
+    connection.on_upstream_data(size, false);
+    let defined = defined();
+    let labels = defined.first().map(|(_, l)| l.clone()).unwrap_or_default();
+    assert!(labels.contains("destination_workload=.=server-pod;.;"), "{labels}");
+    assert!(labels.contains("request_protocol=.=tcp;.;") && !labels.contains("response_code"), "{labels}");
+    let name = |metric: &str| format!("{labels}{metric}");
+    fake::with(|h| {
+        assert_eq!(h.counter(&name("istio_tcp_connections_opened_total")), Some(1));
+        assert_eq!(h.counter(&name("istio_tcp_connections_closed_total")), Some(0));
+    });
+    connection.on_delete();
+    fake::with(|h| {
+        assert_eq!(h.counter(&name("istio_tcp_connections_closed_total")), Some(1));
+        assert_eq!(h.counter(&name("istio_tcp_sent_bytes_total")), Some(22));
+        assert_eq!(h.counter(&name("istio_tcp_received_bytes_total")), Some(11));
+        assert_eq!(h.counter(&name("istio_tcp_connections_opened_total")), Some(1), "opened once");
+    });
+}
