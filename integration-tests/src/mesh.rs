@@ -86,6 +86,25 @@ pub fn without_peer_json(plugin_config: &str) -> String {
     config.to_string()
 }
 
+/// A plugin configuration with Istio's standard metrics on
+/// (`"istio_metrics": <metrics>`, a JSON object such as `{}`).
+pub fn with_istio_metrics(plugin_config: &str, metrics: &str) -> String {
+    let mut config: serde_json::Value = serde_json::from_str(plugin_config).expect("plugin configuration is JSON");
+    config["istio_metrics"] = serde_json::from_str(metrics).expect("istio_metrics is JSON");
+    config.to_string()
+}
+
+/// Every exchange configuration of `options` with Istio's standard metrics on.
+pub fn with_istio_metrics_everywhere(options: MeshOptions, metrics: &str) -> MeshOptions {
+    MeshOptions {
+        server_exchange_config: with_istio_metrics(&options.server_exchange_config, metrics),
+        client_exchange_config: with_istio_metrics(&options.client_exchange_config, metrics),
+        server_http_exchange_config: with_istio_metrics(&options.server_http_exchange_config, metrics),
+        client_http_exchange_config: with_istio_metrics(&options.client_http_exchange_config, metrics),
+        ..options
+    }
+}
+
 /// Values both templates share.
 fn common_vars(dir: &Path, pki: &Pki, plugin_config: &str, http_config: &str) -> BTreeMap<String, String> {
     for config in [plugin_config, http_config] {
@@ -106,6 +125,8 @@ fn common_vars(dir: &Path, pki: &Pki, plugin_config: &str, http_config: &str) ->
         ("PEER_EXCHANGE_CONFIG", plugin_config.to_string()),
         ("PEER_EXCHANGE_QUIET_CONFIG", without_peer_json(plugin_config)),
         ("PEER_EXCHANGE_HTTP_CONFIG", http_config.to_string()),
+        // Envoy's default; the metrics tests flush more often.
+        ("STATS_FLUSH_INTERVAL", "5s".into()),
     ])
 }
 

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use base64::Engine;
 use integration_tests::clients::{echo_through, h2c_get, http1_get, http1_request, parse_http1, STEP_TIMEOUT};
-use integration_tests::mesh::{Mesh, MeshOptions, HTTP_CLIENT_CONFIG, HTTP_SERVER_CONFIG};
+use integration_tests::mesh::{with_istio_metrics_everywhere, Mesh, MeshOptions};
 use integration_tests::pki::{CLIENT_IDENTITY, SERVER_IDENTITY};
 use integration_tests::stats::{self, Sample};
 use integration_tests::wire::{self, V};
@@ -21,19 +21,11 @@ const APP: &str = "outbound_http_exchange";
 /// The `Host` every test client sends.
 const HOST: &str = "app.local";
 
-/// Adds `"istio_metrics": <metrics>` to a plugin configuration.
-fn with_metrics(config: &str, metrics: &str) -> String {
-    let mut value: serde_json::Value = serde_json::from_str(config).expect("plugin configuration is JSON");
-    value["istio_metrics"] = serde_json::from_str(metrics).expect("istio_metrics is JSON");
-    value.to_string()
-}
-
 /// A mesh whose four exchange filters report Istio's metrics; `extra` is
 /// merged into every configuration.
 fn metrics_mesh(metrics: &str, extra: &str) -> Mesh {
-    let defaults = MeshOptions::default();
-    let config = |base: &str| {
-        let mut value: serde_json::Value = serde_json::from_str(&with_metrics(base, metrics)).expect("JSON");
+    let merge = |config: String| {
+        let mut value: serde_json::Value = serde_json::from_str(&config).expect("JSON");
         if let serde_json::Value::Object(extra) = serde_json::from_str(extra).expect("extra is JSON") {
             for (k, v) in extra {
                 value[k] = v;
@@ -41,12 +33,17 @@ fn metrics_mesh(metrics: &str, extra: &str) -> Mesh {
         }
         value.to_string()
     };
+    let mut options = with_istio_metrics_everywhere(MeshOptions::default(), metrics);
+    // Histograms reach the scrape at Envoy's next stats flush.
+    for vars in [&mut options.client_vars, &mut options.server_vars] {
+        vars.insert("STATS_FLUSH_INTERVAL".into(), "0.2s".into());
+    }
     Mesh::start_with(MeshOptions {
-        server_exchange_config: config(&defaults.server_exchange_config),
-        client_exchange_config: config(&defaults.client_exchange_config),
-        server_http_exchange_config: config(HTTP_SERVER_CONFIG),
-        client_http_exchange_config: config(HTTP_CLIENT_CONFIG),
-        ..defaults
+        server_exchange_config: merge(options.server_exchange_config.clone()),
+        client_exchange_config: merge(options.client_exchange_config.clone()),
+        server_http_exchange_config: merge(options.server_http_exchange_config.clone()),
+        client_http_exchange_config: merge(options.client_http_exchange_config.clone()),
+        ..options
     })
 }
 

@@ -16,7 +16,7 @@ use crate::config::{Config, Method, Role};
 use crate::headers::{encode_metadata_header, PeerHeaders, ID_HEADER, METADATA_HEADER};
 use crate::http::{is_mesh_identity, receive, receive_baggage, BaggageReceived, ClientVerdict, ClientVerdicts};
 use crate::http::{HttpCounter, Received};
-use crate::istio_metrics::{header_bytes, Form, IstioMetrics, PeerSeen, RequestSeen};
+use crate::istio_metrics::{Form, IstioMetrics, PeerSeen, RequestSeen};
 use crate::istio_stats::WorkloadLabels;
 use crate::peers::{with_decoder, PeerDecoder, StoredPeer};
 use crate::stored::{mark_peer_not_found, store_endpoint_peer, store_peer};
@@ -415,7 +415,7 @@ impl HttpPeer {
 
     fn see_response(&mut self, pairs: Option<&HeaderPairs>) {
         if let (Some(seen), Some(pairs)) = (&mut self.seen, pairs) {
-            seen.response_header_bytes = header_bytes(pairs);
+            seen.response(pairs);
         }
     }
 

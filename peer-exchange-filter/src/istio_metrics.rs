@@ -142,7 +142,8 @@ impl IstioMetrics {
         let property = wasm_host::get_property_u64;
         let traffic = Traffic {
             protocol: if request.grpc { "grpc" } else { "http" },
-            response_code: Some(property(&["response", "code"]).unwrap_or(0)),
+            // The `:status` we read saves a property read; Envoy's code otherwise.
+            response_code: Some(request.status.or_else(|| property(&["response", "code"])).unwrap_or(0)),
             grpc_status: if request.grpc { property(&["response", "grpc_status"]) } else { None },
             response_flags: property(&["response", "flags"]).unwrap_or(0),
         };
@@ -203,6 +204,8 @@ pub(crate) struct RequestSeen {
     /// The request's and the response's header bytes (names and values).
     pub header_bytes: u64,
     pub response_header_bytes: u64,
+    /// The response's `:status`, as read.
+    pub status: Option<u64>,
 }
 
 impl RequestSeen {
@@ -217,6 +220,17 @@ impl RequestSeen {
             }
         }
         seen
+    }
+}
+
+impl RequestSeen {
+    /// Adds what the response's headers show.
+    pub(crate) fn response(&mut self, pairs: &HeaderPairs) {
+        self.response_header_bytes = header_bytes(pairs);
+        self.status = pairs
+            .iter()
+            .find(|(name, _)| *name == b":status")
+            .and_then(|(_, value)| std::str::from_utf8(value).ok()?.parse().ok());
     }
 }
 

@@ -5,7 +5,8 @@
 use integration_tests::LOG_WAIT;
 
 use integration_tests::clients::{banner_exchange, echo_through, h2c_get, http1_get, http1_get_with, HttpResponse};
-use integration_tests::mesh::{Mesh, CLIENT_HTTP_LOG, CLIENT_TCP_LOG, SERVER_HTTP_LOG, SERVER_TCP_LOG};
+use integration_tests::mesh::{with_istio_metrics_everywhere, Mesh, MeshOptions};
+use integration_tests::mesh::{CLIENT_HTTP_LOG, CLIENT_TCP_LOG, SERVER_HTTP_LOG, SERVER_TCP_LOG};
 use integration_tests::pseudo_random_bytes;
 use integration_tests::wire::{self, V};
 use integration_tests::workloads::peer_struct;
@@ -65,7 +66,8 @@ fn pretty(value: &serde_json::Value) -> String {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     section("starting a server Envoy and a client Envoy (real .wasm, mTLS with a fresh CA)");
-    let mesh = Mesh::start();
+    // Istio's standard metrics on in all four exchange filters.
+    let mesh = Mesh::start_with(with_istio_metrics_everywhere(MeshOptions::default(), "{}"));
     println!("  server Envoy pid {:?}, inbound mTLS listener {}", mesh.server.pid(), mesh.target.server_inbound());
     println!(
         "  client Envoy pid {:?}, app-facing HTTP listener {}",
@@ -224,6 +226,32 @@ async fn main() {
         println!("  %CEL(... verified == true ? namespace : 'unverified')%: {}", line["verified_peer_namespace"]);
     }
     counters(&mesh, &["wasmcustom.peer_exchange.server.peer_identity"]);
+
+    section("Istio's standard metrics (istio_metrics), from each Envoy's /stats/prometheus");
+    // Contexts are deleted, and histograms merged, just after the traffic.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    for (side, envoy) in [("client", &mesh.client), ("server", &mesh.server)] {
+        let samples = integration_tests::stats::prometheus(envoy);
+        let shown = ["istio_requests_total", "istio_tcp_connections_opened_total"];
+        for sample in samples.iter().filter(|s| shown.contains(&s.name.as_str())) {
+            let l = |k: &str| sample.labels.get(k).map_or("-", String::as_str);
+            println!(
+                "  {side}: {} {} reporter={} {}/{} -> {}/{} ({}) code={} flags={} mTLS={}",
+                sample.name,
+                sample.value,
+                l("reporter"),
+                l("source_workload_namespace"),
+                l("source_workload"),
+                l("destination_workload_namespace"),
+                l("destination_workload"),
+                l("destination_service"),
+                l("response_code"),
+                l("response_flags"),
+                l("connection_security_policy"),
+            );
+        }
+    }
+    println!("  (every series has Istio's 25 labels; docs/observability.md, \"Istio's standard metrics\")");
 
     section("stopping both Envoys and the backends");
     drop(mesh);

@@ -12,6 +12,8 @@ pub enum Deployment {
     Shipped,
     /// The same with `identity_check: off` (the identity scenarios).
     Unchecked,
+    /// The same with Istio's standard metrics on (`istio_metrics`).
+    Metrics,
 }
 
 /// One row: a label, the client listener its load goes to, and whether it
