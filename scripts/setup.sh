@@ -10,7 +10,8 @@
 #     --tests (and no ENVOY_BIN) also the other supported versions
 #     ($ENVOY_MATRIX_VERSIONS in lib.sh), each in .tools/envoy/<version>;
 #   - with --tests, what only the tests need: Debian's docker-compose (to
-#     validate docker-compose.yml), python3, openssl (examples/make-certs.sh).
+#     validate docker-compose.yml), python3, openssl (examples/make-certs.sh),
+#     Debian's prometheus binary in .tools/prometheus (the metrics scrape).
 # No `set -e` here, on purpose: setup tries routes that are expected to fail
 # (a rustup that is absent or hangs, an apt-get without root, a PyPI that is
 # unreachable) and must go on to the next route; every step checks its own
@@ -110,4 +111,22 @@ if [ "${1:-}" = "--tests" ]; then
     command -v openssl >/dev/null 2>&1 || apt_install openssl
     command -v openssl >/dev/null 2>&1 || die "openssl is not available after installing it"
     info "$(openssl version) (examples/make-certs.sh)"
+    # Debian's Prometheus, its binary only (apt-get download + dpkg-deb -x:
+    # no service is installed or started), for the test that scrapes the
+    # examples' Envoys and runs observability.md's query.
+    prometheus="$TOOLS_DIR/prometheus/usr/bin/prometheus"
+    if [ ! -x "$prometheus" ]; then
+        command -v apt-get >/dev/null 2>&1 || die "no apt-get to fetch Debian's prometheus; set PROMETHEUS_BIN to a prometheus binary"
+        if [ -z "$APT_UPDATED" ]; then
+            apt_get update -q >/dev/null || die "apt-get update failed (exit $?; 3: needs root or passwordless sudo)"
+            APT_UPDATED=1
+        fi
+        info "fetching Debian's prometheus package (the binary only)"
+        rm -rf "$TOOLS_DIR/prometheus" "$TOOLS_DIR"/prometheus_*.deb
+        (cd "$TOOLS_DIR" && apt_get download prometheus >/dev/null 2>&1) || die "apt-get download prometheus failed"
+        dpkg-deb -x "$TOOLS_DIR"/prometheus_*.deb "$TOOLS_DIR/prometheus" || die "cannot unpack the prometheus package"
+        rm -f "$TOOLS_DIR"/prometheus_*.deb
+    fi
+    "$prometheus" --version >/dev/null 2>&1 || die "$prometheus does not run"
+    info "$("$prometheus" --version 2>&1 | head -n1) (the Prometheus that scrapes the examples)"
 fi

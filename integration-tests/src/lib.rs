@@ -7,6 +7,7 @@
 //! - [`envoy`]: one Envoy child process: config rendering, readiness, admin
 //!   queries, logs; killed by PID on drop (also when a test panics).
 //! - [`istio`]: the sidecar istiod builds around our WasmPlugins, as a stock Envoy config.
+//! - [`prometheus`]: a real Prometheus scraping the Envoys, and its query API.
 //! - [`mesh`]: the two-Envoy deployment the tests and the demo use.
 //! - [`reconfig`]: two Envoys whose listeners and clusters change under traffic (file-based xDS).
 //! - [`target`]: a deployment to test, started here or pointed at (docker compose).
@@ -24,6 +25,7 @@ pub mod istio;
 pub mod mesh;
 pub mod paths;
 pub mod pki;
+pub mod prometheus;
 pub mod reconfig;
 pub mod stats;
 pub mod target;

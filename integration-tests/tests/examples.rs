@@ -5,7 +5,8 @@
 //! of the exchange. The files are used as shipped; only the ports (so tests
 //! can run side by side) and the certificate directory (so nothing is
 //! written into the checkout) are substituted, each checked to occur where
-//! the examples say.
+//! the examples say. A real Prometheus then scrapes both Envoys and answers
+//! the query docs/observability.md shows.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -16,6 +17,7 @@ use integration_tests::clients::{h2c_get, http1_get, http1_request, parse_http1,
 use integration_tests::envoy::{Envoy, Launch};
 use integration_tests::paths::workspace_root;
 use integration_tests::pki::Pki;
+use integration_tests::prometheus::Prometheus;
 use integration_tests::LOG_WAIT;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -168,4 +170,42 @@ async fn the_examples_work_as_shipped_for_both_forms() {
     // negotiated h2 and its codec spoke HTTP/2.
     let protocols: Vec<&str> = inbound_http.iter().filter_map(|l| l["protocol"].as_str()).collect();
     assert!(protocols.contains(&"HTTP/1.1") && protocols.contains(&"HTTP/2"), "inbound protocols {protocols:?}");
+
+    // Istio's standard metrics, as a user's monitoring reads them: a real
+    // Prometheus scrapes both Envoys, and observability.md's query, as
+    // written there, answers with the frontend's requests to the backend.
+    let prometheus = Prometheus::start(&[outbound.admin.addr, inbound.admin.addr], dir.path()).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while prometheus.query("istio_requests_total").await.len() < 2 {
+        assert!(Instant::now() < deadline, "no istio_requests_total scraped:\n{}", prometheus.log_text());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    for _ in 0..3 {
+        assert_eq!(http1_get(http, "1.1", "/after-first-scrape").await.status, 200);
+    }
+    let query = documented_query();
+    let result = loop {
+        let result = prometheus.query(&query).await;
+        let value = |r: &serde_json::Value| r["value"][1].as_str().and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        if result.iter().any(|r| value(r) > 0.0) {
+            break result;
+        }
+        assert!(Instant::now() < deadline, "{query} answered {result:?}:\n{}", prometheus.log_text());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let series: Vec<&serde_json::Value> = result.iter().map(|r| &r["metric"]).collect();
+    assert!(
+        series.iter().any(|m| m["source_workload"] == "frontend"
+            && m["source_workload_namespace"] == "shop"
+            && m["response_code"] == "200"),
+        "{query}: {result:?}"
+    );
+}
+
+/// The PromQL query docs/observability.md shows (its `promql` block).
+fn documented_query() -> String {
+    let doc = std::fs::read_to_string(workspace_root().join("docs/observability.md")).expect("observability.md");
+    let start = doc.find("```promql\n").expect("observability.md has a promql block") + "```promql\n".len();
+    let end = doc[start..].find("```").expect("the promql block ends") + start;
+    doc[start..end].trim().to_string()
 }
