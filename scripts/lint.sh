@@ -51,3 +51,17 @@ else
     die "no clippy for the native crates (neither rustup's nor Debian's)"
 fi
 info "clippy: clean"
+
+# The dynamic-module measurement (bench/dynamic-module: its own workspace,
+# not shipped, not in the default build) must keep building.
+step "the dynamic-module measurement crate (built and linted, not shipped)"
+dm_manifest="$ROOT/bench/dynamic-module/Cargo.toml"
+dm_target="$ROOT/target/dynamic-module"
+if rustup_clippy_ready; then
+    cargo fmt --manifest-path "$dm_manifest" -- --check || die "unformatted files above: run cargo fmt --manifest-path bench/dynamic-module/Cargo.toml"
+    cargo clippy --locked --manifest-path "$dm_manifest" --target-dir "$dm_target" -- -D warnings
+else
+    env PATH="/usr/bin:/bin:$PATH" CARGO="$WASM_CARGO" RUSTC="$WASM_RUSTC" \
+        "$WASM_CLIPPY" clippy --locked --manifest-path "$dm_manifest" --target-dir "$dm_target" -- -D warnings
+fi
+info "bench/dynamic-module: clean"

@@ -12,9 +12,11 @@
 //!   cargo run --release -p integration-tests --bin bench [rounds] [seconds per run]
 //!
 //! `BENCH_ONLY=http1,churn` runs only the scenarios whose key is listed
-//! (http1, http32, h2c1, h2c32, churn, bulk, identity, identity_http, metrics_http, metrics_tcp);
+//! (http1, http32, h2c1, h2c32, churn, bulk, identity, identity_http, metrics_http, metrics_tcp;
+//! `dynamic` with `BENCH_DYNAMIC_MODULE`, see scripts/bench-dynamic-module.sh);
 //! `BENCH_VARIANT_*` runs an A/B ([`variants`]).
 
+mod dynamic;
 mod load;
 mod measure;
 mod report;
@@ -283,6 +285,17 @@ async fn main() {
             let scenario = istio_metrics(title, "conn/s", "outbound_tcp_echo_quiet_log");
             deployments.run(&scenario, Load::Churn, rounds, secs).await;
         }
+    }
+
+    match std::env::var("BENCH_DYNAMIC_MODULE") {
+        Ok(dir) if !dir.is_empty() && selected("dynamic") => {
+            let shipped = &deployments.shipped;
+            dynamic::run(&shipped.mesh, shipped.envoys.server, &dir, rounds, secs).await;
+        }
+        _ => assert!(
+            std::env::var("BENCH_ONLY").map_or(true, |only| !only.split(',').any(|k| k.trim() == "dynamic")),
+            "BENCH_ONLY=dynamic needs BENCH_DYNAMIC_MODULE: run scripts/bench-dynamic-module.sh"
+        ),
     }
 
     let sizes: Vec<String> = ["alpn_filter", "peer_exchange_filter", "empty_filter"]
