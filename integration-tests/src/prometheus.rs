@@ -9,20 +9,14 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::clients::http1_get;
-use crate::paths::workspace_root;
 
 /// `$PROMETHEUS_BIN`, else where `scripts/setup.sh --tests` puts it.
 pub fn prometheus_bin() -> PathBuf {
-    let path = match std::env::var_os("PROMETHEUS_BIN") {
-        Some(p) => PathBuf::from(p),
-        None => workspace_root().join(".tools/prometheus/usr/bin/prometheus"),
-    };
-    assert!(
-        path.is_file(),
-        "Prometheus not found at {}: run scripts/setup.sh --tests (fetches Debian's prometheus binary) or set PROMETHEUS_BIN",
-        path.display()
-    );
-    path
+    crate::paths::program(
+        "PROMETHEUS_BIN",
+        ".tools/prometheus/usr/bin/prometheus",
+        "run scripts/setup.sh --tests (fetches Debian's prometheus binary)",
+    )
 }
 
 pub struct Prometheus {

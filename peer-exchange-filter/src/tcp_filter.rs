@@ -323,6 +323,12 @@ impl PeerStream {
         if verdict != Verdict::Participate {
             log::debug!("peer-exchange-filter: connection {}: does not take part: {verdict}", self.context_id);
         }
+        if verdict == Verdict::NoUpstream {
+            // An HTTP connection manager follows: its requests are reported
+            // by the HTTP form (native's istio_stats network filter is not
+            // put in front of one either), so no TCP series for it.
+            self.series = Some(None);
+        }
         let event = match verdict {
             Verdict::NoUpstream => self.exchange.stay_out(),
             verdict => self.exchange.set_participation(verdict.participates()),

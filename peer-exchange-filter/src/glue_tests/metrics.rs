@@ -172,3 +172,18 @@ fn a_connection_opens_when_its_peer_is_known_and_closes_with_its_bytes() {
         assert_eq!(h.counter(&name("istio_tcp_connections_opened_total")), Some(1), "opened once");
     });
 }
+
+#[test]
+fn a_connection_an_http_connection_manager_terminates_has_no_tcp_series() {
+    let config = r#"{"role":"server","exchange_timeout_ms":1000,"istio_metrics":{}}"#;
+    let mut host = envoy(&SERVER, "peer_exchange", config);
+    // No `upstream.address`: the filter sits in front of an HCM.
+    host.property("connection.tls_version", "TLSv1.3").property("connection.uri_san_peer_certificate", CLIENT.spiffe());
+    let plugin = configure(host).expect("configured");
+    let mut connection = stream(&plugin, 2);
+    fake::with(|h| h.buffers.insert(DOWNSTREAM_DATA, b"GET / HTTP/1.1\r\n\r\n".to_vec()));
+    connection.on_downstream_data(18, false);
+    connection.on_delete();
+    assert!(defined().is_empty(), "{:?}", defined());
+    assert!(counted("peer_exchange.server.").iter().all(|(n, _)| n != "istio_metrics_overflow"));
+}
