@@ -56,25 +56,7 @@ pub extern "C" fn envoy_dynamic_module_on_program_init() -> *const c_char {
 // ---- HTTP filter ----
 
 #[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
-    _config_envoy: EnvoyPtr,
-    name: ModuleBuffer,
-    _config: ModuleBuffer,
-) -> *const c_void {
-    config_for(name).cast()
-}
-
-#[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(_config: *const c_void) {}
-
-/// The filter is its configuration: no per-request allocation.
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
-    config: *const c_void,
-    _filter_envoy: EnvoyPtr,
-) -> *const c_void {
-    config
-}
 
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
@@ -168,21 +150,28 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_new(
     std::ptr::null()
 }
 
-// ---- Network filter ----
+// ---- Configurations and filters, both kinds made the same way ----
 
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_network_filter_config_new(
-    _config_envoy: EnvoyPtr,
-    name: ModuleBuffer,
-    _config: ModuleBuffer,
-) -> *const c_void {
-    config_for(name).cast()
+/// A configuration is one of our statics (by filter name; NULL refuses an
+/// unknown name), and a filter is its configuration: no per-request or
+/// per-connection allocation.
+macro_rules! config_and_filter_hooks {
+    ($($config_new:ident, $filter_new:ident;)*) => {
+        $(
+            #[no_mangle]
+            pub extern "C" fn $config_new(_config_envoy: EnvoyPtr, name: ModuleBuffer, _config: ModuleBuffer) -> *const c_void {
+                config_for(name).cast()
+            }
+
+            #[no_mangle]
+            pub extern "C" fn $filter_new(config: *const c_void, _filter_envoy: EnvoyPtr) -> *const c_void {
+                config
+            }
+        )*
+    };
 }
 
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_network_filter_new(
-    config: *const c_void,
-    _filter_envoy: EnvoyPtr,
-) -> *const c_void {
-    config
+config_and_filter_hooks! {
+    envoy_dynamic_module_on_http_filter_config_new, envoy_dynamic_module_on_http_filter_new;
+    envoy_dynamic_module_on_network_filter_config_new, envoy_dynamic_module_on_network_filter_new;
 }
