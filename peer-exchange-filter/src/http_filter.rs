@@ -269,22 +269,18 @@ impl HttpPeer {
         }
         self.remove(map, &found);
         let mut certificate = Certificate::new(Role::Client);
-        for method in &shared.config.discovery {
-            let stored = match method {
-                Method::IstioHeaders if self.sent_headers && pairs.is_some() => {
-                    self.receive_headers(&found, &mut certificate)
-                }
-                Method::EndpointMetadata => self.endpoint_metadata(),
-                _ => false,
-            };
-            if stored {
-                self.principal = certificate.uri_san;
-                return;
+        let stored = shared.config.discovery.iter().any(|method| match method {
+            Method::IstioHeaders if self.sent_headers && pairs.is_some() => {
+                self.receive_headers(&found, &mut certificate)
             }
-        }
+            Method::EndpointMetadata => self.endpoint_metadata(),
+            _ => false,
+        });
         self.principal = certificate.uri_san;
-        log::debug!("peer-exchange-filter: request {}: upstream peer not found", self.context_id);
-        mark_peer_not_found(Role::Client);
+        if !stored {
+            log::debug!("peer-exchange-filter: request {}: upstream peer not found", self.context_id);
+            mark_peer_not_found(Role::Client);
+        }
     }
 
     fn server_request(&mut self) {
