@@ -25,12 +25,25 @@ pub(crate) enum Form {
 /// (the client's metadata refresh; the server's own, as it reads nothing else).
 const SERVICE_REFRESH_MS: u32 = wasm_host::clusters::DEFAULT_REFRESH_MS;
 
+thread_local! {
+    /// The label sets this VM has defined, per form (see [`SeriesTable`]:
+    /// shared by every plugin configuration the VM has had).
+    static TABLES: RefCell<[SeriesTable; 2]> = RefCell::new(Default::default());
+}
+
+/// A new VM (the glue tests' fake host): nothing defined yet.
+#[cfg(test)]
+pub(crate) fn forget_tables() {
+    TABLES.with(|tables| *tables.borrow_mut() = Default::default());
+}
+
 /// A VM's metrics state for one plugin configuration.
 pub(crate) struct IstioMetrics {
     role: Role,
     form: Form,
     local: WorkloadLabels,
-    table: RefCell<SeriesTable>,
+    /// `max_label_sets`.
+    max: u32,
     services: RefCell<ByCluster<ClusterService>>,
 }
 
@@ -49,13 +62,7 @@ impl IstioMetrics {
             0 => SERVICE_REFRESH_MS,
             ms => ms,
         };
-        Some(IstioMetrics {
-            role: config.role,
-            form,
-            local,
-            table: RefCell::new(SeriesTable::new(max)),
-            services: RefCell::new(ByCluster::new(refresh)),
-        })
+        Some(IstioMetrics { role: config.role, form, local, max, services: RefCell::new(ByCluster::new(refresh)) })
     }
 
     /// The period the root's timer must empty [`Self::refresh`] with.
@@ -116,12 +123,11 @@ impl IstioMetrics {
             service: &service,
             traffic,
         });
-        let Ok(mut table) = self.table.try_borrow_mut() else { return Series::Overflow };
-        let (names, histograms) = match self.form {
-            Form::Http => (HTTP_METRICS, HTTP_HISTOGRAMS),
-            Form::Tcp => (TCP_METRICS, [false; 4]),
+        let (table, names, histograms) = match self.form {
+            Form::Http => (0, HTTP_METRICS, HTTP_HISTOGRAMS),
+            Form::Tcp => (1, TCP_METRICS, [false; 4]),
         };
-        table.series(&labels, |labels| {
+        let define = |labels: &str| {
             let mut ids = [0; 4];
             for ((id, name), histogram) in ids.iter_mut().zip(names).zip(histograms) {
                 match wasm_host::define_metric(histogram, &format!("{labels}{name}")) {
@@ -133,7 +139,13 @@ impl IstioMetrics {
                 }
             }
             Some(ids)
-        })
+        };
+        TABLES
+            .with(|tables| match tables.try_borrow_mut() {
+                Ok(mut tables) => tables.get_mut(table).map(|t| t.series(&labels, self.max, define)),
+                Err(_) => None,
+            })
+            .unwrap_or(Series::Overflow)
     }
 
     /// Records a finished request (at its context's deletion, when Envoy

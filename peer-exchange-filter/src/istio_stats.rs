@@ -330,24 +330,24 @@ pub enum Series {
 }
 
 /// The label sets a VM has defined, capped: a set past the cap is never
-/// defined (Envoy would keep it for the VM's life), only counted.
+/// defined (Envoy would keep it for the VM's life), only counted. One
+/// table per VM and form, whatever the plugin configurations: Envoy's
+/// `defineMetric` adds an entry on every call, even for a name it has, so
+/// a configuration replaced by xDS must reuse the ids, not define again.
+#[derive(Default)]
 pub struct SeriesTable {
-    max: usize,
     defined: HashMap<String, [u32; 4]>,
 }
 
 impl SeriesTable {
-    pub fn new(max_label_sets: u32) -> SeriesTable {
-        SeriesTable { max: max_label_sets as usize, defined: HashMap::new() }
-    }
-
     /// The set's ids, defining its metrics (`define`: the set's prefix →
-    /// the ids, `None` if Envoy refused) the first time, while under the cap.
-    pub fn series(&mut self, labels: &str, define: impl FnOnce(&str) -> Option<[u32; 4]>) -> Series {
+    /// the ids, `None` if Envoy refused) the first time, while fewer than
+    /// `max` sets are defined.
+    pub fn series(&mut self, labels: &str, max: u32, define: impl FnOnce(&str) -> Option<[u32; 4]>) -> Series {
         if let Some(ids) = self.defined.get(labels) {
             return Series::Ids(*ids);
         }
-        if self.defined.len() >= self.max {
+        if self.defined.len() >= max as usize {
             return Series::Overflow;
         }
         match define(labels) {
@@ -554,19 +554,21 @@ mod tests {
 
     #[test]
     fn the_table_stops_defining_at_its_cap() {
-        let mut table = SeriesTable::new(2);
+        let mut table = SeriesTable::default();
         let mut defined = 0;
         let mut define = |_: &str| {
             defined += 1;
             Some([defined; 4])
         };
-        assert_eq!(table.series("a", &mut define), Series::Ids([1; 4]));
-        assert_eq!(table.series("b", &mut define), Series::Ids([2; 4]));
-        assert_eq!(table.series("a", &mut define), Series::Ids([1; 4]));
-        assert_eq!(table.series("c", &mut define), Series::Overflow);
-        assert_eq!(defined, 2);
-        assert_eq!(table.len(), 2);
-        assert_eq!(SeriesTable::new(5).series("x", |_| None), Series::Overflow);
+        assert_eq!(table.series("a", 2, &mut define), Series::Ids([1; 4]));
+        assert_eq!(table.series("b", 2, &mut define), Series::Ids([2; 4]));
+        assert_eq!(table.series("a", 2, &mut define), Series::Ids([1; 4]));
+        assert_eq!(table.series("c", 2, &mut define), Series::Overflow);
+        // A configuration with a larger cap goes on where the other stopped.
+        assert_eq!(table.series("c", 3, &mut define), Series::Ids([3; 4]));
+        assert_eq!(defined, 3);
+        assert_eq!(table.len(), 3);
+        assert_eq!(SeriesTable::default().series("x", 5, |_| None), Series::Overflow);
     }
 
     #[test]

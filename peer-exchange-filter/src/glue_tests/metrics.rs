@@ -187,3 +187,19 @@ fn a_connection_an_http_connection_manager_terminates_has_no_tcp_series() {
     assert!(defined().is_empty(), "{:?}", defined());
     assert!(counted("peer_exchange.server.").iter().all(|(n, _)| n != "istio_metrics_overflow"));
 }
+
+#[test]
+fn a_configuration_replaced_in_the_same_vm_reuses_the_label_sets_ids() {
+    let config = r#"{"role":"server","istio_metrics":{}}"#;
+    let first = configure(http_server(config)).expect("configured");
+    serve_one(&first, 2, &CLIENT.header());
+    // xDS replaces the configuration: a new root in the same VM.
+    let size = config.len();
+    let second = PeerPlugin::configure(size).map(Rc::new).expect("configured again");
+    serve_one(&second, 3, &CLIENT.header());
+    assert_eq!(defined().len(), 4, "the one label set's four metrics, defined once: {:?}", defined());
+    let requests = fake::with(|h| {
+        h.counters().iter().filter(|(n, _)| n.ends_with(";.;istio_requests_total")).map(|(_, v)| *v).sum::<i64>()
+    });
+    assert_eq!(requests, 2);
+}

@@ -68,6 +68,7 @@ pub(crate) fn envoy(workload: &Workload, root_id: &str, config: &str) -> FakeHos
 pub(crate) fn configure(host: FakeHost) -> Option<Rc<PeerPlugin>> {
     let size = host.buffers.get(&PLUGIN_CONFIGURATION).map_or(0, Vec::len);
     fake::install(host);
+    crate::istio_metrics::forget_tables();
     PeerPlugin::configure(size).map(Rc::new)
 }
 
