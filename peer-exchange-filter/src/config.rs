@@ -459,6 +459,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn istio_metrics_is_off_unless_present_and_its_cap_is_checked() {
+        for transport in [Transport::Tcp, Transport::Http] {
+            let parse = |json: &str| Config::parse(json.as_bytes(), transport);
+            assert_eq!(parse(r#"{"role":"server"}"#).unwrap().istio_metrics, None);
+            assert_eq!(parse(r#"{"role":"server","istio_metrics":{}}"#).unwrap().istio_metrics, Some(1000));
+            let capped = parse(r#"{"role":"client","istio_metrics":{"max_label_sets":5}}"#).unwrap();
+            assert_eq!(capped.istio_metrics, Some(5));
+            for (json, path) in [
+                (r#"{"role":"server","istio_metrics":{"max_label_sets":0}}"#, "istio_metrics.max_label_sets"),
+                (r#"{"role":"server","istio_metrics":{"max_label_sets":1000001}}"#, "istio_metrics.max_label_sets"),
+                (r#"{"role":"server","istio_metrics":{"labels":1}}"#, "istio_metrics: unknown field `labels`"),
+                (r#"{"role":"server","istio_metrics":true}"#, "istio_metrics"),
+            ] {
+                let e = parse(json).unwrap_err().to_string();
+                assert!(e.contains(path), "{json}: {e}");
+            }
+        }
+    }
+
+    #[test]
     fn minimal_configuration_takes_defaults() {
         let c = Config::parse(br#"{"role":"server"}"#, Transport::Tcp).unwrap();
         assert_eq!(c.role, Role::Server);
