@@ -2,13 +2,14 @@
 //! end of stream. Oracles: at most one outcome; a closed connection
 //! delivered nothing; a stream whose first byte is not the magic's passes
 //! through untouched; after a valid prefix the rest arrives byte-exact;
-//! whatever passes is the stream or the stream minus a prefix.
+//! whatever passes is the stream or the stream minus a prefix; a server
+//! answers with its prefix only a client whose complete prefix it stripped.
 #![no_main]
 
 use filters_fuzz::Input;
 use libfuzzer_sys::fuzz_target;
 use peer_exchange_filter::codec::encode_frame;
-use peer_exchange_filter::exchange::{Event, Exchange, NotFound, Outcome};
+use peer_exchange_filter::exchange::{Event, Exchange, NotFound, OurPrefix, Outcome, Sending};
 use peer_exchange_filter::identity::IdentityCheck;
 use peer_exchange_filter::metadata::encode_payload;
 use peer_exchange_filter::peers::PeerDecoder;
@@ -42,11 +43,18 @@ fuzz_target!(|data: &[u8]| {
     }
     chunks.push(&stream[start..]);
 
-    let mut exchange = Exchange::new(max);
+    let sending = if mode & 8 != 0 { Sending::InAnswer } else { Sending::WithFirstBytes };
+    let mut exchange = Exchange::new(max, sending);
     assert_eq!(exchange.set_participation(true), Some(Event::Participating));
     let mut peers = PeerDecoder::new(Vec::new(), IdentityCheck::Enforce);
     let san = with_certificate.then_some(SAN);
     let d = deliver(&mut exchange, &chunks, end_at_last, &mut |payload| peers.decode(payload, san));
+    let frame_stripped =
+        matches!(d.outcomes.as_slice(), [Outcome::PeerFound(_) | Outcome::NotFound(NotFound::NoPeerMetadata)]);
+    if sending == Sending::InAnswer && !d.closed {
+        let answer = exchange.on_outgoing_data();
+        assert_eq!(answer == OurPrefix::Send, frame_stripped, "{answer:?} after {:?}", d.outcomes);
+    }
 
     assert!(d.outcomes.len() <= 1, "one outcome at most: {:?}", d.outcomes);
     if d.closed {
@@ -73,7 +81,6 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let whole = d.delivered.len() + d.held.len() == stream.len();
-    let stripped = stream.ends_with(&d.delivered)
-        && matches!(d.outcomes.as_slice(), [Outcome::PeerFound(_) | Outcome::NotFound(NotFound::NoPeerMetadata)]);
+    let stripped = stream.ends_with(&d.delivered) && frame_stripped;
     assert!(whole || stripped, "only a prefix is ever removed");
 });

@@ -98,40 +98,115 @@ async fn client_first_echo_of_1_mib_is_byte_exact_and_both_sides_log_the_peer() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn server_first_banner_reaches_the_app_and_both_sides_learn_the_peer() {
+async fn server_first_banner_reaches_the_app_exactly_and_the_client_learns_the_server_from_its_endpoint() {
     let mesh = Mesh::start();
     let mut app = TcpStream::connect(mesh.target.client_listener("outbound_tcp_banner")).await.unwrap();
     // The app says nothing yet: the banner must arrive on its own, without
-    // the server's prefix and without waiting for the client's metadata.
+    // the server's prefix (the server cannot know this client exchanges) and
+    // without waiting for the client's metadata.
     let mut banner = vec![0u8; BANNER.len()];
     tokio::time::timeout(STEP_TIMEOUT, app.read_exact(&mut banner)).await.expect("banner timed out").unwrap();
     assert_eq!(banner, BANNER);
-    assert_eq!(
-        client_counter(&mesh, Counter::MetadataReceived),
-        1,
-        "client learned the server from the banner direction"
-    );
-    assert_eq!(client_counter(&mesh, Counter::MetadataAdded), 0, "nothing sent yet");
-
     app.write_all(b"EHLO client\r\n").await.unwrap();
     let mut reply = [0u8; 13];
     tokio::time::timeout(STEP_TIMEOUT, app.read_exact(&mut reply)).await.expect("echo timed out").unwrap();
     assert_eq!(&reply, b"EHLO client\r\n");
     drop(app);
 
+    // The server withheld its prefix; the client, seeing a banner without
+    // one, sent none of its own (the upstream showed no exchange) and took
+    // the server from Istio's endpoint metadata.
+    assert_eq!(server_counter(&mesh, Counter::PrefixWithheld), 1);
+    assert_eq!(server_counter(&mesh, Counter::MetadataAdded), 0);
+    assert_eq!(client_counter(&mesh, Counter::MetadataAdded), 0);
+    assert_eq!(client_counter(&mesh, Counter::InitialHeaderNotFound), 1);
+    assert_eq!(client_counter(&mesh, Counter::PeerFromEndpointMetadata), 1);
     let client_log = mesh.target.wait_access_log(CLIENT_TCP_LOG, 1, LOG_WAIT);
-    SERVER.assert_is(&client_log[0]["upstream_peer"], "client access log");
-    let server_log = mesh.target.wait_access_log(SERVER_TCP_LOG, 1, LOG_WAIT);
-    assert_eq!(server_log[0]["chain"], "inbound-tcp-banner");
-    CLIENT.assert_is(&server_log[0]["downstream_peer"], "server access log");
+    let line = &client_log[0];
+    assert_stored(
+        &line["upstream_peer"],
+        &[
+            ("workload", "server"),
+            ("namespace", "server-ns"),
+            ("service", "server"),
+            ("revision", "v1"),
+            ("cluster", "Kubernetes"),
+            ("source", "endpoint_metadata"),
+            ("verified", "false"),
+            ("unverified_reason", "not_checked"),
+        ],
+        "client access log",
+    );
     // The banner chains also print the stored Struct (native's key): the
     // JSON text (`peer_json`) is that Struct, field for field.
-    for (line, key) in [(&client_log[0], "upstream_peer"), (&server_log[0], "downstream_peer")] {
-        let typed = &line[format!("{key}_struct")];
-        assert!(typed.get("@type").is_some(), "Envoy printed the typed Struct: {line}");
-        assert_eq!(peer_struct(typed), peer_struct(&line[key]), "{line}");
+    let typed = &line["upstream_peer_struct"];
+    assert!(typed.get("@type").is_some(), "Envoy printed the typed Struct: {line}");
+    assert_eq!(peer_struct(typed), peer_struct(&line["upstream_peer"]), "{line}");
+    let server_log = mesh.target.wait_access_log(SERVER_TCP_LOG, 1, LOG_WAIT);
+    assert_eq!(server_log[0]["chain"], "inbound-tcp-banner");
+    assert_eq!(server_log[0]["peer_not_found"], "true", "{}", server_log[0]);
+}
+
+/// A server-first connection straight to the server Envoy's banner chain
+/// (ALPN `istio-peer-exchange`), as a client that does not exchange sees
+/// it: the banner, byte-exact, then its own bytes echoed byte-exact.
+async fn banner_without_exchange(mesh: &Mesh, i: usize) {
+    let mut tls = mesh.target.connect_inbound("banner.mesh.local", PEER_EXCHANGE_ALPN).await;
+    let mut banner = vec![0u8; BANNER.len()];
+    tokio::time::timeout(STEP_TIMEOUT, tls.read_exact(&mut banner)).await.expect("banner timed out").unwrap();
+    assert_eq!(banner, BANNER, "connection {i}: the banner as the app wrote it");
+    let line = format!("HELO plain-{i}\r\n");
+    tls.write_all(line.as_bytes()).await.unwrap();
+    tls.shutdown().await.unwrap();
+    assert_eq!(read_all(&mut tls).await, line.as_bytes(), "connection {i}: the echo, exact");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_does_not_exchange_reads_a_server_first_banner_exactly_on_every_connection() {
+    let mesh = Mesh::start();
+    for i in 0..20 {
+        banner_without_exchange(&mesh, i).await;
     }
+    assert_eq!(server_counter(&mesh, Counter::PrefixWithheld), 20);
+    assert_eq!(server_counter(&mesh, Counter::MetadataAdded), 0);
+    assert_eq!(server_counter(&mesh, Counter::InitialHeaderNotFound), 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_native_client_that_sends_its_prefix_when_the_banner_arrives_is_stored() {
+    let mesh = Mesh::start();
+    let mut tls = mesh.target.connect_inbound("banner.mesh.local", PEER_EXCHANGE_ALPN).await;
+    // Native's client writes its prefix on its first callback, here the
+    // banner's arrival, and looks for the server's prefix in what it read.
+    let mut banner = vec![0u8; BANNER.len()];
+    tokio::time::timeout(STEP_TIMEOUT, tls.read_exact(&mut banner)).await.expect("banner timed out").unwrap();
+    assert_eq!(banner, BANNER, "no prefix: the client's had not arrived when the app wrote");
+    tls.write_all(&raw_client_prefix()).await.unwrap();
+    tls.write_all(b"EHLO native\r\n").await.unwrap();
+    tls.shutdown().await.unwrap();
+    assert_eq!(read_all(&mut tls).await, b"EHLO native\r\n", "the prefix stripped, the rest exact, none of ours later");
+
+    let log = mesh.target.wait_access_log(SERVER_TCP_LOG, 1, LOG_WAIT);
+    assert_stored(
+        &log[0]["downstream_peer"],
+        &[
+            ("name", "raw-client-1"),
+            ("namespace", "raw-ns"),
+            ("app", "raw"),
+            ("source", "exchange"),
+            ("identity", RAW_CLIENT_IDENTITY),
+            ("service_account", "raw-client"),
+            ("verified", "true"),
+        ],
+        "native client",
+    );
+    assert_eq!(log[0]["downstream_peer_id"], RAW_CLIENT_ID);
+    let typed = &log[0]["downstream_peer_struct"];
+    assert!(typed.get("@type").is_some(), "Envoy printed the typed Struct: {}", log[0]);
+    assert_eq!(peer_struct(typed), peer_struct(&log[0]["downstream_peer"]), "{}", log[0]);
     assert_eq!(server_counter(&mesh, Counter::MetadataReceived), 1);
+    assert_eq!(server_counter(&mesh, Counter::PrefixWithheld), 1);
+    assert_eq!(server_counter(&mesh, Counter::MetadataAdded), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,10 @@
 //! The per-connection exchange state machine (sans-IO).
 //!
-//! Two independent halves, one per direction:
-//! - **outgoing**: our prefix rides on the first bytes we send;
+//! Two halves, one per direction:
+//! - **outgoing**: our prefix rides on the first bytes we send — always for
+//!   the client ([`Sending::WithFirstBytes`]), and for the server only in
+//!   answer to a client whose complete prefix arrived before the first byte
+//!   the server sends ([`Sending::InAnswer`]);
 //! - **incoming**: the peer's prefix is read from the head of what it sends,
 //!   held (Envoy keeps the bytes while we return `Pause`) until complete, then
 //!   stripped.
@@ -32,6 +35,35 @@ enum Incoming {
 enum Outgoing {
     Pending,
     Done,
+}
+
+/// When our prefix may go out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sending {
+    /// With the first bytes we send (the client role: it only reaches
+    /// upstreams that take part).
+    WithFirstBytes,
+    /// Only in answer: with the first bytes we send if the peer's complete
+    /// prefix arrived before them, otherwise never on this connection (the
+    /// server role). A server cannot tell a client that exchanges from one
+    /// that does not — wasm cannot read the negotiated ALPN, and Istio's TCP
+    /// chain accepts clients that offer only `istio` — so only a client that
+    /// has sent a prefix is known to strip ours. A server-first app's banner
+    /// therefore reaches every client byte-exact, without a prefix in front.
+    InAnswer,
+}
+
+/// What goes in front of the bytes we send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OurPrefix {
+    /// Prepend our prefix.
+    Send,
+    /// Nothing to add (already sent, not taking part, or the peer has shown
+    /// it does not speak the exchange).
+    Skip,
+    /// [`Sending::InAnswer`]: these bytes came before the peer's complete
+    /// prefix (a server-first app), so this connection gets none of ours.
+    Withheld,
 }
 
 /// What the glue does with the incoming bytes.
@@ -118,18 +150,23 @@ pub struct Exchange {
     outgoing: Outgoing,
     /// The peer has shown it does not speak the exchange: send it nothing.
     suppress_outgoing: bool,
+    /// The peer's complete prefix has arrived (and was stripped).
+    peer_prefix_received: bool,
+    sending: Sending,
     max_data_size: u32,
     /// When the first byte of a still-incomplete prefix was held (ms).
     holding_since: Option<u64>,
 }
 
 impl Exchange {
-    pub fn new(max_data_size: u32) -> Self {
+    pub fn new(max_data_size: u32, sending: Sending) -> Self {
         Exchange {
             participating: None,
             incoming: Incoming::ReadingInitialHeader,
             outgoing: Outgoing::Pending,
             suppress_outgoing: false,
+            peer_prefix_received: false,
+            sending,
             max_data_size,
             holding_since: None,
         }
@@ -169,13 +206,20 @@ impl Exchange {
         }
     }
 
-    /// Called with the first bytes we send: `true` means prepend our prefix now.
-    pub fn on_outgoing_data(&mut self) -> bool {
+    /// Called with the bytes we send: whether our prefix goes in front of them.
+    pub fn on_outgoing_data(&mut self) -> OurPrefix {
         if self.participating != Some(true) || self.outgoing == Outgoing::Done {
-            return false;
+            return OurPrefix::Skip;
         }
         self.outgoing = Outgoing::Done;
-        !self.suppress_outgoing
+        if self.suppress_outgoing {
+            return OurPrefix::Skip;
+        }
+        match self.sending {
+            Sending::WithFirstBytes => OurPrefix::Send,
+            Sending::InAnswer if self.peer_prefix_received => OurPrefix::Send,
+            Sending::InAnswer => OurPrefix::Withheld,
+        }
     }
 
     /// Whether the incoming half still has work to do.
@@ -281,10 +325,12 @@ impl Exchange {
                 },
             };
             self.incoming = Incoming::Done;
+            self.peer_prefix_received = true;
             return match decode(payload) {
                 Ok(Some(peer)) => (Step::Strip(total), Some(Outcome::PeerFound(peer))),
                 Ok(None) => (Step::Strip(total), Some(Outcome::NotFound(NotFound::NoPeerMetadata))),
                 Err(e) => {
+                    self.peer_prefix_received = false;
                     self.suppress_outgoing = true;
                     (Step::Continue, Some(Outcome::NotFound(NotFound::BadPayload(e.to_string()))))
                 }
@@ -350,6 +396,9 @@ wasm_host::counters! {
         /// Not an outcome: a cluster's metadata carries `istio.peer_exchange`
         /// in a place the client does not read (once per distinct metadata).
         MisplacedMetadata => "misplaced_metadata",
+        /// The server's app wrote before the client's complete prefix arrived
+        /// (a server-first protocol): no prefix of ours on that connection.
+        PrefixWithheld => "prefix_withheld_server_first",
         /// `istio_metrics`: a new label set past `max_label_sets` (or one Envoy
         /// refused to define): that request or connection is not in Istio's metrics.
         IstioMetricsOverflow => "istio_metrics_overflow",
@@ -375,6 +424,8 @@ pub enum Event {
     Participating,
     /// Our prefix went out on the first bytes we sent.
     PrefixSent,
+    /// The first bytes we sent came before the peer's prefix: none of ours.
+    PrefixWithheld,
     /// The host refused to remove the peer's prefix; the connection is closed.
     StripFailed,
     /// The incoming half ended (or never started).
@@ -394,6 +445,7 @@ impl Event {
             Event::Participating => [Some(Counter::AlpnProtocolFound), None],
             Event::NoUpstream => [Some(Counter::NoUpstreamConnection), None],
             Event::PrefixSent => [Some(Counter::MetadataAdded), None],
+            Event::PrefixWithheld => [Some(Counter::PrefixWithheld), None],
             Event::StripFailed => [Some(Counter::BufferError), None],
             Event::Ended(outcome) => [Some(outcome.counter()), outcome.identity_counter()],
             Event::PeerFromEndpointMetadata => [Some(Counter::PeerFromEndpointMetadata), None],
@@ -453,12 +505,12 @@ mod tests {
     /// Simulates Envoy ([`crate::simulate`]). Returns (bytes delivered to
     /// the app, outcomes, closed).
     fn run(chunks: &[Vec<u8>], end_at_last: bool) -> (Vec<u8>, Vec<Outcome>, bool) {
-        let mut ex = Exchange::new(MAX);
+        let mut ex = Exchange::new(MAX, Sending::WithFirstBytes);
         assert_eq!(ex.set_participation(true), Some(Event::Participating));
-        let mut out = Exchange::new(MAX);
+        let mut out = Exchange::new(MAX, Sending::WithFirstBytes);
         assert_eq!(out.stay_out(), Some(Event::NoUpstream));
         assert_eq!(out.set_participation(true), None, "decided once");
-        assert!(!out.on_outgoing_data() && out.incoming_done(), "a pass-through both ways");
+        assert!(out.on_outgoing_data() == OurPrefix::Skip && out.incoming_done(), "a pass-through both ways");
         let chunks: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
         let d = crate::simulate::deliver(&mut ex, &chunks, end_at_last, &mut decoder());
         (d.delivered, d.outcomes, d.closed)
@@ -507,14 +559,14 @@ mod tests {
 
     #[test]
     fn wrong_magic_passes_everything_through_and_suppresses_our_prefix() {
-        let mut ex = Exchange::new(MAX);
+        let mut ex = Exchange::new(MAX, Sending::WithFirstBytes);
         ex.set_participation(true);
         let data = b"GET / HTTP/1.1\r\n\r\n".to_vec();
         let mut read = |s: usize, l: usize| data.get(s..s + l).map(<[u8]>::to_vec);
         let (step, outcome) = ex.on_incoming_data(data.len(), false, &mut || 0, &mut read, &mut decoder());
         assert_eq!(step, Step::Continue);
         assert_eq!(outcome.unwrap().counter(), Counter::InitialHeaderNotFound);
-        assert!(!ex.on_outgoing_data(), "a peer without the protocol gets no prefix");
+        assert_eq!(ex.on_outgoing_data(), OurPrefix::Skip, "a peer without the protocol gets no prefix");
         // Later data is not inspected again.
         let mut never = |_: usize, _: usize| -> Option<Vec<u8>> { panic!("read after done") };
         assert_eq!(ex.on_incoming_data(10, false, &mut || 1, &mut never, &mut decoder()), (Step::Continue, None));
@@ -539,7 +591,7 @@ mod tests {
         let mut bytes = encode_frame(&encode_payload(&Workload::read(&node, &[], None).to_wire(), "id")).unwrap();
         let prefix_len = bytes.len();
         bytes.extend_from_slice(b"after");
-        let mut ex = Exchange::new(64 * 1024);
+        let mut ex = Exchange::new(64 * 1024, Sending::WithFirstBytes);
         ex.set_participation(true);
         let mut reads = Vec::new();
         let mut read = |start: usize, len: usize| {
@@ -560,7 +612,7 @@ mod tests {
         };
         let mut bytes = encode_frame(&any.encode_to_vec()).unwrap();
         bytes.extend_from_slice(b"rest");
-        let mut ex = Exchange::new(MAX);
+        let mut ex = Exchange::new(MAX, Sending::WithFirstBytes);
         ex.set_participation(true);
         let snapshot = bytes.clone();
         let mut read = |start: usize, len: usize| snapshot.get(start..start + len).map(<[u8]>::to_vec);
@@ -568,7 +620,7 @@ mod tests {
         assert_eq!(step, Step::Strip(bytes.len() - 4));
         assert_eq!(outcome, Some(Outcome::NotFound(NotFound::NoPeerMetadata)));
         assert_eq!(Outcome::NotFound(NotFound::NoPeerMetadata).counter(), Counter::PeerMetadataMissing);
-        assert!(ex.on_outgoing_data(), "the peer speaks the exchange: it gets our prefix");
+        assert_eq!(ex.on_outgoing_data(), OurPrefix::Send, "the peer speaks the exchange: it gets our prefix");
     }
 
     #[test]
@@ -600,7 +652,7 @@ mod tests {
     fn a_peer_that_ends_without_a_complete_prefix_gets_none_of_ours() {
         let p = prefix();
         for chunks in [vec![vec![]], vec![p[..5].to_vec()], vec![p[..12].to_vec()]] {
-            let mut exchange = Exchange::new(MAX);
+            let mut exchange = Exchange::new(MAX, Sending::WithFirstBytes);
             exchange.set_participation(true);
             let held: Vec<u8> = chunks.concat();
             let mut read =
@@ -608,26 +660,26 @@ mod tests {
             let (step, outcome) = exchange.on_incoming_data(held.len(), true, &mut || 0, &mut read, &mut decoder());
             assert_eq!(step, Step::Continue);
             assert!(matches!(outcome, Some(Outcome::NotFound(_))), "{outcome:?}");
-            assert!(!exchange.on_outgoing_data(), "no prefix after {} bytes then end of stream", held.len());
+            assert_eq!(exchange.on_outgoing_data(), OurPrefix::Skip, "no prefix after {} bytes then end of stream", held.len());
         }
         // A completed prefix followed by end of stream still gets ours.
-        let mut exchange = Exchange::new(MAX);
+        let mut exchange = Exchange::new(MAX, Sending::WithFirstBytes);
         exchange.set_participation(true);
         let mut read = |start: usize, len: usize| p.get(start..(start + len).min(p.len())).map(<[u8]>::to_vec);
         let (_, outcome) = exchange.on_incoming_data(p.len(), true, &mut || 0, &mut read, &mut decoder());
         assert!(matches!(outcome, Some(Outcome::PeerFound(_))));
-        assert!(exchange.on_outgoing_data());
+        assert_eq!(exchange.on_outgoing_data(), OurPrefix::Send);
     }
 
     #[test]
     fn only_a_started_prefix_runs_the_timeout_clock() {
-        let mut idle = Exchange::new(MAX);
+        let mut idle = Exchange::new(MAX, Sending::WithFirstBytes);
         idle.set_participation(true);
         let mut read = |_: usize, _: usize| -> Option<Vec<u8>> { Some(vec![]) };
         assert_eq!(idle.on_incoming_data(0, false, &mut || 5, &mut read, &mut decoder()), (Step::Continue, None));
         assert_eq!(idle.holding_since(), None, "an idle connection gets no deadline, so it is never closed");
 
-        let mut stalled = Exchange::new(MAX);
+        let mut stalled = Exchange::new(MAX, Sending::WithFirstBytes);
         stalled.set_participation(true);
         let p = prefix();
         let mut read = |s: usize, l: usize| p.get(s..s + l).map(<[u8]>::to_vec);
@@ -643,10 +695,10 @@ mod tests {
 
     #[test]
     fn not_participating_is_a_pass_through_both_ways() {
-        let mut ex = Exchange::new(MAX);
+        let mut ex = Exchange::new(MAX, Sending::WithFirstBytes);
         assert_eq!(ex.set_participation(false), Some(Event::Ended(Outcome::NotFound(NotFound::NotParticipating))));
         assert_eq!(ex.set_participation(true), None, "decided once");
-        assert!(!ex.on_outgoing_data());
+        assert_eq!(ex.on_outgoing_data(), OurPrefix::Skip);
         let p = prefix();
         let mut read = |s: usize, l: usize| p.get(s..s + l).map(<[u8]>::to_vec);
         assert_eq!(ex.on_incoming_data(p.len(), false, &mut || 0, &mut read, &mut decoder()), (Step::Continue, None));
@@ -654,15 +706,60 @@ mod tests {
 
     #[test]
     fn our_prefix_goes_out_once_without_waiting_for_the_peer() {
-        let mut ex = Exchange::new(MAX);
+        let mut ex = Exchange::new(MAX, Sending::WithFirstBytes);
         ex.set_participation(true);
-        assert!(ex.on_outgoing_data());
-        assert!(!ex.on_outgoing_data());
+        assert_eq!(ex.on_outgoing_data(), OurPrefix::Send);
+        assert_eq!(ex.on_outgoing_data(), OurPrefix::Skip);
+    }
+
+    /// A server role: `bytes` from the client, then the app's first bytes.
+    fn server_answers(client_bytes: &[u8]) -> (OurPrefix, Option<Outcome>) {
+        let mut ex = Exchange::new(MAX, Sending::InAnswer);
+        ex.set_participation(true);
+        let mut read = |s: usize, l: usize| client_bytes.get(s..(s + l).min(client_bytes.len())).map(<[u8]>::to_vec);
+        let (_, outcome) = ex.on_incoming_data(client_bytes.len(), false, &mut || 0, &mut read, &mut decoder());
+        (ex.on_outgoing_data(), outcome)
+    }
+
+    #[test]
+    fn the_server_answers_a_complete_client_prefix_with_its_own() {
+        let (ours, outcome) = server_answers(&[prefix(), b"EHLO".to_vec()].concat());
+        assert!(matches!(outcome, Some(Outcome::PeerFound(_))));
+        assert_eq!(ours, OurPrefix::Send);
+        // A well-formed frame without peer metadata still shows the client strips frames.
+        let empty = encode_frame(&encode_payload(&Struct::default(), "")).unwrap();
+        assert_eq!(server_answers(&empty).0, OurPrefix::Send);
+    }
+
+    #[test]
+    fn a_server_first_app_gets_no_prefix_in_front_of_its_banner_whatever_the_client_sent() {
+        let p = prefix();
+        // Nothing yet, or part of a prefix: the banner goes out alone.
+        for client_bytes in [vec![], p[..3].to_vec(), p[..p.len() - 1].to_vec()] {
+            assert_eq!(server_answers(&client_bytes).0, OurPrefix::Withheld, "after {client_bytes:?}");
+        }
+        // A client that has shown it does not exchange, or sent a bad payload: nothing either.
+        for client_bytes in [b"QUIT".to_vec(), encode_frame(&[0xff, 0xff, 0xff]).unwrap()] {
+            assert_eq!(server_answers(&client_bytes).0, OurPrefix::Skip, "after {client_bytes:?}");
+        }
+    }
+
+    #[test]
+    fn a_client_prefix_after_the_banner_is_still_stripped_and_stored_and_ours_never_follows() {
+        let mut ex = Exchange::new(MAX, Sending::InAnswer);
+        ex.set_participation(true);
+        assert_eq!(ex.on_outgoing_data(), OurPrefix::Withheld, "the banner: before any client byte");
+        let bytes = [prefix(), b"EHLO".to_vec()].concat();
+        let chunks = [&bytes[..5], &bytes[5..]];
+        let d = crate::simulate::deliver(&mut ex, &chunks, false, &mut decoder());
+        assert_eq!(d.delivered, b"EHLO");
+        assert!(found(&d.outcomes).is_some(), "a native client's prefix, sent when the banner reached it");
+        assert_eq!(ex.on_outgoing_data(), OurPrefix::Skip, "never later on that connection");
     }
 
     #[test]
     fn a_failing_host_read_closes() {
-        let mut ex = Exchange::new(MAX);
+        let mut ex = Exchange::new(MAX, Sending::WithFirstBytes);
         ex.set_participation(true);
         let mut read = |_: usize, _: usize| -> Option<Vec<u8>> { None };
         let (step, outcome) = ex.on_incoming_data(4, false, &mut || 0, &mut read, &mut decoder());
@@ -675,6 +772,7 @@ mod tests {
         let counters = |e: Event| e.counters().collect::<Vec<_>>();
         assert_eq!(counters(Event::Participating), [Counter::AlpnProtocolFound]);
         assert_eq!(counters(Event::PrefixSent), [Counter::MetadataAdded]);
+        assert_eq!(counters(Event::PrefixWithheld), [Counter::PrefixWithheld]);
         assert_eq!(counters(Event::StripFailed), [Counter::BufferError]);
         assert_eq!(counters(Event::Ended(Outcome::Rejected(Rejected::Timeout))), [Counter::ExchangeTimeout]);
         assert_eq!(counters(Event::PeerFromEndpointMetadata), [Counter::PeerFromEndpointMetadata]);

@@ -13,7 +13,7 @@ use wasm_host::{Counters, Direction};
 use crate::codec::encode_frame;
 use crate::config::{Config, Role};
 use crate::deadlines::Deadlines;
-use crate::exchange::{Counter, Event, Exchange, Outcome, Rejected, Step};
+use crate::exchange::{Counter, Event, Exchange, OurPrefix, Outcome, Rejected, Sending, Step};
 use crate::istio_metrics::{Form, IstioMetrics, PeerSeen};
 use crate::istio_stats::WorkloadLabels;
 use crate::metadata::encode_payload;
@@ -249,7 +249,11 @@ impl Shared {
 
 impl PeerStream {
     pub(crate) fn new(context_id: u32, shared: Rc<Shared>) -> PeerStream {
-        let exchange = Exchange::new(shared.config.max_peer_metadata_bytes);
+        let sending = match shared.config.role {
+            Role::Client => Sending::WithFirstBytes,
+            Role::Server => Sending::InAnswer,
+        };
+        let exchange = Exchange::new(shared.config.max_peer_metadata_bytes, sending);
         PeerStream { context_id, shared, exchange, peer_uri_san: None, series: None }
     }
 
@@ -339,13 +343,22 @@ impl PeerStream {
     }
 
     fn outgoing(&mut self, direction: Direction) -> Action {
-        if self.exchange.on_outgoing_data() {
-            match wasm_host::set_buffer(direction, 0, 0, &self.shared.prefix) {
+        match self.exchange.on_outgoing_data() {
+            OurPrefix::Send => match wasm_host::set_buffer(direction, 0, 0, &self.shared.prefix) {
                 Ok(()) => self.shared.count(&Event::PrefixSent),
                 Err(e) => {
                     log::warn!("peer-exchange-filter: connection {}: cannot prepend metadata: {e}", self.context_id)
                 }
+            },
+            OurPrefix::Withheld => {
+                log::debug!(
+                    "peer-exchange-filter: connection {}: the app wrote before the client's prefix arrived \
+                     (a server-first protocol): no prefix of ours on this connection",
+                    self.context_id
+                );
+                self.shared.count(&Event::PrefixWithheld);
             }
+            OurPrefix::Skip => {}
         }
         Action::Continue
     }

@@ -134,8 +134,15 @@ async fn main() {
     }
     if let Some(line) = server_log.iter().find(|l| l["chain"] == "inbound-tcp-banner") {
         println!(
-            "  server Envoy access log (server-first chain), %FILTER_STATE(wasm.downstream_peer_json:PLAIN)%:\n    {}",
-            pretty(&peer_struct(&line["downstream_peer"]))
+            "  server-first: the server sent no prefix ahead of the banner (the client's had not arrived), \
+             so the banner reached the app exactly; the server logged peer_not_found: {}",
+            line["peer_not_found"]
+        );
+    }
+    if let Some(line) = client_log.iter().find(|l| l["listener"] == "outbound_tcp_banner") {
+        println!(
+            "  server-first: the client took the server from Istio's endpoint metadata istio.workload:\n    {}",
+            pretty(&peer_struct(&line["upstream_peer"]))
         );
     }
     if let Some(line) = client_log.iter().find(|l| l["listener"] == "outbound_tcp_plain") {

@@ -82,6 +82,34 @@ fn the_server_strips_and_stores_the_clients_prefix_and_sends_its_own() {
 }
 
 #[test]
+fn a_server_first_banner_goes_out_alone_and_a_later_client_prefix_is_still_stored() {
+    let plugin = configure(server_envoy()).expect("configured");
+    let mut connection = stream(&plugin, 2);
+    let banner = b"220 smtp ready\r\n";
+    let size = arrive(UPSTREAM_DATA, banner);
+    assert_eq!(connection.on_upstream_data(size, false), Action::Continue);
+    assert_eq!(buffer(UPSTREAM_DATA), banner, "no prefix in front of the banner: the client may not exchange");
+
+    // A client that exchanges (as native's does, when the banner reaches it).
+    let size = arrive(DOWNSTREAM_DATA, &with_prefix(CLIENT.prefix(), b"EHLO"));
+    assert_eq!(connection.on_downstream_data(size, false), Action::Continue);
+    assert_eq!(buffer(DOWNSTREAM_DATA), b"EHLO");
+    assert_eq!(state("downstream_peer_id").as_deref(), Some("client-pod-id"));
+    let size = arrive(UPSTREAM_DATA, b"250 ok");
+    connection.on_upstream_data(size, false);
+    assert_eq!(buffer(UPSTREAM_DATA), b"250 ok", "never later on that connection");
+    assert_eq!(
+        counted(SERVER_STATS),
+        names(&[
+            ("alpn_protocol_found", 1),
+            ("metadata_received", 1),
+            ("peer_identity_verified", 1),
+            ("prefix_withheld_server_first", 1)
+        ])
+    );
+}
+
+#[test]
 fn the_client_sends_first_and_stores_the_servers_answer() {
     let plugin = configure(client_envoy(mesh_cluster())).expect("configured");
     let mut connection = stream(&plugin, 2);
