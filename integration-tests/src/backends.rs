@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -238,7 +237,12 @@ where
 {
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let alpn = alpn.clone();
-        async move { Ok::<_, Infallible>(describe(&req, alpn.as_deref())) }
+        async move {
+            if crate::grpc::is_grpc(req.headers()) {
+                return Ok::<_, Infallible>(crate::grpc::answer(req).await);
+            }
+            Ok::<_, Infallible>(describe(&req, alpn.as_deref()))
+        }
     });
     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
         .serve_connection(TokioIo::new(stream), service)
@@ -278,7 +282,7 @@ pub fn answered_peer_metadata() -> String {
 }
 
 /// The backend's answer: which protocol reached it, and with which headers.
-fn describe(req: &Request<Incoming>, alpn: Option<&str>) -> Response<Full<Bytes>> {
+fn describe(req: &Request<Incoming>, alpn: Option<&str>) -> Response<crate::grpc::Reply> {
     let headers: serde_json::Map<String, serde_json::Value> = req
         .headers()
         .iter()
@@ -296,5 +300,5 @@ fn describe(req: &Request<Incoming>, alpn: Option<&str>) -> Response<Full<Bytes>
             .header("x-envoy-peer-metadata", answered_peer_metadata())
             .header("x-envoy-peer-metadata-id", ANSWERED_PEER_ID);
     }
-    response.body(Full::new(Bytes::from(body.to_string()))).expect("response")
+    response.body(crate::grpc::Reply::data(Bytes::from(body.to_string()))).expect("response")
 }

@@ -185,7 +185,8 @@ impl Envoy {
         Ok(envoy)
     }
 
-    fn wait_ready(&mut self) -> Result<(), String> {
+    /// Waits until an Envoy from [`Envoy::spawn`] is ready (fails with its log).
+    pub fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             if let Some(status) = self.exit_status() {

@@ -13,6 +13,7 @@
 //! - [`target`]: a deployment to test, started here or pointed at (docker compose).
 //! - [`checks`]: end-to-end checks that hold for any deployment.
 //! - [`clients`]: what the local app does (TCP echo, HTTP/1.0, HTTP/1.1, h2c).
+//! - [`grpc`]: unary gRPC as the HTTP backend answers it and the app calls it.
 //! - [`workloads`]: the workload metadata the two Envoys' nodes carry.
 //! - [`wire`]: the exchange's wire format, written from the spec
 //!   independently of the filter code.
@@ -21,6 +22,7 @@ pub mod backends;
 pub mod checks;
 pub mod clients;
 pub mod envoy;
+pub mod grpc;
 pub mod istio;
 pub mod mesh;
 pub mod paths;

@@ -12,11 +12,12 @@ pub const SERVER_IDENTITY: &str = "spiffe://cluster.local/ns/server-ns/sa/server
 pub const CLIENT_IDENTITY: &str = "spiffe://cluster.local/ns/client-ns/sa/client";
 pub const RAW_CLIENT_IDENTITY: &str = "spiffe://cluster.local/ns/raw-ns/sa/raw-client";
 pub const RECORDER_IDENTITY: &str = "spiffe://cluster.local/ns/recorder-ns/sa/recorder";
+pub const GATEWAY_IDENTITY: &str = "spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account";
 /// DNS name of the non-mesh TLS servers (no SPIFFE identity).
 pub const PLAIN_DNS_NAME: &str = "plain.example.local";
 
 /// Certificates written as PEM files into `dir`: `ca.crt` and
-/// `<name>.crt`/`<name>.key` for server, client, raw-client, recorder, plain.
+/// `<name>.crt`/`<name>.key` for server, client, raw-client, recorder, plain, gateway.
 #[derive(Clone, Debug)]
 pub struct Pki {
     pub dir: PathBuf,
@@ -28,7 +29,7 @@ struct Leaf {
     uri: Option<&'static str>,
 }
 
-const LEAVES: [Leaf; 5] = [
+const LEAVES: [Leaf; 6] = [
     Leaf {
         name: "server",
         dns: &[
@@ -44,6 +45,7 @@ const LEAVES: [Leaf; 5] = [
     Leaf { name: "raw-client", dns: &[], uri: Some(RAW_CLIENT_IDENTITY) },
     Leaf { name: "recorder", dns: &["recorder.mesh.local"], uri: Some(RECORDER_IDENTITY) },
     Leaf { name: "plain", dns: &[PLAIN_DNS_NAME], uri: None },
+    Leaf { name: "gateway", dns: &[], uri: Some(GATEWAY_IDENTITY) },
 ];
 
 impl Pki {

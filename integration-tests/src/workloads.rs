@@ -98,6 +98,40 @@ pub const CLIENT: Workload = Workload {
     ],
 };
 
+/// Istio's ingress gateway (a Deployment in the root namespace).
+pub const GATEWAY: Workload = Workload {
+    node_id: "router~10.1.0.9~istio-ingressgateway-6c8d7f-klmno.istio-system~istio-system.svc.cluster.local",
+    wire_fields: &[
+        ("NAME", "istio-ingressgateway-6c8d7f-klmno"),
+        ("NAMESPACE", "istio-system"),
+        ("WORKLOAD_NAME", "istio-ingressgateway"),
+        ("CLUSTER_ID", "Kubernetes"),
+        ("OWNER", "kubernetes://apis/apps/v1/namespaces/istio-system/deployments/istio-ingressgateway"),
+    ],
+    wire_labels: [
+        ("service.istio.io/canonical-name", "istio-ingressgateway"),
+        ("service.istio.io/canonical-revision", "latest"),
+        ("app", "istio-ingressgateway"),
+        ("version", "v1"),
+    ],
+    team: "",
+    stored: &[
+        ("type", "deployment"),
+        ("workload", "istio-ingressgateway"),
+        ("name", "istio-ingressgateway-6c8d7f-klmno"),
+        ("cluster", "Kubernetes"),
+        ("namespace", "istio-system"),
+        ("service", "istio-ingressgateway"),
+        ("revision", "latest"),
+        ("app", "istio-ingressgateway"),
+        ("version", "v1"),
+        ("source", "exchange"),
+        ("identity", "spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account"),
+        ("service_account", "istio-ingressgateway-service-account"),
+        ("verified", "true"),
+    ],
+};
+
 /// Istio's sentinel peer id for "decidedly unknown".
 pub const PEER_UNKNOWN: &str = "envoy.wasm.metadata_exchange.peer_unknown";
 

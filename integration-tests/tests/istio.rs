@@ -1,33 +1,25 @@
 //! The Istio deployment we support, run for real: the WasmPlugins of
 //! `deploy/istio/`, exactly as shipped, placed where istiod places plugins
-//! of their type, mode, phase and priority on a sidecar whose istiod emits
-//! none of Istio's own exchange and ALPN filters (`integration-tests/src/istio.rs`
-//! says what is built and from which istiod sources), in a client and a
-//! server sidecar of that shape, with HTTP/1.1, h2c and TCP traffic
-//! through an HTTP port, a gRPC port, a port of unknown protocol and a TCP
-//! port.
+//! of their type, mode, phase and priority, in a server sidecar, a client
+//! sidecar and a gateway of the shapes istiod writes
+//! (`integration-tests/src/istio/` names the istiod source of each), in
+//! every state of docs/deployment.md's procedure and its rollback. Through
+//! each: HTTP/1.1, h2c, gRPC, a client-first and a server-first TCP app, from
+//! a sidecar (ClusterIP service), to a headless service (ORIGINAL_DST), to
+//! the passthrough cluster, from a client without a sidecar (PERMISSIVE) and
+//! from the gateway, on an http, a grpc, an unnamed (sniffed) and two tcp
+//! ports.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 
-use integration_tests::backends::Backends;
-use integration_tests::clients::{assert_same_bytes, echo_through, h2c_get, http1_get, HttpResponse};
-use integration_tests::envoy::{Envoy, Launch};
-use integration_tests::istio::{self, Class, Phase, Plugin, PluginType, Protocol, PORTS};
+use integration_tests::istio::rollout::{State, ISTIO_PROXIES, STOCK_PROXIES_BEFORE};
+use integration_tests::istio::sidecar::{self, ClientSide, Istiod, Proxy};
+use integration_tests::istio::traffic::{self, cases, is_http_chain, Case, Mesh, Origin};
+use integration_tests::istio::{self, Class, Phase, Plugin, PluginType};
 use integration_tests::pki::Pki;
-use integration_tests::workloads::{CLIENT, SERVER};
-use integration_tests::{pseudo_random_bytes, LOG_WAIT};
+use integration_tests::workloads::{assert_stored, CLIENT, GATEWAY, PEER_UNKNOWN, SERVER};
 
 const EXCHANGE_HTTP_ROOT_ID: &str = peer_exchange_filter::config::HTTP_ROOT_ID;
-
-fn start(name: &str, config: &serde_json::Value, dir: &std::path::Path) -> Envoy {
-    let path = dir.join(format!("{name}.json"));
-    std::fs::write(&path, serde_json::to_string_pretty(config).expect("JSON")).expect("write config");
-    let vars = BTreeMap::new();
-    let template = path.display().to_string();
-    let launch = Launch { name, template: &template, vars: &vars, dir, wasm_log_level: "debug" };
-    Envoy::start(&launch).unwrap_or_else(|e| panic!("{e}"))
-}
 
 /// The names of a chain's filters (network, or the HCM's HTTP filters).
 fn names(filters: &serde_json::Value) -> Vec<String> {
@@ -50,10 +42,27 @@ fn plugin_named<'a>(plugins: &'a [Plugin], kind: PluginType, module: &str, class
         .unwrap_or_else(|| panic!("deploy/istio/ has no {kind:?} plugin of {module} for {class:?}"))
 }
 
+/// Every chain of every listener of a configuration.
+fn chains(config: &serde_json::Value) -> Vec<(String, serde_json::Value)> {
+    let mut out = Vec::new();
+    for listener in config["static_resources"]["listeners"].as_array().into_iter().flatten() {
+        for chain in listener["filter_chains"].as_array().into_iter().flatten() {
+            out.push((listener["name"].as_str().unwrap_or_default().to_string(), chain.clone()));
+        }
+    }
+    out
+}
+
 /// What the placement must give, whatever istiod's other filters are: the
-/// exchange first on every chain it serves, alpn-filter after everything
-/// that could change the route.
-fn assert_placement(plugins: &[Plugin], inbound: &serde_json::Value, outbound: &serde_json::Value) {
+/// exchange first on every chain it serves (after the test's stand-in for
+/// iptables), alpn-filter after everything that could change the route,
+/// and no server role on a gateway.
+fn assert_placement(
+    plugins: &[Plugin],
+    inbound: &serde_json::Value,
+    outbound: &serde_json::Value,
+    gateway: &serde_json::Value,
+) {
     for p in plugins {
         assert!(!p.scoped, "{}: the supported deployment needs every proxy of the mesh (no selector)", p.name);
         assert!(p.name.starts_with("istio-system."), "{}: in the root namespace, to reach every proxy", p.name);
@@ -68,33 +77,26 @@ fn assert_placement(plugins: &[Plugin], inbound: &serde_json::Value, outbound: &
         let plugin = plugins.iter().find(|p| &p.name == name).expect("plugin");
         assert_eq!(plugin.root_id, root_id, "{name}: pluginName selects the exchange's HTTP form");
     }
-    for listener in inbound["static_resources"]["listeners"].as_array().unwrap() {
-        for chain in listener["filter_chains"].as_array().unwrap() {
-            let network = names(&chain["filters"]);
-            assert_eq!(
-                network.first(),
-                Some(tcp_server),
-                "inbound {}: the TCP exchange first: {network:?}",
-                listener["name"]
-            );
-            if let Some(http) = hcm_filters(chain) {
-                let http = names(&http);
-                assert_eq!(
-                    http.first(),
-                    Some(http_server),
-                    "inbound {}: the HTTP exchange first: {http:?}",
-                    listener["name"]
-                );
-            }
+    for (listener, chain) in chains(inbound) {
+        let network = names(&chain["filters"]);
+        assert_eq!(network.first(), Some(tcp_server), "inbound {listener}: the TCP exchange first: {network:?}");
+        if let Some(http) = hcm_filters(&chain) {
+            let http = names(&http);
+            assert_eq!(http.first(), Some(http_server), "inbound {listener}: the HTTP exchange first: {http:?}");
         }
     }
-    for listener in outbound["static_resources"]["listeners"].as_array().unwrap() {
-        for chain in listener["filter_chains"].as_array().unwrap() {
-            let network = names(&chain["filters"]);
-            assert_eq!(network.first(), Some(tcp_client), "outbound {}: {network:?}", listener["name"]);
-            if let Some(http) = hcm_filters(chain) {
+    for (side, config) in [("outbound", outbound), ("gateway", gateway)] {
+        for (listener, chain) in chains(config) {
+            let network: Vec<String> = names(&chain["filters"])
+                .into_iter()
+                .filter(|n| n != "envoy.filters.network.set_filter_state")
+                .collect();
+            assert_eq!(network.first(), Some(tcp_client), "{side} {listener}: {network:?}");
+            assert!(!network.contains(tcp_server), "{side} {listener}: a server role on a client-class chain");
+            if let Some(http) = hcm_filters(&chain) {
                 let http = names(&http);
-                assert_eq!(http.first(), Some(http_client), "outbound {}: {http:?}", listener["name"]);
+                assert_eq!(http.first(), Some(http_client), "{side} {listener}: {http:?}");
+                assert!(!http.contains(http_server), "{side} {listener}: a server role on a client-class chain");
                 // Only filters that never change the route come after it.
                 let after: Vec<&str> = http.iter().skip_while(|n| *n != alpn).skip(1).map(String::as_str).collect();
                 assert_eq!(
@@ -105,33 +107,10 @@ fn assert_placement(plugins: &[Plugin], inbound: &serde_json::Value, outbound: &
                         "envoy.filters.http.cors",
                         "envoy.filters.http.router"
                     ],
-                    "outbound {}: alpn-filter's place: {http:?}",
-                    listener["name"]
+                    "{side} {listener}: alpn-filter's place: {http:?}"
                 );
             }
         }
-    }
-}
-
-fn assert_no_exchange_headers(response: &HttpResponse, what: &str) {
-    let mut seen: Vec<String> = response.headers.keys().cloned().collect();
-    seen.extend(response.json()["headers"].as_object().into_iter().flat_map(|h| h.keys().cloned()));
-    let leaked: Vec<&String> = seen.iter().filter(|n| n.starts_with("x-envoy-peer-metadata")).collect();
-    assert!(leaked.is_empty(), "{what}: exchange headers reached an app: {leaked:?}");
-}
-
-fn log_lines(path: &std::path::Path, count: usize) -> Vec<serde_json::Value> {
-    let deadline = std::time::Instant::now() + LOG_WAIT;
-    loop {
-        let lines: Vec<serde_json::Value> = std::fs::read_to_string(path)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect();
-        if lines.len() >= count || std::time::Instant::now() > deadline {
-            return lines;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
 
@@ -143,94 +122,167 @@ fn the_manifests_phases_are_istiods_and_each_plugin_reaches_its_chains() {
     for (kind, class, port, expected) in [
         (PluginType::Network, Class::SidecarInbound, 5432, "peer-exchange-server"),
         (PluginType::Network, Class::SidecarOutbound, 5432, "peer-exchange-client"),
+        (PluginType::Network, Class::Gateway, 5432, "peer-exchange-client"),
         (PluginType::Http, Class::SidecarInbound, 8080, "peer-exchange-http-server"),
         (PluginType::Http, Class::SidecarOutbound, 8080, "peer-exchange-http-client"),
+        (PluginType::Http, Class::Gateway, 8080, "peer-exchange-http-client"),
     ] {
         let authn: Vec<&str> =
             istio::placed(&plugins, kind, class, port, Phase::Authn).iter().map(|p| p.name.as_str()).collect();
         assert_eq!(authn, [format!("istio-system.{expected}")], "{kind:?} {class:?}");
     }
-    let unspecified = istio::placed(&plugins, PluginType::Http, Class::SidecarOutbound, 8080, Phase::Unspecified);
-    assert_eq!(unspecified.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["istio-system.alpn-override"]);
+    for class in [Class::SidecarOutbound, Class::Gateway] {
+        let unspecified = istio::placed(&plugins, PluginType::Http, class, 8080, Phase::Unspecified);
+        assert_eq!(unspecified.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["istio-system.alpn-override"]);
+    }
     assert!(istio::placed(&plugins, PluginType::Http, Class::SidecarInbound, 8080, Phase::Unspecified).is_empty());
+
+    // And where they land in istiod's listeners.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pki = Pki::generate(dir.path());
+    let apps = integration_tests::backends::Backends::start(&pki);
+    let proxy = Proxy { plugins: &plugins, istiod: Istiod::FLAGS_OFF };
+    let pod = sidecar::pod_address();
+    let log = dir.path().join("log");
+    assert_placement(
+        &plugins,
+        &sidecar::inbound(proxy, &pki, pod, &apps, &log),
+        &sidecar::outbound(proxy, ClientSide::Sidecar, &pki, pod, &log),
+        &sidecar::outbound(proxy, ClientSide::Gateway, &pki, pod, &log),
+    );
+}
+
+/// Runs every case through `state`'s mesh; fails with every failure listed.
+async fn run_state(state: State, pki: &Pki) -> (Mesh, BTreeMap<Case, serde_json::Value>) {
+    let mesh = Mesh::start(state, pki);
+    let cases = cases();
+    let results = mesh.run(&cases).await;
+    let failures: Vec<String> =
+        results.iter().filter_map(|(case, r)| r.as_ref().err().map(|e| format!("  {case:?}: {e}"))).collect();
+    assert!(
+        failures.is_empty(),
+        "state `{}` ({}): {} of {} cases failed:\n{}\nserver log:\n{}",
+        state.name,
+        state.step,
+        failures.len(),
+        cases.len(),
+        failures.join("\n"),
+        mesh.server.log_tail(40)
+    );
+    let lines = mesh.inbound_http_lines(&cases);
+    (mesh, lines)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_wasm_plugins_where_istiod_places_them_serve_every_kind_of_port() {
-    let plugins = istio::manifests();
-    let dir = tempfile::Builder::new().prefix("istio-").tempdir().expect("temp dir");
-    let pki = Pki::generate(&dir.path().join("certs"));
-    let apps = Backends::start(&pki);
-    let (inbound_log, outbound_log) = (dir.path().join("inbound-access.log"), dir.path().join("outbound-access.log"));
+async fn every_shape_istiod_writes_carries_every_apps_bytes_exactly_and_the_peers_are_learned() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pki = Pki::generate(dir.path());
+    let end_state = ISTIO_PROXIES[ISTIO_PROXIES.len() - 1];
+    let (mesh, http_lines) = run_state(end_state, &pki).await;
 
-    let inbound_config = istio::inbound(&plugins, &pki, apps.http, apps.echo, &inbound_log);
-    let server = start("server-sidecar", &inbound_config, dir.path());
-    let inbound_ports: BTreeMap<u16, u16> =
-        PORTS.iter().map(|p| (p.number, server.listener_port(&format!("inbound_{}", p.number)))).collect();
-    let outbound_config = istio::outbound(&plugins, &pki, &inbound_ports, &outbound_log);
-    assert_placement(&plugins, &inbound_config, &outbound_config);
-    let client = start("client-sidecar", &outbound_config, dir.path());
-    let app_port = |port: u16| SocketAddr::from(([127, 0, 0, 1], client.listener_port(&format!("0.0.0.0_{port}"))));
-
-    // HTTP/1.1 and h2c from the app to each HTTP-capable port. What the
-    // server sidecar speaks is the cluster's codec (istiod's: HTTP/1.1 for
-    // http ports, HTTP/2 for grpc, the downstream's for unknown ones): its
-    // AUTO codec detects it, as alpn-filter's Istio lists end with no real
-    // protocol to negotiate.
-    let mut expected_inbound = Vec::new();
-    for port in PORTS.iter().filter(|p| p.protocol != Protocol::Tcp) {
-        for downstream in ["HTTP/1.1", "HTTP/2"] {
-            let path = format!("/{}/{}", port.number, if downstream == "HTTP/2" { "h2c" } else { "h1" });
-            let response = if downstream == "HTTP/2" {
-                h2c_get(app_port(port.number), &path).await
-            } else {
-                http1_get(app_port(port.number), "1.1", &path).await
-            };
-            assert_eq!(response.status, 200, "{path}: {response:?}\n{}", client.log_tail(30));
-            assert_no_exchange_headers(&response, &path);
-            let upstream = match port.protocol {
-                Protocol::Http => "HTTP/1.1",
-                Protocol::Grpc => "HTTP/2",
-                _ => downstream,
-            };
-            expected_inbound.push((path, upstream));
+    // HTTP: every request reached an HTTP chain; the server learned the
+    // client over mTLS (the HTTP form), not from a plaintext client.
+    for case in cases().iter().filter(|c| c.is_http()) {
+        let line = http_lines.get(case).unwrap_or_else(|| panic!("{case:?}: no inbound HTTP log line"));
+        assert!(is_http_chain(line), "{case:?}: {line}");
+        match case.from {
+            Origin::Sidecar | Origin::Headless => CLIENT.assert_is(&line["downstream_peer"], &format!("{case:?}")),
+            Origin::Gateway => GATEWAY.assert_is(&line["downstream_peer"], &format!("{case:?}")),
+            Origin::Plaintext | Origin::Passthrough => {
+                assert!(line["downstream_peer"].is_null(), "{case:?}: {line}");
+            }
         }
     }
-    // TCP through the TCP port (the app behind it echoes).
-    let payload = pseudo_random_bytes(50_000, 7);
-    assert_same_bytes(&echo_through(app_port(5432), &payload).await, &payload, "TCP port 5432");
-
-    let inbound_lines = log_lines(&inbound_log, expected_inbound.len() + 1);
-    for (path, protocol) in &expected_inbound {
-        let line = inbound_lines
-            .iter()
-            .find(|l| l["path"] == path.as_str())
-            .unwrap_or_else(|| panic!("no inbound log line for {path}: {inbound_lines:?}"));
-        assert_eq!(line["protocol"], *protocol, "{path}: {line}");
-        assert_eq!(line["response_code"], 200, "{path}: {line}");
-        CLIENT.assert_is(&line["downstream_peer"], &format!("inbound {path}"));
-        assert_eq!(line["downstream_peer_id"], CLIENT.node_id, "{line}");
-        // The TCP role in front of the HTTP connection manager stayed out:
-        // it marks no "peer not found" under the peer the HTTP form found.
-        assert!(line["peer_not_found"].is_null(), "{line}");
-    }
-    let tcp_line = inbound_lines.iter().find(|l| l["chain"] == "tcp").expect("inbound TCP log line");
-    CLIENT.assert_is(&tcp_line["downstream_peer"], "inbound TCP");
-    let outbound_lines = log_lines(&outbound_log, expected_inbound.len() + 1);
-    assert_eq!(outbound_lines.len(), expected_inbound.len() + 1, "{outbound_lines:?}");
-    for line in &outbound_lines {
+    // The client side of the same requests: the server's answer believed
+    // from its certificate, through the service and the headless cluster.
+    let outbound = traffic::wait_log(
+        &mesh.outbound_log,
+        cases().iter().filter(|c| c.from != Origin::Plaintext && c.from != Origin::Gateway).count(),
+    );
+    for line in outbound.iter().filter(|l| l["chain"] == "http") {
         SERVER.assert_is(&line["upstream_peer"], &format!("outbound {line}"));
-        assert_eq!(line["upstream_peer_id"], SERVER.node_id, "{line}");
-        assert!(line["peer_not_found"].is_null(), "{line}");
     }
-    // One per HTTP connection, on each side: the TCP form in front of the
-    // HTTP connection managers.
+    // TCP through the service: client-first, both learn each other;
+    // server-first, the banner went out without a prefix, so the client
+    // took the server from its endpoint's istio.workload and the server
+    // learned nothing. Headless (no endpoint marker, so no client role) and
+    // passthrough (plaintext): nothing exchanged, the bytes exact.
+    let by_listener = |name: &str| -> serde_json::Value {
+        outbound
+            .iter()
+            .find(|l| l["listener"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no line for {name}: {outbound:?}"))
+    };
+    SERVER.assert_is(&by_listener("0.0.0.0_5432")["upstream_peer"], "client-first TCP");
+    assert_stored(
+        &by_listener("0.0.0.0_3306")["upstream_peer"],
+        &[
+            ("workload", "server"),
+            ("namespace", "server-ns"),
+            ("service", "server"),
+            ("revision", "v1"),
+            ("cluster", "Kubernetes"),
+            ("source", "endpoint_metadata"),
+            ("verified", "false"),
+            ("unverified_reason", "not_checked"),
+        ],
+        "server-first TCP",
+    );
+    for listener in ["headless_5432", "headless_3306", "passthrough_5432"] {
+        let line = by_listener(listener);
+        assert_eq!(line["peer_not_found"], "true", "{listener}: {line}");
+        assert_eq!(line["upstream_peer_id"], PEER_UNKNOWN, "{listener}: {line}");
+    }
+    let inbound = traffic::read_log(&mesh.inbound_log);
+    let tcp: Vec<&serde_json::Value> = inbound.iter().filter(|l| l["chain"] == sidecar::chain::MTLS_TCP).collect();
+    let learned = tcp.iter().filter(|l| !l["downstream_peer"].is_null()).count();
+    // 5432 from the sidecar and from the gateway.
+    assert_eq!(learned, 2, "{tcp:?}");
     use integration_tests::stats::exchange;
     use peer_exchange_filter::config::Role;
     use peer_exchange_filter::exchange::Counter;
-    for (envoy, role) in [(&server, Role::Server), (&client, Role::Client)] {
-        let stayed_out = exchange(envoy, role, Counter::NoUpstreamConnection);
-        assert!(stayed_out >= 1, "{role:?} no_upstream_connection {stayed_out}");
-        assert_eq!(exchange(envoy, role, Counter::MetadataReceived), 1, "{role:?}: the TCP port's connection");
+    // Server-first: from the sidecar, the headless client and the gateway-less paths over mTLS.
+    assert_eq!(exchange(&mesh.server, Role::Server, Counter::PrefixWithheld), 2, "3306 from the sidecar and headless");
+    let gateway_lines = traffic::wait_log(&mesh.gateway_log, 4);
+    for line in &gateway_lines {
+        SERVER.assert_is(&line["upstream_peer"], &format!("gateway {line}"));
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_step_of_the_rollout_and_its_rollback_keeps_every_path_working() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pki = Pki::generate(dir.path());
+    // Which HTTP cases an HTTP chain handled (L7: routes, metrics, policy), by state.
+    let mut l7: Vec<(State, Vec<Case>)> = Vec::new();
+    for state in std::iter::once(STOCK_PROXIES_BEFORE).chain(ISTIO_PROXIES) {
+        let (_mesh, lines) = run_state(state, &pki).await;
+        let handled: Vec<Case> = lines.iter().filter(|(_, l)| is_http_chain(l)).map(|(c, _)| *c).collect();
+        l7.push((state, handled));
+    }
+    // Procedure on Istio's proxies, forward and back (the rollback visits
+    // the same states in reverse): what an HTTP chain handled in one state
+    // it handles in the next and the previous — every state the same.
+    let istio: Vec<&(State, Vec<Case>)> = l7.iter().skip(1).collect();
+    for pair in istio.windows(2) {
+        let ((a, a_cases), (b, b_cases)) = (pair[0], pair[1]);
+        assert_eq!(
+            a_cases, b_cases,
+            "HTTP handling differs between `{}` ({}) and `{}` ({})",
+            a.name, a.step, b.name, b.step
+        );
+    }
+    // Stock proxies: before (flags off, nothing applied), a port without a
+    // protocol name has no HTTP chain for clients that offer only `istio`;
+    // the ALPN rule gives it one, and nothing else changes.
+    let (stock, stock_cases) = &l7[0];
+    let (_, end_cases) = &l7[l7.len() - 1];
+    let gained: Vec<&Case> = end_cases.iter().filter(|c| !stock_cases.contains(c)).collect();
+    assert!(stock_cases.iter().all(|c| end_cases.contains(c)), "{}: lost HTTP handling", stock.name);
+    assert!(
+        gained.iter().all(|c| c.port == 8000 && matches!(c.from, Origin::Sidecar)),
+        "only the unnamed port's requests from the sidecar gain an HTTP chain: {gained:?}"
+    );
+    assert!(!gained.is_empty(), "the unnamed port's HTTP is on the TCP chain before the ALPN rule");
 }

@@ -660,7 +660,12 @@ mod tests {
             let (step, outcome) = exchange.on_incoming_data(held.len(), true, &mut || 0, &mut read, &mut decoder());
             assert_eq!(step, Step::Continue);
             assert!(matches!(outcome, Some(Outcome::NotFound(_))), "{outcome:?}");
-            assert_eq!(exchange.on_outgoing_data(), OurPrefix::Skip, "no prefix after {} bytes then end of stream", held.len());
+            assert_eq!(
+                exchange.on_outgoing_data(),
+                OurPrefix::Skip,
+                "no prefix after {} bytes then end of stream",
+                held.len()
+            );
         }
         // A completed prefix followed by end of stream still gets ours.
         let mut exchange = Exchange::new(MAX, Sending::WithFirstBytes);
