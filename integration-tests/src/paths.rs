@@ -50,3 +50,37 @@ pub fn empty_filter_wasm() -> PathBuf {
 pub fn envoy_configs() -> PathBuf {
     workspace_root().join("envoy-configs")
 }
+
+/// The `mesh-doctor` binary, as `cargo install --path mesh-doctor` gives it
+/// to users: built (once per test process) by the cargo running the tests.
+pub fn mesh_doctor() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let status = std::process::Command::new(env!("CARGO"))
+                .args(["build", "--locked", "-p", "mesh-doctor"])
+                .current_dir(workspace_root())
+                .status()
+                .expect("run cargo build -p mesh-doctor");
+            assert!(status.success(), "cargo build -p mesh-doctor failed");
+            let target =
+                std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace_root().join("target"), PathBuf::from);
+            let path = target.join("debug").join("mesh-doctor");
+            assert!(path.is_file(), "{} was not built", path.display());
+            path
+        })
+        .clone()
+}
+
+/// Runs `mesh-doctor` with `args` from the repository root, as the docs
+/// run it: (exit code, its output).
+pub fn run_mesh_doctor(args: &[&str]) -> (i32, String) {
+    let output = std::process::Command::new(mesh_doctor())
+        .args(args)
+        .current_dir(workspace_root())
+        .output()
+        .expect("run mesh-doctor");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    (output.status.code().unwrap_or(-1), format!("{stdout}{stderr}"))
+}

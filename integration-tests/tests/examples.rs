@@ -171,6 +171,18 @@ async fn the_examples_work_as_shipped_for_both_forms() {
     let protocols: Vec<&str> = inbound_http.iter().filter_map(|l| l["protocol"].as_str()).collect();
     assert!(protocols.contains(&"HTTP/1.1") && protocols.contains(&"HTTP/2"), "inbound protocols {protocols:?}");
 
+    // The configuration checker finds nothing wrong in the running pair
+    // (their live /config_dump) or in the files as shipped.
+    for args in [
+        vec![format!("http://{}", outbound.admin.addr), format!("http://{}", inbound.admin.addr)],
+        vec!["examples/outbound.yaml".to_string(), "examples/inbound.yaml".to_string()],
+    ] {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, report) = integration_tests::paths::run_mesh_doctor(&args);
+        assert_eq!(code, 0, "mesh-doctor {args:?}:\n{report}");
+        assert!(report.contains("0 error(s), 0 warning(s), 0 note(s)"), "mesh-doctor {args:?}:\n{report}");
+    }
+
     // Istio's standard metrics, as a user's monitoring reads them: a real
     // Prometheus scrapes both Envoys, and observability.md's query, as
     // written there, answers with the frontend's requests to the backend.

@@ -248,6 +248,16 @@ async fn every_shape_istiod_writes_carries_every_apps_bytes_exactly_and_the_peer
     for line in &gateway_lines {
         SERVER.assert_is(&line["upstream_peer"], &format!("gateway {line}"));
     }
+
+    // The configuration checker, on the three proxies' live /config_dump,
+    // as the docs' preflight and verification run it: nothing wrong.
+    let admins: Vec<String> =
+        [&mesh.server, &mesh.client, &mesh.gateway].iter().map(|e| format!("http://{}", e.admin.addr)).collect();
+    let mut args: Vec<&str> = vec!["--istio-filters-off"];
+    args.extend(admins.iter().map(String::as_str));
+    let (code, report) = integration_tests::paths::run_mesh_doctor(&args);
+    assert_eq!(code, 0, "{report}");
+    assert!(report.contains("0 error(s), 0 warning(s)"), "{report}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

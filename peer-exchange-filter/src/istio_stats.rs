@@ -227,6 +227,36 @@ pub struct LabelInputs<'a> {
     pub traffic: &'a Traffic,
 }
 
+/// Istio's 25 metric labels, in native's order: the tag names a scraping
+/// Envoy's `stats_tags` (Istio: `extraStatTags`) must extract.
+pub const LABEL_NAMES: [&str; 25] = [
+    "reporter",
+    "source_workload",
+    "source_canonical_service",
+    "source_canonical_revision",
+    "source_workload_namespace",
+    "source_principal",
+    "source_app",
+    "source_version",
+    "source_cluster",
+    "destination_workload",
+    "destination_workload_namespace",
+    "destination_principal",
+    "destination_app",
+    "destination_version",
+    "destination_service",
+    "destination_canonical_service",
+    "destination_canonical_revision",
+    "destination_service_name",
+    "destination_service_namespace",
+    "destination_cluster",
+    "request_protocol",
+    "response_code",
+    "grpc_response_status",
+    "response_flags",
+    "connection_security_policy",
+];
+
 /// The label set, as the stat name's prefix (`label=.=value;.;` each), in
 /// native's order.
 pub fn label_set(i: &LabelInputs<'_>) -> String {
@@ -437,6 +467,8 @@ mod tests {
         assert_eq!(l["response_flags"], "-");
         assert_eq!(l["connection_security_policy"], "unknown");
         assert_eq!(l.len(), 25);
+        let names: Vec<&str> = set.split(";.;").filter_map(|p| p.split_once("=.=")).map(|(k, _)| k).collect();
+        assert_eq!(names, LABEL_NAMES, "LABEL_NAMES is the set's names, in order");
     }
 
     #[test]

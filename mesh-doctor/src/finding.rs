@@ -1,0 +1,46 @@
+//! What the doctor reports: one mistake, where it is, why it matters, the fix.
+
+use std::fmt;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    /// Traffic breaks, or the exchange cannot work: the doctor exits non-zero.
+    Error,
+    /// Something is lost (a peer, a label, a recovery) or fragile.
+    Warning,
+    /// Worth knowing; nothing is wrong in itself.
+    Note,
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+            Severity::Note => "note",
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finding {
+    pub severity: Severity,
+    /// A stable name (troubleshooting.md lists each).
+    pub id: &'static str,
+    /// The configuration it was found in (file or address).
+    pub source: String,
+    /// Listener, chain, filter or cluster.
+    pub location: String,
+    pub what: String,
+    pub why: String,
+    pub fix: String,
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{}[{}] {}: {}", self.severity, self.id, self.source, self.location)?;
+        writeln!(f, "  what: {}", self.what)?;
+        writeln!(f, "  why:  {}", self.why)?;
+        write!(f, "  fix:  {}", self.fix)
+    }
+}
