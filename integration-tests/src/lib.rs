@@ -6,6 +6,7 @@
 //!   non-mesh TLS/HTTPS, a recorder), on ports chosen at run time.
 //! - [`envoy`]: one Envoy child process: config rendering, readiness, admin
 //!   queries, logs; killed by PID on drop (also when a test panics).
+//! - [`examples`]: the examples run as a user runs them (optionally with a mistake made in them).
 //! - [`istio`]: the sidecar istiod builds around our WasmPlugins, as a stock Envoy config.
 //! - [`prometheus`]: a real Prometheus scraping the Envoys, and its query API.
 //! - [`mesh`]: the two-Envoy deployment the tests and the demo use.
@@ -22,6 +23,7 @@ pub mod backends;
 pub mod checks;
 pub mod clients;
 pub mod envoy;
+pub mod examples;
 pub mod grpc;
 pub mod istio;
 pub mod mesh;

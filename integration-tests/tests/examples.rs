@@ -8,41 +8,15 @@
 //! the examples say. A real Prometheus then scrapes both Envoys and answers
 //! the query docs/observability.md shows.
 
-use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use integration_tests::backends::Backends;
 use integration_tests::clients::{h2c_get, http1_get, http1_request, parse_http1, HttpResponse, STEP_TIMEOUT};
-use integration_tests::envoy::{Envoy, Launch};
+use integration_tests::envoy::Envoy;
+use integration_tests::examples::Examples;
 use integration_tests::paths::workspace_root;
-use integration_tests::pki::Pki;
 use integration_tests::prometheus::Prometheus;
 use integration_tests::LOG_WAIT;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-const CERTS: &str = "examples/certs/";
-
-/// `text` with each `(from, to, times)` replaced, failing unless `from`
-/// occurs exactly `times` times (so the test follows the examples).
-fn substituted(text: &str, replacements: &[(&str, String, usize)]) -> String {
-    let mut out = text.to_string();
-    for (from, to, times) in replacements {
-        let found = out.matches(from).count();
-        assert_eq!(found, *times, "{from:?} occurs {found} times in the example, expected {times}");
-        out = out.replace(from, to);
-    }
-    out
-}
-
-fn start(name: &str, text: &str, dir: &Path) -> Envoy {
-    let config = dir.join(format!("{name}.example.yaml"));
-    std::fs::write(&config, text).expect("write config");
-    let vars = BTreeMap::new();
-    let template = config.display().to_string();
-    let launch = Launch { name, template: &template, vars: &vars, dir, wasm_log_level: "info" };
-    Envoy::start_in(&launch, &workspace_root()).unwrap_or_else(|e| panic!("{e}"))
-}
 
 /// The access-log lines (JSON, on Envoy's stdout) whose `log` is `name`,
 /// waiting until there are `count` of them.
@@ -97,43 +71,9 @@ fn assert_no_exchange_headers(response: &HttpResponse, what: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_examples_work_as_shipped_for_both_forms() {
-    let root = workspace_root();
-    let dir = tempfile::Builder::new().prefix("examples-").tempdir().expect("temp dir");
-    let certs = dir.path().join("certs");
-    let made = std::process::Command::new(root.join("examples/make-certs.sh"))
-        .arg(&certs)
-        .output()
-        .expect("run make-certs.sh");
-    assert!(made.status.success(), "make-certs.sh failed: {}", String::from_utf8_lossy(&made.stderr));
-    let certs = format!("{}/", certs.display());
-    // The local app behind the inbound Envoy (it answers with what it saw).
-    let app = Backends::start(&Pki::generate(&dir.path().join("app-pki")));
-
-    let read = |file: &str| std::fs::read_to_string(root.join(file)).expect("read example");
-    let inbound_text = substituted(
-        &read("examples/inbound.yaml"),
-        &[
-            ("port_value: 15100", "port_value: 0".into(), 1),
-            ("port_value: 15006", "port_value: 0".into(), 1),
-            ("port_value: 8080", format!("port_value: {}", app.http.port()), 1),
-            (CERTS, certs.clone(), 6),
-        ],
-    );
-    let inbound = start("inbound", &inbound_text, dir.path());
-    let inbound_port = inbound.listener_port("inbound");
-    let outbound_text = substituted(
-        &read("examples/outbound.yaml"),
-        &[
-            ("port_value: 15000", "port_value: 0".into(), 1),
-            ("port_value: 15001", "port_value: 0".into(), 1),
-            ("port_value: 15002", "port_value: 0".into(), 1),
-            ("port_value: 15006", format!("port_value: {inbound_port}"), 2),
-            (CERTS, certs.clone(), 6),
-        ],
-    );
-    let outbound = start("outbound", &outbound_text, dir.path());
-    let http = std::net::SocketAddr::from(([127, 0, 0, 1], outbound.listener_port("outbound_http")));
-    let tcp = std::net::SocketAddr::from(([127, 0, 0, 1], outbound.listener_port("outbound_tcp")));
+    let examples = Examples::start();
+    let (inbound, outbound, dir) = (&examples.inbound, &examples.outbound, examples.dir.path());
+    let (http, tcp) = (examples.http(), examples.tcp());
 
     // HTTP/1.1 and h2c through the HTTP form (and alpn-filter).
     let h1 = http1_get(http, "1.1", "/h1").await;
@@ -186,7 +126,7 @@ async fn the_examples_work_as_shipped_for_both_forms() {
     // Istio's standard metrics, as a user's monitoring reads them: a real
     // Prometheus scrapes both Envoys, and observability.md's query, as
     // written there, answers with the frontend's requests to the backend.
-    let prometheus = Prometheus::start(&[outbound.admin.addr, inbound.admin.addr], dir.path()).await;
+    let prometheus = Prometheus::start(&[outbound.admin.addr, inbound.admin.addr], dir).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while prometheus.query("istio_requests_total").await.len() < 2 {
         assert!(Instant::now() < deadline, "no istio_requests_total scraped:\n{}", prometheus.log_text());

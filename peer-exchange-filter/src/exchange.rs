@@ -95,6 +95,9 @@ pub enum NotFound {
     NotParticipating,
     /// The first bytes are not the magic.
     WrongMagic,
+    /// The first bytes are an HTTP/1 response, not the magic (an HTTP
+    /// server answered: a sign the connection reached an HTTP chain).
+    HttpResponse,
     /// The payload is not an `Any(Struct)`.
     BadPayload(String),
     /// A well-formed payload without `x-envoy-peer-metadata` (stripped).
@@ -119,6 +122,7 @@ impl fmt::Display for NotFound {
         match self {
             NotFound::NotParticipating => f.write_str("the connection does not take part"),
             NotFound::WrongMagic => f.write_str("the first bytes are not the exchange's magic"),
+            NotFound::HttpResponse => f.write_str("the first bytes are an HTTP response, not the exchange's magic"),
             NotFound::BadPayload(e) => write!(f, "bad payload: {e}"),
             NotFound::NoPeerMetadata => f.write_str("the payload carries no peer metadata"),
             NotFound::HalfClosedMidPrefix => f.write_str("half-closed in the middle of the prefix"),
@@ -152,6 +156,8 @@ pub struct Exchange {
     suppress_outgoing: bool,
     /// The peer's complete prefix has arrived (and was stripped).
     peer_prefix_received: bool,
+    /// Our prefix went out.
+    prefix_sent: bool,
     sending: Sending,
     max_data_size: u32,
     /// When the first byte of a still-incomplete prefix was held (ms).
@@ -166,6 +172,7 @@ impl Exchange {
             outgoing: Outgoing::Pending,
             suppress_outgoing: false,
             peer_prefix_received: false,
+            prefix_sent: false,
             sending,
             max_data_size,
             holding_since: None,
@@ -215,11 +222,18 @@ impl Exchange {
         if self.suppress_outgoing {
             return OurPrefix::Skip;
         }
-        match self.sending {
+        let answer = match self.sending {
             Sending::WithFirstBytes => OurPrefix::Send,
             Sending::InAnswer if self.peer_prefix_received => OurPrefix::Send,
             Sending::InAnswer => OurPrefix::Withheld,
-        }
+        };
+        self.prefix_sent = answer == OurPrefix::Send;
+        answer
+    }
+
+    /// Whether our prefix went out on this connection.
+    pub fn prefix_sent(&self) -> bool {
+        self.prefix_sent
     }
 
     /// Whether the incoming half still has work to do.
@@ -296,7 +310,9 @@ impl Exchange {
             match decode_header(&head) {
                 Header::NotMagic => {
                     self.suppress_outgoing = true;
-                    return self.give_up(NotFound::WrongMagic);
+                    let reason =
+                        if head.starts_with(b"HTTP/1.") { NotFound::HttpResponse } else { NotFound::WrongMagic };
+                    return self.give_up(reason);
                 }
                 Header::Incomplete => return self.wait(end_of_stream),
                 Header::Complete { data_size } => {
@@ -399,6 +415,18 @@ wasm_host::counters! {
         /// The server's app wrote before the client's complete prefix arrived
         /// (a server-first protocol): no prefix of ours on that connection.
         PrefixWithheld => "prefix_withheld_server_first",
+        /// Not an outcome: the node's metadata lacks what the exchange
+        /// sends about this workload (counted once per configuration).
+        NodeMetadataMissing => "node_metadata_missing",
+        /// Client: the upstream presents a mesh identity on a cluster not
+        /// marked as a mesh upstream (nothing sent; warned once per cluster).
+        MeshUpstreamNotMarked => "mesh_upstream_not_marked",
+        /// Client: the TLS handshake with a mesh-marked upstream failed
+        /// (its Envoy serves no chain for the ALPN offered; warned once per cluster).
+        UpstreamHandshakeFailed => "upstream_handshake_failed",
+        /// Client: the upstream answered our prefix with an HTTP response
+        /// (an HTTP chain took the connection; warned once per cluster).
+        UpstreamAnsweredHttp => "upstream_answered_http",
         /// `istio_metrics`: a new label set past `max_label_sets` (or one Envoy
         /// refused to define): that request or connection is not in Istio's metrics.
         IstioMetricsOverflow => "istio_metrics_overflow",
@@ -468,7 +496,7 @@ impl Outcome {
         match self {
             Outcome::PeerFound(_) => Counter::MetadataReceived,
             Outcome::NotFound(NotFound::NotParticipating) => Counter::AlpnProtocolNotFound,
-            Outcome::NotFound(NotFound::WrongMagic) => Counter::InitialHeaderNotFound,
+            Outcome::NotFound(NotFound::WrongMagic | NotFound::HttpResponse) => Counter::InitialHeaderNotFound,
             Outcome::NotFound(NotFound::BadPayload(_)) => Counter::HeaderNotFound,
             Outcome::NotFound(NotFound::NoPeerMetadata) => Counter::PeerMetadataMissing,
             Outcome::NotFound(NotFound::HalfClosedMidPrefix) => Counter::HalfClosedMidPrefix,
@@ -570,6 +598,14 @@ mod tests {
         // Later data is not inspected again.
         let mut never = |_: usize, _: usize| -> Option<Vec<u8>> { panic!("read after done") };
         assert_eq!(ex.on_incoming_data(10, false, &mut || 1, &mut never, &mut decoder()), (Step::Continue, None));
+    }
+
+    #[test]
+    fn an_http_response_where_the_prefix_belongs_is_told_apart() {
+        let (delivered, outcomes, _) = run(&[b"HTTP/1.1 400 Bad Request\r\n\r\n".to_vec()], false);
+        assert_eq!(delivered, b"HTTP/1.1 400 Bad Request\r\n\r\n");
+        assert_eq!(outcomes, vec![Outcome::NotFound(NotFound::HttpResponse)]);
+        assert_eq!(outcomes[0].counter(), Counter::InitialHeaderNotFound, "native's counter still counts it");
     }
 
     #[test]
@@ -713,8 +749,10 @@ mod tests {
     fn our_prefix_goes_out_once_without_waiting_for_the_peer() {
         let mut ex = Exchange::new(MAX, Sending::WithFirstBytes);
         ex.set_participation(true);
+        assert!(!ex.prefix_sent());
         assert_eq!(ex.on_outgoing_data(), OurPrefix::Send);
         assert_eq!(ex.on_outgoing_data(), OurPrefix::Skip);
+        assert!(ex.prefix_sent());
     }
 
     /// A server role: `bytes` from the client, then the app's first bytes.

@@ -89,6 +89,12 @@ wasm_host::counters! {
         /// `istio_metrics`: a new label set past `max_label_sets` (or one Envoy
         /// refused to define): that request or connection is not in Istio's metrics.
         IstioMetricsOverflow => "istio_metrics_overflow",
+        /// Not an outcome: the node's metadata lacks what the exchange
+        /// sends about this workload (counted once per configuration).
+        NodeMetadataMissing => "node_metadata_missing",
+        /// Client: the upstream presents a mesh identity on a cluster not
+        /// marked as a mesh upstream (checked once per cluster; warned then).
+        MeshUpstreamNotMarked => "mesh_upstream_not_marked",
     }
 }
 

@@ -37,6 +37,8 @@ pub(crate) struct HttpShared {
     clusters: RefCell<ByCluster<ClientVerdict>>,
     /// Client: cluster metadata already checked for misplaced markers.
     reports: RefCell<Reports>,
+    /// Client: unmarked clusters whose upstream certificate was checked once.
+    checked: RefCell<crate::warnings::Warned>,
     /// Client with `alpn`: alpn-filter's rule, run here, and its counters.
     alpn: Option<(RefCell<Decider>, Counters)>,
     /// With `istio_metrics`: Istio's standard metrics.
@@ -94,6 +96,10 @@ impl RequestFacts for RouteCluster<'_> {
 impl HttpShared {
     pub(crate) fn new(config: Config, workload: &Workload, node_id: String, local: WorkloadLabels) -> HttpShared {
         let counters = Counters::define(&config.stat_prefix(), HttpCounter::ALL.iter().map(|c| c.name()));
+        if let Some(missing) = crate::warnings::workload_gaps(workload) {
+            counters.inc(HttpCounter::NodeMetadataMissing.index());
+            log::warn!("{missing}");
+        }
         HttpShared {
             metadata_value: encode_metadata_header(&workload.to_wire()),
             baggage_value: baggage::encode(workload),
@@ -103,6 +109,7 @@ impl HttpShared {
             verdicts: RefCell::new(ClientVerdicts::new(config.istio_service_clusters)),
             clusters: RefCell::new(ByCluster::new(config.cluster_metadata_refresh_ms)),
             reports: RefCell::default(),
+            checked: RefCell::default(),
             alpn: config
                 .alpn
                 .clone()
@@ -165,7 +172,16 @@ impl HttpShared {
 }
 
 pub(crate) fn stream(context_id: u32, shared: Rc<HttpShared>) -> HttpPeer {
-    HttpPeer { context_id, shared, mesh_peer: false, sent_headers: false, seen: None, peer: None, principal: None }
+    HttpPeer {
+        context_id,
+        shared,
+        mesh_peer: false,
+        sent_headers: false,
+        unmarked_cluster: None,
+        seen: None,
+        peer: None,
+        principal: None,
+    }
 }
 
 /// One request of the header form.
@@ -178,6 +194,9 @@ pub(crate) struct HttpPeer {
     /// Client: our exchange headers went out. Server: the request carried
     /// the peer's metadata header, so the response gets ours.
     sent_headers: bool,
+    /// Client: the route's cluster is not marked as a mesh upstream and its
+    /// certificate has not been looked at yet (once per cluster).
+    unmarked_cluster: Option<String>,
     /// With `istio_metrics`: what the request showed on the way.
     seen: Option<RequestSeen>,
     /// The stored peer's labels (`None`: not found).
@@ -241,6 +260,13 @@ impl HttpPeer {
         let mut route = RouteCluster { shared: &shared, name: None, metadata: None };
         shared.apply_alpn(&mut route);
         let verdict = shared.client_verdict(&mut route);
+        if verdict == ClientVerdict::NotMarkedAsMesh {
+            let name = route.name().unwrap_or_default();
+            let first = shared.checked.try_borrow_mut().is_ok_and(|mut c| c.first_time(0, &name));
+            if first {
+                self.unmarked_cluster = Some(name);
+            }
+        }
         if let Some(counter) = verdict.counter() {
             self.shared.count(counter);
             log::debug!("peer-exchange-filter: request {}: upstream not sent our metadata: {verdict}", self.context_id);
@@ -269,6 +295,18 @@ impl HttpPeer {
         }
         self.remove(map, &found);
         let mut certificate = Certificate::new(Role::Client);
+        if let Some(cluster) = self.unmarked_cluster.take() {
+            let prefix = &shared.config.peer_identity_prefix;
+            if let Some(san) = certificate.get().filter(|san| !prefix.is_empty() && san.starts_with(prefix.as_str())) {
+                shared.count(HttpCounter::MeshUpstreamNotMarked);
+                log::warn!(
+                    "peer-exchange-filter: cluster {cluster}: the upstream presents a mesh identity ({san}) but \
+                     the cluster is not marked as a mesh upstream, so the exchange sends it nothing and its peer \
+                     is not found; if it runs the exchange's server role, add filter_metadata: \
+                     {{istio.peer_exchange: {{enabled: true}}}} to the cluster"
+                );
+            }
+        }
         let stored = shared.config.discovery.iter().any(|method| match method {
             Method::IstioHeaders if self.sent_headers && pairs.is_some() => {
                 self.receive_headers(&found, &mut certificate)

@@ -284,31 +284,31 @@ pub fn label_set(i: &LabelInputs<'_>) -> String {
                 ("source_app", or(&peer.app, UNKNOWN)),
                 ("source_version", or(&peer.version, UNKNOWN)),
                 ("source_cluster", or(&peer.cluster, UNKNOWN)),
-                ("destination_workload", &local.workload),
-                ("destination_workload_namespace", &local.namespace),
+                ("destination_workload", or(&local.workload, UNKNOWN)),
+                ("destination_workload_namespace", or(&local.namespace, UNKNOWN)),
                 ("destination_principal", or(i.local_principal, UNKNOWN)),
-                ("destination_app", &local.app),
-                ("destination_version", &local.version),
-                ("destination_service", or(&service.host, &local.canonical_service)),
-                ("destination_canonical_service", &local.canonical_service),
-                ("destination_canonical_revision", &local.canonical_revision),
-                ("destination_service_name", or(&service.name, &local.canonical_service)),
-                ("destination_service_namespace", &local.namespace),
-                ("destination_cluster", &local.cluster),
+                ("destination_app", or(&local.app, UNKNOWN)),
+                ("destination_version", or(&local.version, UNKNOWN)),
+                ("destination_service", or(&service.host, or(&local.canonical_service, UNKNOWN))),
+                ("destination_canonical_service", or(&local.canonical_service, UNKNOWN)),
+                ("destination_canonical_revision", or(&local.canonical_revision, LATEST)),
+                ("destination_service_name", or(&service.name, or(&local.canonical_service, UNKNOWN))),
+                ("destination_service_namespace", or(&local.namespace, UNKNOWN)),
+                ("destination_cluster", or(&local.cluster, UNKNOWN)),
             ]);
         }
         Role::Client => {
             let service_namespace = or(&service.namespace, or(peer_namespace, UNKNOWN));
             labels.extend([
                 ("reporter", "source"),
-                ("source_workload", local.workload.as_str()),
-                ("source_canonical_service", &local.canonical_service),
-                ("source_canonical_revision", &local.canonical_revision),
-                ("source_workload_namespace", &local.namespace),
+                ("source_workload", or(&local.workload, UNKNOWN)),
+                ("source_canonical_service", or(&local.canonical_service, UNKNOWN)),
+                ("source_canonical_revision", or(&local.canonical_revision, LATEST)),
+                ("source_workload_namespace", or(&local.namespace, UNKNOWN)),
                 ("source_principal", or(i.local_principal, UNKNOWN)),
-                ("source_app", &local.app),
-                ("source_version", &local.version),
-                ("source_cluster", &local.cluster),
+                ("source_app", or(&local.app, UNKNOWN)),
+                ("source_version", or(&local.version, UNKNOWN)),
+                ("source_cluster", or(&local.cluster, UNKNOWN)),
                 ("destination_workload", or(&peer.workload, UNKNOWN)),
                 ("destination_workload_namespace", or(peer_namespace, UNKNOWN)),
                 ("destination_principal", or(peer_principal, UNKNOWN)),
@@ -493,6 +493,34 @@ mod tests {
         assert_eq!(l["destination_service_name"], "frontend");
         assert_eq!(l["destination_principal"], "spiffe://cluster.local/ns/shop/sa/frontend");
         assert_eq!(l["connection_security_policy"], "none");
+    }
+
+    #[test]
+    fn no_label_is_ever_empty_where_istio_writes_unknown_even_without_node_metadata() {
+        let nothing = WorkloadLabels::default();
+        let service = ClusterService::None.with_host("");
+        for role in [Role::Client, Role::Server] {
+            let set = label_set(&LabelInputs {
+                role,
+                local: &nothing,
+                peer: None,
+                peer_principal: "",
+                local_principal: "",
+                service: &service,
+                traffic: &http(200),
+            });
+            for (name, value) in labels_of(&set) {
+                if name == "grpc_response_status" {
+                    continue; // empty for non-gRPC, as native
+                }
+                let want = if name.ends_with("canonical_revision") { "latest" } else { "unknown" };
+                if name.starts_with("source_") || name.starts_with("destination_") {
+                    assert_eq!(value, want, "{role:?} {name}");
+                } else {
+                    assert!(!value.is_empty(), "{role:?} {name}");
+                }
+            }
+        }
     }
 
     #[test]

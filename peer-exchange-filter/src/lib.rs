@@ -28,6 +28,7 @@ pub mod participation;
 pub mod peers;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod simulate;
+pub mod warnings;
 pub mod workload;
 
 #[cfg(test)]

@@ -62,9 +62,9 @@ pub trait UpstreamFacts {
     /// `upstream.uri_san_peer_certificate`.
     fn peer_uri_san(&mut self) -> Option<String>;
     /// What the cluster's metadata (`xds.cluster_metadata`) says:
-    /// [`cluster_enabled`] of it. The filter remembers it by cluster name
+    /// [`cluster_marks`] of it. The filter remembers it by cluster name
     /// for `upstream.cluster_metadata_refresh_ms`.
-    fn cluster_enabled(&mut self) -> Option<bool>;
+    fn cluster_marks(&mut self) -> ClusterMarks;
     /// `xds.upstream_host_metadata` (serialized `Metadata`; empty when none).
     fn host_metadata(&mut self) -> Vec<u8>;
     /// Whether the connection has an upstream connection (`upstream.address`).
@@ -82,6 +82,10 @@ pub enum Verdict {
     PeerIdentityMismatch,
     ClusterOptedOut,
     NotMarkedAsMesh,
+    /// One of istiod's service clusters whose endpoint carries no Istio
+    /// marker (a headless service's ORIGINAL_DST cluster): by design not
+    /// exchanged, silently.
+    IstioServiceWithoutEndpointMarker,
 }
 
 impl std::fmt::Display for Verdict {
@@ -96,6 +100,9 @@ impl std::fmt::Display for Verdict {
             Verdict::PeerIdentityMismatch => "the upstream certificate has no mesh identity",
             Verdict::ClusterOptedOut => "the cluster opted out",
             Verdict::NotMarkedAsMesh => "the upstream is not marked as a mesh proxy",
+            Verdict::IstioServiceWithoutEndpointMarker => {
+                "istiod's service cluster has no endpoint marker (a headless service): not exchanged"
+            }
         })
     }
 }
@@ -116,12 +123,30 @@ pub fn tcp_client_verdict(upstream: &mut dyn UpstreamFacts, peer_identity_prefix
     {
         return Verdict::PeerIdentityMismatch;
     }
-    match upstream.cluster_enabled() {
+    let marks = upstream.cluster_marks();
+    match marks.enabled {
         Some(false) => Verdict::ClusterOptedOut,
         Some(true) => Verdict::Participate,
         None if endpoint_is_istio_mtls(&upstream.host_metadata()) => Verdict::Participate,
+        None if marks.istio_service => Verdict::IstioServiceWithoutEndpointMarker,
         None => Verdict::NotMarkedAsMesh,
     }
+}
+
+/// What a cluster's metadata says to the TCP client.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClusterMarks {
+    /// [`cluster_enabled`].
+    pub enabled: Option<bool>,
+    /// istiod built it for a registry service (`istio.services`).
+    pub istio_service: bool,
+}
+
+/// [`ClusterMarks`] of a cluster's serialized `Metadata` (unreadable: none).
+pub fn cluster_marks(metadata: &[u8]) -> ClusterMarks {
+    let Ok(decoded) = Metadata::decode(metadata) else { return ClusterMarks::default() };
+    let istio_service = decoded.filter_metadata.get(ISTIO_NAMESPACE).is_some_and(|s| s.fields.contains_key("services"));
+    ClusterMarks { enabled: cluster_enabled(metadata), istio_service }
 }
 
 /// The TCP server role's rule: the downstream connection is TLS, and the
@@ -169,7 +194,7 @@ pub fn enabled_flag(namespace: &Struct) -> Option<bool> {
     }
 }
 
-fn endpoint_is_istio_mtls(metadata: &[u8]) -> bool {
+pub fn endpoint_is_istio_mtls(metadata: &[u8]) -> bool {
     let Ok(metadata) = Metadata::decode(metadata) else {
         return false;
     };
@@ -208,9 +233,9 @@ pub(crate) mod tests {
             self.asked.push("peer_uri_san");
             self.peer_uri_san.map(str::to_string)
         }
-        fn cluster_enabled(&mut self) -> Option<bool> {
+        fn cluster_marks(&mut self) -> ClusterMarks {
             self.asked.push("cluster_metadata");
-            cluster_enabled(&self.cluster_metadata)
+            cluster_marks(&self.cluster_metadata)
         }
         fn host_metadata(&mut self) -> Vec<u8> {
             self.asked.push("host_metadata");
@@ -296,6 +321,17 @@ pub(crate) mod tests {
             (ISTIO_NAMESPACE, "external", Kind::BoolValue(true)),
         ]);
         assert_eq!(tcp_client_verdict(&mut mesh_upstream(&external, &[]), "spiffe://"), Verdict::Participate);
+    }
+
+    #[test]
+    fn istiods_service_clusters_without_an_endpoint_marker_are_told_apart() {
+        let services = md(&[(ISTIO_NAMESPACE, "services", Kind::StringValue("x".into()))]);
+        assert_eq!(
+            tcp_client_verdict(&mut mesh_upstream(&services, &[]), "spiffe://"),
+            Verdict::IstioServiceWithoutEndpointMarker
+        );
+        let istio = md(&[(TRANSPORT_SOCKET_MATCH_NAMESPACE, "tlsMode", Kind::StringValue("istio".into()))]);
+        assert_eq!(tcp_client_verdict(&mut mesh_upstream(&services, &istio), "spiffe://"), Verdict::Participate);
     }
 
     #[test]

@@ -13,13 +13,16 @@ use wasm_host::{Counters, Direction};
 use crate::codec::encode_frame;
 use crate::config::{Config, Role};
 use crate::deadlines::Deadlines;
-use crate::exchange::{Counter, Event, Exchange, OurPrefix, Outcome, Rejected, Sending, Step};
+use crate::exchange::{Counter, Event, Exchange, NotFound, OurPrefix, Outcome, Rejected, Sending, Step};
 use crate::istio_metrics::{Form, IstioMetrics, PeerSeen};
 use crate::istio_stats::WorkloadLabels;
 use crate::metadata::encode_payload;
-use crate::participation::{cluster_enabled, tcp_client_verdict, tcp_server_verdict, UpstreamFacts, Verdict};
+use crate::participation::{
+    cluster_marks, tcp_client_verdict, tcp_server_verdict, ClusterMarks, UpstreamFacts, Verdict,
+};
 use crate::peers::{with_decoder, PeerDecoder};
 use crate::stored::{mark_peer_not_found, store_endpoint_peer, store_peer};
+use crate::warnings::Warned;
 use crate::workload::{endpoint_workload, EndpointWorkload, Workload};
 
 pub(crate) struct Shared {
@@ -31,7 +34,9 @@ pub(crate) struct Shared {
     /// Payload bytes -> stored peer, shared by the VM's connections.
     peers: RefCell<PeerDecoder>,
     /// Client: what each cluster's metadata says, by cluster name.
-    clusters: RefCell<ByCluster<Option<bool>>>,
+    clusters: RefCell<ByCluster<ClusterMarks>>,
+    /// Client: the clusters a misconfiguration warning was logged for.
+    warned: RefCell<Warned>,
     /// Client: cluster metadata already checked for misplaced markers.
     reports: RefCell<Reports>,
     /// With `istio_metrics`: Istio's standard metrics.
@@ -39,6 +44,32 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// What the connection's cluster says, remembered by its name.
+    fn cluster_marks(&self) -> ClusterMarks {
+        wasm_host::by_cluster(&self.clusters, || {
+            self.counters.inc(Counter::ClusterMetadataRead.index());
+            let metadata = wasm_host::read_cluster_metadata(
+                "peer-exchange-filter",
+                &self.reports,
+                &[Marker::PeerExchange, Marker::DisableMx],
+                || self.counters.inc(Counter::MisplacedMetadata.index()),
+            );
+            cluster_marks(&metadata.unwrap_or_default())
+        })
+    }
+
+    /// Counts a misconfiguration of the connection's cluster, and logs its
+    /// warning the first time this VM sees it for that cluster.
+    fn misconfigured(&self, counter: Counter, warning: impl FnOnce(&str) -> String) {
+        self.counters.inc(counter.index());
+        let cluster = wasm_host::get_property_string(&["xds", "cluster_name"]).ok().flatten().unwrap_or_default();
+        if let Ok(mut warned) = self.warned.try_borrow_mut() {
+            if warned.first_time(counter.index(), &cluster) {
+                log::warn!("peer-exchange-filter: cluster {cluster}: {}", warning(&cluster));
+            }
+        }
+    }
+
     /// The only place the TCP exchange increments counters: what the event names.
     fn count(&self, event: &Event) {
         for counter in event.counters() {
@@ -50,15 +81,15 @@ impl Shared {
     /// outcome in filter state and logs it, for the connection that is the
     /// effective context. `Some`: the incoming half ended, with the stored
     /// peer's labels if a peer was stored.
-    fn handle(&self, context_id: u32, event: Event) -> Option<Option<Rc<WorkloadLabels>>> {
+    fn handle(&self, context_id: u32, event: Event, prefix_sent: bool) -> Option<Option<Rc<WorkloadLabels>>> {
         self.count(&event);
         match event {
-            Event::Ended(outcome) => Some(self.record(context_id, outcome)),
+            Event::Ended(outcome) => Some(self.record(context_id, outcome, prefix_sent)),
             _ => None,
         }
     }
 
-    fn record(&self, context_id: u32, outcome: Outcome) -> Option<Rc<WorkloadLabels>> {
+    fn record(&self, context_id: u32, outcome: Outcome, prefix_sent: bool) -> Option<Rc<WorkloadLabels>> {
         let role = self.config.role;
         match outcome {
             Outcome::PeerFound(peer) => {
@@ -67,6 +98,14 @@ impl Shared {
             }
             Outcome::NotFound(reason) => {
                 log::debug!("peer-exchange-filter: connection {}: peer not found: {reason}", context_id);
+                if role == Role::Client && reason == NotFound::HttpResponse && prefix_sent {
+                    self.misconfigured(Counter::UpstreamAnsweredHttp, |_| {
+                        "the upstream answered our prefix with an HTTP response: its Envoy serves this cluster's \
+                         ALPN with an HTTP chain, which reads the prefix as a request; the cluster must offer \
+                         istio-peer-exchange first (alpn_protocols: [istio-peer-exchange, istio])"
+                            .to_string()
+                    });
+                }
                 if role == Role::Client {
                     if let Some(labels) = self.endpoint_fallback(context_id) {
                         return Some(Rc::new(labels));
@@ -151,7 +190,12 @@ pub(crate) fn tcp_plugin(
     let clusters = RefCell::new(ByCluster::new(config.cluster_metadata_refresh_ms));
     let deadlines = RefCell::new(Deadlines::default());
     let reports = RefCell::default();
-    Some(Rc::new(Shared { config, prefix, counters, deadlines, peers, clusters, reports, metrics }))
+    let warned = RefCell::default();
+    if let Some(missing) = crate::warnings::workload_gaps(workload) {
+        counters.inc(Counter::NodeMetadataMissing.index());
+        log::warn!("{missing}");
+    }
+    Some(Rc::new(Shared { config, prefix, counters, deadlines, peers, clusters, warned, reports, metrics }))
 }
 
 /// The client role's upstream, read from Envoy's properties on demand.
@@ -168,18 +212,8 @@ impl UpstreamFacts for HostUpstream<'_> {
     fn peer_uri_san(&mut self) -> Option<String> {
         self.uri_san.get_or_insert_with(|| read_peer_uri_san(Role::Client)).clone()
     }
-    fn cluster_enabled(&mut self) -> Option<bool> {
-        let shared = self.shared;
-        wasm_host::by_cluster(&shared.clusters, || {
-            shared.counters.inc(Counter::ClusterMetadataRead.index());
-            let metadata = wasm_host::read_cluster_metadata(
-                "peer-exchange-filter",
-                &shared.reports,
-                &[Marker::PeerExchange, Marker::DisableMx],
-                || shared.counters.inc(Counter::MisplacedMetadata.index()),
-            );
-            cluster_enabled(&metadata.unwrap_or_default())
-        })
+    fn cluster_marks(&mut self) -> ClusterMarks {
+        self.shared.cluster_marks()
     }
     fn host_metadata(&mut self) -> Vec<u8> {
         wasm_host::get_property(&["xds", "upstream_host_metadata"]).ok().flatten().unwrap_or_default()
@@ -239,7 +273,7 @@ impl Shared {
             if wasm_host::set_effective_context(context_id).is_err() {
                 continue; // the connection is already gone
             }
-            self.handle(context_id, Event::Ended(Outcome::Rejected(Rejected::Timeout)));
+            self.handle(context_id, Event::Ended(Outcome::Rejected(Rejected::Timeout)), false);
             if let Err(e) = wasm_host::close(Direction::Downstream) {
                 log::warn!("peer-exchange-filter: connection {context_id}: cannot close: {e}");
             }
@@ -260,7 +294,7 @@ impl PeerStream {
     /// Handles an event of this connection; the end of the incoming half
     /// opens the connection's metrics with the peer it stored.
     fn handle(&mut self, event: Event) {
-        if let Some(peer) = self.shared.handle(self.context_id, event) {
+        if let Some(peer) = self.shared.handle(self.context_id, event, self.exchange.prefix_sent()) {
             self.open_metrics(peer);
         }
     }
@@ -283,6 +317,9 @@ impl PeerStream {
     /// never settled).
     pub(crate) fn on_delete(&mut self) {
         self.disarm();
+        if self.shared.config.role == Role::Client && !self.exchange.participation_decided() {
+            self.closed_before_data();
+        }
         if self.shared.metrics.is_none() {
             return;
         }
@@ -308,6 +345,36 @@ impl PeerStream {
         }
     }
 
+    /// A client connection that ends before a byte flowed either way:
+    /// `tcp_proxy` reads nothing until its upstream is connected, so the
+    /// upstream connection failed. For a mesh-marked cluster, a failed TLS
+    /// handshake means its Envoy has no chain for the ALPN the cluster offers.
+    fn closed_before_data(&self) {
+        let reason = wasm_host::get_property_string(&["upstream", "transport_failure_reason"]).ok().flatten();
+        log::debug!(
+            "peer-exchange-filter: connection {}: closed before any data, upstream failure {reason:?}",
+            self.context_id
+        );
+        let Some(reason) = reason.filter(|r| r.contains("TLS") || r.contains("SSL") || r.contains("ssl")) else {
+            return;
+        };
+        let marks = self.shared.cluster_marks();
+        let marked = marks.enabled == Some(true)
+            || (marks.enabled.is_none()
+                && crate::participation::endpoint_is_istio_mtls(
+                    &wasm_host::get_property(&["xds", "upstream_host_metadata"]).ok().flatten().unwrap_or_default(),
+                ));
+        if marked {
+            self.shared.misconfigured(Counter::UpstreamHandshakeFailed, |_| {
+                format!(
+                    "the TLS handshake with the mesh upstream failed ({reason}): its Envoy closes connections \
+                     whose ALPN none of its filter chains serves; the cluster must offer istio-peer-exchange \
+                     first (alpn_protocols: [istio-peer-exchange, istio])"
+                )
+            });
+        }
+    }
+
     fn decide_participation(&mut self) {
         if self.exchange.participation_decided() {
             return;
@@ -326,6 +393,18 @@ impl PeerStream {
         };
         if verdict != Verdict::Participate {
             log::debug!("peer-exchange-filter: connection {}: does not take part: {verdict}", self.context_id);
+        }
+        if verdict == Verdict::NotMarkedAsMesh {
+            // The certificate check passed: the upstream has a mesh identity.
+            let san = self.peer_uri_san.clone().flatten().unwrap_or_default();
+            self.shared.misconfigured(Counter::MeshUpstreamNotMarked, |_| {
+                format!(
+                    "the upstream presents a mesh identity ({san}) but the cluster is not marked as a mesh \
+                     upstream, so the exchange sends it nothing and its peer is not found; if it runs the \
+                     exchange's server role, add filter_metadata: {{istio.peer_exchange: {{enabled: true}}}} \
+                     to the cluster"
+                )
+            });
         }
         if verdict == Verdict::NoUpstream {
             // An HTTP connection manager follows: its requests are reported

@@ -147,24 +147,48 @@ fn string_of(s: &Struct, key: &str) -> String {
 }
 
 /// For log lines: who this is, where, and what it is called.
+impl Workload {
+    /// What the exchange sends to identify this workload and is missing
+    /// (Istio's node metadata names): NAMESPACE, WORKLOAD_NAME.
+    pub fn missing_identity(&self) -> Vec<&'static str> {
+        [("NAMESPACE", &self.namespace), ("WORKLOAD_NAME", &self.workload)]
+            .into_iter()
+            .filter(|(_, v)| v.is_empty())
+            .map(|(k, _)| k)
+            .collect()
+    }
+}
+
+/// What the load line says is sent: the workload, then each field that is
+/// set (fields left out are not sent).
 impl std::fmt::Display for Workload {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}/{} (instance {}, app {} {}, service {} {}, cluster {}, identity {}, region {}, zone {}, {} labels)",
-            self.namespace,
-            self.workload,
-            self.name,
-            self.app,
-            self.version,
-            self.service,
-            self.revision,
-            self.cluster,
-            self.identity,
-            self.region,
-            self.zone,
-            self.labels.len()
-        )
+        let shown = |v: &str, missing: &'static str| if v.is_empty() { missing.to_string() } else { v.to_string() };
+        write!(f, "{}/{}", shown(&self.namespace, "(no namespace)"), shown(&self.workload, "(no workload name)"))?;
+        let mut fields: Vec<String> = Vec::new();
+        let pair = |a: &str, b: &str| [a, b].iter().filter(|s| !s.is_empty()).copied().collect::<Vec<_>>().join(" ");
+        for (name, value) in [
+            ("instance", self.name.clone()),
+            ("app", pair(&self.app, &self.version)),
+            ("service", pair(&self.service, &self.revision)),
+            ("cluster", self.cluster.clone()),
+            ("identity", self.identity.clone()),
+            ("region", self.region.clone()),
+            ("zone", self.zone.clone()),
+        ] {
+            if !value.is_empty() {
+                fields.push(format!("{name} {value}"));
+            }
+        }
+        match self.labels.len() {
+            0 => {}
+            1 => fields.push("1 additional label".into()),
+            n => fields.push(format!("{n} additional labels")),
+        }
+        if !fields.is_empty() {
+            write!(f, " ({})", fields.join(", "))?;
+        }
+        Ok(())
     }
 }
 

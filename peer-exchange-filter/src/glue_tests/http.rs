@@ -90,10 +90,23 @@ fn a_non_mesh_upstream_gets_nothing_and_its_exchange_headers_never_reach_the_app
     assert!(header(RESPONSE_HEADERS, ID_HEADER).is_empty());
     assert_eq!(state("upstream_peer"), None, "not believed from an upstream we sent nothing to");
     assert_eq!(state("peer_not_found").as_deref(), Some("true"));
+    // The upstream presents a mesh identity on an unmarked cluster: said once, with the fix.
+    let mut again = stream(&plugin, 3);
+    again.on_request_headers();
+    again.on_response_headers();
     assert_eq!(
         counted(CLIENT_STATS),
-        names(&[("cluster_metadata_read", 1), ("skipped_not_mesh", 1), ("untrusted_header_removed", 2)])
+        names(&[
+            ("cluster_metadata_read", 1),
+            ("mesh_upstream_not_marked", 1),
+            ("skipped_not_mesh", 2),
+            ("untrusted_header_removed", 2)
+        ])
     );
+    let warned = fake::with(|h| h.logged("presents a mesh identity").iter().map(|l| l.to_string()).collect::<Vec<_>>());
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    assert!(warned[0].contains("add filter_metadata: {istio.peer_exchange: {enabled: true}}"), "{warned:?}");
+    assert_eq!(fake::with(|h| h.called("get_property upstream.uri_san_peer_certificate").len()), 1, "once per cluster");
 }
 
 #[test]

@@ -233,8 +233,21 @@ fn the_client_sends_nothing_to_an_unmarked_or_opted_out_cluster_and_falls_back_t
     assert_eq!(state("peer_not_found"), None);
     assert_eq!(
         counted(CLIENT_STATS),
-        names(&[("alpn_protocol_not_found", 1), ("cluster_metadata_read", 1), ("peer_from_endpoint_metadata", 1)])
+        names(&[
+            ("alpn_protocol_not_found", 1),
+            ("cluster_metadata_read", 1),
+            ("mesh_upstream_not_marked", 1),
+            ("peer_from_endpoint_metadata", 1)
+        ])
     );
+    // The upstream presents a mesh identity on an unmarked cluster: counted
+    // per connection, said once per cluster, with the fix.
+    let mut second = stream(&plugin, 3);
+    let size = arrive(DOWNSTREAM_DATA, b"hi");
+    second.on_downstream_data(size, false);
+    assert_eq!(counted(CLIENT_STATS).iter().find(|(n, _)| n == "mesh_upstream_not_marked").map(|(_, v)| *v), Some(2));
+    let warned = fake::with(|h| h.logged("presents a mesh identity").len());
+    assert_eq!(warned, 1);
 
     let hbone = metadata(&[
         (CLUSTER_NAMESPACE, "enabled", Kind::BoolValue(true)),
@@ -262,4 +275,63 @@ fn a_clusters_verdict_is_read_once_per_refresh_period() {
     let size = arrive(DOWNSTREAM_DATA, b"hi");
     stream(&plugin, 5).on_downstream_data(size, false);
     assert_eq!(fake::with(|h| h.called("get_property xds.cluster_metadata").len()), 2);
+}
+
+#[test]
+fn a_node_without_namespace_or_workload_name_is_warned_about_once_with_its_fix() {
+    let mut host = FakeHost::default();
+    host.buffers.insert(wasm_host::fake::PLUGIN_CONFIGURATION, br#"{"role":"client"}"#.to_vec());
+    host.property("plugin_root_id", "peer_exchange");
+    configure(host).expect("still configured: the exchange works, with less to say");
+    assert_eq!(counted(CLIENT_STATS), names(&[("node_metadata_missing", 1)]));
+    let warned = fake::with(|h| h.logged("node metadata has no").iter().map(|l| l.to_string()).collect::<Vec<_>>());
+    assert_eq!(warned.len(), 1);
+    assert!(warned[0].contains("no NAMESPACE or WORKLOAD_NAME"), "{warned:?}");
+    let loaded = fake::with(|h| h.logged("sending").iter().map(|l| l.to_string()).collect::<Vec<_>>());
+    assert!(loaded[0].ends_with("sending (no namespace)/(no workload name)"), "{loaded:?}");
+}
+
+#[test]
+fn a_mesh_upstream_whose_handshake_fails_is_named_once_with_the_alpn_to_offer() {
+    let mut host = client_envoy(mesh_cluster());
+    // tcp_proxy reads nothing until its upstream is up: the connection
+    // ends with no data when the TLS handshake fails.
+    host.property(
+        "upstream.transport_failure_reason",
+        "TLS_error:|268435703:SSL routines:OPENSSL_internal:WRONG_VERSION_NUMBER:TLS_error_end",
+    );
+    let plugin = configure(host).expect("configured");
+    for id in 2..4 {
+        let mut connection = stream(&plugin, id);
+        connection.on_delete();
+    }
+    assert_eq!(counted(CLIENT_STATS), names(&[("cluster_metadata_read", 1), ("upstream_handshake_failed", 2)]));
+    let warned = fake::with(|h| h.logged("TLS handshake").iter().map(|l| l.to_string()).collect::<Vec<_>>());
+    assert_eq!(warned.len(), 1, "once per cluster: {warned:?}");
+    assert!(warned[0].contains("cluster mesh:") && warned[0].contains("[istio-peer-exchange, istio]"), "{warned:?}");
+    // A refused TCP connect is not that: nothing said.
+    let mut host = client_envoy(mesh_cluster());
+    host.property("upstream.transport_failure_reason", "delayed connect error: 111");
+    let plugin = configure(host).expect("configured");
+    stream(&plugin, 2).on_delete();
+    assert_eq!(counted(CLIENT_STATS), names(&[]));
+}
+
+#[test]
+fn an_http_answer_to_our_prefix_names_the_alpn_to_offer() {
+    let plugin = configure(client_envoy(mesh_cluster())).expect("configured");
+    let mut connection = stream(&plugin, 2);
+    let size = arrive(DOWNSTREAM_DATA, b"hello");
+    connection.on_downstream_data(size, false);
+    assert_eq!(buffer(DOWNSTREAM_DATA), with_prefix(CLIENT.prefix(), b"hello"));
+    let answer = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 11\r\n\r\nBad Request";
+    let size = arrive(UPSTREAM_DATA, answer);
+    connection.on_upstream_data(size, false);
+    assert_eq!(buffer(UPSTREAM_DATA), answer, "passed on untouched");
+    let count = |name: &str| counted(CLIENT_STATS).iter().find(|(n, _)| n == name).map(|(_, v)| *v);
+    assert_eq!(count("upstream_answered_http"), Some(1));
+    assert_eq!(count("initial_header_not_found"), Some(1));
+    let warned = fake::with(|h| h.logged("answered our prefix").iter().map(|l| l.to_string()).collect::<Vec<_>>());
+    assert_eq!(warned.len(), 1);
+    assert!(warned[0].contains("alpn_protocols: [istio-peer-exchange, istio]"), "{warned:?}");
 }
