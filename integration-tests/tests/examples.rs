@@ -92,10 +92,10 @@ async fn the_examples_work_as_shipped_for_both_forms() {
         assert_no_exchange_headers(response, what);
     }
 
-    let outbound_http = log_lines(&outbound, "outbound_http", 2);
-    let outbound_tcp = log_lines(&outbound, "outbound_tcp", 1);
-    let inbound_http = log_lines(&inbound, "inbound_http", 2);
-    let inbound_tcp = log_lines(&inbound, "inbound_tcp", 1);
+    let outbound_http = log_lines(outbound, "outbound_http", 2);
+    let outbound_tcp = log_lines(outbound, "outbound_tcp", 1);
+    let inbound_http = log_lines(inbound, "inbound_http", 2);
+    let inbound_tcp = log_lines(inbound, "inbound_tcp", 1);
     assert_eq!((outbound_http.len(), outbound_tcp.len()), (2, 1), "outbound log: {}", outbound.log_tail(40));
     assert_eq!((inbound_http.len(), inbound_tcp.len()), (2, 1), "inbound log: {}", inbound.log_tail(40));
     for line in outbound_http.iter().chain(&outbound_tcp) {
