@@ -368,3 +368,16 @@ fn observability_documents_every_counter() {
         assert!(missing.is_empty(), "observability.md {heading} does not document {missing:?}");
     }
 }
+
+/// Every warning the filters log for a deployment mistake, and every
+/// `mesh-doctor` finding, is in troubleshooting.md, word for word.
+#[test]
+fn troubleshooting_quotes_every_warning_and_finding() {
+    let doc = std::fs::read_to_string(root().join("docs/troubleshooting.md")).unwrap();
+    for warning in peer_exchange_filter::warnings::ALL {
+        assert!(doc.contains(warning), "troubleshooting.md does not quote:\n{warning}");
+    }
+    for id in mesh_doctor::IDS {
+        assert!(doc.contains(&format!("`{id}`")), "troubleshooting.md does not list the finding {id}");
+    }
+}

@@ -22,6 +22,28 @@ impl fmt::Display for Severity {
     }
 }
 
+/// Every finding's id (docs/troubleshooting.md lists each).
+pub const IDS: [&str; 18] = [
+    "istio-exchange-present",
+    "istio-alpn-present",
+    "istio-exchange-alpn",
+    "plugin-not-loaded",
+    "plugin-configuration",
+    "alpn-list",
+    "failure-policy-missing",
+    "server-fails-open",
+    "node-metadata-missing",
+    "client-certificate-optional",
+    "misplaced-marker",
+    "mesh-cluster-without-tls",
+    "cluster-not-marked-mesh",
+    "tcp-cluster-alpn",
+    "tcp-alpn-no-chain",
+    "tcp-alpn-http-chain",
+    "tcp-chain-without-server-role",
+    "stats-tags-missing",
+];
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Finding {
     pub severity: Severity,

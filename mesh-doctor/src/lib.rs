@@ -21,7 +21,7 @@ pub mod input;
 pub mod model;
 
 pub use checks::{check, Options};
-pub use finding::{Finding, Severity};
+pub use finding::{Finding, Severity, IDS};
 pub use model::Proxy;
 
 #[cfg(test)]

@@ -293,3 +293,16 @@ fn a_live_admin_dump_and_a_bootstrap_read_the_same() {
     assert_eq!(ids(&findings(&[dump], Options::default())), ids(&findings(&[bootstrap], Options::default())));
     assert!(Proxy::from_value("x", &json!({"listeners": []})).is_err());
 }
+
+#[test]
+fn every_id_the_checks_use_is_listed() {
+    let source = include_str!("checks.rs");
+    let used: std::collections::BTreeSet<&str> = source
+        .lines()
+        .map(str::trim)
+        .filter_map(|l| l.strip_prefix('"')?.strip_suffix("\","))
+        .filter(|l| l.chars().all(|c| c.is_ascii_lowercase() || c == '-') && l.contains('-'))
+        .collect();
+    let listed: std::collections::BTreeSet<&str> = crate::finding::IDS.into_iter().collect();
+    assert_eq!(used, listed);
+}

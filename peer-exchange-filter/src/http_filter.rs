@@ -300,10 +300,11 @@ impl HttpPeer {
             if let Some(san) = certificate.get().filter(|san| !prefix.is_empty() && san.starts_with(prefix.as_str())) {
                 shared.count(HttpCounter::MeshUpstreamNotMarked);
                 log::warn!(
-                    "peer-exchange-filter: cluster {cluster}: the upstream presents a mesh identity ({san}) but \
-                     the cluster is not marked as a mesh upstream, so the exchange sends it nothing and its peer \
-                     is not found; if it runs the exchange's server role, add filter_metadata: \
-                     {{istio.peer_exchange: {{enabled: true}}}} to the cluster"
+                    "{}",
+                    crate::warnings::fill(
+                        crate::warnings::MESH_UPSTREAM_NOT_MARKED,
+                        &[("<cluster>", &cluster), ("<identity>", &san)]
+                    )
                 );
             }
         }

@@ -22,7 +22,7 @@ use crate::participation::{
 };
 use crate::peers::{with_decoder, PeerDecoder};
 use crate::stored::{mark_peer_not_found, store_endpoint_peer, store_peer};
-use crate::warnings::Warned;
+use crate::warnings::{self, Warned};
 use crate::workload::{endpoint_workload, EndpointWorkload, Workload};
 
 pub(crate) struct Shared {
@@ -59,13 +59,16 @@ impl Shared {
     }
 
     /// Counts a misconfiguration of the connection's cluster, and logs its
-    /// warning the first time this VM sees it for that cluster.
-    fn misconfigured(&self, counter: Counter, warning: impl FnOnce(&str) -> String) {
+    /// warning (`template`, filled with the cluster and `values`) the first
+    /// time this VM sees it for that cluster.
+    fn misconfigured(&self, counter: Counter, template: &str, values: &[(&str, &str)]) {
         self.counters.inc(counter.index());
         let cluster = wasm_host::get_property_string(&["xds", "cluster_name"]).ok().flatten().unwrap_or_default();
         if let Ok(mut warned) = self.warned.try_borrow_mut() {
             if warned.first_time(counter.index(), &cluster) {
-                log::warn!("peer-exchange-filter: cluster {cluster}: {}", warning(&cluster));
+                let mut all = vec![("<cluster>", cluster.as_str())];
+                all.extend_from_slice(values);
+                log::warn!("{}", warnings::fill(template, &all));
             }
         }
     }
@@ -99,12 +102,7 @@ impl Shared {
             Outcome::NotFound(reason) => {
                 log::debug!("peer-exchange-filter: connection {}: peer not found: {reason}", context_id);
                 if role == Role::Client && reason == NotFound::HttpResponse && prefix_sent {
-                    self.misconfigured(Counter::UpstreamAnsweredHttp, |_| {
-                        "the upstream answered our prefix with an HTTP response: its Envoy serves this cluster's \
-                         ALPN with an HTTP chain, which reads the prefix as a request; the cluster must offer \
-                         istio-peer-exchange first (alpn_protocols: [istio-peer-exchange, istio])"
-                            .to_string()
-                    });
+                    self.misconfigured(Counter::UpstreamAnsweredHttp, warnings::UPSTREAM_ANSWERED_HTTP, &[]);
                 }
                 if role == Role::Client {
                     if let Some(labels) = self.endpoint_fallback(context_id) {
@@ -365,13 +363,11 @@ impl PeerStream {
                     &wasm_host::get_property(&["xds", "upstream_host_metadata"]).ok().flatten().unwrap_or_default(),
                 ));
         if marked {
-            self.shared.misconfigured(Counter::UpstreamHandshakeFailed, |_| {
-                format!(
-                    "the TLS handshake with the mesh upstream failed ({reason}): its Envoy closes connections \
-                     whose ALPN none of its filter chains serves; the cluster must offer istio-peer-exchange \
-                     first (alpn_protocols: [istio-peer-exchange, istio])"
-                )
-            });
+            self.shared.misconfigured(
+                Counter::UpstreamHandshakeFailed,
+                warnings::UPSTREAM_HANDSHAKE_FAILED,
+                &[("<reason>", &reason)],
+            );
         }
     }
 
@@ -397,14 +393,11 @@ impl PeerStream {
         if verdict == Verdict::NotMarkedAsMesh {
             // The certificate check passed: the upstream has a mesh identity.
             let san = self.peer_uri_san.clone().flatten().unwrap_or_default();
-            self.shared.misconfigured(Counter::MeshUpstreamNotMarked, |_| {
-                format!(
-                    "the upstream presents a mesh identity ({san}) but the cluster is not marked as a mesh \
-                     upstream, so the exchange sends it nothing and its peer is not found; if it runs the \
-                     exchange's server role, add filter_metadata: {{istio.peer_exchange: {{enabled: true}}}} \
-                     to the cluster"
-                )
-            });
+            self.shared.misconfigured(
+                Counter::MeshUpstreamNotMarked,
+                warnings::MESH_UPSTREAM_NOT_MARKED,
+                &[("<identity>", &san)],
+            );
         }
         if verdict == Verdict::NoUpstream {
             // An HTTP connection manager follows: its requests are reported
