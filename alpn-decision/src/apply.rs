@@ -12,10 +12,16 @@ pub const APPLICATION_PROTOCOLS: &str = "envoy.network.application_protocols";
 /// The name alpn-filter's log lines start with, whichever filter runs it.
 const FILTER: &str = "alpn-filter";
 
+/// The wasm property (`wasm.upstream_alpn` in filter state) holding the list
+/// offered, with `record_alpn`: `%FILTER_STATE(wasm.upstream_alpn:PLAIN)%`.
+/// (Envoy's own object cannot be printed by an access log.)
+pub const RECORDED: &str = "upstream_alpn";
+
 /// Counts `decision` in `counters` (alpn-filter's [`Counter`] table) and, for
-/// an override, sets the request's upstream ALPN list. `cluster` names the
-/// route's cluster in log lines; it is asked only when a line is written.
-pub fn apply(decision: &Decision, counters: &Counters, mut cluster: impl FnMut() -> String) {
+/// an override, sets the request's upstream ALPN list (and, if `record`,
+/// stores it for access logs). `cluster` names the route's cluster in log
+/// lines; it is asked only when a line is written.
+pub fn apply(decision: &Decision, counters: &Counters, record: bool, mut cluster: impl FnMut() -> String) {
     for counter in decision.counters() {
         counters.inc(counter.index());
     }
@@ -26,6 +32,11 @@ pub fn apply(decision: &Decision, counters: &Counters, mut cluster: impl FnMut()
                 counters.inc(Counter::OverrideFailed.index());
                 log::warn!("{FILTER}: cluster {}: cannot set upstream ALPN: {e}", cluster());
             } else {
+                if record {
+                    if let Err(e) = wasm_host::set_property(RECORDED, value.as_bytes()) {
+                        log::debug!("{FILTER}: cluster {}: cannot record the ALPN offered: {e}", cluster());
+                    }
+                }
                 log::debug!(
                     "{FILTER}: cluster {}: {} ({:?}) -> {protocol} -> ALPN {value} (list from {source:?})",
                     cluster(),

@@ -49,6 +49,8 @@ pub struct AlpnConfig {
     /// How long a cluster's decoded metadata is used for that cluster's
     /// requests before it is read again; 0 = read on every request.
     pub cluster_metadata_refresh_ms: u32,
+    /// Also store the list offered as `wasm.upstream_alpn`, for access logs.
+    pub record_alpn: bool,
 }
 
 pub(crate) fn protocol_index(protocol: UpstreamProtocol) -> usize {
@@ -67,6 +69,7 @@ impl Default for AlpnConfig {
             default_policy: ProtocolPolicy::DEFAULT,
             cluster_rules: Vec::new(),
             cluster_metadata_refresh_ms: clusters::DEFAULT_REFRESH_MS,
+            record_alpn: false,
         }
     }
 }
@@ -208,6 +211,9 @@ impl AlpnConfig {
         if let Some(refresh) = fields.take("cluster_metadata_refresh_ms") {
             let field = fields.path("cluster_metadata_refresh_ms");
             config.cluster_metadata_refresh_ms = clusters::read_refresh_ms(refresh, &field)?;
+        }
+        if let Some(record) = fields.take("record_alpn") {
+            config.record_alpn = record.into_bool(&fields.path("record_alpn"))?;
         }
         fields.finish()?;
         Ok(config)

@@ -103,6 +103,11 @@ pub struct Decider {
 }
 
 impl Decider {
+    /// Whether the list offered is also stored for access logs (`record_alpn`).
+    pub fn records(&self) -> bool {
+        self.config.record_alpn
+    }
+
     pub fn new(config: AlpnConfig) -> Self {
         Decider {
             policies: BoundedMap::new(MAX_CACHED),

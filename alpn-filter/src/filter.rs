@@ -111,8 +111,9 @@ fn cluster_label() -> String {
 fn apply(shared: &Shared) {
     let Ok(mut decider) = shared.decider.try_borrow_mut() else { return };
     let decision = decider.decide(&mut HostRequest(shared));
+    let record = decider.records();
     drop(decider);
-    alpn_decision::apply::apply(&decision, &shared.counters, cluster_label);
+    alpn_decision::apply::apply(&decision, &shared.counters, record, cluster_label);
 }
 
 #[cfg(test)]

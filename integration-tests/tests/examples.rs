@@ -107,9 +107,15 @@ async fn the_examples_work_as_shipped_for_both_forms() {
         assert_eq!(line["downstream_peer_id"], "sidecar~10.0.0.1~frontend-6d9f7c-x2x4p.shop~shop.svc.cluster.local");
     }
     // alpn-filter offered the h2 list to the h2c request: the inbound Envoy
-    // negotiated h2 and its codec spoke HTTP/2.
+    // negotiated h2 and its codec spoke HTTP/2. The logs say so: the list
+    // offered (outbound) and the chain it selected (inbound).
     let protocols: Vec<&str> = inbound_http.iter().filter_map(|l| l["protocol"].as_str()).collect();
     assert!(protocols.contains(&"HTTP/1.1") && protocols.contains(&"HTTP/2"), "inbound protocols {protocols:?}");
+    let offered = |path: &str| outbound_http.iter().find(|l| l["path"] == path).map(|l| l["upstream_alpn"].clone());
+    assert_eq!(offered("/h1"), Some("istio-http/1.1,istio,http/1.1".into()), "{outbound_http:?}");
+    assert_eq!(offered("/h2"), Some("istio-h2,istio,h2".into()), "{outbound_http:?}");
+    assert!(inbound_http.iter().all(|l| l["chain"] == "inbound_http"), "{inbound_http:?}");
+    assert!(inbound_tcp.iter().all(|l| l["chain"] == "inbound_tcp"), "{inbound_tcp:?}");
 
     // The configuration checker finds nothing wrong in the running pair
     // (their live /config_dump) or in the files as shipped.

@@ -158,8 +158,9 @@ impl HttpShared {
         let Some((decider, counters)) = &self.alpn else { return };
         let Ok(mut decider) = decider.try_borrow_mut() else { return };
         let decision = decider.decide(route);
+        let record = decider.records();
         drop(decider);
-        alpn_decision::apply::apply(&decision, counters, || route.name().unwrap_or_else(|| "-".into()));
+        alpn_decision::apply::apply(&decision, counters, record, || route.name().unwrap_or_else(|| "-".into()));
     }
 
     fn count(&self, counter: HttpCounter) {
