@@ -181,6 +181,17 @@ mod tests {
     }
 
     #[test]
+    fn with_record_alpn_the_list_offered_is_stored_for_access_logs_and_not_without() {
+        for (config, recorded) in [(r#"{"record_alpn": true}"#, Some("istio-http/1.1,istio,http/1.1")), ("{}", None)] {
+            let shared = configure(envoy(config, Some("web"), None)).expect("configured");
+            request(&shared);
+            let stored =
+                fake::with(|h| h.filter_state.get("upstream_alpn").map(|v| String::from_utf8_lossy(v).into_owned()));
+            assert_eq!(stored.as_deref(), recorded, "{config}");
+        }
+    }
+
+    #[test]
     fn a_refused_override_is_counted_and_logged_and_the_request_goes_on() {
         let mut host = envoy("{}", Some("web"), None);
         host.failing.insert("foreign set_envoy_filter_state", fake::INTERNAL_FAILURE);
