@@ -30,15 +30,18 @@ impl Prometheus {
     /// every second; returns once it is ready.
     pub async fn start(targets: &[SocketAddr], dir: &Path) -> Prometheus {
         let targets: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
+        let config = format!(
+            "global: {{ scrape_interval: 1s }}\nscrape_configs:\n- job_name: envoy\n  metrics_path: /stats/prometheus\n  static_configs: [{{ targets: [{}] }}]\n",
+            targets.join(", ")
+        );
+        Self::start_with(&config, dir).await
+    }
+
+    /// Starts Prometheus on a configuration of the user's (its text);
+    /// returns once it is ready.
+    pub async fn start_with(config_text: &str, dir: &Path) -> Prometheus {
         let config = dir.join("prometheus.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "global: {{ scrape_interval: 1s }}\nscrape_configs:\n- job_name: envoy\n  metrics_path: /stats/prometheus\n  static_configs: [{{ targets: [{}] }}]\n",
-                targets.join(", ")
-            ),
-        )
-        .expect("write prometheus.yml");
+        std::fs::write(&config, config_text).expect("write prometheus.yml");
         // A free port, released just before Prometheus takes it.
         let addr = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port");
         let log = dir.join("prometheus.log");

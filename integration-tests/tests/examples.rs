@@ -132,7 +132,17 @@ async fn the_examples_work_as_shipped_for_both_forms() {
     // Istio's standard metrics, as a user's monitoring reads them: a real
     // Prometheus scrapes both Envoys, and observability.md's query, as
     // written there, answers with the frontend's requests to the backend.
-    let prometheus = Prometheus::start(&[outbound.admin.addr, inbound.admin.addr], dir).await;
+    // The scrape configuration shipped beside the examples (only the admin
+    // ports and the interval changed).
+    let scrape = integration_tests::examples::substituted(
+        &integration_tests::examples::read("prometheus.yml"),
+        &[
+            ("127.0.0.1:15000", outbound.admin.addr.to_string(), 1),
+            ("127.0.0.1:15100", inbound.admin.addr.to_string(), 1),
+            ("scrape_interval: 5s", "scrape_interval: 1s".into(), 1),
+        ],
+    );
+    let prometheus = Prometheus::start_with(&scrape, dir).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while prometheus.query("istio_requests_total").await.len() < 2 {
         assert!(Instant::now() < deadline, "no istio_requests_total scraped:\n{}", prometheus.log_text());
