@@ -199,10 +199,24 @@ fn principal_namespace(principal: &str) -> Option<&str> {
     Some(rest.split('/').next().unwrap_or(rest))
 }
 
-/// Appends a label value as it can travel in a stat name: `;` and `=`
-/// (which delimit labels there) become `_`.
+/// The longest label value kept, in characters: Kubernetes names are at
+/// most 253, label values 63; a peer claiming more would only make each
+/// label set (and Envoy's stat names) bigger.
+pub const MAX_LABEL_VALUE_CHARS: usize = 256;
+
+/// Appends a label value as it can travel in a stat name and come out as a
+/// label: `;` and `=` (which delimit labels there) and control characters
+/// (Envoy's tag regexes `(.*?)` do not cross a newline, so one would leave
+/// the label unextracted and the name a new metric family) become `_`;
+/// past [`MAX_LABEL_VALUE_CHARS`] it is cut.
 pub fn push_label_value(out: &mut String, value: &str) {
-    out.extend(value.chars().map(|c| if c == ';' || c == '=' { '_' } else { c }));
+    out.extend(value.chars().take(MAX_LABEL_VALUE_CHARS).map(|c| {
+        if c == ';' || c == '=' || c.is_control() {
+            '_'
+        } else {
+            c
+        }
+    }));
 }
 
 fn or<'a>(value: &'a str, fallback: &'a str) -> &'a str {
@@ -563,6 +577,41 @@ mod tests {
         });
         assert_eq!(labels_of(&set)["source_workload"], "x_._reporter_._source");
         assert_eq!(set.matches("reporter=.=").count(), 1);
+    }
+
+    proptest::proptest! {
+        /// Whatever a peer claims, every label comes out as one label:
+        /// Envoy's tag regex `(<name>=\.=(.*?);\.;)` (no newline crossed)
+        /// finds each of the 25 names once, in order, and nothing is left.
+        #[test]
+        fn no_claimed_value_can_break_a_label_out(workload in "(?s).{0,300}", app in "\\PC{0,40}", raw in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
+            let mut peer = backend();
+            peer.workload = workload;
+            peer.app = app;
+            peer.version = String::from_utf8_lossy(&raw).into_owned();
+            let local = local();
+            let service = Service::default();
+            let set = label_set(&LabelInputs {
+                role: Role::Server,
+                local: &local,
+                peer: Some(&peer),
+                peer_principal: "",
+                local_principal: "",
+                service: &service,
+                traffic: &http(200),
+            });
+            let mut rest = set.as_str();
+            for name in LABEL_NAMES {
+                let start = format!("{name}=.=");
+                proptest::prop_assert!(rest.starts_with(&start), "{name} at {rest:?}");
+                let value_end = rest.find(";.;").expect("terminated");
+                let value = &rest[start.len()..value_end];
+                proptest::prop_assert!(!value.chars().any(|c| c.is_control() || c == ';' || c == '='), "{value:?}");
+                proptest::prop_assert!(value.chars().count() <= MAX_LABEL_VALUE_CHARS);
+                rest = &rest[value_end + 3..];
+            }
+            proptest::prop_assert_eq!(rest, "");
+        }
     }
 
     #[test]
