@@ -156,7 +156,15 @@ impl IstioMetrics {
             protocol: if request.grpc { "grpc" } else { "http" },
             // The `:status` we read saves a property read; Envoy's code otherwise.
             response_code: Some(request.status.or_else(|| property(&["response", "code"])).unwrap_or(0)),
-            grpc_status: if request.grpc { property(&["response", "grpc_status"]) } else { None },
+            // A Trailers-Only answer carries its status in the headers, which
+            // Envoy no longer holds at the context's deletion (its
+            // `response.grpc_status` then maps the HTTP code: 200 -> 2);
+            // trailers it does hold. Native: trailers, then headers.
+            grpc_status: if request.grpc {
+                request.grpc_status.or_else(|| property(&["response", "grpc_status"]))
+            } else {
+                None
+            },
             response_flags: property(&["response", "flags"]).unwrap_or(0),
         };
         let Series::Ids([requests, duration, request_bytes, response_bytes]) =
@@ -218,6 +226,8 @@ pub(crate) struct RequestSeen {
     pub response_header_bytes: u64,
     /// The response's `:status`, as read.
     pub status: Option<u64>,
+    /// `grpc-status` in the response's headers (a Trailers-Only answer).
+    pub grpc_status: Option<u64>,
 }
 
 impl RequestSeen {
@@ -239,10 +249,11 @@ impl RequestSeen {
     /// Adds what the response's headers show.
     pub(crate) fn response(&mut self, pairs: &HeaderPairs) {
         self.response_header_bytes = header_bytes(pairs);
-        self.status = pairs
-            .iter()
-            .find(|(name, _)| *name == b":status")
-            .and_then(|(_, value)| std::str::from_utf8(value).ok()?.parse().ok());
+        let number = |name: &[u8]| {
+            pairs.iter().find(|(n, _)| *n == name).and_then(|(_, value)| std::str::from_utf8(value).ok()?.parse().ok())
+        };
+        self.status = number(b":status");
+        self.grpc_status = if self.grpc { number(b"grpc-status") } else { None };
     }
 }
 

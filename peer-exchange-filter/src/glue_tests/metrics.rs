@@ -203,3 +203,28 @@ fn a_configuration_replaced_in_the_same_vm_reuses_the_label_sets_ids() {
     });
     assert_eq!(requests, 2);
 }
+
+#[test]
+fn a_trailers_only_grpc_answer_reports_its_headers_status_and_trailers_are_envoys() {
+    let mut host = http_server(r#"{"role":"server","istio_metrics":{}}"#);
+    // At deletion Envoy maps the HTTP code (200 -> 2) unless trailers say otherwise.
+    host.property("response.grpc_status", number(2));
+    let plugin = configure(host).expect("configured");
+    for (context_id, response) in [(2, vec![(":status", "200"), ("grpc-status", "7")]), (3, vec![(":status", "200")])] {
+        let mut request = stream(&plugin, context_id);
+        headers(
+            REQUEST_HEADERS,
+            &[(":authority", "app.local"), ("content-type", "application/grpc"), (METADATA_HEADER, &CLIENT.header())],
+        );
+        request.on_request_headers();
+        headers(RESPONSE_HEADERS, &response);
+        request.on_response_headers();
+        request.on_delete();
+    }
+    let statuses: Vec<String> = defined()
+        .iter()
+        .filter(|(m, _)| m == "istio_requests_total")
+        .filter_map(|(_, labels)| labels.split("grpc_response_status=.=").nth(1)?.split(";.;").next().map(String::from))
+        .collect();
+    assert_eq!(statuses, ["7", "2"], "Trailers-Only from the headers; otherwise Envoy's (the trailers')");
+}
