@@ -376,3 +376,121 @@ async fn thousands_of_claimed_workloads_stay_within_the_cap() {
 fn defined_sets(mesh: &Mesh) -> u64 {
     istio_series(&mesh.server).keys().filter(|(name, _)| name == "istio_requests_total").count() as u64
 }
+
+/// gRPC's status as both reporters label it: from the trailers of an
+/// ordinary answer, from the headers of a Trailers-Only one (what gRPC
+/// servers send for errors), as native's `getGrpcStatus` reads them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_status_comes_from_the_trailers_or_a_trailers_only_answers_headers() {
+    use integration_tests::grpc;
+    let mesh = metrics_mesh("{}", "{}");
+    let app = mesh.target.client_listener(APP);
+    let ok = grpc::call(app, "/h2-cluster/mesh.Echo/Call", b"ping", &[]).await;
+    assert_eq!((ok.status, ok.grpc_status()), (200, Some("0")), "{ok:?}");
+    assert_eq!(ok.body, grpc::frame(b"ping"));
+    for _ in 0..2 {
+        let denied = grpc::call(app, &format!("/h2-cluster{}7", grpc::STATUS_PATH), b"ping", &[]).await;
+        assert_eq!((denied.status, denied.grpc_status()), (200, Some("7")), "{denied:?}");
+        assert!(denied.trailers.is_empty() && denied.body.is_empty(), "Trailers-Only: {denied:?}");
+    }
+    mesh.target.wait_access_log(integration_tests::mesh::CLIENT_HTTP_LOG, 3, LOG_WAIT);
+    mesh.target.wait_access_log(integration_tests::mesh::SERVER_HTTP_LOG, 3, LOG_WAIT);
+    for (side, envoy) in [("client", &mesh.client), ("server", &mesh.server)] {
+        let series = wait_for_series(envoy, "istio_requests_total");
+        let by_status: BTreeMap<String, f64> = series
+            .iter()
+            .filter(|((name, labels), _)| name == "istio_requests_total" && labels["request_protocol"] == "grpc")
+            .map(|((_, labels), v)| (labels["grpc_response_status"].clone(), *v))
+            .collect();
+        assert_eq!(by_status, BTreeMap::from([("0".to_string(), 1.0), ("7".to_string(), 2.0)]), "{side}");
+    }
+}
+
+/// Whatever a peer claims about itself — every control byte, the label
+/// delimiters, very long and non-ASCII values, thousands of workloads — it
+/// never makes a metric family of its own, and every request is either in
+/// `istio_requests_total` or counted in `istio_metrics_overflow`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_claim_makes_a_metric_family_and_every_request_is_counted_somewhere() {
+    const CAP: u64 = 200;
+    let mesh = metrics_mesh(&format!(r#"{{"max_label_sets":{CAP}}}"#), "{}");
+    let mut claims: Vec<String> = (0u8..0x20).chain([0x7f]).map(|b| format!("w{}x{}", b, b as char)).collect();
+    claims.extend(
+        [
+            "a;.;reporter=.=source",
+            "b=.=c",
+            ";.;istio_requests_total",
+            "\n\nistio_requests_total{x=\"1\"} 99\n",
+            "d.e.f",
+            "ünïcödé-工作负载-🚀",
+            "\u{202e}rtl",
+            "\u{2028}line\u{2029}sep",
+        ]
+        .map(String::from),
+    );
+    claims.push("long-".repeat(2000));
+    claims.extend((0..300).map(|i| format!("workload-{i}\n")));
+    let total = claims.len() as u64;
+    let mut tasks = Vec::new();
+    for (worker, chunk) in claims.chunks(claims.len().div_ceil(8)).enumerate() {
+        let (target, chunk) = (mesh.target.clone(), chunk.to_vec());
+        tasks.push(tokio::spawn(async move {
+            for (i, workload) in chunk.iter().enumerate() {
+                let claim = base64::engine::general_purpose::STANDARD.encode(wire::strukt(&[
+                    ("NAME", V::Str(&format!("pod-{worker}-{i}\u{0}"))),
+                    ("NAMESPACE", V::Str("raw-ns")),
+                    ("WORKLOAD_NAME", V::Str(workload)),
+                    ("LABELS", V::Struct(vec![("app", V::Str(workload)), ("version", V::Str("v\r\n1"))])),
+                ]));
+                let mut tls =
+                    target.connect_inbound_as(Some("raw-client"), "http.mesh.local", &["istio-http/1.1"]).await;
+                let request = http1_request("1.1", "/raw", &[("x-envoy-peer-metadata", &claim)]);
+                tls.write_all(request.as_bytes()).await.expect("write request");
+                let mut raw = Vec::new();
+                tokio::time::timeout(STEP_TIMEOUT, tls.read_to_end(&mut raw)).await.expect("timeout").ok();
+                assert_eq!(parse_http1(&String::from_utf8_lossy(&raw)).status, 200);
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("request task");
+    }
+    let overflow = || stats::http_exchange(&mesh.server, Role::Server, HttpCounter::IstioMetricsOverflow);
+    let counted = || -> u64 {
+        istio_series(&mesh.server)
+            .iter()
+            .filter(|((name, _), _)| name == "istio_requests_total")
+            .map(|(_, v)| *v as u64)
+            .sum()
+    };
+    let deadline = std::time::Instant::now() + LOG_WAIT;
+    while counted() + overflow() < total && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(counted() + overflow(), total, "every request in Istio's series or in istio_metrics_overflow");
+    // The scrape: every metric name is Envoy's or one of Istio's.
+    let istio = [
+        "istio_requests_total",
+        "istio_request_duration_milliseconds",
+        "istio_request_bytes",
+        "istio_response_bytes",
+        "istio_tcp_connections_opened_total",
+        "istio_tcp_connections_closed_total",
+        "istio_tcp_sent_bytes_total",
+        "istio_tcp_received_bytes_total",
+    ];
+    for sample in stats::prometheus(&mesh.server) {
+        let base = sample.name.trim_end_matches("_bucket").trim_end_matches("_sum").trim_end_matches("_count");
+        let ours = istio.contains(&base) || istio.contains(&sample.name.as_str());
+        // Envoy's own, and our filters' counters (their `wasmcustom.` names).
+        let known = ["envoy_", "peer_exchange_", "alpn_filter_"].iter().any(|p| sample.name.starts_with(p));
+        assert!(ours || (known && !sample.name.contains("istio_requests")), "a metric family of its own: {sample:?}");
+        assert!(!sample.name.contains("reporter") && !sample.name.contains("source_workload"), "{sample:?}");
+        if ours {
+            assert_eq!(sample.labels.get("reporter").map(String::as_str), Some("destination"), "{sample:?}");
+            for (name, value) in &sample.labels {
+                assert!(!value.chars().any(char::is_control), "{name}={value:?}");
+            }
+        }
+    }
+}

@@ -455,6 +455,14 @@ impl HttpPeer {
         }
     }
 
+    /// The response's trailers: with `istio_metrics`, a gRPC answer's status.
+    pub(crate) fn on_response_trailers(&mut self) {
+        let Some(seen) = self.seen.as_mut().filter(|seen| seen.grpc) else { return };
+        if let Ok(pairs) = wasm_host::get_headers(HeaderMap::ResponseTrailers) {
+            seen.trailers(&pairs);
+        }
+    }
+
     /// The request is over: with `istio_metrics`, it is recorded.
     pub(crate) fn on_delete(&mut self) {
         let Some(metrics) = &self.shared.metrics else { return };

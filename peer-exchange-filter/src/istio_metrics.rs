@@ -156,10 +156,11 @@ impl IstioMetrics {
             protocol: if request.grpc { "grpc" } else { "http" },
             // The `:status` we read saves a property read; Envoy's code otherwise.
             response_code: Some(request.status.or_else(|| property(&["response", "code"])).unwrap_or(0)),
-            // A Trailers-Only answer carries its status in the headers, which
-            // Envoy no longer holds at the context's deletion (its
-            // `response.grpc_status` then maps the HTTP code: 200 -> 2);
-            // trailers it does hold. Native: trailers, then headers.
+            // The status as read from the trailers, else from a Trailers-Only
+            // answer's headers (native's order): Envoy holds neither at the
+            // context's deletion, when its `response.grpc_status` maps the
+            // HTTP code (200 -> 2), which is what is left for an answer with
+            // no status at all.
             grpc_status: if request.grpc {
                 request.grpc_status.or_else(|| property(&["response", "grpc_status"]))
             } else {
@@ -226,7 +227,8 @@ pub(crate) struct RequestSeen {
     pub response_header_bytes: u64,
     /// The response's `:status`, as read.
     pub status: Option<u64>,
-    /// `grpc-status` in the response's headers (a Trailers-Only answer).
+    /// `grpc-status` from the response's trailers, or its headers (a
+    /// Trailers-Only answer).
     pub grpc_status: Option<u64>,
 }
 
@@ -254,6 +256,17 @@ impl RequestSeen {
         };
         self.status = number(b":status");
         self.grpc_status = if self.grpc { number(b"grpc-status") } else { None };
+    }
+
+    /// Adds what the response's trailers show (they win over the headers).
+    pub(crate) fn trailers(&mut self, pairs: &HeaderPairs) {
+        let status = pairs
+            .iter()
+            .find(|(n, _)| *n == b"grpc-status")
+            .and_then(|(_, value)| std::str::from_utf8(value).ok()?.parse().ok());
+        if status.is_some() {
+            self.grpc_status = status;
+        }
     }
 }
 

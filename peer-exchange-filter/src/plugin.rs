@@ -18,10 +18,11 @@ use crate::tcp_filter::{tcp_plugin, PeerStream, Shared};
 // per data chunk and at deletion (Envoy deletes a connection's context right
 // after its downstream close, so a close callback would be one more entry for
 // nothing); a request of the header form at creation, request and response
-// headers, and deletion.
+// headers, response trailers (answers that have them: gRPC's status), and
+// deletion.
 #[cfg(target_arch = "wasm32")]
 wasm_host::plugin_exports!(PeerPlugin;
-    request_headers, response_headers, downstream_data, upstream_data, tick);
+    request_headers, response_headers, response_trailers, downstream_data, upstream_data, tick);
 
 /// The name our log lines start with.
 const FILTER: &str = "peer-exchange-filter";
@@ -107,6 +108,13 @@ impl Stream for PeerContext {
             PeerContext::Http(request) => request.on_response_headers(),
             PeerContext::Tcp(_) => Action::Continue,
         }
+    }
+
+    fn on_response_trailers(&mut self) -> Action {
+        if let PeerContext::Http(request) = self {
+            request.on_response_trailers();
+        }
+        Action::Continue
     }
 
     fn on_downstream_data(&mut self, data_size: usize, end_of_stream: bool) -> Action {

@@ -58,6 +58,10 @@ pub trait Stream {
     fn on_response_headers(&mut self) -> Action {
         Action::Continue
     }
+    /// The response's trailers (only answers that have them, such as gRPC's).
+    fn on_response_trailers(&mut self) -> Action {
+        Action::Continue
+    }
     fn on_downstream_data(&mut self, _data_size: usize, _end_of_stream: bool) -> Action {
         Action::Continue
     }
@@ -266,6 +270,13 @@ macro_rules! __plugin_export {
         pub extern "C" fn proxy_on_response_headers(context_id: u32, _headers: u32, _end_of_stream: u32) -> u32 {
             use $crate::plugin::Stream as _;
             $crate::plugin::on_stream::<$plugin>(&REGISTRY, context_id, |s| s.on_response_headers())
+        }
+    };
+    ($plugin:ty, response_trailers) => {
+        #[no_mangle]
+        pub extern "C" fn proxy_on_response_trailers(context_id: u32, _trailers: u32) -> u32 {
+            use $crate::plugin::Stream as _;
+            $crate::plugin::on_stream::<$plugin>(&REGISTRY, context_id, |s| s.on_response_trailers())
         }
     };
     ($plugin:ty, downstream_data) => {

@@ -60,6 +60,7 @@ pub fn close(direction: Direction) -> HostResult<()> {
 pub enum HeaderMap {
     RequestHeaders,
     ResponseHeaders,
+    ResponseTrailers,
 }
 
 impl HeaderMap {
@@ -67,6 +68,7 @@ impl HeaderMap {
         match self {
             HeaderMap::RequestHeaders => 0,
             HeaderMap::ResponseHeaders => 2,
+            HeaderMap::ResponseTrailers => 3,
         }
     }
 }

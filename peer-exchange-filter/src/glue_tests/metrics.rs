@@ -3,7 +3,7 @@
 //! at all when `istio_metrics` is off.
 
 use proto::prost_types::value::Kind;
-use wasm_host::fake::{self, FakeHost, DOWNSTREAM_DATA, REQUEST_HEADERS, RESPONSE_HEADERS};
+use wasm_host::fake::{self, FakeHost, DOWNSTREAM_DATA, REQUEST_HEADERS, RESPONSE_HEADERS, RESPONSE_TRAILERS};
 use wasm_host::plugin::Stream;
 
 use super::*;
@@ -205,12 +205,17 @@ fn a_configuration_replaced_in_the_same_vm_reuses_the_label_sets_ids() {
 }
 
 #[test]
-fn a_trailers_only_grpc_answer_reports_its_headers_status_and_trailers_are_envoys() {
+fn grpc_status_comes_from_the_trailers_else_a_trailers_only_answers_headers() {
     let mut host = http_server(r#"{"role":"server","istio_metrics":{}}"#);
-    // At deletion Envoy maps the HTTP code (200 -> 2) unless trailers say otherwise.
+    // At deletion Envoy holds neither and maps the HTTP code (200 -> 2).
     host.property("response.grpc_status", number(2));
     let plugin = configure(host).expect("configured");
-    for (context_id, response) in [(2, vec![(":status", "200"), ("grpc-status", "7")]), (3, vec![(":status", "200")])] {
+    let cases = [
+        (2, vec![(":status", "200"), ("grpc-status", "7")], None),
+        (3, vec![(":status", "200")], Some("0")),
+        (4, vec![(":status", "200")], None),
+    ];
+    for (context_id, response, trailer) in cases {
         let mut request = stream(&plugin, context_id);
         headers(
             REQUEST_HEADERS,
@@ -219,6 +224,10 @@ fn a_trailers_only_grpc_answer_reports_its_headers_status_and_trailers_are_envoy
         request.on_request_headers();
         headers(RESPONSE_HEADERS, &response);
         request.on_response_headers();
+        if let Some(status) = trailer {
+            headers(RESPONSE_TRAILERS, &[("grpc-status", status)]);
+            request.on_response_trailers();
+        }
         request.on_delete();
     }
     let statuses: Vec<String> = defined()
@@ -226,5 +235,5 @@ fn a_trailers_only_grpc_answer_reports_its_headers_status_and_trailers_are_envoy
         .filter(|(m, _)| m == "istio_requests_total")
         .filter_map(|(_, labels)| labels.split("grpc_response_status=.=").nth(1)?.split(";.;").next().map(String::from))
         .collect();
-    assert_eq!(statuses, ["7", "2"], "Trailers-Only from the headers; otherwise Envoy's (the trailers')");
+    assert_eq!(statuses, ["7", "0", "2"], "Trailers-Only's headers, the trailers, else Envoy's mapping");
 }

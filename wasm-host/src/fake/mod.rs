@@ -32,6 +32,7 @@ pub const UPSTREAM_DATA: u32 = 3;
 pub const PLUGIN_CONFIGURATION: u32 = 7;
 pub const REQUEST_HEADERS: u32 = 0;
 pub const RESPONSE_HEADERS: u32 = 2;
+pub const RESPONSE_TRAILERS: u32 = 3;
 
 /// Envoy's side, as one test sets it up and then reads it back.
 #[derive(Debug)]
