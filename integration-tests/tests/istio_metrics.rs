@@ -494,3 +494,40 @@ async fn no_claim_makes_a_metric_family_and_every_request_is_counted_somewhere()
         }
     }
 }
+
+/// A long-lived connection (a database pool, a tunnel) shows its traffic
+/// while open, every `tcp_reporting_ms`, as native's `tcp_reporting_duration`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_connections_bytes_are_reported_while_it_is_open() {
+    let mesh = metrics_mesh(r#"{"tcp_reporting_ms":200}"#, "{}");
+    let mut stream = tokio::net::TcpStream::connect(mesh.target.client_listener("outbound_tcp_echo")).await.unwrap();
+    let bytes_so_far = |envoy: &integration_tests::envoy::Admin, metric: &str| -> f64 {
+        istio_series(envoy).iter().filter(|((name, _), _)| name == metric).map(|(_, v)| *v).sum()
+    };
+    let mut sent = 0usize;
+    for (round, size) in [(0u64, 10_000usize), (1, 5_000)] {
+        let payload = pseudo_random_bytes(size, 40 + round);
+        stream.write_all(&payload).await.unwrap();
+        let mut echoed = vec![0u8; size];
+        tokio::time::timeout(STEP_TIMEOUT, stream.read_exact(&mut echoed)).await.expect("echo").unwrap();
+        assert_eq!(echoed, payload);
+        sent += size;
+        // The client's counters follow the app's bytes while the connection stays open.
+        let deadline = std::time::Instant::now() + LOG_WAIT;
+        while bytes_so_far(&mesh.client, "istio_tcp_received_bytes_total") < sent as f64 {
+            assert!(std::time::Instant::now() < deadline, "round {round}: {:#?}", istio_series(&mesh.client));
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert_eq!(bytes_so_far(&mesh.client, "istio_tcp_received_bytes_total"), sent as f64, "round {round}");
+        assert_eq!(bytes_so_far(&mesh.client, "istio_tcp_sent_bytes_total"), sent as f64, "round {round}");
+        assert_eq!(bytes_so_far(&mesh.client, "istio_tcp_connections_closed_total"), 0.0, "still open");
+        // And the server's, which also received our prefix.
+        assert!(bytes_so_far(&mesh.server, "istio_tcp_received_bytes_total") > sent as f64, "round {round}");
+    }
+    drop(stream);
+    mesh.target.wait_access_log(integration_tests::mesh::CLIENT_TCP_LOG, 1, LOG_WAIT);
+    let series = wait_for_series(&mesh.client, "istio_tcp_connections_closed_total");
+    let total = |metric: &str| series.iter().filter(|((n, _), _)| n == metric).map(|(_, v)| *v).sum::<f64>();
+    assert_eq!(total("istio_tcp_received_bytes_total"), sent as f64, "nothing counted twice at the close");
+    assert_eq!(total("istio_tcp_connections_closed_total"), 1.0);
+}

@@ -227,10 +227,22 @@ pub struct Config {
     /// alpn-filter's plugin configuration), so a client that needs both
     /// pays one wasm filter per request, not two.
     pub alpn: Option<AlpnConfig>,
-    /// Istio's standard metrics (`istio_metrics`): the cap on the label sets
-    /// a VM defines; `None`: off.
-    pub istio_metrics: Option<u32>,
+    /// Istio's standard metrics (`istio_metrics`); `None`: off.
+    pub istio_metrics: Option<MetricsConfig>,
 }
+
+/// `istio_metrics`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// `max_label_sets`: the cap on the label sets a VM defines.
+    pub max_label_sets: u32,
+    /// `tcp_reporting_ms`: how often an open connection's bytes are
+    /// reported (native's `tcp_reporting_duration`, 5 s); 0: at its close only.
+    pub tcp_reporting_ms: u32,
+}
+
+/// Native's `tcp_reporting_duration` default.
+pub const DEFAULT_TCP_REPORTING_MS: u32 = 5_000;
 
 /// `upstream` / `downstream`: `peer_identity_prefix`, and (upstream only)
 /// `istio_service_clusters` and `cluster_metadata_refresh_ms`.
@@ -380,11 +392,18 @@ impl Config {
                     Some(n) => n.into_integer("istio_metrics.max_label_sets", 1_000_000)?,
                     None => istio_stats::DEFAULT_MAX_LABEL_SETS.into(),
                 };
+                let reporting = match fields.take("tcp_reporting_ms") {
+                    Some(n) => n.into_integer("istio_metrics.tcp_reporting_ms", 3_600_000)?,
+                    None => DEFAULT_TCP_REPORTING_MS.into(),
+                };
                 fields.finish()?;
                 if max == 0 {
                     return Err(err("istio_metrics.max_label_sets", "must be greater than 0"));
                 }
-                Some(u32::try_from(max).unwrap_or(u32::MAX))
+                Some(MetricsConfig {
+                    max_label_sets: u32::try_from(max).unwrap_or(u32::MAX),
+                    tcp_reporting_ms: u32::try_from(reporting).unwrap_or(u32::MAX),
+                })
             }
         };
         let upstream = raw.take("upstream").map(|v| RawSide::read(v, "upstream", true)).transpose()?;
@@ -463,12 +482,15 @@ mod tests {
         for transport in [Transport::Tcp, Transport::Http] {
             let parse = |json: &str| Config::parse(json.as_bytes(), transport);
             assert_eq!(parse(r#"{"role":"server"}"#).unwrap().istio_metrics, None);
-            assert_eq!(parse(r#"{"role":"server","istio_metrics":{}}"#).unwrap().istio_metrics, Some(1000));
-            let capped = parse(r#"{"role":"client","istio_metrics":{"max_label_sets":5}}"#).unwrap();
-            assert_eq!(capped.istio_metrics, Some(5));
+            let defaults = MetricsConfig { max_label_sets: 1000, tcp_reporting_ms: 5000 };
+            assert_eq!(parse(r#"{"role":"server","istio_metrics":{}}"#).unwrap().istio_metrics, Some(defaults));
+            let capped =
+                parse(r#"{"role":"client","istio_metrics":{"max_label_sets":5,"tcp_reporting_ms":0}}"#).unwrap();
+            assert_eq!(capped.istio_metrics, Some(MetricsConfig { max_label_sets: 5, tcp_reporting_ms: 0 }));
             for (json, path) in [
                 (r#"{"role":"server","istio_metrics":{"max_label_sets":0}}"#, "istio_metrics.max_label_sets"),
                 (r#"{"role":"server","istio_metrics":{"max_label_sets":1000001}}"#, "istio_metrics.max_label_sets"),
+                (r#"{"role":"server","istio_metrics":{"tcp_reporting_ms":3600001}}"#, "istio_metrics.tcp_reporting_ms"),
                 (r#"{"role":"server","istio_metrics":{"labels":1}}"#, "istio_metrics: unknown field `labels`"),
                 (r#"{"role":"server","istio_metrics":true}"#, "istio_metrics"),
             ] {

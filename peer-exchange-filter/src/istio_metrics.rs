@@ -57,7 +57,7 @@ pub(crate) struct PeerSeen {
 
 impl IstioMetrics {
     pub(crate) fn new(config: &Config, form: Form, local: WorkloadLabels) -> Option<IstioMetrics> {
-        let max = config.istio_metrics?;
+        let max = config.istio_metrics?.max_label_sets;
         let refresh = match config.cluster_metadata_refresh_ms {
             0 => SERVICE_REFRESH_MS,
             ms => ms,
@@ -203,16 +203,38 @@ impl IstioMetrics {
         }
     }
 
-    /// A connection's end: the bytes Envoy counted on it, and closed.
-    pub(crate) fn close_connection(&self, ids: [u32; 4]) {
-        let [_, closed, sent, received] = ids;
+    /// The bytes Envoy has counted on the connection that is the effective
+    /// context, reported up to now (`reported`, updated): on a connection,
+    /// Envoy's request/response sizes are the bytes received from and sent
+    /// to the downstream. Two property reads; the counters move by the
+    /// difference only.
+    pub(crate) fn report_bytes(&self, ids: [u32; 4], reported: &mut Reported) {
+        let [_, _, sent, received] = ids;
         let property = wasm_host::get_property_u64;
-        // On a connection, Envoy's request/response sizes are the bytes
-        // received from and sent to the downstream.
-        wasm_host::add_to_metric(sent, property(&["response", "total_size"]).unwrap_or(0));
-        wasm_host::add_to_metric(received, property(&["request", "total_size"]).unwrap_or(0));
-        wasm_host::add_to_metric(closed, 1);
+        let now_sent = property(&["response", "total_size"]).unwrap_or(reported.sent);
+        let now_received = property(&["request", "total_size"]).unwrap_or(reported.received);
+        if now_sent > reported.sent {
+            wasm_host::add_to_metric(sent, now_sent - reported.sent);
+            reported.sent = now_sent;
+        }
+        if now_received > reported.received {
+            wasm_host::add_to_metric(received, now_received - reported.received);
+            reported.received = now_received;
+        }
     }
+
+    /// A connection's end: the bytes not yet reported, and closed.
+    pub(crate) fn close_connection(&self, ids: [u32; 4], reported: &mut Reported) {
+        self.report_bytes(ids, reported);
+        wasm_host::add_to_metric(ids[1], 1);
+    }
+}
+
+/// What an open connection's counters already hold.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Reported {
+    pub sent: u64,
+    pub received: u64,
 }
 
 /// What the request form collects on the way for its metrics.

@@ -14,7 +14,7 @@ use crate::codec::encode_frame;
 use crate::config::{Config, Role};
 use crate::deadlines::Deadlines;
 use crate::exchange::{Counter, Event, Exchange, NotFound, OurPrefix, Outcome, Rejected, Sending, Step};
-use crate::istio_metrics::{Form, IstioMetrics, PeerSeen};
+use crate::istio_metrics::{Form, IstioMetrics, PeerSeen, Reported};
 use crate::istio_stats::WorkloadLabels;
 use crate::metadata::encode_payload;
 use crate::participation::{
@@ -41,6 +41,19 @@ pub(crate) struct Shared {
     reports: RefCell<Reports>,
     /// With `istio_metrics`: Istio's standard metrics.
     metrics: Option<IstioMetrics>,
+    /// With `istio_metrics.tcp_reporting_ms`: the open connections whose
+    /// bytes the timer reports, and when it last did.
+    open: RefCell<OpenConnections>,
+}
+
+/// Open connections with a series, reported every `period_ms` while open
+/// (native reports each `tcp_reporting_duration`): a database pool or a
+/// tunnel that lives for hours shows its traffic as it flows.
+#[derive(Default)]
+pub(crate) struct OpenConnections {
+    period_ms: u64,
+    last_ms: u64,
+    connections: std::collections::BTreeMap<u32, ([u32; 4], Reported)>,
 }
 
 impl Shared {
@@ -167,8 +180,12 @@ pub(crate) fn tcp_plugin(
         (Some(metrics), 0) => metrics.refresh_ms(),
         (_, ms) => ms,
     };
+    let reporting = match (&metrics, config.istio_metrics) {
+        (Some(_), Some(m)) => m.tcp_reporting_ms,
+        _ => 0,
+    };
     let tick = match config.exchange_timeout_ms {
-        0 => refresh,
+        0 => [refresh, reporting].into_iter().filter(|t| *t > 0).min().unwrap_or(0),
         timeout => (timeout / 10).clamp(10, 100) as u32,
     };
     if tick > 0 {
@@ -193,7 +210,14 @@ pub(crate) fn tcp_plugin(
         counters.inc(Counter::NodeMetadataMissing.index());
         log::warn!("{missing}");
     }
-    Some(Rc::new(Shared { config, prefix, counters, deadlines, peers, clusters, warned, reports, metrics }))
+    let open = RefCell::new(OpenConnections {
+        period_ms: match (&metrics, config.istio_metrics) {
+            (Some(_), Some(m)) => u64::from(m.tcp_reporting_ms),
+            _ => 0,
+        },
+        ..OpenConnections::default()
+    });
+    Some(Rc::new(Shared { config, prefix, counters, deadlines, peers, clusters, warned, reports, metrics, open }))
 }
 
 /// The client role's upstream, read from Envoy's properties on demand.
@@ -260,6 +284,7 @@ impl Shared {
         }
         if let Some(metrics) = &self.metrics {
             metrics.refresh(Some(now));
+            self.report_open(metrics, now);
         }
         // Release the borrow before any hostcall: closing a connection can
         // call back into the VM for that connection.
@@ -274,6 +299,22 @@ impl Shared {
             self.handle(context_id, Event::Ended(Outcome::Rejected(Rejected::Timeout)), false);
             if let Err(e) = wasm_host::close(Direction::Downstream) {
                 log::warn!("peer-exchange-filter: connection {context_id}: cannot close: {e}");
+            }
+        }
+    }
+}
+
+impl Shared {
+    /// Every `tcp_reporting_ms`, each open connection's new bytes.
+    fn report_open(&self, metrics: &IstioMetrics, now: u64) {
+        let Ok(mut open) = self.open.try_borrow_mut() else { return };
+        if open.period_ms == 0 || now < open.last_ms.saturating_add(open.period_ms) {
+            return;
+        }
+        open.last_ms = now;
+        for (context_id, (ids, reported)) in open.connections.iter_mut() {
+            if wasm_host::set_effective_context(*context_id).is_ok() {
+                metrics.report_bytes(*ids, reported);
             }
         }
     }
@@ -304,8 +345,15 @@ impl PeerStream {
         }
         let seen = PeerSeen { labels: peer, principal: self.peer_uri_san.clone() };
         let series = metrics.open_connection(&seen);
-        if series.is_none() {
-            self.shared.counters.inc(Counter::IstioMetricsOverflow.index());
+        match series {
+            None => self.shared.counters.inc(Counter::IstioMetricsOverflow.index()),
+            Some(ids) => {
+                if let Ok(mut open) = self.shared.open.try_borrow_mut() {
+                    if open.period_ms > 0 {
+                        open.connections.insert(self.context_id, (ids, Reported::default()));
+                    }
+                }
+            }
         }
         self.series = Some(series);
     }
@@ -322,8 +370,10 @@ impl PeerStream {
             return;
         }
         self.open_metrics(None);
+        let reported = self.shared.open.try_borrow_mut().ok().and_then(|mut o| o.connections.remove(&self.context_id));
         if let (Some(metrics), Some(Some(ids))) = (&self.shared.metrics, self.series) {
-            metrics.close_connection(ids);
+            let mut reported = reported.map(|(_, r)| r).unwrap_or_default();
+            metrics.close_connection(ids, &mut reported);
         }
     }
 

@@ -174,6 +174,55 @@ fn a_connection_opens_when_its_peer_is_known_and_closes_with_its_bytes() {
 }
 
 #[test]
+fn an_open_connections_bytes_are_reported_every_period_and_the_rest_at_its_close() {
+    let config = r#"{"role":"client","exchange_timeout_ms":1000,"istio_metrics":{"tcp_reporting_ms":5000}}"#;
+    let mut host = envoy(&CLIENT, "peer_exchange", config);
+    host.property("upstream.tls_version", "TLSv1.3")
+        .property("upstream.uri_san_peer_certificate", SERVER.spiffe())
+        .property("upstream.address", "10.0.0.2:15443")
+        .property("xds.cluster_name", "mesh")
+        .property("xds.cluster_metadata", metadata(&[(CLUSTER_NAMESPACE, "enabled", Kind::BoolValue(true))]))
+        .property("request.total_size", number(100))
+        .property("response.total_size", number(40));
+    let plugin = configure(host).expect("configured");
+    let PeerPlugin::Tcp(shared) = &*plugin else { panic!("TCP form") };
+    let mut connection = stream(&plugin, 2);
+    fake::with(|h| h.buffers.insert(DOWNSTREAM_DATA, b"hello".to_vec()));
+    connection.on_downstream_data(5, false);
+    let answer = [SERVER.prefix(), b"world".to_vec()].concat();
+    let size = answer.len();
+    fake::with(|h| h.buffers.insert(wasm_host::fake::UPSTREAM_DATA, answer));
+    connection.on_upstream_data(size, false);
+    let labels = defined().first().map(|(_, l)| l.clone()).unwrap_or_default();
+    let count = |metric: &str| fake::with(|h| h.counter(&format!("{labels}{metric}")));
+    let at = |ms: u64| {
+        fake::with(|h| h.now_nanos = ms * 1_000_000);
+        shared.on_tick();
+    };
+    at(1_000);
+    assert_eq!(count("istio_tcp_received_bytes_total"), Some(0), "not before the period");
+    at(5_000);
+    assert_eq!(count("istio_tcp_received_bytes_total"), Some(100), "while open");
+    assert_eq!(count("istio_tcp_sent_bytes_total"), Some(40));
+    fake::with(|h| {
+        h.property("request.total_size", number(250));
+    });
+    at(9_000);
+    assert_eq!(count("istio_tcp_received_bytes_total"), Some(100), "one report per period");
+    at(10_000);
+    assert_eq!(count("istio_tcp_received_bytes_total"), Some(250), "only the difference is added");
+    fake::with(|h| {
+        h.property("request.total_size", number(300));
+    });
+    connection.on_delete();
+    assert_eq!(count("istio_tcp_received_bytes_total"), Some(300), "the rest at the close");
+    assert_eq!(count("istio_tcp_sent_bytes_total"), Some(40));
+    assert_eq!(count("istio_tcp_connections_closed_total"), Some(1));
+    at(20_000);
+    assert_eq!(count("istio_tcp_received_bytes_total"), Some(300), "a closed connection is not reported again");
+}
+
+#[test]
 fn a_connection_an_http_connection_manager_terminates_has_no_tcp_series() {
     let config = r#"{"role":"server","exchange_timeout_ms":1000,"istio_metrics":{}}"#;
     let mut host = envoy(&SERVER, "peer_exchange", config);
