@@ -110,6 +110,12 @@ fn to_map(headers: &HeaderMap) -> BTreeMap<String, String> {
 
 /// One unary call over h2c: `message` to `path`, with `headers`.
 pub async fn call(addr: SocketAddr, path: &str, message: &[u8], headers: &[(&str, &str)]) -> GrpcResponse {
+    call_with(addr, path, &[message], headers).await
+}
+
+/// One call over h2c carrying `messages` (the backend echoes the body: as
+/// many messages come back).
+pub async fn call_with(addr: SocketAddr, path: &str, messages: &[&[u8]], headers: &[(&str, &str)]) -> GrpcResponse {
     let stream = TcpStream::connect(addr).await.expect("connect");
     let (mut sender, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.expect("h2 handshake");
@@ -120,7 +126,8 @@ pub async fn call(addr: SocketAddr, path: &str, message: &[u8], headers: &[(&str
     for (name, value) in headers {
         req = req.header(*name, *value);
     }
-    let req = req.body(http_body_util::Full::new(Bytes::from(frame(message)))).expect("request");
+    let body: Vec<u8> = messages.iter().flat_map(|m| frame(m)).collect();
+    let req = req.body(http_body_util::Full::new(Bytes::from(body))).expect("request");
     let response =
         tokio::time::timeout(STEP_TIMEOUT, sender.send_request(req)).await.expect("gRPC call timed out").expect("send");
     let status = response.status().as_u16();

@@ -395,14 +395,29 @@ async fn grpc_status_comes_from_the_trailers_or_a_trailers_only_answers_headers(
     }
     mesh.target.wait_access_log(integration_tests::mesh::CLIENT_HTTP_LOG, 3, LOG_WAIT);
     mesh.target.wait_access_log(integration_tests::mesh::SERVER_HTTP_LOG, 3, LOG_WAIT);
+    // Three messages each way on one call: Envoy's grpc_stats counts them.
+    let three = grpc::call_with(app, "/h2-cluster/mesh.Echo/Stream", &[b"a", b"b", b"c"], &[]).await;
+    assert_eq!(three.grpc_status(), Some("0"), "{three:?}");
+    mesh.target.wait_access_log(integration_tests::mesh::CLIENT_HTTP_LOG, 4, LOG_WAIT);
+    mesh.target.wait_access_log(integration_tests::mesh::SERVER_HTTP_LOG, 4, LOG_WAIT);
     for (side, envoy) in [("client", &mesh.client), ("server", &mesh.server)] {
         let series = wait_for_series(envoy, "istio_requests_total");
+        let messages = |metric: &str| -> f64 {
+            series
+                .iter()
+                .filter(|((name, l), _)| name == metric && l["grpc_response_status"] == "0")
+                .map(|(_, v)| *v)
+                .sum()
+        };
+        // The first call's one message each way, and the three.
+        assert_eq!(messages("istio_request_messages_total"), 4.0, "{side}: {series:#?}");
+        assert_eq!(messages("istio_response_messages_total"), 4.0, "{side}");
         let by_status: BTreeMap<String, f64> = series
             .iter()
             .filter(|((name, labels), _)| name == "istio_requests_total" && labels["request_protocol"] == "grpc")
             .map(|((_, labels), v)| (labels["grpc_response_status"].clone(), *v))
             .collect();
-        assert_eq!(by_status, BTreeMap::from([("0".to_string(), 1.0), ("7".to_string(), 2.0)]), "{side}");
+        assert_eq!(by_status, BTreeMap::from([("0".to_string(), 2.0), ("7".to_string(), 2.0)]), "{side}");
     }
 }
 
@@ -474,6 +489,8 @@ async fn no_claim_makes_a_metric_family_and_every_request_is_counted_somewhere()
         "istio_request_duration_milliseconds",
         "istio_request_bytes",
         "istio_response_bytes",
+        "istio_request_messages_total",
+        "istio_response_messages_total",
         "istio_tcp_connections_opened_total",
         "istio_tcp_connections_closed_total",
         "istio_tcp_sent_bytes_total",

@@ -16,7 +16,7 @@ use crate::config::{Config, Method, Role};
 use crate::headers::{encode_metadata_header, PeerHeaders, ID_HEADER, METADATA_HEADER};
 use crate::http::{is_mesh_identity, receive, receive_baggage, BaggageReceived, ClientVerdict, ClientVerdicts};
 use crate::http::{HttpCounter, Received};
-use crate::istio_metrics::{Form, IstioMetrics, PeerSeen, RequestSeen};
+use crate::istio_metrics::{IstioMetrics, PeerSeen, RequestSeen};
 use crate::istio_stats::WorkloadLabels;
 use crate::peers::{with_decoder, PeerDecoder, StoredPeer};
 use crate::stored::{mark_peer_not_found, store_endpoint_peer, store_peer};
@@ -114,7 +114,7 @@ impl HttpShared {
                 .alpn
                 .clone()
                 .map(|alpn| (RefCell::new(Decider::new(alpn)), alpn_decision::apply::define_counters())),
-            metrics: IstioMetrics::new(&config, Form::Http, local),
+            metrics: IstioMetrics::new(&config, local),
             config,
         }
     }

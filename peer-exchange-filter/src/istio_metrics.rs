@@ -10,16 +10,9 @@ use wasm_host::HeaderPairs;
 
 use crate::config::{Config, Role};
 use crate::istio_stats::{
-    label_set, ClusterService, LabelInputs, Series, SeriesTable, Traffic, WorkloadLabels, HTTP_HISTOGRAMS,
-    HTTP_METRICS, TCP_METRICS,
+    grpc_message_counts, label_set, ClusterService, HttpSeries, LabelInputs, Metric, Series, SeriesTable, TcpSeries,
+    Traffic, WorkloadLabels,
 };
-
-/// Which form's series a VM defines.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Form {
-    Http,
-    Tcp,
-}
 
 /// How long a cluster's service is remembered by the cluster's name
 /// (the client's metadata refresh; the server's own, as it reads nothing else).
@@ -28,19 +21,31 @@ const SERVICE_REFRESH_MS: u32 = wasm_host::clusters::DEFAULT_REFRESH_MS;
 thread_local! {
     /// The label sets this VM has defined, per form (see [`SeriesTable`]:
     /// shared by every plugin configuration the VM has had).
-    static TABLES: RefCell<[SeriesTable; 2]> = RefCell::new(Default::default());
+    static HTTP_TABLE: RefCell<SeriesTable<HttpSeries>> = RefCell::new(SeriesTable::default());
+    static TCP_TABLE: RefCell<SeriesTable<TcpSeries>> = RefCell::new(SeriesTable::default());
 }
 
 /// A new VM (the glue tests' fake host): nothing defined yet.
 #[cfg(test)]
 pub(crate) fn forget_tables() {
-    TABLES.with(|tables| *tables.borrow_mut() = Default::default());
+    HTTP_TABLE.with(|table| *table.borrow_mut() = SeriesTable::default());
+    TCP_TABLE.with(|table| *table.borrow_mut() = SeriesTable::default());
+}
+
+/// Defines one metric of a label set in Envoy; `None` (logged) if refused.
+fn define_metric(labels: &str, metric: Metric) -> Option<u32> {
+    match wasm_host::define_metric(metric.histogram, &format!("{labels}{}", metric.name)) {
+        Ok(id) => Some(id),
+        Err(e) => {
+            log::warn!("peer-exchange-filter: cannot define {} ({e}); not recorded", metric.name);
+            None
+        }
+    }
 }
 
 /// A VM's metrics state for one plugin configuration.
 pub(crate) struct IstioMetrics {
     role: Role,
-    form: Form,
     local: WorkloadLabels,
     /// `max_label_sets`.
     max: u32,
@@ -56,13 +61,13 @@ pub(crate) struct PeerSeen {
 }
 
 impl IstioMetrics {
-    pub(crate) fn new(config: &Config, form: Form, local: WorkloadLabels) -> Option<IstioMetrics> {
+    pub(crate) fn new(config: &Config, local: WorkloadLabels) -> Option<IstioMetrics> {
         let max = config.istio_metrics?.max_label_sets;
         let refresh = match config.cluster_metadata_refresh_ms {
             0 => SERVICE_REFRESH_MS,
             ms => ms,
         };
-        Some(IstioMetrics { role: config.role, form, local, max, services: RefCell::new(ByCluster::new(refresh)) })
+        Some(IstioMetrics { role: config.role, local, max, services: RefCell::new(ByCluster::new(refresh)) })
     }
 
     /// The period the root's timer must empty [`Self::refresh`] with.
@@ -99,8 +104,8 @@ impl IstioMetrics {
         )
     }
 
-    /// The label set's series, defined the first time (under the cap).
-    fn series(&self, peer: &PeerSeen, host: &str, traffic: &Traffic) -> Series {
+    /// The label set of a request or connection with this peer and traffic.
+    fn labels(&self, peer: &PeerSeen, host: &str, traffic: &Traffic) -> String {
         let side = match self.role {
             Role::Server => "connection",
             Role::Client => "upstream",
@@ -114,7 +119,7 @@ impl IstioMetrics {
         let local_principal =
             wasm_host::get_property_string(&[side, "uri_san_local_certificate"]).ok().flatten().unwrap_or_default();
         let service = self.cluster_service().with_host(host);
-        let labels = label_set(&LabelInputs {
+        label_set(&LabelInputs {
             role: self.role,
             local: &self.local,
             peer: peer.labels.as_deref(),
@@ -122,29 +127,25 @@ impl IstioMetrics {
             local_principal: &local_principal,
             service: &service,
             traffic,
-        });
-        let (table, names, histograms) = match self.form {
-            Form::Http => (0, HTTP_METRICS, HTTP_HISTOGRAMS),
-            Form::Tcp => (1, TCP_METRICS, [false; 4]),
-        };
-        let define = |labels: &str| {
-            let mut ids = [0; 4];
-            for ((id, name), histogram) in ids.iter_mut().zip(names).zip(histograms) {
-                match wasm_host::define_metric(histogram, &format!("{labels}{name}")) {
-                    Ok(defined) => *id = defined,
-                    Err(e) => {
-                        log::warn!("peer-exchange-filter: cannot define {name} ({e}); not recorded");
-                        return None;
-                    }
-                }
-            }
-            Some(ids)
-        };
-        TABLES
-            .with(|tables| match tables.try_borrow_mut() {
-                Ok(mut tables) => tables.get_mut(table).map(|t| t.series(&labels, self.max, define)),
-                Err(_) => None,
-            })
+        })
+    }
+
+    /// A request's series, defined the first time (under the cap).
+    fn http_series(&self, peer: &PeerSeen, host: &str, traffic: &Traffic) -> Series<HttpSeries> {
+        let labels = self.labels(peer, host, traffic);
+        let grpc = traffic.protocol == "grpc";
+        let define = |labels: &str| HttpSeries::define(grpc, |metric| define_metric(labels, metric));
+        HTTP_TABLE
+            .with(|table| table.try_borrow_mut().ok().map(|mut t| t.series(&labels, self.max, define)))
+            .unwrap_or(Series::Overflow)
+    }
+
+    /// A connection's series, defined the first time (under the cap).
+    fn tcp_series(&self, peer: &PeerSeen, traffic: &Traffic) -> Series<TcpSeries> {
+        let labels = self.labels(peer, "", traffic);
+        let define = |labels: &str| TcpSeries::define(|metric| define_metric(labels, metric));
+        TCP_TABLE
+            .with(|table| table.try_borrow_mut().ok().map(|mut t| t.series(&labels, self.max, define)))
             .unwrap_or(Series::Overflow)
     }
 
@@ -168,36 +169,43 @@ impl IstioMetrics {
             },
             response_flags: property(&["response", "flags"]).unwrap_or(0),
         };
-        let Series::Ids([requests, duration, request_bytes, response_bytes]) =
-            self.series(peer, &request.host, &traffic)
-        else {
+        let Series::Ids(series) = self.http_series(peer, &request.host, &traffic) else {
             return false;
         };
-        wasm_host::add_to_metric(requests, 1);
+        wasm_host::add_to_metric(series.requests, 1);
         if let Some(ns) = property(&["request", "duration"]) {
-            wasm_host::record_metric(duration, ns / 1_000_000);
+            wasm_host::record_metric(series.duration, ns / 1_000_000);
         }
         // Headers as read plus the body Envoy counted (what Envoy's
         // `request.total_size` is while the headers still exist).
         let body = |path: [&str; 2]| property(&path).unwrap_or(0);
-        wasm_host::record_metric(request_bytes, request.header_bytes + body(["request", "size"]));
-        wasm_host::record_metric(response_bytes, request.response_header_bytes + body(["response", "size"]));
+        wasm_host::record_metric(series.request_bytes, request.header_bytes + body(["request", "size"]));
+        wasm_host::record_metric(series.response_bytes, request.response_header_bytes + body(["response", "size"]));
+        if let Some(messages) = series.messages {
+            // Envoy's `grpc_stats` filter (emit_filter_state, as istiod
+            // configures it), when it is in the chain; native reads the same.
+            let counts = wasm_host::get_property(&["filter_state", "envoy.filters.http.grpc_stats"]).ok().flatten();
+            if let Some((sent, received)) = counts.as_deref().and_then(grpc_message_counts) {
+                wasm_host::add_to_metric(messages.request, sent);
+                wasm_host::add_to_metric(messages.response, received);
+            }
+        }
         true
     }
 
     /// A connection's series, opened once its peer is known (or at its end):
     /// counts it opened. `None`: over the cap.
-    pub(crate) fn open_connection(&self, peer: &PeerSeen) -> Option<[u32; 4]> {
+    pub(crate) fn open_connection(&self, peer: &PeerSeen) -> Option<TcpSeries> {
         let traffic = Traffic {
             protocol: "tcp",
             response_code: None,
             grpc_status: None,
             response_flags: wasm_host::get_property_u64(&["response", "flags"]).unwrap_or(0),
         };
-        match self.series(peer, "", &traffic) {
-            Series::Ids(ids) => {
-                wasm_host::add_to_metric(ids[0], 1);
-                Some(ids)
+        match self.tcp_series(peer, &traffic) {
+            Series::Ids(series) => {
+                wasm_host::add_to_metric(series.opened, 1);
+                Some(series)
             }
             Series::Overflow => None,
         }
@@ -208,8 +216,8 @@ impl IstioMetrics {
     /// Envoy's request/response sizes are the bytes received from and sent
     /// to the downstream. Two property reads; the counters move by the
     /// difference only.
-    pub(crate) fn report_bytes(&self, ids: [u32; 4], reported: &mut Reported) {
-        let [_, _, sent, received] = ids;
+    pub(crate) fn report_bytes(&self, series: TcpSeries, reported: &mut Reported) {
+        let TcpSeries { sent, received, .. } = series;
         let property = wasm_host::get_property_u64;
         let now_sent = property(&["response", "total_size"]).unwrap_or(reported.sent);
         let now_received = property(&["request", "total_size"]).unwrap_or(reported.received);
@@ -224,9 +232,9 @@ impl IstioMetrics {
     }
 
     /// A connection's end: the bytes not yet reported, and closed.
-    pub(crate) fn close_connection(&self, ids: [u32; 4], reported: &mut Reported) {
-        self.report_bytes(ids, reported);
-        wasm_host::add_to_metric(ids[1], 1);
+    pub(crate) fn close_connection(&self, series: TcpSeries, reported: &mut Reported) {
+        self.report_bytes(series, reported);
+        wasm_host::add_to_metric(series.closed, 1);
     }
 }
 

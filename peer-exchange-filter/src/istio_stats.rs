@@ -29,18 +29,97 @@ use crate::config::Role;
 const UNKNOWN: &str = "unknown";
 const LATEST: &str = "latest";
 
-/// The HTTP series, in the order their ids are kept.
-pub const HTTP_METRICS: [&str; 4] =
-    ["istio_requests_total", "istio_request_duration_milliseconds", "istio_request_bytes", "istio_response_bytes"];
-/// Whether each HTTP series is a histogram (else a counter).
-pub const HTTP_HISTOGRAMS: [bool; 4] = [false, true, true, true];
-/// The TCP series, in the order their ids are kept.
-pub const TCP_METRICS: [&str; 4] = [
-    "istio_tcp_connections_opened_total",
-    "istio_tcp_connections_closed_total",
-    "istio_tcp_sent_bytes_total",
-    "istio_tcp_received_bytes_total",
-];
+/// A metric of Istio's: its name and whether it is a histogram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Metric {
+    pub name: &'static str,
+    pub histogram: bool,
+}
+
+const fn counter(name: &'static str) -> Metric {
+    Metric { name, histogram: false }
+}
+
+const fn histogram(name: &'static str) -> Metric {
+    Metric { name, histogram: true }
+}
+
+pub const REQUESTS_TOTAL: Metric = counter("istio_requests_total");
+pub const REQUEST_DURATION: Metric = histogram("istio_request_duration_milliseconds");
+pub const REQUEST_BYTES: Metric = histogram("istio_request_bytes");
+pub const RESPONSE_BYTES: Metric = histogram("istio_response_bytes");
+pub const REQUEST_MESSAGES: Metric = counter("istio_request_messages_total");
+pub const RESPONSE_MESSAGES: Metric = counter("istio_response_messages_total");
+pub const TCP_OPENED: Metric = counter("istio_tcp_connections_opened_total");
+pub const TCP_CLOSED: Metric = counter("istio_tcp_connections_closed_total");
+pub const TCP_SENT_BYTES: Metric = counter("istio_tcp_sent_bytes_total");
+pub const TCP_RECEIVED_BYTES: Metric = counter("istio_tcp_received_bytes_total");
+
+/// The ids Envoy gave one HTTP label set's metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HttpSeries {
+    pub requests: u32,
+    pub duration: u32,
+    pub request_bytes: u32,
+    pub response_bytes: u32,
+    /// gRPC label sets only (request_protocol `grpc`), as native defines them.
+    pub messages: Option<GrpcMessages>,
+}
+
+/// The ids of a gRPC label set's message counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GrpcMessages {
+    pub request: u32,
+    pub response: u32,
+}
+
+/// The ids Envoy gave one TCP label set's metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcpSeries {
+    pub opened: u32,
+    pub closed: u32,
+    pub sent: u32,
+    pub received: u32,
+}
+
+impl HttpSeries {
+    /// Defines the set's metrics with `define` (metric → id, `None` if
+    /// Envoy refused); with gRPC's message counters for a gRPC set.
+    pub fn define(grpc: bool, mut define: impl FnMut(Metric) -> Option<u32>) -> Option<HttpSeries> {
+        let messages = if grpc {
+            Some(GrpcMessages { request: define(REQUEST_MESSAGES)?, response: define(RESPONSE_MESSAGES)? })
+        } else {
+            None
+        };
+        Some(HttpSeries {
+            requests: define(REQUESTS_TOTAL)?,
+            duration: define(REQUEST_DURATION)?,
+            request_bytes: define(REQUEST_BYTES)?,
+            response_bytes: define(RESPONSE_BYTES)?,
+            messages,
+        })
+    }
+}
+
+impl TcpSeries {
+    /// Defines the set's metrics with `define` (metric → id, `None` if Envoy refused).
+    pub fn define(mut define: impl FnMut(Metric) -> Option<u32>) -> Option<TcpSeries> {
+        Some(TcpSeries {
+            opened: define(TCP_OPENED)?,
+            closed: define(TCP_CLOSED)?,
+            sent: define(TCP_SENT_BYTES)?,
+            received: define(TCP_RECEIVED_BYTES)?,
+        })
+    }
+}
+
+/// gRPC's message counts as Envoy's `grpc_stats` filter state prints them
+/// (`<request>,<response>`).
+pub fn grpc_message_counts(text: &[u8]) -> Option<(u64, u64)> {
+    let text = std::str::from_utf8(text).ok()?;
+    let (request, response) = text.split_once(',')?;
+    Some((request.trim().parse().ok()?, response.trim().parse().ok()?))
+}
 
 /// Default cap on the label sets one VM defines, per form and role.
 pub const DEFAULT_MAX_LABEL_SETS: u32 = 1000;
@@ -366,9 +445,9 @@ pub fn label_set(i: &LabelInputs<'_>) -> String {
 
 /// Where a label set stands in a VM's table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Series {
-    /// Defined: the ids of its metrics, in the form's order.
-    Ids([u32; 4]),
+pub enum Series<T> {
+    /// Defined: the ids of its metrics.
+    Ids(T),
     /// Past the cap (or Envoy refused it): not recorded, counted.
     Overflow,
 }
@@ -378,16 +457,21 @@ pub enum Series {
 /// table per VM and form, whatever the plugin configurations: Envoy's
 /// `defineMetric` adds an entry on every call, even for a name it has, so
 /// a configuration replaced by xDS must reuse the ids, not define again.
-#[derive(Default)]
-pub struct SeriesTable {
-    defined: HashMap<String, [u32; 4]>,
+pub struct SeriesTable<T> {
+    defined: HashMap<String, T>,
 }
 
-impl SeriesTable {
+impl<T> Default for SeriesTable<T> {
+    fn default() -> Self {
+        SeriesTable { defined: HashMap::new() }
+    }
+}
+
+impl<T: Copy> SeriesTable<T> {
     /// The set's ids, defining its metrics (`define`: the set's prefix →
     /// the ids, `None` if Envoy refused) the first time, while fewer than
     /// `max` sets are defined.
-    pub fn series(&mut self, labels: &str, max: u32, define: impl FnOnce(&str) -> Option<[u32; 4]>) -> Series {
+    pub fn series(&mut self, labels: &str, max: u32, define: impl FnOnce(&str) -> Option<T>) -> Series<T> {
         if let Some(ids) = self.defined.get(labels) {
             return Series::Ids(*ids);
         }
@@ -667,17 +751,36 @@ mod tests {
         let mut defined = 0;
         let mut define = |_: &str| {
             defined += 1;
-            Some([defined; 4])
+            Some(defined)
         };
-        assert_eq!(table.series("a", 2, &mut define), Series::Ids([1; 4]));
-        assert_eq!(table.series("b", 2, &mut define), Series::Ids([2; 4]));
-        assert_eq!(table.series("a", 2, &mut define), Series::Ids([1; 4]));
+        assert_eq!(table.series("a", 2, &mut define), Series::Ids(1));
+        assert_eq!(table.series("b", 2, &mut define), Series::Ids(2));
+        assert_eq!(table.series("a", 2, &mut define), Series::Ids(1));
         assert_eq!(table.series("c", 2, &mut define), Series::Overflow);
         // A configuration with a larger cap goes on where the other stopped.
-        assert_eq!(table.series("c", 3, &mut define), Series::Ids([3; 4]));
+        assert_eq!(table.series("c", 3, &mut define), Series::Ids(3));
         assert_eq!(defined, 3);
         assert_eq!(table.len(), 3);
-        assert_eq!(SeriesTable::default().series("x", 5, |_| None), Series::Overflow);
+        assert_eq!(SeriesTable::<u32>::default().series("x", 5, |_| None), Series::Overflow);
+    }
+
+    #[test]
+    fn a_grpc_set_has_message_counters_and_any_refusal_is_none() {
+        let mut next = 0;
+        let mut names = Vec::new();
+        let grpc = HttpSeries::define(true, |m| {
+            names.push(m.name);
+            next += 1;
+            Some(next)
+        })
+        .expect("defined");
+        assert_eq!(grpc.messages, Some(GrpcMessages { request: 1, response: 2 }));
+        assert_eq!(names[..2], ["istio_request_messages_total", "istio_response_messages_total"]);
+        assert_eq!(HttpSeries::define(false, |_| Some(9)).expect("defined").messages, None);
+        assert_eq!(TcpSeries::define(|m| (m != TCP_CLOSED).then_some(1)), None);
+        assert_eq!(grpc_message_counts(b"3,17"), Some((3, 17)));
+        assert_eq!(grpc_message_counts(b"3"), None);
+        assert_eq!(grpc_message_counts(b"x,1"), None);
     }
 
     #[test]

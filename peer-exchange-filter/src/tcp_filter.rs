@@ -14,7 +14,8 @@ use crate::codec::encode_frame;
 use crate::config::{Config, Role};
 use crate::deadlines::Deadlines;
 use crate::exchange::{Counter, Event, Exchange, NotFound, OurPrefix, Outcome, Rejected, Sending, Step};
-use crate::istio_metrics::{Form, IstioMetrics, PeerSeen, Reported};
+use crate::istio_metrics::{IstioMetrics, PeerSeen, Reported};
+use crate::istio_stats::TcpSeries;
 use crate::istio_stats::WorkloadLabels;
 use crate::metadata::encode_payload;
 use crate::participation::{
@@ -53,7 +54,7 @@ pub(crate) struct Shared {
 pub(crate) struct OpenConnections {
     period_ms: u64,
     last_ms: u64,
-    connections: std::collections::BTreeMap<u32, ([u32; 4], Reported)>,
+    connections: std::collections::BTreeMap<u32, (TcpSeries, Reported)>,
 }
 
 impl Shared {
@@ -175,7 +176,7 @@ pub(crate) fn tcp_plugin(
     // One timer for both: a tick of a tenth of the exchange timeout
     // (10..100 ms) keeps the close within ~10% of the configured time, and
     // empties the remembered clusters once their period has passed.
-    let metrics = IstioMetrics::new(&config, Form::Tcp, local);
+    let metrics = IstioMetrics::new(&config, local);
     let refresh = match (&metrics, config.cluster_metadata_refresh_ms) {
         (Some(metrics), 0) => metrics.refresh_ms(),
         (_, ms) => ms,
@@ -270,7 +271,7 @@ pub(crate) struct PeerStream {
     peer_uri_san: Option<Option<String>>,
     /// With `istio_metrics`: the connection's series once opened
     /// (`Some(None)`: over the cap).
-    series: Option<Option<[u32; 4]>>,
+    series: Option<Option<TcpSeries>>,
 }
 
 impl Shared {

@@ -221,10 +221,10 @@ impl Proxy<'_> {
             istio.insert(Phase::Stats, vec![rbac(PluginType::Http)]);
         }
         let mut filters = self.with_plugins(PluginType::Http, class, port, istio);
-        filters.push(typed(
-            "envoy.filters.http.grpc_stats",
-            "type.googleapis.com/envoy.extensions.filters.http.grpc_stats.v3.FilterConfig",
-        ));
+        // istiod's (`filters.go` GrpcStats): message counts in filter state.
+        filters.push(json!({ "name": "envoy.filters.http.grpc_stats", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.grpc_stats.v3.FilterConfig",
+            "emit_filter_state": true, "stats_for_all_methods": false } }));
         if self.istiod.alpn_filter && class != Class::SidecarInbound {
             filters.push(native_alpn_stand_in());
         }
@@ -361,6 +361,7 @@ pub fn inbound(proxy: Proxy<'_>, pki: &Pki, pod: Ipv4Addr, apps: &Backends, log:
             log,
             json!({ "port": port, "chain": chain, "protocol": "%PROTOCOL%",
                     "path": "%REQ(:PATH)%", "response_code": "%RESPONSE_CODE%",
+                    "grpc_messages": "%FILTER_STATE(envoy.filters.http.grpc_stats:PLAIN)%",
                     "downstream_peer": "%FILTER_STATE(wasm.downstream_peer)%",
                     "downstream_peer_id": "%FILTER_STATE(wasm.downstream_peer_id:PLAIN)%",
                     "peer_not_found": "%FILTER_STATE(wasm.peer_not_found:PLAIN)%" }),
