@@ -18,18 +18,31 @@ use crate::istio_stats::{
 /// (the client's metadata refresh; the server's own, as it reads nothing else).
 const SERVICE_REFRESH_MS: u32 = wasm_host::clusters::DEFAULT_REFRESH_MS;
 
+/// A label set's ids, whichever form defined it (one table type per VM:
+/// a second monomorphised map would cost module size for nothing).
+#[derive(Clone, Copy)]
+enum Defined {
+    Http(HttpSeries),
+    Tcp(TcpSeries),
+}
+
 thread_local! {
-    /// The label sets this VM has defined, per form (see [`SeriesTable`]:
-    /// shared by every plugin configuration the VM has had).
-    static HTTP_TABLE: RefCell<SeriesTable<HttpSeries>> = RefCell::new(SeriesTable::default());
-    static TCP_TABLE: RefCell<SeriesTable<TcpSeries>> = RefCell::new(SeriesTable::default());
+    /// The label sets this VM has defined (see [`SeriesTable`]: shared by
+    /// every plugin configuration the VM has had). A set's labels include
+    /// its protocol, so HTTP and TCP sets never share a key.
+    static TABLE: RefCell<SeriesTable<Defined>> = RefCell::new(SeriesTable::default());
 }
 
 /// A new VM (the glue tests' fake host): nothing defined yet.
 #[cfg(test)]
 pub(crate) fn forget_tables() {
-    HTTP_TABLE.with(|table| *table.borrow_mut() = SeriesTable::default());
-    TCP_TABLE.with(|table| *table.borrow_mut() = SeriesTable::default());
+    TABLE.with(|table| *table.borrow_mut() = SeriesTable::default());
+}
+
+fn defined_series(labels: &str, max: u32, define: impl FnOnce(&str) -> Option<Defined>) -> Series<Defined> {
+    TABLE
+        .with(|table| table.try_borrow_mut().ok().map(|mut t| t.series(labels, max, define)))
+        .unwrap_or(Series::Overflow)
 }
 
 /// Defines one metric of a label set in Envoy; `None` (logged) if refused.
@@ -134,19 +147,21 @@ impl IstioMetrics {
     fn http_series(&self, peer: &PeerSeen, host: &str, traffic: &Traffic) -> Series<HttpSeries> {
         let labels = self.labels(peer, host, traffic);
         let grpc = traffic.protocol == "grpc";
-        let define = |labels: &str| HttpSeries::define(grpc, |metric| define_metric(labels, metric));
-        HTTP_TABLE
-            .with(|table| table.try_borrow_mut().ok().map(|mut t| t.series(&labels, self.max, define)))
-            .unwrap_or(Series::Overflow)
+        let define = |labels: &str| HttpSeries::define(grpc, |metric| define_metric(labels, metric)).map(Defined::Http);
+        match defined_series(&labels, self.max, define) {
+            Series::Ids(Defined::Http(series)) => Series::Ids(series),
+            _ => Series::Overflow,
+        }
     }
 
     /// A connection's series, defined the first time (under the cap).
     fn tcp_series(&self, peer: &PeerSeen, traffic: &Traffic) -> Series<TcpSeries> {
         let labels = self.labels(peer, "", traffic);
-        let define = |labels: &str| TcpSeries::define(|metric| define_metric(labels, metric));
-        TCP_TABLE
-            .with(|table| table.try_borrow_mut().ok().map(|mut t| t.series(&labels, self.max, define)))
-            .unwrap_or(Series::Overflow)
+        let define = |labels: &str| TcpSeries::define(|metric| define_metric(labels, metric)).map(Defined::Tcp);
+        match defined_series(&labels, self.max, define) {
+            Series::Ids(Defined::Tcp(series)) => Series::Ids(series),
+            _ => Series::Overflow,
+        }
     }
 
     /// Records a finished request (at its context's deletion, when Envoy

@@ -54,7 +54,8 @@ pub(crate) struct Shared {
 pub(crate) struct OpenConnections {
     period_ms: u64,
     last_ms: u64,
-    connections: std::collections::BTreeMap<u32, (TcpSeries, Reported)>,
+    /// (context id, series, reported): a few per worker, scanned linearly.
+    connections: Vec<(u32, TcpSeries, Reported)>,
 }
 
 impl Shared {
@@ -313,9 +314,9 @@ impl Shared {
             return;
         }
         open.last_ms = now;
-        for (context_id, (ids, reported)) in open.connections.iter_mut() {
+        for (context_id, series, reported) in open.connections.iter_mut() {
             if wasm_host::set_effective_context(*context_id).is_ok() {
-                metrics.report_bytes(*ids, reported);
+                metrics.report_bytes(*series, reported);
             }
         }
     }
@@ -351,7 +352,7 @@ impl PeerStream {
             Some(ids) => {
                 if let Ok(mut open) = self.shared.open.try_borrow_mut() {
                     if open.period_ms > 0 {
-                        open.connections.insert(self.context_id, (ids, Reported::default()));
+                        open.connections.push((self.context_id, ids, Reported::default()));
                     }
                 }
             }
@@ -371,9 +372,12 @@ impl PeerStream {
             return;
         }
         self.open_metrics(None);
-        let reported = self.shared.open.try_borrow_mut().ok().and_then(|mut o| o.connections.remove(&self.context_id));
+        let reported = self.shared.open.try_borrow_mut().ok().and_then(|mut open| {
+            let at = open.connections.iter().position(|(id, _, _)| *id == self.context_id)?;
+            Some(open.connections.swap_remove(at).2)
+        });
         if let (Some(metrics), Some(Some(ids))) = (&self.shared.metrics, self.series) {
-            let mut reported = reported.map(|(_, r)| r).unwrap_or_default();
+            let mut reported = reported.unwrap_or_default();
             metrics.close_connection(ids, &mut reported);
         }
     }
