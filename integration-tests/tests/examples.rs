@@ -151,6 +151,12 @@ async fn the_examples_work_as_shipped_for_both_forms() {
     for _ in 0..3 {
         assert_eq!(http1_get(http, "1.1", "/after-first-scrape").await.status, 200);
     }
+    // And a TCP connection, so the TCP counters move between scrapes too.
+    let mut stream = tokio::net::TcpStream::connect(tcp).await.expect("connect to outbound_tcp");
+    stream.write_all(http1_request("1.1", "/tcp-again", &[("connection", "close")]).as_bytes()).await.expect("write");
+    let mut raw = Vec::new();
+    tokio::time::timeout(STEP_TIMEOUT, stream.read_to_end(&mut raw)).await.expect("TCP answer timed out").ok();
+    drop(stream);
     let query = documented_query();
     let result = loop {
         let result = prometheus.query(&query).await;
@@ -168,6 +174,82 @@ async fn the_examples_work_as_shipped_for_both_forms() {
             && m["response_code"] == "200"),
         "{query}: {result:?}"
     );
+
+    // What dashboards ask, as their documentation writes it: Kiali's
+    // service graph (HTTP and TCP edges, grouped by source and destination
+    // workload, namespace, canonical service and revision, service,
+    // protocol, code, gRPC status and flags), and Istio's service and
+    // workload dashboards (filtered by reporter and destination).
+    let graph_by = "source_cluster,source_workload_namespace,source_workload,source_canonical_service,\
+                    source_canonical_revision,destination_cluster,destination_service_namespace,destination_service,\
+                    destination_service_name,destination_workload_namespace,destination_workload,\
+                    destination_canonical_service,destination_canonical_revision,request_protocol,response_code,\
+                    grpc_response_status,response_flags";
+    let dashboards = [
+        (
+            "Kiali graph, HTTP",
+            format!(
+                "sum(rate(istio_requests_total{{reporter=\"destination\",source_workload_namespace!=\"unknown\",\
+                 destination_service_namespace=\"shop\"}}[1m])) by ({graph_by}) > 0"
+            ),
+        ),
+        (
+            "Kiali graph, TCP",
+            format!(
+                "sum(rate(istio_tcp_sent_bytes_total{{reporter=\"source\",source_workload_namespace=\"shop\"}}[1m])) \
+                 by ({graph_by}) > 0"
+            ),
+        ),
+        (
+            "Istio workload dashboard, inbound by source",
+            "sum(irate(istio_requests_total{reporter=~\"destination\",destination_workload_namespace=~\"shop\",\
+             destination_workload=~\"backend\"}[1m])) by (source_workload, source_workload_namespace)"
+                .to_string(),
+        ),
+        (
+            "Istio service dashboard, client success rate",
+            "sum(irate(istio_requests_total{reporter=~\"source\",destination_canonical_service=~\"backend\",\
+             response_code!~\"5.*\"}[1m])) by (source_workload)"
+                .to_string(),
+        ),
+    ];
+    for (what, query) in dashboards {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let result = loop {
+            let result = prometheus.query(&query).await;
+            if !result.is_empty() {
+                break result;
+            }
+            assert!(Instant::now() < deadline, "{what}: {query} answered nothing:\n{}", prometheus.log_text());
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
+        let m = &result[0]["metric"];
+        match what {
+            "Kiali graph, HTTP" | "Kiali graph, TCP" => {
+                for (label, want) in [
+                    ("source_workload", "frontend"),
+                    ("source_workload_namespace", "shop"),
+                    ("source_canonical_service", "frontend"),
+                    ("source_canonical_revision", "v1"),
+                    ("source_cluster", "Kubernetes"),
+                    ("destination_workload", "backend"),
+                    ("destination_workload_namespace", "shop"),
+                    ("destination_canonical_service", "backend"),
+                    ("destination_canonical_revision", "v1"),
+                    ("destination_service_namespace", "shop"),
+                    ("destination_cluster", "Kubernetes"),
+                    ("response_flags", "-"),
+                ] {
+                    assert_eq!(m[label], want, "{what}: {label} in {result:?}");
+                }
+                let protocol = if what.ends_with("TCP") { "tcp" } else { "http" };
+                assert_eq!(m["request_protocol"], protocol, "{what}: {result:?}");
+            }
+            _ => {
+                assert_eq!(m["source_workload"], "frontend", "{what}: {result:?}");
+            }
+        }
+    }
 }
 
 /// The PromQL query docs/observability.md shows (its `promql` block).
