@@ -137,6 +137,18 @@ fn replace(dir: &Path, name: &str, text: &str) {
     std::fs::rename(&staged, dir.join(name)).expect("rename xDS file");
 }
 
+/// What the updates configure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Filters {
+    /// Only the baseline listeners, chains and clusters (the same updates
+    /// with no plugin at all, to tell Envoy's own memory from ours).
+    None,
+    /// Our filters, as the tests configure them.
+    Ours,
+    /// Our filters with `istio_metrics` on in every exchange configuration.
+    OursWithMetrics,
+}
+
 /// The two Envoys, their backends and their xDS files.
 pub struct Deployment {
     pub client: Envoy,
@@ -146,15 +158,13 @@ pub struct Deployment {
     server_xds: PathBuf,
     log_dir: PathBuf,
     pub generation: u64,
-    /// False: only the baseline listeners, chains and clusters (the same
-    /// updates with no plugin at all, to tell Envoy's own memory from ours).
-    with_filters: bool,
+    filters: Filters,
     _backends: Backends,
     _dir: tempfile::TempDir,
 }
 
 impl Deployment {
-    pub fn start(with_filters: bool) -> Deployment {
+    pub fn start(filters: Filters) -> Deployment {
         let dir = tempfile::Builder::new().prefix("reconfig-").tempdir().expect("temp dir");
         let pki = Pki::generate(&dir.path().join("certs"));
         let backends = Backends::start(&pki);
@@ -180,7 +190,7 @@ impl Deployment {
         .into_iter()
         .collect();
         let mut deployment_files = |generation: u64| {
-            files(&mut vars, generation, &client_xds, &server_xds, with_filters);
+            files(&mut vars, generation, &client_xds, &server_xds, filters);
         };
         deployment_files(1);
         let launch = |name: &'static str, file: &str, xds: &Path| {
@@ -204,7 +214,7 @@ impl Deployment {
             server_xds,
             log_dir,
             generation: 1,
-            with_filters,
+            filters,
             _backends: backends,
             _dir: dir,
         }
@@ -218,7 +228,7 @@ impl Deployment {
     /// taken them (their LDS/CDS update counters).
     pub fn update(&mut self) {
         self.generation += 1;
-        files(&mut self.vars, self.generation, &self.client_xds, &self.server_xds, self.with_filters);
+        files(&mut self.vars, self.generation, &self.client_xds, &self.server_xds, self.filters);
         // The first load counts as one update.
         let want = self.generation;
         for (envoy, counters) in [
@@ -246,7 +256,7 @@ impl Deployment {
     /// the generation and which reached the server's chain of the
     /// generation (by the list alpn-filter read from the cluster's metadata).
     pub async fn assert_in_effect(&self) {
-        if !self.with_filters {
+        if self.filters == Filters::None {
             return; // nothing to probe through; update() saw both Envoys take it
         }
         let generation = self.generation.to_string();
@@ -324,12 +334,13 @@ fn files(
     generation: u64,
     client_xds: &Path,
     server_xds: &Path,
-    with_filters: bool,
+    filters: Filters,
 ) {
-    let keep = |rendered: String| if with_filters { rendered } else { baseline_only(&rendered) };
+    let keep = |rendered: String| if filters == Filters::None { baseline_only(&rendered) } else { rendered };
+    let metrics = if filters == Filters::OursWithMetrics { r#","istio_metrics":{}"# } else { "" };
     let config = |role: &str| {
         format!(
-            r#"{{"role":"{role}","peer_json":true,"additional_labels":["generation"],"metadata":{{"LABELS":{{"generation":"{generation}"}}}}}}"#
+            r#"{{"role":"{role}","peer_json":true,"additional_labels":["generation"],"metadata":{{"LABELS":{{"generation":"{generation}"}}}}{metrics}}}"#
         )
     };
     vars.insert("GENERATION".into(), generation.to_string());
@@ -438,9 +449,10 @@ async fn tcp_traffic(addr: SocketAddr, stop: Arc<AtomicBool>, tally: Arc<Tally>)
 
 /// Runs `updates` updates (each checked in effect) under traffic with
 /// `concurrency` tasks per kind and listener, `pause` between updates;
-/// `with_filters: false` runs the baseline alone.
-pub async fn run(updates: u64, concurrency: usize, pause: Duration, progress: bool, with_filters: bool) -> Report {
-    let mut deployment = Deployment::start(with_filters);
+/// `Filters::None` runs the baseline alone.
+pub async fn run(updates: u64, concurrency: usize, pause: Duration, progress: bool, filters: Filters) -> Report {
+    let with_filters = filters != Filters::None;
+    let mut deployment = Deployment::start(filters);
     deployment.assert_in_effect().await;
     let stop = Arc::new(AtomicBool::new(false));
     let mut tallies: BTreeMap<(Kind, bool), Arc<Tally>> = BTreeMap::new();

@@ -10,7 +10,7 @@ use integration_tests::reconfig::{self, Kind};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listeners_and_clusters_replaced_under_traffic_lose_nothing_beyond_envoys_own_draining() {
-    let report = reconfig::run(20, 2, Duration::from_millis(200), false, true).await;
+    let report = reconfig::run(20, 2, Duration::from_millis(200), false, reconfig::Filters::OursWithMetrics).await;
     eprintln!("{report}");
     assert!(report.vm_failures.is_empty(), "{:#?}", report.vm_failures);
     for (kind, (ok, errors, base_ok, base_errors)) in &report.traffic {

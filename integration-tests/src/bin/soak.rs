@@ -12,7 +12,7 @@
 //! while HTTP/1.1, h2c and TCP run through both forms of the exchange and,
 //! for comparison, through the same paths without our filters:
 //!
-//!   cargo run --release -p integration-tests --bin soak reconfig [updates] [--without-filters]   (default 300)
+//!   cargo run --release -p integration-tests --bin soak reconfig [updates] [--without-filters | --istio-metrics]   (default 300)
 //!
 //! (`--without-filters`: the same updates and traffic through the baseline
 //! alone, to tell Envoy's own memory growth from ours.)
@@ -169,11 +169,16 @@ fn counters(mesh: &Mesh) -> String {
 /// The long form of the reconfiguration test; exits non-zero on a VM
 /// failure, a lost TCP connection through the exchange, or more losses than
 /// the same paths without our filters.
-async fn reconfig(updates: u64, with_filters: bool) {
-    let what = if with_filters { "" } else { ", without our filters (the baseline alone)" };
+async fn reconfig(updates: u64, filters: integration_tests::reconfig::Filters) {
+    use integration_tests::reconfig::Filters;
+    let what = match filters {
+        Filters::None => ", without our filters (the baseline alone)",
+        Filters::Ours => "",
+        Filters::OursWithMetrics => ", our filters with istio_metrics on",
+    };
     println!("reconfiguration soak: {updates} updates of every listener and cluster under traffic{what}");
     let started = Instant::now();
-    let report = integration_tests::reconfig::run(updates, 4, Duration::from_millis(500), true, with_filters).await;
+    let report = integration_tests::reconfig::run(updates, 4, Duration::from_millis(500), true, filters).await;
     println!("\nreconfiguration soak result after {:.0} s:\n{report}", started.elapsed().as_secs_f64());
     let lost_more = report.traffic.values().any(|(_, errors, _, base_errors)| errors > base_errors);
     let tcp_lost = report.traffic.get(&integration_tests::reconfig::Kind::Tcp).is_some_and(|t| t.1 > 0);
@@ -189,8 +194,15 @@ async fn reconfig(updates: u64, with_filters: bool) {
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("reconfig") {
-        let without = args.iter().any(|a| a == "--without-filters");
-        return reconfig(args.get(1).and_then(|a| a.parse().ok()).unwrap_or(300), !without).await;
+        use integration_tests::reconfig::Filters;
+        let filters = if args.iter().any(|a| a == "--without-filters") {
+            Filters::None
+        } else if args.iter().any(|a| a == "--istio-metrics") {
+            Filters::OursWithMetrics
+        } else {
+            Filters::Ours
+        };
+        return reconfig(args.get(1).and_then(|a| a.parse().ok()).unwrap_or(300), filters).await;
     }
     let minutes: u64 = args.first().and_then(|a| a.parse().ok()).unwrap_or(30);
     let mut mesh = Mesh::start_with(MeshOptions { wasm_log_level: "info".into(), ..MeshOptions::default() });
