@@ -31,7 +31,7 @@ info "rustfmt: clean"
 
 step "clippy for wasm32-unknown-unknown ($WASM_ROUTE toolchain)"
 export WASM_TARGET_DIR="$ROOT/target/wasm-$WASM_ROUTE-clippy"
-pkgs=(-p proto -p wasm-host -p alpn-filter -p peer-exchange-filter)
+pkgs=(-p proto -p filter-common -p wasm-host -p alpn-decision -p alpn-filter -p peer-exchange -p peer-exchange-filter)
 if [ "$WASM_BUILD_STD" = 1 ]; then
     wasm_cargo "$WASM_CLIPPY" clippy --release --locked "${pkgs[@]}" -- -D warnings
 else

@@ -21,15 +21,15 @@ pub const RECORDED: &str = "upstream_alpn";
 /// an override, sets the request's upstream ALPN list (and, if `record`,
 /// stores it for access logs). `cluster` names the route's cluster in log
 /// lines; it is asked only when a line is written.
-pub fn apply(decision: &Decision, counters: &Counters, record: bool, mut cluster: impl FnMut() -> String) {
+pub fn apply(decision: &Decision, counters: &Counters<Counter>, record: bool, mut cluster: impl FnMut() -> String) {
     for counter in decision.counters() {
-        counters.inc(counter.index());
+        counters.inc(counter);
     }
     match decision {
         Decision::Override { protocol, alpn, source, policy } => {
             let value = alpn.envoy_value();
             if let Err(e) = wasm_host::set_envoy_filter_state(APPLICATION_PROTOCOLS, value) {
-                counters.inc(Counter::OverrideFailed.index());
+                counters.inc(Counter::OverrideFailed);
                 log::warn!("{FILTER}: cluster {}: cannot set upstream ALPN: {e}", cluster());
             } else {
                 if record {
@@ -55,6 +55,6 @@ pub fn apply(decision: &Decision, counters: &Counters, record: bool, mut cluster
 }
 
 /// alpn-filter's counters, defined in the calling plugin's VM.
-pub fn define_counters() -> Counters {
-    Counters::define(Counter::PREFIX, Counter::ALL.iter().map(|c| c.name()))
+pub fn define_counters() -> Counters<Counter> {
+    Counters::define(Counter::PREFIX)
 }

@@ -29,10 +29,10 @@
 //! {"cluster_metadata_refresh_ms": 1000}
 //! ```
 
-use wasm_host::clusters;
-use wasm_host::schema::{self, Json, ReadJson};
+use filter_common::clusters;
+use filter_common::schema::{self, Json, ReadJson};
 /// A configuration (or metadata) error: the field and the reason (shared with peer-exchange-filter).
-pub use wasm_host::ConfigError;
+pub use filter_common::ConfigError;
 
 use crate::alpn::{AlpnError, AlpnList, UpstreamProtocol};
 use crate::protocol::{ClusterPattern, ClusterRule, ProtocolPolicy};

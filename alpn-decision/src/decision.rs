@@ -26,8 +26,8 @@ use crate::alpn::{AlpnList, UpstreamProtocol};
 use crate::config::AlpnConfig;
 use crate::metadata::{cluster_policy, ClusterPolicy};
 use crate::protocol::ProtocolPolicy;
-use wasm_host::bounded::BoundedMap;
-use wasm_host::clusters::ByCluster;
+use filter_common::bounded::BoundedMap;
+use filter_common::clusters::ByCluster;
 
 /// What a request tells the filter, each asked only when the rule needs it.
 pub trait RequestFacts {
@@ -211,7 +211,7 @@ impl Decider {
     }
 }
 
-wasm_host::counters! {
+filter_common::counters! {
     /// Every counter the filter keeps, declared in one list. The full stat name
     /// is `alpn_filter.<name>`.
     pub enum Counter {
@@ -532,7 +532,7 @@ mod tests {
         }
         for i in 0..(MAX_CACHED * 2) {
             decider.decide(&mut Facts::new(&h1, "HTTP/1.1").named(&format!("c{i}")));
-            assert!(decider.clusters.len() <= wasm_host::clusters::MAX_CLUSTERS);
+            assert!(decider.clusters.len() <= filter_common::clusters::MAX_CLUSTERS);
         }
     }
 

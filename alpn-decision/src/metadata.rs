@@ -13,10 +13,10 @@
 //!           alpn_override: [istio-http/1.1, http/1.1]
 //! ```
 
+use filter_common::schema::{self, Json, ReadJson};
 use proto::core::Metadata;
 use proto::prost::Message;
 use proto::prost_types::value::Kind;
-use wasm_host::schema::{self, Json, ReadJson};
 
 use crate::alpn::{AlpnList, UpstreamProtocol};
 use crate::config::{protocol_index, validate_protocol_lists, ConfigError, ProtocolName, RawProtocolAlpn};

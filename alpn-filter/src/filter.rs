@@ -4,7 +4,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use wasm_host::markers::{Marker, Reports};
+use filter_common::istio::{Marker, Reports};
 use wasm_host::plugin::{Action, Plugin, Stream};
 use wasm_host::Counters;
 
@@ -24,7 +24,7 @@ const MARKERS: [Marker; 2] = [Marker::AlpnOverride, Marker::Alpn];
 /// One plugin's state: its decider and counters, shared by its requests.
 struct Shared {
     decider: RefCell<Decider>,
-    counters: Counters,
+    counters: Counters<Counter>,
     /// Cluster metadata already checked for misplaced markers.
     reports: RefCell<Reports>,
 }
@@ -86,9 +86,9 @@ fn read(path: &[&str]) -> Option<Vec<u8>> {
 impl RequestFacts for HostRequest<'_> {
     fn cluster_metadata(&mut self) -> Option<Vec<u8>> {
         let counters = &self.0.counters;
-        counters.inc(Counter::ClusterMetadataRead.index());
+        counters.inc(Counter::ClusterMetadataRead);
         wasm_host::read_cluster_metadata("alpn-filter", &self.0.reports, &MARKERS, || {
-            counters.inc(Counter::MisplacedMetadata.index())
+            counters.inc(Counter::MisplacedMetadata)
         })
     }
     fn cluster_name(&mut self) -> Option<String> {

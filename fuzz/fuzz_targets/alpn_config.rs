@@ -3,9 +3,9 @@
 //! Envoy aborts on an empty element).
 #![no_main]
 
-use alpn_filter::alpn::UpstreamProtocol;
-use alpn_filter::config::AlpnConfig;
-use alpn_filter::metadata::cluster_policy;
+use alpn_decision::alpn::UpstreamProtocol;
+use alpn_decision::config::AlpnConfig;
+use alpn_decision::metadata::cluster_policy;
 use filters_fuzz::envoy_accepts_alpn_value;
 use libfuzzer_sys::fuzz_target;
 

@@ -6,8 +6,8 @@
 //! the same.
 #![no_main]
 
-use alpn_filter::config::AlpnConfig;
-use alpn_filter::decision::{Decider, Decision, RequestFacts, SkipReason};
+use alpn_decision::config::AlpnConfig;
+use alpn_decision::decision::{Decider, Decision, RequestFacts, SkipReason};
 use filters_fuzz::{envoy_accepts_alpn_value, Input};
 use libfuzzer_sys::fuzz_target;
 use proto::core::Metadata;

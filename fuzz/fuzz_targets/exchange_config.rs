@@ -1,13 +1,13 @@
-//! peer-exchange-filter's plugin configuration, both forms. Oracles: an
+//! The exchange's plugin configuration, both forms. Oracles: an
 //! accepted configuration has a usable limit, and what it makes us send
 //! is a frame we can decode back.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use peer_exchange_filter::codec::encode_frame;
-use peer_exchange_filter::config::{Config, Transport};
-use peer_exchange_filter::metadata::{decode_payload, encode_payload};
-use peer_exchange_filter::workload::NodeMetadata;
+use peer_exchange::codec::encode_frame;
+use peer_exchange::config::{Config, Transport};
+use peer_exchange::metadata::{decode_payload, encode_payload};
+use peer_exchange::workload::NodeMetadata;
 
 fuzz_target!(|data: &[u8]| {
     for transport in [Transport::Tcp, Transport::Http] {

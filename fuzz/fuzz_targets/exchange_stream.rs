@@ -8,12 +8,12 @@
 
 use filters_fuzz::Input;
 use libfuzzer_sys::fuzz_target;
-use peer_exchange_filter::codec::encode_frame;
-use peer_exchange_filter::exchange::{Event, Exchange, NotFound, OurPrefix, Outcome, Sending};
-use peer_exchange_filter::identity::IdentityCheck;
-use peer_exchange_filter::metadata::encode_payload;
-use peer_exchange_filter::peers::PeerDecoder;
-use peer_exchange_filter::simulate::deliver;
+use peer_exchange::codec::encode_frame;
+use peer_exchange::exchange::{Event, Exchange, NotFound, OurPrefix, Outcome, Sending};
+use peer_exchange::identity::IdentityCheck;
+use peer_exchange::metadata::encode_payload;
+use peer_exchange::peers::PeerDecoder;
+use peer_exchange::simulate::deliver;
 use proto::prost_types::{value::Kind, Struct, Value};
 
 const SAN: &str = "spiffe://cluster.local/ns/fuzz-ns/sa/fuzz";

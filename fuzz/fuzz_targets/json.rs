@@ -1,4 +1,4 @@
-//! wasm-host's configuration reader (`schema::parse`: serde_json, refusing
+//! filter-common's configuration reader (`schema::parse`: serde_json, refusing
 //! repeated keys and nesting past `MAX_DEPTH`) against plain serde_json as
 //! the reference. Oracles: a text serde_json refuses, we refuse; a text
 //! both read, both read to the same value; a text only serde_json reads is
@@ -9,7 +9,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
-use wasm_host::schema::{self, MAX_DEPTH};
+use filter_common::schema::{self, MAX_DEPTH};
 
 /// Containers nested in one another, as our bound counts them.
 fn depth(v: &Value) -> usize {

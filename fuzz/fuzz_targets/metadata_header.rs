@@ -5,9 +5,9 @@
 
 use filters_fuzz::Input;
 use libfuzzer_sys::fuzz_target;
-use peer_exchange_filter::headers::{decode_base64, decode_metadata_header, encode_base64, PeerHeaders};
-use peer_exchange_filter::identity::IdentityCheck;
-use peer_exchange_filter::peers::PeerDecoder;
+use peer_exchange::headers::{decode_base64, decode_metadata_header, encode_base64, PeerHeaders};
+use peer_exchange::identity::IdentityCheck;
+use peer_exchange::peers::PeerDecoder;
 
 fuzz_target!(|data: &[u8]| {
     assert_eq!(decode_base64(encode_base64(data).as_bytes()).as_deref(), Some(data));

@@ -6,10 +6,10 @@
 
 use filters_fuzz::{spiffe_namespace, Input};
 use libfuzzer_sys::fuzz_target;
-use peer_exchange_filter::identity::{IdentityCheck, Verification};
-use peer_exchange_filter::metadata::{decode_payload, encode_payload};
-use peer_exchange_filter::peers::PeerDecoder;
-use peer_exchange_filter::workload::Workload;
+use peer_exchange::identity::{IdentityCheck, Verification};
+use peer_exchange::metadata::{decode_payload, encode_payload};
+use peer_exchange::peers::PeerDecoder;
+use peer_exchange::workload::Workload;
 
 fuzz_target!(|data: &[u8]| {
     let mut input = Input::new(data);
@@ -36,7 +36,7 @@ fuzz_target!(|data: &[u8]| {
         let Ok(Some(peer)) = first else { continue };
         // The JSON text for access logs reads back as JSON, whatever the peer sent.
         assert_eq!(peer.json.is_empty(), peer.stored.is_none(), "text exactly when a Struct is stored");
-        assert!(wasm_host::schema::parse(peer.json.as_bytes()).is_ok() || peer.json.is_empty(), "{}", peer.json);
+        assert!(filter_common::schema::parse(peer.json.as_bytes()).is_ok() || peer.json.is_empty(), "{}", peer.json);
         if mode == IdentityCheck::Enforce && peer.id.is_some() && peer.stored.is_some() {
             // The claim itself was stored: it must agree with the certificate.
             assert_eq!(peer.verification, Some(Verification::Verified));

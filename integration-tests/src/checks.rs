@@ -4,7 +4,7 @@
 //! Envoy.
 
 use crate::LOG_WAIT;
-use alpn_filter::decision::Counter;
+use alpn_decision::decision::Counter;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::clients::{assert_same_bytes, banner_exchange, echo_through, h2c_get, http1_get};

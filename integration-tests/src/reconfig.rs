@@ -329,13 +329,7 @@ fn baseline_only(rendered: &str) -> String {
 }
 
 /// Renders generation `generation` of the xDS files.
-fn files(
-    vars: &mut BTreeMap<String, String>,
-    generation: u64,
-    client_xds: &Path,
-    server_xds: &Path,
-    filters: Filters,
-) {
+fn files(vars: &mut BTreeMap<String, String>, generation: u64, client_xds: &Path, server_xds: &Path, filters: Filters) {
     let keep = |rendered: String| if filters == Filters::None { baseline_only(&rendered) } else { rendered };
     let metrics = if filters == Filters::OursWithMetrics { r#","istio_metrics":{}"# } else { "" };
     let config = |role: &str| {

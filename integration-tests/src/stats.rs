@@ -1,10 +1,10 @@
 //! The filters' counters by typed name: prefixes and names come from the
 //! filter crates, so no test spells a stat.
 
-use alpn_filter::decision::Counter as AlpnCounter;
-use peer_exchange_filter::config::{stat_prefix, Role, Transport};
-use peer_exchange_filter::exchange::Counter as ExchangeCounter;
-use peer_exchange_filter::http::HttpCounter;
+use alpn_decision::decision::Counter as AlpnCounter;
+use peer_exchange::config::{stat_prefix, Role, Transport};
+use peer_exchange::exchange::Counter as ExchangeCounter;
+use peer_exchange::http::HttpCounter;
 
 use crate::envoy::Admin;
 

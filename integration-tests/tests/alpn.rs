@@ -1,7 +1,7 @@
 //! End-to-end tests of alpn-filter and of the server Envoy's ALPN-selected
 //! inbound chains: real Envoys, mTLS, our .wasm.
 
-use alpn_filter::decision::Counter;
+use alpn_decision::decision::Counter;
 use integration_tests::{stats, LOG_WAIT};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -391,8 +391,8 @@ async fn the_exchange_client_applies_the_alpn_rule_in_one_filter() {
     // The exchange happened on every request to a cluster marked as a mesh
     // upstream (h2-cluster and the default; use-downstream is unmarked), in
     // the same filter.
-    use peer_exchange_filter::config::Role;
-    use peer_exchange_filter::http::HttpCounter;
+    use peer_exchange::config::Role;
+    use peer_exchange::http::HttpCounter;
     let exchanged = |c| stats::http_exchange(&mesh.client, Role::Client, c);
     assert_eq!(exchanged(HttpCounter::MetadataReceived), 3, "the server answered every mesh request");
     assert_eq!(exchanged(HttpCounter::SkippedNotMesh), 3, "use-downstream twice, the opt-out cluster");

@@ -1,10 +1,10 @@
 //! The harness itself: real Envoys load our real .wasm files and the filters
 //! run (read back from Envoy's counters and logs).
 
-use alpn_filter::decision::Counter as AlpnCounter;
+use alpn_decision::decision::Counter as AlpnCounter;
 use integration_tests::{stats, LOG_WAIT};
-use peer_exchange_filter::config::Role;
-use peer_exchange_filter::exchange::Counter;
+use peer_exchange::config::Role;
+use peer_exchange::exchange::Counter;
 
 use integration_tests::mesh::{Mesh, CLIENT_TCP_LOG};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -5,7 +5,7 @@
 
 use integration_tests::{stats, LOG_WAIT};
 
-use alpn_filter::decision::Counter as AlpnCounter;
+use alpn_decision::decision::Counter as AlpnCounter;
 use base64::Engine;
 use integration_tests::backends::ANSWERS_AS_A_PEER;
 use integration_tests::clients::{h2c_get, h2c_get_with, http11_keepalive, http1_get, http1_get_with, http1_request};
@@ -13,8 +13,8 @@ use integration_tests::clients::{parse_http1, HttpResponse, STEP_TIMEOUT};
 use integration_tests::mesh::{Mesh, MeshOptions, CLIENT_HTTP_LOG, SERVER_HTTP_LOG};
 use integration_tests::wire::{self, V};
 use integration_tests::workloads::{CLIENT, PEER_UNKNOWN, SERVER};
-use peer_exchange_filter::config::Role;
-use peer_exchange_filter::http::HttpCounter;
+use peer_exchange::config::Role;
+use peer_exchange::http::HttpCounter;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const METADATA: &str = "x-envoy-peer-metadata";

@@ -11,9 +11,9 @@ use integration_tests::pki::{CLIENT_IDENTITY, RAW_CLIENT_IDENTITY, SERVER_IDENTI
 use integration_tests::wire::{self, V};
 use integration_tests::workloads::{assert_stored, peer_struct, CLIENT, PEER_UNKNOWN, SERVER};
 use integration_tests::{pseudo_random_bytes, LOG_WAIT};
-use peer_exchange_filter::config::Role;
-use peer_exchange_filter::exchange::Counter;
-use peer_exchange_filter::http::HttpCounter;
+use peer_exchange::config::Role;
+use peer_exchange::exchange::Counter;
+use peer_exchange::http::HttpCounter;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// What both Envoys claim to be in the lying meshes: another workload, in

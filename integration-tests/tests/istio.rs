@@ -19,7 +19,7 @@ use integration_tests::istio::{self, Class, Phase, Plugin, PluginType};
 use integration_tests::pki::Pki;
 use integration_tests::workloads::{assert_stored, CLIENT, GATEWAY, PEER_UNKNOWN, SERVER};
 
-const EXCHANGE_HTTP_ROOT_ID: &str = peer_exchange_filter::config::HTTP_ROOT_ID;
+const EXCHANGE_HTTP_ROOT_ID: &str = peer_exchange::config::HTTP_ROOT_ID;
 
 /// The names of a chain's filters (network, or the HCM's HTTP filters).
 fn names(filters: &serde_json::Value) -> Vec<String> {
@@ -240,8 +240,8 @@ async fn every_shape_istiod_writes_carries_every_apps_bytes_exactly_and_the_peer
     // 5432 from the sidecar and from the gateway.
     assert_eq!(learned, 2, "{tcp:?}");
     use integration_tests::stats::exchange;
-    use peer_exchange_filter::config::Role;
-    use peer_exchange_filter::exchange::Counter;
+    use peer_exchange::config::Role;
+    use peer_exchange::exchange::Counter;
     // Server-first: from the sidecar, the headless client and the gateway-less paths over mTLS.
     assert_eq!(exchange(&mesh.server, Role::Server, Counter::PrefixWithheld), 2, "3306 from the sidecar and headless");
     let gateway_lines = traffic::wait_log(&mesh.gateway_log, 4);

@@ -13,8 +13,8 @@ use integration_tests::pki::{CLIENT_IDENTITY, SERVER_IDENTITY};
 use integration_tests::stats::{self, Sample};
 use integration_tests::wire::{self, V};
 use integration_tests::{pseudo_random_bytes, LOG_WAIT};
-use peer_exchange_filter::config::Role;
-use peer_exchange_filter::http::HttpCounter;
+use peer_exchange::config::Role;
+use peer_exchange::http::HttpCounter;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const APP: &str = "outbound_http_exchange";

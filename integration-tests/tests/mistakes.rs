@@ -11,9 +11,9 @@ use integration_tests::examples::{read, with, Examples};
 use integration_tests::paths::run_mesh_doctor;
 use integration_tests::stats::{exchange, http_exchange, prometheus, wait_exchange};
 use integration_tests::LOG_WAIT;
-use peer_exchange_filter::config::Role;
-use peer_exchange_filter::exchange::Counter;
-use peer_exchange_filter::http::HttpCounter;
+use peer_exchange::config::Role;
+use peer_exchange::exchange::Counter;
+use peer_exchange::http::HttpCounter;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The log lines containing `text`, once Envoy has written at least `count`.

@@ -2,7 +2,7 @@
 //! engine), the template renderer it uses, the Istio WasmPlugin manifests,
 //! the OCI image in Istio's wasm image format, and the documented examples.
 
-use peer_exchange_filter::config::Transport;
+use peer_exchange::config::Transport;
 use std::collections::BTreeSet;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -279,18 +279,18 @@ fn wasm_plugin_manifests_are_well_formed_and_their_configs_are_accepted() {
             match (kind, spec["pluginName"].as_str()) {
                 ("NETWORK", _) => {
                     assert_eq!(spec["phase"], "AUTHN", "{file}: first on its chain");
-                    let parsed = peer_exchange_filter::config::Config::parse(&config, Transport::Tcp)
+                    let parsed = peer_exchange::config::Config::parse(&config, Transport::Tcp)
                         .unwrap_or_else(|e| panic!("{file}: pluginConfig refused: {e}"));
                     assert_eq!(parsed.role.name(), expected_role, "{file}: role matches the traffic direction");
                 }
-                ("HTTP", Some(peer_exchange_filter::config::HTTP_ROOT_ID)) => {
+                ("HTTP", Some(peer_exchange::config::HTTP_ROOT_ID)) => {
                     assert_eq!(spec["phase"], "AUTHN", "{file}: before Istio's HTTP filters");
-                    let parsed = peer_exchange_filter::config::Config::parse(&config, Transport::Http)
+                    let parsed = peer_exchange::config::Config::parse(&config, Transport::Http)
                         .unwrap_or_else(|e| panic!("{file}: pluginConfig refused: {e}"));
                     assert_eq!(parsed.role.name(), expected_role, "{file}: role matches the traffic direction");
                 }
                 ("HTTP", _) => {
-                    let parsed = alpn_filter::config::AlpnConfig::parse(&config)
+                    let parsed = alpn_decision::config::AlpnConfig::parse(&config)
                         .unwrap_or_else(|e| panic!("{file}: pluginConfig refused: {e}"));
                     assert_eq!(parsed.warnings(), Vec::<String>::new(), "{file}: a configuration without warnings");
                 }
@@ -321,18 +321,15 @@ fn documented_configuration_examples_are_accepted_by_the_filters() {
         let block: String = lines.by_ref().take_while(|l| !l.starts_with("```")).collect::<Vec<_>>().join("\n");
         match tag.trim() {
             "alpn-filter" => {
-                alpn_filter::config::AlpnConfig::parse(block.as_bytes()).unwrap_or_else(|e| panic!("{e}:\n{block}"));
+                alpn_decision::config::AlpnConfig::parse(block.as_bytes()).unwrap_or_else(|e| panic!("{e}:\n{block}"));
             }
             "peer-exchange-filter-http" => {
-                peer_exchange_filter::config::Config::parse(block.as_bytes(), Transport::Http)
+                peer_exchange::config::Config::parse(block.as_bytes(), Transport::Http)
                     .unwrap_or_else(|e| panic!("{e}:\n{block}"));
             }
             "peer-exchange-filter" => {
-                peer_exchange_filter::config::Config::parse(
-                    block.as_bytes(),
-                    peer_exchange_filter::config::Transport::Tcp,
-                )
-                .unwrap_or_else(|e| panic!("{e}:\n{block}"));
+                peer_exchange::config::Config::parse(block.as_bytes(), peer_exchange::config::Transport::Tcp)
+                    .unwrap_or_else(|e| panic!("{e}:\n{block}"));
             }
             other => panic!("unknown example tag {other}"),
         }
@@ -348,9 +345,9 @@ use serde::Deserialize;
 /// without a line fails here).
 #[test]
 fn observability_documents_every_counter() {
-    use alpn_filter::decision::Counter as AlpnCounter;
-    use peer_exchange_filter::exchange::Counter as ExchangeCounter;
-    use peer_exchange_filter::http::HttpCounter;
+    use alpn_decision::decision::Counter as AlpnCounter;
+    use peer_exchange::exchange::Counter as ExchangeCounter;
+    use peer_exchange::http::HttpCounter;
     let doc = std::fs::read_to_string(root().join("docs/observability.md")).unwrap();
     let section = |heading: &str| -> String {
         let start = doc.find(heading).unwrap_or_else(|| panic!("observability.md has no {heading:?}"));
@@ -374,7 +371,7 @@ fn observability_documents_every_counter() {
 #[test]
 fn troubleshooting_quotes_every_warning_and_finding() {
     let doc = std::fs::read_to_string(root().join("docs/troubleshooting.md")).unwrap();
-    for warning in peer_exchange_filter::warnings::ALL {
+    for warning in peer_exchange::warnings::ALL {
         assert!(doc.contains(warning), "troubleshooting.md does not quote:\n{warning}");
     }
     for id in mesh_doctor::IDS {

@@ -3,8 +3,8 @@
 //! "server"; raw TLS clients speak the protocol to the server directly.
 
 use integration_tests::{stats, LOG_WAIT};
-use peer_exchange_filter::config::Role;
-use peer_exchange_filter::exchange::Counter;
+use peer_exchange::config::Role;
+use peer_exchange::exchange::Counter;
 use std::time::{Duration, Instant};
 
 use integration_tests::clients::{assert_same_bytes, echo_through, STEP_TIMEOUT};

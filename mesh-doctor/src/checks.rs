@@ -5,12 +5,12 @@
 
 use serde_json::Value;
 
-use peer_exchange_filter::config::{Config, Transport};
-use peer_exchange_filter::istio_stats::LABEL_NAMES;
+use filter_common::istio::{misplaced, Marker};
+use peer_exchange::config::{Config, Transport};
+use peer_exchange::istio_stats::LABEL_NAMES;
 use proto::core::Metadata;
 use proto::prost::Message;
 use proto::prost_types::{value::Kind as ValueKind, ListValue, Struct, Value as ProtoValue};
-use wasm_host::markers::{misplaced, Marker};
 
 use crate::finding::{Finding, Severity};
 use crate::model::{alpn_list, array, upstream_tls, Chain, Exchange, Filter, Kind, Proxy};
@@ -353,7 +353,7 @@ fn metadata(cluster: &Value) -> Metadata {
 /// mesh upstream (its own marker, or Istio's endpoint marker), `Some(false)`
 /// opted out, `None` neither.
 fn mesh_cluster(proxy: &Proxy, cluster: &Value) -> Option<bool> {
-    let verdict = peer_exchange_filter::participation::cluster_enabled(&metadata(cluster).encode_to_vec());
+    let verdict = peer_exchange::participation::cluster_enabled(&metadata(cluster).encode_to_vec());
     if verdict.is_some() {
         return verdict;
     }
@@ -383,7 +383,7 @@ fn clusters(report: &mut Report<'_>) {
                 "move it where the filters read it (docs/configuration.md, \"Cluster metadata markers\")",
             );
         }
-        let explicitly = peer_exchange_filter::participation::cluster_enabled(&metadata(cluster).encode_to_vec());
+        let explicitly = peer_exchange::participation::cluster_enabled(&metadata(cluster).encode_to_vec());
         if explicitly == Some(true) && upstream_tls(cluster).is_empty() {
             report.add(
                 Severity::Error,

@@ -1,26 +1,26 @@
 //! The proxy-wasm layer of the HTTP form: one [`HttpPeer`] per request,
-//! carrying out [`crate::http`]'s decisions with hostcalls, for the
+//! carrying out [`peer_exchange::http`]'s decisions with hostcalls, for the
 //! configured discovery and propagation methods.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
 use alpn_decision::decision::{Counter as AlpnCounter, Decider, RequestFacts};
-use wasm_host::clusters::ByCluster;
-use wasm_host::markers::{Marker, Reports};
+use filter_common::clusters::ByCluster;
+use filter_common::istio::{Marker, Reports};
 use wasm_host::plugin::Action;
 use wasm_host::{Counters, HeaderMap, HeaderPairs};
 
-use crate::baggage::{self, BAGGAGE_HEADER};
-use crate::config::{Config, Method, Role};
-use crate::headers::{encode_metadata_header, PeerHeaders, ID_HEADER, METADATA_HEADER};
-use crate::http::{is_mesh_identity, receive, receive_baggage, BaggageReceived, ClientVerdict, ClientVerdicts};
-use crate::http::{HttpCounter, Received};
 use crate::istio_metrics::{IstioMetrics, PeerSeen, RequestSeen};
-use crate::istio_stats::WorkloadLabels;
-use crate::peers::{with_decoder, PeerDecoder, StoredPeer};
 use crate::stored::{mark_peer_not_found, store_endpoint_peer, store_peer};
-use crate::workload::{endpoint_workload, EndpointWorkload, Workload};
+use peer_exchange::baggage::{self, BAGGAGE_HEADER};
+use peer_exchange::config::{Config, Method, Role};
+use peer_exchange::headers::{encode_metadata_header, PeerHeaders, ID_HEADER, METADATA_HEADER};
+use peer_exchange::http::{is_mesh_identity, receive, receive_baggage, BaggageReceived, ClientVerdict, ClientVerdicts};
+use peer_exchange::http::{HttpCounter, Received};
+use peer_exchange::istio_stats::WorkloadLabels;
+use peer_exchange::peers::{with_decoder, PeerDecoder, StoredPeer};
+use peer_exchange::workload::{endpoint_workload, EndpointWorkload, Workload};
 
 /// The header form's per-VM state.
 pub(crate) struct HttpShared {
@@ -30,7 +30,7 @@ pub(crate) struct HttpShared {
     /// Our `baggage` members, built once (native's: no additional labels).
     baggage_value: String,
     node_id: String,
-    counters: Counters,
+    counters: Counters<HttpCounter>,
     peers: RefCell<PeerDecoder>,
     verdicts: RefCell<ClientVerdicts>,
     /// Client: each route cluster's verdict, by cluster name.
@@ -38,9 +38,9 @@ pub(crate) struct HttpShared {
     /// Client: cluster metadata already checked for misplaced markers.
     reports: RefCell<Reports>,
     /// Client: unmarked clusters whose upstream certificate was checked once.
-    checked: RefCell<crate::warnings::Warned>,
+    checked: RefCell<peer_exchange::warnings::Warned>,
     /// Client with `alpn`: alpn-filter's rule, run here, and its counters.
-    alpn: Option<(RefCell<Decider>, Counters)>,
+    alpn: Option<(RefCell<Decider>, Counters<AlpnCounter>)>,
     /// With `istio_metrics`: Istio's standard metrics.
     metrics: Option<IstioMetrics>,
 }
@@ -81,7 +81,7 @@ impl RouteCluster<'_> {
 impl RequestFacts for RouteCluster<'_> {
     fn cluster_metadata(&mut self) -> Option<Vec<u8>> {
         if let Some((_, counters)) = &self.shared.alpn {
-            counters.inc(AlpnCounter::ClusterMetadataRead.index());
+            counters.inc(AlpnCounter::ClusterMetadataRead);
         }
         self.metadata()
     }
@@ -95,9 +95,9 @@ impl RequestFacts for RouteCluster<'_> {
 
 impl HttpShared {
     pub(crate) fn new(config: Config, workload: &Workload, node_id: String, local: WorkloadLabels) -> HttpShared {
-        let counters = Counters::define(&config.stat_prefix(), HttpCounter::ALL.iter().map(|c| c.name()));
-        if let Some(missing) = crate::warnings::workload_gaps(workload) {
-            counters.inc(HttpCounter::NodeMetadataMissing.index());
+        let counters = Counters::define(&config.stat_prefix());
+        if let Some(missing) = peer_exchange::warnings::workload_gaps(workload) {
+            counters.inc(HttpCounter::NodeMetadataMissing);
             log::warn!("{missing}");
         }
         HttpShared {
@@ -164,7 +164,7 @@ impl HttpShared {
     }
 
     fn count(&self, counter: HttpCounter) {
-        self.counters.inc(counter.index());
+        self.counters.inc(counter);
     }
 
     fn uses(&self, method: Method) -> bool {
@@ -302,8 +302,8 @@ impl HttpPeer {
                 shared.count(HttpCounter::MeshUpstreamNotMarked);
                 log::warn!(
                     "{}",
-                    crate::warnings::fill(
-                        crate::warnings::MESH_UPSTREAM_NOT_MARKED,
+                    peer_exchange::warnings::fill(
+                        peer_exchange::warnings::MESH_UPSTREAM_NOT_MARKED,
                         &[("<cluster>", &cluster), ("<identity>", &san)]
                     )
                 );

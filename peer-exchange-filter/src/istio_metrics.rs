@@ -1,22 +1,22 @@
-//! The proxy-wasm layer of Istio's standard metrics ([`crate::istio_stats`]):
+//! The proxy-wasm layer of Istio's standard metrics ([`peer_exchange::istio_stats`]):
 //! per VM, the label sets defined so far and what each cluster says about
 //! its service; per request or connection, the reads at its end and the
 //! recording. Used by both forms when `istio_metrics` is configured.
 
 use std::cell::RefCell;
 
-use wasm_host::clusters::ByCluster;
-use wasm_host::HeaderPairs;
+use filter_common::clusters::ByCluster;
+use wasm_host::{HeaderPairs, PerVm};
 
-use crate::config::{Config, Role};
-use crate::istio_stats::{
+use peer_exchange::config::{Config, Role};
+use peer_exchange::istio_stats::{
     grpc_message_counts, label_set, ClusterService, HttpSeries, LabelInputs, Metric, Series, SeriesTable, TcpSeries,
     Traffic, WorkloadLabels,
 };
 
 /// How long a cluster's service is remembered by the cluster's name
 /// (the client's metadata refresh; the server's own, as it reads nothing else).
-const SERVICE_REFRESH_MS: u32 = wasm_host::clusters::DEFAULT_REFRESH_MS;
+const SERVICE_REFRESH_MS: u32 = filter_common::clusters::DEFAULT_REFRESH_MS;
 
 /// A label set's ids, whichever form defined it (one table type per VM:
 /// a second monomorphised map would cost module size for nothing).
@@ -30,19 +30,11 @@ thread_local! {
     /// The label sets this VM has defined (see [`SeriesTable`]: shared by
     /// every plugin configuration the VM has had). A set's labels include
     /// its protocol, so HTTP and TCP sets never share a key.
-    static TABLE: RefCell<SeriesTable<Defined>> = RefCell::new(SeriesTable::default());
-}
-
-/// A new VM (the glue tests' fake host): nothing defined yet.
-#[cfg(test)]
-pub(crate) fn forget_tables() {
-    TABLE.with(|table| *table.borrow_mut() = SeriesTable::default());
+    static TABLE: PerVm<SeriesTable<Defined>> = PerVm::new(SeriesTable::default());
 }
 
 fn defined_series(labels: &str, max: u32, define: impl FnOnce(&str) -> Option<Defined>) -> Series<Defined> {
-    TABLE
-        .with(|table| table.try_borrow_mut().ok().map(|mut t| t.series(labels, max, define)))
-        .unwrap_or(Series::Overflow)
+    TABLE.with(|table| table.with(|t| t.series(labels, max, define))).unwrap_or(Series::Overflow)
 }
 
 /// Defines one metric of a label set in Envoy; `None` (logged) if refused.

@@ -1,6 +1,6 @@
 //! The module's entry points: each plugin runs the form its root id
 //! selects — the TCP form ([`crate::tcp_filter`]) or the HTTP form
-//! ([`crate::http_filter`], root id [`crate::config::HTTP_ROOT_ID`]) — and
+//! ([`crate::http_filter`], root id [`peer_exchange::config::HTTP_ROOT_ID`]) — and
 //! each stream is a connection or a request of that form.
 
 use std::rc::Rc;
@@ -8,10 +8,10 @@ use std::rc::Rc;
 use wasm_host::plugin::{Action, Plugin, Stream};
 use wasm_host::Span;
 
-use crate::config::{Config, Transport};
 use crate::http_filter::{HttpPeer, HttpShared};
 use crate::stored::{declare_peer_properties, local_workload};
 use crate::tcp_filter::{tcp_plugin, PeerStream, Shared};
+use peer_exchange::config::{Config, Transport};
 
 // Our own entry points, not the SDK's: Envoy enters the VM only for these
 // callbacks (see `wasm_host::plugin`). A connection is entered at creation,

@@ -5,12 +5,12 @@
 use proto::prost::Message;
 use wasm_host::{PropertyType, Span};
 
-use crate::config::{Config, Role};
-use crate::identity::{mark_not_checked, IdentityCheck};
-use crate::istio_stats::WorkloadLabels;
-use crate::peers::StoredPeer;
-use crate::workload::{Locality, NodeMetadata, PeerSource, Workload, SOURCE_LABELS, WORKLOAD_FIELDS};
-use crate::workload::{CANONICAL_NAME_LABEL, CANONICAL_REVISION_LABEL};
+use peer_exchange::config::{Config, Role};
+use peer_exchange::identity::{mark_not_checked, IdentityCheck};
+use peer_exchange::istio_stats::WorkloadLabels;
+use peer_exchange::peers::StoredPeer;
+use peer_exchange::workload::{Locality, NodeMetadata, PeerSource, Workload, SOURCE_LABELS, WORKLOAD_FIELDS};
+use peer_exchange::workload::{CANONICAL_NAME_LABEL, CANONICAL_REVISION_LABEL};
 
 /// Filter-state key of the "peer not found" marker (`wasm.peer_not_found`).
 pub(crate) const PEER_NOT_FOUND_KEY: &str = "peer_not_found";
@@ -113,7 +113,7 @@ pub(crate) fn store_endpoint_peer(config: &Config, workload: &Workload) -> Workl
     if config.identity_check != IdentityCheck::Off {
         mark_not_checked(&mut stored);
     }
-    let json = if config.peer_json { wasm_host::schema::struct_text(&stored) } else { String::new() };
+    let json = if config.peer_json { filter_common::schema::struct_text(&stored) } else { String::new() };
     set_peer_state(config, &stored.encode_to_vec(), &json);
     labels
 }

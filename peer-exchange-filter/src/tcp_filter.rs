@@ -5,32 +5,32 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use wasm_host::clusters::ByCluster;
-use wasm_host::markers::{Marker, Reports};
+use filter_common::clusters::ByCluster;
+use filter_common::istio::{Marker, Reports};
 use wasm_host::plugin::Action;
 use wasm_host::{Counters, Direction};
 
-use crate::codec::encode_frame;
-use crate::config::{Config, Role};
-use crate::deadlines::Deadlines;
-use crate::exchange::{Counter, Event, Exchange, NotFound, OurPrefix, Outcome, Rejected, Sending, Step};
 use crate::istio_metrics::{IstioMetrics, PeerSeen, Reported};
-use crate::istio_stats::TcpSeries;
-use crate::istio_stats::WorkloadLabels;
-use crate::metadata::encode_payload;
-use crate::participation::{
+use crate::stored::{mark_peer_not_found, store_endpoint_peer, store_peer};
+use peer_exchange::codec::encode_frame;
+use peer_exchange::config::{Config, Role};
+use peer_exchange::deadlines::Deadlines;
+use peer_exchange::exchange::{Counter, Event, Exchange, NotFound, OurPrefix, Outcome, Rejected, Sending, Step};
+use peer_exchange::istio_stats::TcpSeries;
+use peer_exchange::istio_stats::WorkloadLabels;
+use peer_exchange::metadata::encode_payload;
+use peer_exchange::participation::{
     cluster_marks, tcp_client_verdict, tcp_server_verdict, ClusterMarks, UpstreamFacts, Verdict,
 };
-use crate::peers::{with_decoder, PeerDecoder};
-use crate::stored::{mark_peer_not_found, store_endpoint_peer, store_peer};
-use crate::warnings::{self, Warned};
-use crate::workload::{endpoint_workload, EndpointWorkload, Workload};
+use peer_exchange::peers::{with_decoder, PeerDecoder};
+use peer_exchange::warnings::{self, Warned};
+use peer_exchange::workload::{endpoint_workload, EndpointWorkload, Workload};
 
 pub(crate) struct Shared {
     config: Config,
     /// Our whole prefix (header + payload), built once.
     prefix: Vec<u8>,
-    counters: Counters,
+    counters: Counters<Counter>,
     deadlines: RefCell<Deadlines>,
     /// Payload bytes -> stored peer, shared by the VM's connections.
     peers: RefCell<PeerDecoder>,
@@ -62,12 +62,12 @@ impl Shared {
     /// What the connection's cluster says, remembered by its name.
     fn cluster_marks(&self) -> ClusterMarks {
         wasm_host::by_cluster(&self.clusters, || {
-            self.counters.inc(Counter::ClusterMetadataRead.index());
+            self.counters.inc(Counter::ClusterMetadataRead);
             let metadata = wasm_host::read_cluster_metadata(
                 "peer-exchange-filter",
                 &self.reports,
                 &[Marker::PeerExchange, Marker::DisableMx],
-                || self.counters.inc(Counter::MisplacedMetadata.index()),
+                || self.counters.inc(Counter::MisplacedMetadata),
             );
             cluster_marks(&metadata.unwrap_or_default())
         })
@@ -77,7 +77,7 @@ impl Shared {
     /// warning (`template`, filled with the cluster and `values`) the first
     /// time this VM sees it for that cluster.
     fn misconfigured(&self, counter: Counter, template: &str, values: &[(&str, &str)]) {
-        self.counters.inc(counter.index());
+        self.counters.inc(counter);
         let cluster = wasm_host::get_property_string(&["xds", "cluster_name"]).ok().flatten().unwrap_or_default();
         if let Ok(mut warned) = self.warned.try_borrow_mut() {
             if warned.first_time(counter.index(), &cluster) {
@@ -91,7 +91,7 @@ impl Shared {
     /// The only place the TCP exchange increments counters: what the event names.
     fn count(&self, event: &Event) {
         for counter in event.counters() {
-            self.counters.inc(counter.index());
+            self.counters.inc(counter);
         }
     }
 
@@ -202,14 +202,14 @@ pub(crate) fn tcp_plugin(
             );
         }
     }
-    let counters = Counters::define(&config.stat_prefix(), Counter::ALL.iter().map(|c| c.name()));
+    let counters = Counters::define(&config.stat_prefix());
     let peers = RefCell::new(PeerDecoder::for_config(&config));
     let clusters = RefCell::new(ByCluster::new(config.cluster_metadata_refresh_ms));
     let deadlines = RefCell::new(Deadlines::default());
     let reports = RefCell::default();
     let warned = RefCell::default();
-    if let Some(missing) = crate::warnings::workload_gaps(workload) {
-        counters.inc(Counter::NodeMetadataMissing.index());
+    if let Some(missing) = peer_exchange::warnings::workload_gaps(workload) {
+        counters.inc(Counter::NodeMetadataMissing);
         log::warn!("{missing}");
     }
     let open = RefCell::new(OpenConnections {
@@ -348,7 +348,7 @@ impl PeerStream {
         let seen = PeerSeen { labels: peer, principal: self.peer_uri_san.clone() };
         let series = metrics.open_connection(&seen);
         match series {
-            None => self.shared.counters.inc(Counter::IstioMetricsOverflow.index()),
+            None => self.shared.counters.inc(Counter::IstioMetricsOverflow),
             Some(ids) => {
                 if let Ok(mut open) = self.shared.open.try_borrow_mut() {
                     if open.period_ms > 0 {
@@ -414,7 +414,7 @@ impl PeerStream {
         let marks = self.shared.cluster_marks();
         let marked = marks.enabled == Some(true)
             || (marks.enabled.is_none()
-                && crate::participation::endpoint_is_istio_mtls(
+                && peer_exchange::participation::endpoint_is_istio_mtls(
                     &wasm_host::get_property(&["xds", "upstream_host_metadata"]).ok().flatten().unwrap_or_default(),
                 ));
         if marked {

@@ -22,6 +22,19 @@ pub mod core {
 /// Type URL of `google.protobuf.Struct` inside an `Any`.
 pub const STRUCT_TYPE_URL: &str = "type.googleapis.com/google.protobuf.Struct";
 
+/// Serialized `Metadata` as Envoy hands it over (`xds.cluster_metadata`,
+/// `xds.upstream_host_metadata`), with `(namespace, key, value)` entries:
+/// what tests of every layer feed to the code that reads it.
+pub fn metadata_bytes(entries: &[(&str, &str, prost_types::value::Kind)]) -> Vec<u8> {
+    use prost::Message;
+    let mut metadata = core::Metadata::default();
+    for (namespace, key, value) in entries {
+        let fields = &mut metadata.filter_metadata.entry(namespace.to_string()).or_default().fields;
+        fields.insert(key.to_string(), prost_types::Value { kind: Some(value.clone()) });
+    }
+    metadata.encode_to_vec()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

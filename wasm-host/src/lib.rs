@@ -11,22 +11,20 @@
 //! SDK's vocabulary is kept (`Action`, `on_request_headers`, ...).
 
 mod abi;
-pub mod bounded;
 pub mod clusters;
 mod error;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod fake;
 pub mod host;
 mod logging;
-pub mod markers;
 mod metrics;
 pub mod plugin;
 mod properties;
-pub mod schema;
 mod streams;
+mod vm;
 
 pub use clusters::{by_cluster, read_cluster_metadata, start_cluster_refresh};
-pub use error::{ConfigError, HostError, HostResult};
+pub use error::{HostError, HostResult};
 pub use logging::init_logging;
 pub use metrics::{add_to_metric, define_metric, record_metric, Counters};
 pub use properties::{
@@ -37,3 +35,4 @@ pub use streams::{
     close, get_buffer, get_headers, now_millis, plugin_configuration, remove_header, replace_header, set_buffer,
     set_effective_context, set_tick_period_millis, Direction, HeaderMap, HeaderPairs,
 };
+pub use vm::PerVm;

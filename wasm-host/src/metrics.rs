@@ -1,10 +1,12 @@
-//! Counters: the `counters!` macro that declares a filter's list, and
-//! [`Counters`], defined once per VM and incremented by index.
+//! Metrics: [`Counters`], a filter's counter list (declared with
+//! `filter_common::counters!`) defined once per VM and incremented by name,
+//! and the calls for metrics whose names the caller builds.
 
-use std::cell::RefCell;
+use filter_common::counters::CounterSet;
 
 use crate::abi;
 use crate::error::status;
+use crate::vm::PerVm;
 
 thread_local! {
     /// Every counter this VM has defined, by full name. Envoy's
@@ -17,7 +19,7 @@ thread_local! {
     /// Each name is defined once per VM; later plugins reuse its id. (A
     /// list: read at configure time only, and a map type of its own would
     /// cost the module ~3 KB.)
-    static DEFINED: RefCell<Vec<(String, u32)>> = const { RefCell::new(Vec::new()) };
+    static DEFINED: PerVm<Vec<(String, u32)>> = const { PerVm::new(Vec::new()) };
 }
 
 /// proxy-wasm `MetricType::Counter`.
@@ -48,102 +50,46 @@ pub fn record_metric(id: u32, value: u64) {
     let _ = unsafe { abi::proxy_record_metric(id, value) };
 }
 
-/// Declares a filter's counters once: an enum whose variants name them,
-/// with `ALL` (the defining order), `name()` (the stat name after the
-/// filter's prefix) and `index()` (the position in `ALL`, what
-/// [`Counters::inc`] takes).
-///
-/// ```
-/// wasm_host::counters! {
-///     /// What the example counts.
-///     pub enum Counter {
-///         /// A peer was stored.
-///         MetadataReceived => "metadata_received",
-///         HeaderNotFound => "header_not_found",
-///     }
-/// }
-/// assert_eq!(Counter::ALL.len(), 2);
-/// assert_eq!(Counter::HeaderNotFound.name(), "header_not_found");
-/// assert_eq!(Counter::HeaderNotFound.index(), 1);
-/// ```
-#[macro_export]
-macro_rules! counters {
-    (
-        $(#[$meta:meta])*
-        $vis:vis enum $name:ident {
-            $($(#[$variant_meta:meta])* $variant:ident => $stat:literal,)+
+/// Defines `<prefix><name>` once per VM (not generic: one copy in the
+/// module whatever the counter lists).
+fn define_counter(prefix: &str, name: &str) -> Option<u32> {
+    let full = format!("{prefix}{name}");
+    if let Some(id) = DEFINED.with(|d| d.with(|d| d.iter().find(|(n, _)| *n == full).map(|(_, id)| *id))).flatten() {
+        return Some(id);
+    }
+    let mut id: u32 = 0;
+    // SAFETY: plain ABI call with valid pointers.
+    let raw = unsafe { abi::proxy_define_metric(METRIC_COUNTER, full.as_ptr(), full.len(), &mut id) };
+    match status(raw) {
+        Ok(()) => {
+            DEFINED.with(|d| d.with(|d| d.push((full, id))));
+            Some(id)
         }
-    ) => {
-        $(#[$meta])*
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-        $vis enum $name {
-            $($(#[$variant_meta])* $variant,)+
+        Err(e) => {
+            log::warn!("cannot define counter {full}: {e}");
+            None
         }
-
-        impl $name {
-            /// Every counter, in defining order.
-            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
-
-            /// The stat name, after the filter's prefix.
-            pub fn name(self) -> &'static str {
-                match self {
-                    $($name::$variant => $stat,)+
-                }
-            }
-
-            /// Position in [`Self::ALL`].
-            pub fn index(self) -> usize {
-                self as usize
-            }
-        }
-    };
+    }
 }
 
-/// A new VM (the fake host's install): nothing defined yet.
-#[cfg(not(target_arch = "wasm32"))]
-pub(crate) fn forget_defined() {
-    DEFINED.with(|d| d.borrow_mut().clear());
-}
-
-/// A fixed list of counters, defined once per VM and incremented by index.
-/// A counter that could not be defined is skipped (and logged once).
-pub struct Counters {
+/// A filter's counter list, defined once per VM and incremented by the
+/// list's own variants. A counter that could not be defined is skipped (and
+/// logged once).
+pub struct Counters<C> {
     ids: Vec<Option<u32>>,
+    list: std::marker::PhantomData<C>,
 }
 
-impl Counters {
-    /// Defines `<prefix><name>` for every name, in order.
-    pub fn define<'a>(prefix: &str, names: impl IntoIterator<Item = &'a str>) -> Counters {
-        let ids = names
-            .into_iter()
-            .map(|name| {
-                let full = format!("{prefix}{name}");
-                if let Some(id) =
-                    DEFINED.with(|d| d.try_borrow().ok()?.iter().find(|(n, _)| *n == full).map(|(_, id)| *id))
-                {
-                    return Some(id);
-                }
-                let mut id: u32 = 0;
-                // SAFETY: plain ABI call with valid pointers.
-                let raw = unsafe { abi::proxy_define_metric(METRIC_COUNTER, full.as_ptr(), full.len(), &mut id) };
-                match status(raw) {
-                    Ok(()) => {
-                        DEFINED.with(|d| d.try_borrow_mut().map(|mut d| d.push((full, id))).ok());
-                        Some(id)
-                    }
-                    Err(e) => {
-                        log::warn!("cannot define counter {full}: {e}");
-                        None
-                    }
-                }
-            })
-            .collect();
-        Counters { ids }
+impl<C: CounterSet> Counters<C> {
+    /// Defines `<prefix><name>` for every counter of the list, in order.
+    pub fn define(prefix: &str) -> Counters<C> {
+        let ids = C::ALL.iter().map(|counter| define_counter(prefix, counter.name())).collect();
+        Counters { ids, list: std::marker::PhantomData }
     }
 
-    /// Adds one to the counter at `index` (the position in the defining list).
-    pub fn inc(&self, index: usize) {
-        if let Some(Some(id)) = self.ids.get(index) {
+    /// Adds one to `counter`.
+    pub fn inc(&self, counter: C) {
+        if let Some(Some(id)) = self.ids.get(counter.index()) {
             // SAFETY: plain ABI call. A failure only loses one count.
             let _ = unsafe { abi::proxy_increment_metric(*id, 1) };
         }
@@ -155,14 +101,29 @@ mod tests {
     use super::*;
     use crate::fake::{self, FakeHost};
 
+    filter_common::counters! {
+        enum First {
+            A => "a",
+            B => "b",
+        }
+    }
+
+    filter_common::counters! {
+        enum Reconfigured {
+            B => "b",
+            A => "a",
+            C => "c",
+        }
+    }
+
     #[test]
     fn a_name_is_defined_once_per_vm_and_every_plugin_counts_into_it() {
         fake::install(FakeHost::default());
-        let first = Counters::define("vm_test.", ["a", "b"]);
-        let reconfigured = Counters::define("vm_test.", ["b", "a", "c"]);
-        first.inc(0);
-        reconfigured.inc(1);
-        reconfigured.inc(2);
+        let first = Counters::<First>::define("vm_test.");
+        let reconfigured = Counters::<Reconfigured>::define("vm_test.");
+        first.inc(First::A);
+        reconfigured.inc(Reconfigured::A);
+        reconfigured.inc(Reconfigured::C);
         fake::with(|h| {
             assert_eq!(
                 h.called("define_metric"),

@@ -202,7 +202,7 @@ pub fn configuration(filter: &str, foreign_functions: &[&'static str], size: usi
 }
 
 /// A configuration the filter cannot use, refused with its reason logged.
-pub fn refuse<T>(filter: &str, parsed: Result<T, crate::ConfigError>) -> Option<T> {
+pub fn refuse<T>(filter: &str, parsed: Result<T, filter_common::ConfigError>) -> Option<T> {
     parsed.map_err(|e| log::error!("{filter}: invalid plugin configuration, refusing it: {e}")).ok()
 }
 

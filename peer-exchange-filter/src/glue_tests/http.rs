@@ -7,14 +7,14 @@ use wasm_host::fake::{self, FakeHost, REQUEST_HEADERS, RESPONSE_HEADERS};
 use wasm_host::plugin::{Action, Stream};
 
 use super::*;
-use crate::headers::{ID_HEADER, METADATA_HEADER};
-use crate::participation::CLUSTER_NAMESPACE;
+use peer_exchange::headers::{ID_HEADER, METADATA_HEADER};
+use peer_exchange::participation::CLUSTER_NAMESPACE;
 
 const CLIENT_STATS: &str = "peer_exchange.http_client.";
 const SERVER_STATS: &str = "peer_exchange.http_server.";
 
 fn client_envoy(config: &str, cluster_metadata: Vec<u8>) -> FakeHost {
-    let mut host = envoy(&CLIENT, crate::config::HTTP_ROOT_ID, config);
+    let mut host = envoy(&CLIENT, peer_exchange::config::HTTP_ROOT_ID, config);
     host.property("xds.cluster_name", "mesh")
         .property("xds.cluster_metadata", cluster_metadata)
         .property("request.protocol", "HTTP/1.1")
@@ -23,7 +23,7 @@ fn client_envoy(config: &str, cluster_metadata: Vec<u8>) -> FakeHost {
 }
 
 fn server_envoy(config: &str, client_certificate: bool) -> FakeHost {
-    let mut host = envoy(&SERVER, crate::config::HTTP_ROOT_ID, config);
+    let mut host = envoy(&SERVER, peer_exchange::config::HTTP_ROOT_ID, config);
     if client_certificate {
         host.property("connection.uri_san_peer_certificate", CLIENT.spiffe());
     }

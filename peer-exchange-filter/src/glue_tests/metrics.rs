@@ -7,8 +7,8 @@ use wasm_host::fake::{self, FakeHost, DOWNSTREAM_DATA, REQUEST_HEADERS, RESPONSE
 use wasm_host::plugin::Stream;
 
 use super::*;
-use crate::headers::{ID_HEADER, METADATA_HEADER};
-use crate::participation::CLUSTER_NAMESPACE;
+use peer_exchange::headers::{ID_HEADER, METADATA_HEADER};
+use peer_exchange::participation::CLUSTER_NAMESPACE;
 
 fn number(n: u64) -> Vec<u8> {
     n.to_le_bytes().to_vec()
@@ -17,7 +17,7 @@ fn number(n: u64) -> Vec<u8> {
 /// The inbound Envoy's HTTP form, a request from `CLIENT` finished with a
 /// 200 after 7 ms, 5 body bytes each way.
 fn http_server(config: &str) -> FakeHost {
-    let mut host = envoy(&SERVER, crate::config::HTTP_ROOT_ID, config);
+    let mut host = envoy(&SERVER, peer_exchange::config::HTTP_ROOT_ID, config);
     host.property("connection.uri_san_peer_certificate", CLIENT.spiffe())
         .property("connection.uri_san_local_certificate", SERVER.spiffe())
         .property("xds.cluster_name", "inbound_app")

@@ -11,10 +11,10 @@ use std::rc::Rc;
 use wasm_host::fake::{self, FakeHost, PLUGIN_CONFIGURATION};
 use wasm_host::plugin::Plugin;
 
-use crate::codec::encode_frame;
-use crate::metadata::encode_payload;
 use crate::plugin::{PeerContext, PeerPlugin};
-use crate::workload::NodeMetadata;
+use peer_exchange::codec::encode_frame;
+use peer_exchange::metadata::encode_payload;
+use peer_exchange::workload::NodeMetadata;
 
 /// A workload's identity in the tests: its namespace and SPIFFE id.
 pub(crate) struct Workload {
@@ -40,7 +40,7 @@ impl Workload {
 
     /// The `x-envoy-peer-metadata` value this workload sends.
     pub fn header(&self) -> String {
-        crate::headers::encode_metadata_header(
+        peer_exchange::headers::encode_metadata_header(
             &self.node().workload(&Default::default(), &Default::default(), &[]).to_wire(),
         )
     }
@@ -68,7 +68,6 @@ pub(crate) fn envoy(workload: &Workload, root_id: &str, config: &str) -> FakeHos
 pub(crate) fn configure(host: FakeHost) -> Option<Rc<PeerPlugin>> {
     let size = host.buffers.get(&PLUGIN_CONFIGURATION).map_or(0, Vec::len);
     fake::install(host);
-    crate::istio_metrics::forget_tables();
     PeerPlugin::configure(size).map(Rc::new)
 }
 

@@ -141,17 +141,7 @@ impl FakeHost {
 
 pub mod abi;
 
-/// Serialized `Metadata` as Envoy hands it over (`xds.cluster_metadata`,
-/// `xds.upstream_host_metadata`), with `(namespace, key, value)` entries.
-pub fn metadata(entries: &[(&str, &str, proto::prost_types::value::Kind)]) -> Vec<u8> {
-    use proto::prost::Message;
-    let mut metadata = proto::core::Metadata::default();
-    for (namespace, key, value) in entries {
-        let fields = &mut metadata.filter_metadata.entry(namespace.to_string()).or_default().fields;
-        fields.insert(key.to_string(), proto::prost_types::Value { kind: Some(value.clone()) });
-    }
-    metadata.encode_to_vec()
-}
+pub use proto::metadata_bytes as metadata;
 
 thread_local! {
     static HOST: RefCell<FakeHost> = RefCell::new(FakeHost::default());
@@ -161,7 +151,7 @@ thread_local! {
 /// keeps per VM, such as its defined counters, starts over).
 pub fn install(host: FakeHost) {
     HOST.with(|h| *h.borrow_mut() = host);
-    crate::metrics::forget_defined();
+    crate::vm::start_new_vm();
 }
 
 /// Reads or changes this thread's Envoy (not from inside a hostcall).
@@ -243,8 +233,14 @@ mod tests {
         crate::remove_header(HeaderMap::RequestHeaders, ":path").unwrap();
         crate::set_envoy_filter_state("envoy.network.application_protocols", "h2").unwrap();
         crate::set_property("upstream_peer", b"x").unwrap();
-        let counters = crate::Counters::define("p.", ["a", "b"]);
-        counters.inc(1);
+        filter_common::counters! {
+            enum Counter {
+                A => "a",
+                B => "b",
+            }
+        }
+        let counters = crate::Counters::<Counter>::define("p.");
+        counters.inc(Counter::B);
         with(|h| {
             assert_eq!(h.buffers[&DOWNSTREAM_DATA], b"ello");
             assert_eq!(h.header(REQUEST_HEADERS, "a"), [b"2".to_vec()]);

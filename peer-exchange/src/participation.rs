@@ -212,7 +212,7 @@ pub fn endpoint_is_istio_mtls(metadata: &[u8]) -> bool {
 pub(crate) mod tests {
     use super::*;
 
-    pub(crate) use wasm_host::fake::metadata as md;
+    pub(crate) use proto::metadata_bytes as md;
 
     #[derive(Clone, Default)]
     struct View {

@@ -379,7 +379,7 @@ impl Exchange {
     }
 }
 
-wasm_host::counters! {
+filter_common::counters! {
     /// Every counter the filter keeps, declared in one list: Istio's five, then ours.
     pub enum Counter {
         AlpnProtocolFound => "alpn_protocol_found",

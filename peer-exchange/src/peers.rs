@@ -8,9 +8,9 @@
 //! per-connection path. The key is those bytes themselves, so a peer whose
 //! metadata or certificate changes is simply a new entry; the map is bounded.
 
+use filter_common::bounded::BoundedMap;
 use std::cell::RefCell;
 use std::rc::Rc;
-use wasm_host::bounded::BoundedMap;
 
 use proto::prost::Message;
 
@@ -237,7 +237,7 @@ fn stored_peer(
     };
     Rc::new(StoredPeer {
         labels: Rc::new(stored.as_ref().map(WorkloadLabels::from_stored).unwrap_or_default()),
-        json: stored.as_ref().filter(|_| json).map(wasm_host::schema::struct_text).unwrap_or_default(),
+        json: stored.as_ref().filter(|_| json).map(filter_common::schema::struct_text).unwrap_or_default(),
         stored: stored.map(|s| s.encode_to_vec()),
         id,
         namespace: workload.namespace,
@@ -291,7 +291,7 @@ mod tests {
         for mode in [IdentityCheck::Off, IdentityCheck::Annotate, IdentityCheck::Enforce] {
             let mut d = PeerDecoder::new(vec![], mode).with_peer_json(true);
             let peer = d.decode(&payload("a"), Some(SAN)).unwrap().unwrap();
-            assert_eq!(peer.json, wasm_host::schema::struct_text(&stored(&peer)), "{mode:?}");
+            assert_eq!(peer.json, filter_common::schema::struct_text(&stored(&peer)), "{mode:?}");
             assert!(peer.json.contains(r#""namespace":"ns""#), "{}", peer.json);
             let without = PeerDecoder::new(vec![], mode).decode(&payload("a"), Some(SAN)).unwrap().unwrap();
             assert_eq!(without.json, "", "only asked for with peer_json");

@@ -44,10 +44,10 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use wasm_host::clusters;
-use wasm_host::schema::{self, Fields, Json, ReadJson};
+use filter_common::clusters;
+use filter_common::schema::{self, Fields, Json, ReadJson};
 /// A configuration error: the field and the reason (shared with alpn-filter).
-pub use wasm_host::ConfigError;
+pub use filter_common::ConfigError;
 
 use alpn_decision::config::AlpnConfig;
 

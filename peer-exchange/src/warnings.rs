@@ -39,11 +39,11 @@ pub fn workload_gaps(workload: &Workload) -> Option<String> {
 /// Clusters a warning was logged for, per kind of warning: each once per
 /// VM (the set starts over past its bound, so at worst once more).
 #[derive(Debug)]
-pub struct Warned(wasm_host::bounded::BoundedMap<(usize, String), ()>);
+pub struct Warned(filter_common::bounded::BoundedMap<(usize, String), ()>);
 
 impl Default for Warned {
     fn default() -> Self {
-        Warned(wasm_host::bounded::BoundedMap::new(512))
+        Warned(filter_common::bounded::BoundedMap::new(512))
     }
 }
 

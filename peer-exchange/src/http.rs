@@ -28,9 +28,9 @@ use crate::headers::{HeaderError, PeerHeaders};
 use crate::identity::Verification;
 use crate::participation::{enabled_flag, istio_flag, CLUSTER_NAMESPACE, ISTIO_NAMESPACE};
 use crate::peers::{PeerDecoder, StoredPeer};
-use wasm_host::bounded::BoundedMap;
+use filter_common::bounded::BoundedMap;
 
-wasm_host::counters! {
+filter_common::counters! {
     /// The HTTP exchange's counters (`peer_exchange.http_<role>.<name>`).
     pub enum HttpCounter {
         /// Our headers were added (client request, server response).
