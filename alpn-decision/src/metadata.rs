@@ -22,10 +22,9 @@ use crate::alpn::{AlpnList, UpstreamProtocol};
 use crate::config::{protocol_index, validate_protocol_lists, ConfigError, ProtocolName, RawProtocolAlpn};
 use crate::protocol::ProtocolPolicy;
 
-/// Istio's namespace, holding the `alpn_override: "false"` opt-out.
-pub const ISTIO_NAMESPACE: &str = "istio";
-/// This filter's namespace (the filter's name, as Envoy recommends).
-pub const FILTER_NAMESPACE: &str = "istio.alpn";
+/// Istio's namespace, holding the `alpn_override: "false"` opt-out, and
+/// this filter's (the filter's name, as Envoy recommends).
+pub use filter_common::istio::{ALPN_NAMESPACE as FILTER_NAMESPACE, NAMESPACE as ISTIO_NAMESPACE};
 
 /// The ALPN policy of one cluster, read from its metadata.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -62,7 +61,8 @@ fn policy_from_metadata(metadata: &Metadata) -> Result<ClusterPolicy, ConfigErro
     let mut policy = ClusterPolicy::default();
     if let Some(istio) = metadata.filter_metadata.get(ISTIO_NAMESPACE) {
         // Istio compares with the string "false"; a boolean false is accepted too.
-        policy.opt_out = match istio.fields.get("alpn_override").and_then(|v| v.kind.as_ref()) {
+        policy.opt_out = match istio.fields.get(filter_common::istio::key::ALPN_OVERRIDE).and_then(|v| v.kind.as_ref())
+        {
             Some(Kind::StringValue(s)) => s == "false",
             Some(Kind::BoolValue(b)) => !b,
             _ => false,

@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use filter_common::istio::{misplaced, Marker};
+use filter_common::istio::{self, misplaced, Marker};
 use peer_exchange::config::{Config, Transport};
 use peer_exchange::istio_stats::LABEL_NAMES;
 use proto::core::Metadata;
@@ -358,12 +358,10 @@ fn mesh_cluster(proxy: &Proxy, cluster: &Value) -> Option<bool> {
         return verdict;
     }
     let name = cluster["name"].as_str().unwrap_or_default();
-    let marked = proxy
-        .endpoints
-        .get(name)
-        .into_iter()
-        .flatten()
-        .any(|e| e["metadata"]["filter_metadata"]["envoy.transport_socket_match"]["tlsMode"] == "istio");
+    let marked = proxy.endpoints.get(name).into_iter().flatten().any(|e| {
+        e["metadata"]["filter_metadata"][istio::TRANSPORT_SOCKET_MATCH_NAMESPACE][istio::TLS_MODE]
+            == istio::TLS_MODE_ISTIO
+    });
     marked.then_some(true)
 }
 

@@ -52,7 +52,6 @@ pub use filter_common::ConfigError;
 use alpn_decision::config::AlpnConfig;
 
 use crate::identity::IdentityCheck;
-use crate::istio_stats;
 use crate::workload::{LABELS_FIELD, WORKLOAD_FIELDS};
 
 pub const DEFAULT_MAX_PEER_METADATA_BYTES: u32 = 64 * 1024;
@@ -83,6 +82,8 @@ impl Transport {
 }
 pub const DEFAULT_EXCHANGE_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_PEER_IDENTITY_PREFIX: &str = "spiffe://";
+/// Default cap on the label sets one VM defines, per form and role (`istio_metrics.max_label_sets`).
+pub const DEFAULT_MAX_LABEL_SETS: u32 = 1000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -108,8 +109,8 @@ impl Role {
     /// Where the peer's metadata is stored in filter state (Istio's names).
     pub fn peer_key(self) -> &'static str {
         match self {
-            Role::Server => "downstream_peer",
-            Role::Client => "upstream_peer",
+            Role::Server => filter_common::istio::peer::DOWNSTREAM,
+            Role::Client => filter_common::istio::peer::UPSTREAM,
         }
     }
 
@@ -390,7 +391,7 @@ impl Config {
                 let mut fields = value.into_fields("istio_metrics")?;
                 let max = match fields.take("max_label_sets") {
                     Some(n) => n.into_integer("istio_metrics.max_label_sets", 1_000_000)?,
-                    None => istio_stats::DEFAULT_MAX_LABEL_SETS.into(),
+                    None => DEFAULT_MAX_LABEL_SETS.into(),
                 };
                 let reporting = match fields.take("tcp_reporting_ms") {
                     Some(n) => n.into_integer("istio_metrics.tcp_reporting_ms", 3_600_000)?,

@@ -26,9 +26,10 @@ use proto::prost::Message;
 use crate::baggage::BaggageError;
 use crate::headers::{HeaderError, PeerHeaders};
 use crate::identity::Verification;
-use crate::participation::{enabled_flag, istio_flag, CLUSTER_NAMESPACE, ISTIO_NAMESPACE};
+use crate::participation::{enabled_flag, istio_flag};
 use crate::peers::{PeerDecoder, StoredPeer};
 use filter_common::bounded::BoundedMap;
+use filter_common::istio::{self, key, PEER_EXCHANGE_NAMESPACE};
 
 filter_common::counters! {
     /// The HTTP exchange's counters (`peer_exchange.http_<role>.<name>`).
@@ -153,18 +154,18 @@ pub fn http_client_verdict(cluster_metadata: &[u8], istio_service_clusters: bool
     let Ok(metadata) = Metadata::decode(cluster_metadata) else {
         return ClientVerdict::NotMarkedAsMesh;
     };
-    let enabled = metadata.filter_metadata.get(CLUSTER_NAMESPACE).map(enabled_flag);
-    if istio_flag(&metadata, "disable_mx") || matches!(enabled, Some(Some(false))) {
+    let enabled = metadata.filter_metadata.get(PEER_EXCHANGE_NAMESPACE).map(enabled_flag);
+    if istio_flag(&metadata, key::DISABLE_MX) || matches!(enabled, Some(Some(false))) {
         return ClientVerdict::OptedOut;
     }
-    if istio_flag(&metadata, "external") {
+    if istio_flag(&metadata, key::EXTERNAL) {
         return ClientVerdict::External;
     }
     if matches!(enabled, Some(Some(true))) {
         return ClientVerdict::Send;
     }
-    let istio = metadata.filter_metadata.get(ISTIO_NAMESPACE);
-    if istio_service_clusters && istio.is_some_and(|s| s.fields.contains_key("services")) {
+    let istio = metadata.filter_metadata.get(istio::NAMESPACE);
+    if istio_service_clusters && istio.is_some_and(|s| s.fields.contains_key(key::SERVICES)) {
         return ClientVerdict::Send;
     }
     ClientVerdict::NotMarkedAsMesh
@@ -331,6 +332,7 @@ mod tests {
     use crate::headers::encode_metadata_header;
     use crate::identity::IdentityCheck;
     use crate::participation::tests::md;
+    use filter_common::istio::{NAMESPACE as ISTIO_NAMESPACE, PEER_EXCHANGE_NAMESPACE as CLUSTER_NAMESPACE};
     use proto::prost_types::value::Kind;
     use proto::prost_types::{ListValue, Struct, Value};
 

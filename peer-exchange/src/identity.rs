@@ -34,15 +34,14 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use filter_common::istio::peer;
 use proto::prost_types::{value::Kind, Struct, Value};
 
-/// Stored-peer field: whether the peer's identity and namespace are backed
-/// by its certificate.
-pub const VERIFIED_FIELD: &str = "verified";
-/// Stored-peer field: why `verified` is false.
-pub const UNVERIFIED_REASON_FIELD: &str = "unverified_reason";
-/// Stored-peer field: the certificate's service account.
-pub const SERVICE_ACCOUNT_FIELD: &str = "service_account";
+/// Stored-peer fields: whether the peer's identity and namespace are backed
+/// by its certificate, why not, and the certificate's service account.
+pub use filter_common::istio::peer::{
+    SERVICE_ACCOUNT as SERVICE_ACCOUNT_FIELD, UNVERIFIED_REASON as UNVERIFIED_REASON_FIELD, VERIFIED as VERIFIED_FIELD,
+};
 
 /// What a claim that disagrees with its certificate is worth.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -205,7 +204,7 @@ pub fn annotate(stored: &mut Struct, verification: Verification, uri_san: Option
         }
         None => {
             if let Some(san) = uri_san {
-                fields.entry("identity".to_string()).or_insert_with(|| string_value(san));
+                fields.entry(peer::IDENTITY.to_string()).or_insert_with(|| string_value(san));
                 if let Some(id) = SpiffeId::parse(san) {
                     fields.insert(SERVICE_ACCOUNT_FIELD.to_string(), string_value(id.service_account));
                 }
@@ -226,12 +225,12 @@ pub fn mark_not_checked(stored: &mut Struct) {
 /// `source: certificate`, `verified: true`.
 pub fn certificate_peer(uri_san: &str) -> Struct {
     let mut fields = BTreeMap::new();
-    fields.insert("identity".to_string(), string_value(uri_san));
+    fields.insert(peer::IDENTITY.to_string(), string_value(uri_san));
     if let Some(id) = SpiffeId::parse(uri_san) {
-        fields.insert("namespace".to_string(), string_value(id.namespace));
+        fields.insert(peer::NAMESPACE.to_string(), string_value(id.namespace));
         fields.insert(SERVICE_ACCOUNT_FIELD.to_string(), string_value(id.service_account));
     }
-    fields.insert("source".to_string(), string_value("certificate"));
+    fields.insert(peer::SOURCE.to_string(), string_value("certificate"));
     fields.insert(VERIFIED_FIELD.to_string(), bool_value(true));
     Struct { fields }
 }

@@ -24,6 +24,7 @@ use proto::prost_types::value::Kind;
 use proto::prost_types::Struct;
 
 use crate::config::Role;
+use filter_common::istio::peer;
 
 /// Native's placeholders.
 const UNKNOWN: &str = "unknown";
@@ -121,9 +122,6 @@ pub fn grpc_message_counts(text: &[u8]) -> Option<(u64, u64)> {
     Some((request.trim().parse().ok()?, response.trim().parse().ok()?))
 }
 
-/// Default cap on the label sets one VM defines, per form and role.
-pub const DEFAULT_MAX_LABEL_SETS: u32 = 1000;
-
 /// A workload as the labels see it: our own (node metadata, raw, as native's
 /// `Context` reads it) or the peer's (the stored peer's fields).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -148,14 +146,14 @@ impl WorkloadLabels {
             _ => String::new(),
         };
         WorkloadLabels {
-            workload: get("workload"),
-            namespace: get("namespace"),
-            canonical_service: get("service"),
-            canonical_revision: get("revision"),
-            app: get("app"),
-            version: get("version"),
-            cluster: get("cluster"),
-            identity: get("identity"),
+            workload: get(peer::WORKLOAD),
+            namespace: get(peer::NAMESPACE),
+            canonical_service: get(peer::SERVICE),
+            canonical_revision: get(peer::REVISION),
+            app: get(peer::APP),
+            version: get(peer::VERSION),
+            cluster: get(peer::CLUSTER),
+            identity: get(peer::IDENTITY),
         }
     }
 }
@@ -200,8 +198,8 @@ impl ClusterService {
         };
         let first = metadata
             .filter_metadata
-            .get("istio")
-            .and_then(|istio| istio.fields.get("services"))
+            .get(filter_common::istio::NAMESPACE)
+            .and_then(|istio| istio.fields.get(filter_common::istio::key::SERVICES))
             .and_then(|v| match v.kind.as_ref() {
                 Some(Kind::ListValue(list)) => list.values.first(),
                 _ => None,

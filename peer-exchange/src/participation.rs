@@ -42,17 +42,14 @@
 //! non-TLS path (an upstream TLS version implies an upstream), the server
 //! with one read per TLS connection.
 
+use filter_common::istio::{
+    self, key, PEER_EXCHANGE_ENABLED, PEER_EXCHANGE_NAMESPACE, TLS_MODE, TLS_MODE_ISTIO,
+    TRANSPORT_SOCKET_MATCH_NAMESPACE,
+};
 use proto::core::Metadata;
 use proto::prost::Message;
 use proto::prost_types::value::Kind;
 use proto::prost_types::Struct;
-
-/// Cluster metadata namespace of the opt-in/opt-out (`enabled: true|false`).
-pub const CLUSTER_NAMESPACE: &str = "istio.peer_exchange";
-/// istiod's cluster metadata namespace (`disable_mx`, `external`, `services`).
-pub const ISTIO_NAMESPACE: &str = "istio";
-/// Istio's endpoint metadata marking endpoints reached with Istio mTLS.
-pub const TRANSPORT_SOCKET_MATCH_NAMESPACE: &str = "envoy.transport_socket_match";
 
 /// What the client role can see of its upstream. Asked lazily, in the
 /// order of the rule, so a decided connection costs no further hostcalls.
@@ -145,7 +142,8 @@ pub struct ClusterMarks {
 /// [`ClusterMarks`] of a cluster's serialized `Metadata` (unreadable: none).
 pub fn cluster_marks(metadata: &[u8]) -> ClusterMarks {
     let Ok(decoded) = Metadata::decode(metadata) else { return ClusterMarks::default() };
-    let istio_service = decoded.filter_metadata.get(ISTIO_NAMESPACE).is_some_and(|s| s.fields.contains_key("services"));
+    let istio_service =
+        decoded.filter_metadata.get(istio::NAMESPACE).is_some_and(|s| s.fields.contains_key(key::SERVICES));
     ClusterMarks { enabled: cluster_enabled(metadata), istio_service }
 }
 
@@ -168,17 +166,17 @@ pub fn tcp_server_verdict(downstream_tls_version: Option<&str>, connected: impl 
 /// never opts a cluster in).
 pub fn cluster_enabled(metadata: &[u8]) -> Option<bool> {
     let metadata = Metadata::decode(metadata).ok()?;
-    if istio_flag(&metadata, "disable_mx") {
+    if istio_flag(&metadata, key::DISABLE_MX) {
         return Some(false);
     }
-    enabled_flag(metadata.filter_metadata.get(CLUSTER_NAMESPACE)?)
+    enabled_flag(metadata.filter_metadata.get(PEER_EXCHANGE_NAMESPACE)?)
 }
 
 /// Whether istiod's `istio` namespace has `key: true` (a bool, as istiod
 /// writes it; native reads the bool only).
 pub fn istio_flag(metadata: &Metadata, key: &str) -> bool {
     matches!(
-        metadata.filter_metadata.get(ISTIO_NAMESPACE).and_then(|s| s.fields.get(key)).and_then(|v| v.kind.as_ref()),
+        metadata.filter_metadata.get(istio::NAMESPACE).and_then(|s| s.fields.get(key)).and_then(|v| v.kind.as_ref()),
         Some(Kind::BoolValue(true))
     )
 }
@@ -187,7 +185,7 @@ pub fn istio_flag(metadata: &Metadata, key: &str) -> bool {
 /// "true"; anything else present counts as an opt-out (unclear metadata must
 /// not send our metadata); `None` when absent.
 pub fn enabled_flag(namespace: &Struct) -> Option<bool> {
-    match namespace.fields.get("enabled")?.kind.as_ref()? {
+    match namespace.fields.get(PEER_EXCHANGE_ENABLED)?.kind.as_ref()? {
         Kind::BoolValue(b) => Some(*b),
         Kind::StringValue(s) if s == "true" => Some(true),
         _ => Some(false),
@@ -202,15 +200,16 @@ pub fn endpoint_is_istio_mtls(metadata: &[u8]) -> bool {
         metadata
             .filter_metadata
             .get(TRANSPORT_SOCKET_MATCH_NAMESPACE)
-            .and_then(|s| s.fields.get("tlsMode"))
+            .and_then(|s| s.fields.get(TLS_MODE))
             .and_then(|v| v.kind.as_ref()),
-        Some(Kind::StringValue(mode)) if mode == "istio"
+        Some(Kind::StringValue(mode)) if mode == TLS_MODE_ISTIO
     )
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use filter_common::istio::{NAMESPACE as ISTIO_NAMESPACE, PEER_EXCHANGE_NAMESPACE as CLUSTER_NAMESPACE};
 
     pub(crate) use proto::metadata_bytes as md;
 

@@ -19,6 +19,7 @@
 
 use std::collections::BTreeMap;
 
+use filter_common::istio::peer;
 use proto::core::Metadata;
 use proto::prost::Message;
 use proto::prost_types::{value::Kind, Struct, Value};
@@ -281,24 +282,24 @@ impl Workload {
     pub fn to_peer_struct(&self, source: PeerSource) -> Struct {
         let mut fields = BTreeMap::new();
         if let Some(kind) = self.workload_type.name() {
-            put(&mut fields, "type", kind);
+            put(&mut fields, peer::TYPE, kind);
         }
-        put(&mut fields, "workload", &self.workload);
-        put(&mut fields, "name", &self.name);
-        put(&mut fields, "cluster", &self.cluster);
-        put(&mut fields, "namespace", &self.namespace);
-        put(&mut fields, "service", &self.service);
-        put(&mut fields, "revision", &self.revision);
-        put(&mut fields, "app", &self.app);
-        put(&mut fields, "version", &self.version);
-        put(&mut fields, "identity", &self.identity);
-        put(&mut fields, "region", &self.region);
-        put(&mut fields, "availability_zone", &self.zone);
+        put(&mut fields, peer::WORKLOAD, &self.workload);
+        put(&mut fields, peer::NAME, &self.name);
+        put(&mut fields, peer::CLUSTER, &self.cluster);
+        put(&mut fields, peer::NAMESPACE, &self.namespace);
+        put(&mut fields, peer::SERVICE, &self.service);
+        put(&mut fields, peer::REVISION, &self.revision);
+        put(&mut fields, peer::APP, &self.app);
+        put(&mut fields, peer::VERSION, &self.version);
+        put(&mut fields, peer::IDENTITY, &self.identity);
+        put(&mut fields, peer::REGION, &self.region);
+        put(&mut fields, peer::ZONE, &self.zone);
         if !self.labels.is_empty() {
             let labels = self.labels.iter().map(|(k, v)| (k.clone(), string_value(v))).collect();
-            fields.insert("labels".to_string(), Value { kind: Some(Kind::StructValue(Struct { fields: labels })) });
+            fields.insert(peer::LABELS.to_string(), Value { kind: Some(Kind::StructValue(Struct { fields: labels })) });
         }
-        put(&mut fields, "source", source.name());
+        put(&mut fields, peer::SOURCE, source.name());
         Struct { fields }
     }
 }
@@ -340,8 +341,7 @@ impl NodeMetadata {
 }
 
 /// Istio's endpoint metadata namespace and key.
-pub const ENDPOINT_NAMESPACE: &str = "istio";
-pub const ENDPOINT_WORKLOAD_KEY: &str = "workload";
+pub use filter_common::istio::{key::WORKLOAD as ENDPOINT_WORKLOAD_KEY, NAMESPACE as ENDPOINT_NAMESPACE};
 /// Longer values are ignored: istiod's are a few hundred bytes at most.
 pub const MAX_ENDPOINT_WORKLOAD_LEN: usize = 1024;
 

@@ -7,8 +7,8 @@ use wasm_host::fake::{self, FakeHost, REQUEST_HEADERS, RESPONSE_HEADERS};
 use wasm_host::plugin::{Action, Stream};
 
 use super::*;
+use filter_common::istio::PEER_EXCHANGE_NAMESPACE as CLUSTER_NAMESPACE;
 use peer_exchange::headers::{ID_HEADER, METADATA_HEADER};
-use peer_exchange::participation::CLUSTER_NAMESPACE;
 
 const CLIENT_STATS: &str = "peer_exchange.http_client.";
 const SERVER_STATS: &str = "peer_exchange.http_server.";

@@ -7,8 +7,8 @@ use wasm_host::fake::{self, FakeHost, DOWNSTREAM_DATA, REQUEST_HEADERS, RESPONSE
 use wasm_host::plugin::Stream;
 
 use super::*;
+use filter_common::istio::PEER_EXCHANGE_NAMESPACE as CLUSTER_NAMESPACE;
 use peer_exchange::headers::{ID_HEADER, METADATA_HEADER};
-use peer_exchange::participation::CLUSTER_NAMESPACE;
 
 fn number(n: u64) -> Vec<u8> {
     n.to_le_bytes().to_vec()

@@ -6,7 +6,7 @@ use wasm_host::fake::{self, FakeHost, DOWNSTREAM_DATA, UPSTREAM_DATA};
 use wasm_host::plugin::{Action, Stream};
 
 use super::*;
-use peer_exchange::participation::{CLUSTER_NAMESPACE, ISTIO_NAMESPACE};
+use filter_common::istio::{NAMESPACE as ISTIO_NAMESPACE, PEER_EXCHANGE_NAMESPACE as CLUSTER_NAMESPACE};
 
 const SERVER_STATS: &str = "peer_exchange.server.";
 const CLIENT_STATS: &str = "peer_exchange.client.";

@@ -1,4 +1,4 @@
-//! The cluster metadata markers both filters read, and the places users put
+//! The cluster metadata markers the filters read, and the places users put
 //! them by mistake.
 //!
 //! One scheme: **Istio's own markers are keys in the namespace `istio`**
@@ -18,8 +18,7 @@ use std::hash::{Hash, Hasher};
 use proto::core::Metadata;
 use proto::prost::Message;
 
-/// Istio's namespace, holding Istio's own markers as keys.
-pub const ISTIO_NAMESPACE: &str = "istio";
+use super::{key, ALPN_NAMESPACE, NAMESPACE as ISTIO_NAMESPACE, PEER_EXCHANGE_ENABLED, PEER_EXCHANGE_NAMESPACE};
 
 /// A marker a filter reads from cluster metadata.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,20 +50,21 @@ impl Marker {
     /// An Istio key in the namespace `istio`, or (`None`) a namespace of ours.
     fn istio_key(self) -> Option<&'static str> {
         match self {
-            Marker::AlpnOverride => Some("alpn_override"),
-            Marker::DisableMx => Some("disable_mx"),
-            Marker::External => Some("external"),
+            Marker::AlpnOverride => Some(key::ALPN_OVERRIDE),
+            Marker::DisableMx => Some(key::DISABLE_MX),
+            Marker::External => Some(key::EXTERNAL),
             Marker::Alpn | Marker::PeerExchange => None,
         }
     }
 
     /// Our namespace's name without the `istio.` prefix (`alpn`, `peer_exchange`).
     fn own_name(self) -> Option<&'static str> {
-        match self {
-            Marker::Alpn => Some("alpn"),
-            Marker::PeerExchange => Some("peer_exchange"),
-            _ => None,
-        }
+        let namespace = match self {
+            Marker::Alpn => ALPN_NAMESPACE,
+            Marker::PeerExchange => PEER_EXCHANGE_NAMESPACE,
+            _ => return None,
+        };
+        namespace.strip_prefix(ISTIO_NAMESPACE)?.strip_prefix('.')
     }
 }
 
@@ -110,9 +110,9 @@ pub fn misplaced(metadata: &Metadata, markers: &[Marker]) -> Vec<Misplaced> {
             }
         }
         if marker == Marker::PeerExchange {
-            let namespace = format!("{ISTIO_NAMESPACE}.peer_exchange");
-            for key in metadata.filter_metadata.get(&namespace).into_iter().flat_map(|s| s.fields.keys()) {
-                if key != "enabled" {
+            let namespace = PEER_EXCHANGE_NAMESPACE;
+            for key in metadata.filter_metadata.get(namespace).into_iter().flat_map(|s| s.fields.keys()) {
+                if key != PEER_EXCHANGE_ENABLED {
                     at(format!("{namespace}.{key}"));
                 }
             }
