@@ -1,8 +1,8 @@
 #!/bin/sh
 # Renders an envoy-configs/ template: every ${NAME} is replaced by the
 # environment variable NAME (unset is an error), then the remaining arguments
-# are run (normally Envoy on the rendered file). docker-compose uses this; the
-# integration harness does the same substitution in Rust (envoy.rs: render).
+# are run (normally Envoy on the rendered file). docker-compose and the
+# integration harness (envoy.rs: render) both render with this script.
 #
 #   render.sh <template> <output> [command...]
 set -eu

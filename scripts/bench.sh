@@ -2,7 +2,7 @@
 # Benchmark: the same two Envoys with no filter, Envoy's native
 # set_filter_state, an empty wasm filter (the platform's floor) and our
 # filters, rounds alternating in one run; prints throughput and each Envoy's
-# CPU time per request / connection (see integration-tests/src/bin/bench.rs).
+# CPU time per request / connection (see integration-tests/src/bin/bench/).
 #   ./scripts/bench.sh [rounds] [seconds per run]
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"

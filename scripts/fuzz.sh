@@ -32,8 +32,10 @@ if ! native_cargo fuzz --version >/dev/null 2>&1; then
 fi
 info "$(native_cargo fuzz --version)"
 
-# The crates have no unsafe code: no sanitizer (-s none), which lets the
-# stable toolchain build libFuzzer's instrumentation with RUSTC_BOOTSTRAP.
+# The fuzzed crates are the pure ones (filter-common, alpn-decision,
+# peer-exchange), which have no unsafe code (all of it is in wasm-host, which
+# no target links): no sanitizer (-s none), which lets the stable toolchain
+# build libFuzzer's instrumentation with RUSTC_BOOTSTRAP.
 export RUSTC_BOOTSTRAP=1
 step "building the fuzz targets"
 (cd fuzz && native_cargo fuzz build -s none) || die "the fuzz targets do not build"

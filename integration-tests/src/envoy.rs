@@ -13,21 +13,33 @@ use std::time::{Duration, Instant};
 
 use crate::paths;
 
-/// Fills `${NAME}` placeholders; every placeholder must have a value.
+/// Fills `${NAME}` placeholders; every placeholder must have a value. The
+/// one renderer is `envoy-configs/render.sh` (docker-compose's), run here on
+/// the text with only the given variables (and `PATH`) in its environment.
 pub fn render(template: &str, vars: &BTreeMap<String, String>) -> Result<String, String> {
-    let mut out = String::with_capacity(template.len());
-    let mut rest = template;
-    while let Some(start) = rest.find("${") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let end = after.find('}').ok_or_else(|| "unterminated ${ in template".to_string())?;
-        let name = &after[..end];
-        let value = vars.get(name).ok_or_else(|| format!("template placeholder ${{{name}}} has no value"))?;
-        out.push_str(value);
-        rest = &after[end + 1..];
+    let script = paths::envoy_configs().join("render.sh");
+    let mut child = Command::new("sh")
+        .arg(&script)
+        .args(["/dev/stdin", "/dev/stdout"])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .envs(vars)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+    let mut stdin = child.stdin.take().ok_or("render.sh: no stdin")?;
+    let text = template.to_string();
+    // Written from a thread: awk writes while it reads, and a template larger
+    // than a pipe's buffer would otherwise block both sides.
+    let writer = std::thread::spawn(move || stdin.write_all(text.as_bytes()));
+    let output = child.wait_with_output().map_err(|e| format!("render.sh: {e}"))?;
+    writer.join().map_err(|_| "render.sh: writer panicked".to_string())?.map_err(|e| format!("render.sh: {e}"))?;
+    if !output.status.success() {
+        return Err(String::from_utf8_lossy(&output.stderr).trim().to_string());
     }
-    out.push_str(rest);
-    Ok(out)
+    String::from_utf8(output.stdout).map_err(|e| format!("render.sh: {e}"))
 }
 
 /// Placeholders used in a template.
@@ -361,8 +373,10 @@ mod tests {
     #[test]
     fn render_fills_every_placeholder_or_fails() {
         let vars: BTreeMap<String, String> = [("A".to_string(), "1".to_string())].into_iter().collect();
-        assert_eq!(render("x ${A} y ${A}", &vars).unwrap(), "x 1 y 1");
-        assert!(render("${B}", &vars).unwrap_err().contains("${B}"));
+        assert_eq!(render("x ${A} y ${A}\n", &vars).unwrap(), "x 1 y 1\n");
+        assert!(render("${B}", &vars).unwrap_err().contains("B is not set"));
+        let large: String = (0..20_000).map(|i| format!("line {i} ${{A}}\n")).collect();
+        assert_eq!(render(&large, &vars).unwrap(), large.replace("${A}", "1"));
         assert_eq!(placeholders("${A} ${B} ${A}"), vec!["A", "B"]);
     }
 }

@@ -2,7 +2,7 @@
 //! carrying out [`peer_exchange::http`]'s decisions with hostcalls, for the
 //! configured discovery and propagation methods.
 
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::rc::Rc;
 
 use alpn_decision::decision::{Counter as AlpnCounter, Decider, RequestFacts};
@@ -55,20 +55,20 @@ const MARKERS_WITH_ALPN: [Marker; 5] =
 /// the reads.
 struct RouteCluster<'a> {
     shared: &'a HttpShared,
-    name: Option<Option<String>>,
-    metadata: Option<Option<Vec<u8>>>,
+    name: OnceCell<Option<String>>,
+    metadata: OnceCell<Option<Vec<u8>>>,
 }
 
 impl RouteCluster<'_> {
     fn name(&mut self) -> Option<String> {
-        self.name.get_or_insert_with(|| wasm_host::get_property_string(&["xds", "cluster_name"]).ok().flatten()).clone()
+        self.name.get_or_init(|| wasm_host::get_property_string(&["xds", "cluster_name"]).ok().flatten()).clone()
     }
 
     fn metadata(&mut self) -> Option<Vec<u8>> {
         let shared = self.shared;
         let markers: &[Marker] = if shared.alpn.is_some() { &MARKERS_WITH_ALPN } else { &MARKERS };
         self.metadata
-            .get_or_insert_with(|| {
+            .get_or_init(|| {
                 wasm_host::read_cluster_metadata("peer-exchange-filter", &shared.reports, markers, || {
                     shared.count(HttpCounter::MisplacedMetadata)
                 })
@@ -181,7 +181,7 @@ pub(crate) fn stream(context_id: u32, shared: Rc<HttpShared>) -> HttpPeer {
         unmarked_cluster: None,
         seen: None,
         peer: None,
-        principal: None,
+        principal: OnceCell::new(),
     }
 }
 
@@ -203,14 +203,14 @@ pub(crate) struct HttpPeer {
     /// The stored peer's labels (`None`: not found).
     peer: Option<Rc<WorkloadLabels>>,
     /// The peer certificate's URI SAN, if a method read it.
-    principal: Option<Option<String>>,
+    principal: OnceCell<Option<String>>,
 }
 
 /// The peer certificate's URI SAN, read at most once per request, and only
 /// if a method asks.
 struct Certificate {
     path: [&'static str; 2],
-    uri_san: Option<Option<String>>,
+    uri_san: OnceCell<Option<String>>,
 }
 
 impl Certificate {
@@ -219,12 +219,12 @@ impl Certificate {
             Role::Server => "connection",
             Role::Client => "upstream",
         };
-        Certificate { path: [side, "uri_san_peer_certificate"], uri_san: None }
+        Certificate { path: [side, "uri_san_peer_certificate"], uri_san: OnceCell::new() }
     }
 
     fn get(&mut self) -> Option<String> {
         let path = self.path;
-        self.uri_san.get_or_insert_with(|| wasm_host::get_property_string(&path).ok().flatten()).clone()
+        self.uri_san.get_or_init(|| wasm_host::get_property_string(&path).ok().flatten()).clone()
     }
 }
 
@@ -258,7 +258,7 @@ impl HttpPeer {
             self.remove_untrusted(HeaderMap::RequestHeaders, pairs, "the app");
         }
         let shared = Rc::clone(&self.shared);
-        let mut route = RouteCluster { shared: &shared, name: None, metadata: None };
+        let mut route = RouteCluster { shared: &shared, name: OnceCell::new(), metadata: OnceCell::new() };
         shared.apply_alpn(&mut route);
         let verdict = shared.client_verdict(&mut route);
         if verdict == ClientVerdict::NotMarkedAsMesh {
@@ -467,7 +467,7 @@ impl HttpPeer {
     pub(crate) fn on_delete(&mut self) {
         let Some(metrics) = &self.shared.metrics else { return };
         let seen = self.seen.take().unwrap_or_default();
-        let peer = PeerSeen { labels: self.peer.take(), principal: self.principal.take() };
+        let peer = PeerSeen { labels: self.peer.take(), principal: std::mem::take(&mut self.principal) };
         if !metrics.record_request(&peer, &seen) {
             self.shared.count(HttpCounter::IstioMetricsOverflow);
         }

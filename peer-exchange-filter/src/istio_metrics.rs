@@ -3,7 +3,7 @@
 //! its service; per request or connection, the reads at its end and the
 //! recording. Used by both forms when `istio_metrics` is configured.
 
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 
 use filter_common::clusters::ByCluster;
 use wasm_host::{HeaderPairs, PerVm};
@@ -62,7 +62,7 @@ pub(crate) struct PeerSeen {
     /// The stored peer's labels (`None`: not found).
     pub labels: Option<std::rc::Rc<WorkloadLabels>>,
     /// The peer certificate's URI SAN, if already read (`Some(None)`: none).
-    pub principal: Option<Option<String>>,
+    pub principal: OnceCell<Option<String>>,
 }
 
 impl IstioMetrics {
@@ -115,7 +115,7 @@ impl IstioMetrics {
             Role::Server => "connection",
             Role::Client => "upstream",
         };
-        let peer_principal = match &peer.principal {
+        let peer_principal = match peer.principal.get() {
             Some(san) => san.clone().unwrap_or_default(),
             None => {
                 wasm_host::get_property_string(&[side, "uri_san_peer_certificate"]).ok().flatten().unwrap_or_default()

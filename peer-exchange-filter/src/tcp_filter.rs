@@ -2,7 +2,7 @@
 //! runs one [`Exchange`] per connection, and carries out its steps with
 //! hostcalls.
 
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::rc::Rc;
 
 use filter_common::clusters::ByCluster;
@@ -226,7 +226,7 @@ pub(crate) fn tcp_plugin(
 /// The certificate's URI SAN, once read, is kept for the identity check.
 struct HostUpstream<'a> {
     shared: &'a Shared,
-    uri_san: Option<Option<String>>,
+    uri_san: OnceCell<Option<String>>,
 }
 
 impl UpstreamFacts for HostUpstream<'_> {
@@ -234,7 +234,7 @@ impl UpstreamFacts for HostUpstream<'_> {
         wasm_host::get_property_string(&["upstream", "tls_version"]).ok().flatten()
     }
     fn peer_uri_san(&mut self) -> Option<String> {
-        self.uri_san.get_or_insert_with(|| read_peer_uri_san(Role::Client)).clone()
+        self.uri_san.get_or_init(|| read_peer_uri_san(Role::Client)).clone()
     }
     fn cluster_marks(&mut self) -> ClusterMarks {
         self.shared.cluster_marks()
@@ -268,11 +268,11 @@ pub(crate) struct PeerStream {
     context_id: u32,
     shared: Rc<Shared>,
     exchange: Exchange,
-    /// The peer certificate's URI SAN once read (`Some(None)`: none).
-    peer_uri_san: Option<Option<String>>,
+    /// The peer certificate's URI SAN once read.
+    peer_uri_san: OnceCell<Option<String>>,
     /// With `istio_metrics`: the connection's series once opened
-    /// (`Some(None)`: over the cap).
-    series: Option<Option<TcpSeries>>,
+    /// (`None`: over the cap, or none for this connection).
+    series: OnceCell<Option<TcpSeries>>,
 }
 
 impl Shared {
@@ -329,7 +329,7 @@ impl PeerStream {
             Role::Server => Sending::InAnswer,
         };
         let exchange = Exchange::new(shared.config.max_peer_metadata_bytes, sending);
-        PeerStream { context_id, shared, exchange, peer_uri_san: None, series: None }
+        PeerStream { context_id, shared, exchange, peer_uri_san: OnceCell::new(), series: OnceCell::new() }
     }
 
     /// Handles an event of this connection; the end of the incoming half
@@ -342,7 +342,7 @@ impl PeerStream {
 
     fn open_metrics(&mut self, peer: Option<Rc<WorkloadLabels>>) {
         let Some(metrics) = &self.shared.metrics else { return };
-        if self.series.is_some() {
+        if self.series.get().is_some() {
             return;
         }
         let seen = PeerSeen { labels: peer, principal: self.peer_uri_san.clone() };
@@ -357,7 +357,7 @@ impl PeerStream {
                 }
             }
         }
-        self.series = Some(series);
+        self.series = OnceCell::from(series);
     }
 
     /// The connection is gone: no deadline left, and with `istio_metrics`
@@ -376,7 +376,7 @@ impl PeerStream {
             let at = open.connections.iter().position(|(id, _, _)| *id == self.context_id)?;
             Some(open.connections.swap_remove(at).2)
         });
-        if let (Some(metrics), Some(Some(ids))) = (&self.shared.metrics, self.series) {
+        if let (Some(metrics), Some(ids)) = (&self.shared.metrics, self.series.get().copied().flatten()) {
             let mut reported = reported.unwrap_or_default();
             metrics.close_connection(ids, &mut reported);
         }
@@ -436,7 +436,7 @@ impl PeerStream {
                 tcp_server_verdict(tls.as_deref(), has_upstream_connection)
             }
             Role::Client => {
-                let mut upstream = HostUpstream { shared: &self.shared, uri_san: None };
+                let mut upstream = HostUpstream { shared: &self.shared, uri_san: OnceCell::new() };
                 let verdict = tcp_client_verdict(&mut upstream, &self.shared.config.peer_identity_prefix);
                 self.peer_uri_san = upstream.uri_san;
                 verdict
@@ -447,7 +447,7 @@ impl PeerStream {
         }
         if verdict == Verdict::NotMarkedAsMesh {
             // The certificate check passed: the upstream has a mesh identity.
-            let san = self.peer_uri_san.clone().flatten().unwrap_or_default();
+            let san = self.peer_uri_san.get().cloned().flatten().unwrap_or_default();
             self.shared.misconfigured(
                 Counter::MeshUpstreamNotMarked,
                 warnings::MESH_UPSTREAM_NOT_MARKED,
@@ -458,7 +458,7 @@ impl PeerStream {
             // An HTTP connection manager follows: its requests are reported
             // by the HTTP form (native's istio_stats network filter is not
             // put in front of one either), so no TCP series for it.
-            self.series = Some(None);
+            self.series = OnceCell::from(None);
         }
         let event = match verdict {
             Verdict::NoUpstream => self.exchange.stay_out(),
@@ -503,7 +503,7 @@ impl PeerStream {
             // check; a property read does not re-enter the VM.
             let mut decode = |payload: &[u8]| {
                 let uri_san = if peers.needs_certificate() {
-                    peer_uri_san.get_or_insert_with(|| read_peer_uri_san(role)).as_deref()
+                    peer_uri_san.get_or_init(|| read_peer_uri_san(role)).as_deref()
                 } else {
                     None
                 };

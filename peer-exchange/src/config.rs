@@ -272,6 +272,156 @@ impl RawSide {
         fields.finish()?;
         Ok(RawSide { field, peer_identity_prefix, istio_service_clusters, cluster_metadata_refresh_ms })
     }
+
+    /// The side the role reads (`upstream`: client, `downstream`: server,
+    /// the HTTP form's only), refusing the other.
+    fn of_role(
+        role: Role,
+        transport: Transport,
+        upstream: Option<RawSide>,
+        downstream: Option<RawSide>,
+    ) -> Result<Option<RawSide>, ConfigError> {
+        let side = match (role, upstream, downstream) {
+            (Role::Server, Some(_), _) => return Err(err("upstream", "only applies to role \"client\"")),
+            (Role::Client, _, Some(_)) => return Err(err("downstream", "only applies to role \"server\"")),
+            (Role::Server, None, Some(_)) if transport == Transport::Tcp => {
+                return Err(err("downstream", "only applies to the HTTP exchange"))
+            }
+            (_, up, down) => up.or(down),
+        };
+        match side {
+            Some(RawSide { field, istio_service_clusters: Some(_), .. }) if transport == Transport::Tcp => {
+                Err(err(&format!("{field}.istio_service_clusters"), "only applies to the HTTP exchange"))
+            }
+            side => Ok(side),
+        }
+    }
+}
+
+/// `metadata`: overrides of Istio's string fields, and of labels (`LABELS`).
+fn read_metadata(value: Option<Json>) -> Result<(BTreeMap<String, String>, BTreeMap<String, String>), ConfigError> {
+    let mut fields = BTreeMap::new();
+    let mut labels = BTreeMap::new();
+    let metadata = value.map(|v| v.into_fields("metadata")).transpose()?;
+    for (key, value) in metadata.map(Fields::into_entries).unwrap_or_default() {
+        if key == LABELS_FIELD {
+            for (label, value) in value.into_fields("metadata.LABELS")?.into_entries() {
+                let value = value.into_string(&format!("metadata.LABELS.{label}"))?;
+                labels.insert(label, value);
+            }
+        } else if WORKLOAD_FIELDS.contains(&key.as_str()) {
+            let value = value.into_string(&format!("metadata.{key}"))?;
+            fields.insert(key, value);
+        } else {
+            return Err(err(
+                &format!("metadata.{key}"),
+                format!("unknown field; expected one of {}, {LABELS_FIELD}", WORKLOAD_FIELDS.join(", ")),
+            ));
+        }
+    }
+    Ok((fields, labels))
+}
+
+/// `additional_labels`: label names, none empty.
+fn read_additional_labels(value: Option<Json>) -> Result<Vec<String>, ConfigError> {
+    let labels = match value {
+        Some(list) => list.into_strings("additional_labels")?,
+        None => Vec::new(),
+    };
+    if let Some((i, _)) = labels.iter().enumerate().find(|(_, l)| l.is_empty()) {
+        return Err(err(&format!("additional_labels[{i}]"), "must not be empty"));
+    }
+    Ok(labels)
+}
+
+/// `max_peer_metadata_bytes`: the form's default, never 0.
+fn read_max_peer_metadata_bytes(value: Option<Json>, transport: Transport) -> Result<u32, ConfigError> {
+    let max = match value {
+        Some(n) => u32::try_from(n.into_integer("max_peer_metadata_bytes", u32::MAX.into())?).unwrap_or(u32::MAX),
+        None => match transport {
+            Transport::Tcp => DEFAULT_MAX_PEER_METADATA_BYTES,
+            Transport::Http => DEFAULT_MAX_PEER_METADATA_HEADER_BYTES,
+        },
+    };
+    if max == 0 {
+        return Err(err("max_peer_metadata_bytes", "must be greater than 0"));
+    }
+    Ok(max)
+}
+
+/// `exchange_timeout_ms`: the TCP form's only.
+fn read_exchange_timeout_ms(value: Option<Json>, transport: Transport) -> Result<u64, ConfigError> {
+    match value {
+        Some(_) if transport == Transport::Http => Err(err("exchange_timeout_ms", "only applies to the TCP exchange")),
+        Some(n) => n.into_integer("exchange_timeout_ms", u32::MAX.into()),
+        None => Ok(DEFAULT_EXCHANGE_TIMEOUT_MS),
+    }
+}
+
+/// The HTTP form's discovery (or propagation) methods under native's names;
+/// only the role's own direction applies.
+fn read_role_methods(
+    raw: &mut Fields,
+    role: Role,
+    transport: Transport,
+    discovery: bool,
+) -> Result<Vec<Method>, ConfigError> {
+    let (ours, other) = match (role, discovery) {
+        (Role::Client, true) => ("upstream_discovery", "downstream_discovery"),
+        (Role::Client, false) => ("upstream_propagation", "downstream_propagation"),
+        (Role::Server, true) => ("downstream_discovery", "upstream_discovery"),
+        (Role::Server, false) => ("downstream_propagation", "upstream_propagation"),
+    };
+    if raw.take(other).is_some() {
+        let role = role.name();
+        return Err(err(other, format!("does not apply to role \"{role}\" (it uses `{ours}`)")));
+    }
+    match raw.take(ours) {
+        Some(_) if transport == Transport::Tcp => Err(err(ours, "only applies to the HTTP exchange")),
+        Some(list) => read_methods(list, ours, allowed(role, discovery)),
+        None => Ok(vec![Method::IstioHeaders]),
+    }
+}
+
+/// `alpn`: alpn-filter's configuration, for the HTTP client only.
+fn read_alpn(value: Option<Json>, role: Role, transport: Transport) -> Result<Option<AlpnConfig>, ConfigError> {
+    match (value, role, transport) {
+        (None, _, _) => Ok(None),
+        (Some(value), Role::Client, Transport::Http) => {
+            // One refresh for both rules: the exchange's.
+            if matches!(&value, Json::Object(entries) if entries.contains_key("cluster_metadata_refresh_ms")) {
+                return Err(err(
+                    "alpn.cluster_metadata_refresh_ms",
+                    "set upstream.cluster_metadata_refresh_ms instead: the built-in ALPN rule follows it",
+                ));
+            }
+            AlpnConfig::from_json(value, "alpn").map(Some)
+        }
+        (Some(_), _, _) => Err(err("alpn", "only applies to the HTTP exchange's role \"client\"")),
+    }
+}
+
+impl MetricsConfig {
+    /// `istio_metrics`: `max_label_sets` (never 0) and `tcp_reporting_ms`.
+    fn read(value: Json) -> Result<MetricsConfig, ConfigError> {
+        let mut fields = value.into_fields("istio_metrics")?;
+        let max = match fields.take("max_label_sets") {
+            Some(n) => n.into_integer("istio_metrics.max_label_sets", 1_000_000)?,
+            None => DEFAULT_MAX_LABEL_SETS.into(),
+        };
+        let reporting = match fields.take("tcp_reporting_ms") {
+            Some(n) => n.into_integer("istio_metrics.tcp_reporting_ms", 3_600_000)?,
+            None => DEFAULT_TCP_REPORTING_MS.into(),
+        };
+        fields.finish()?;
+        if max == 0 {
+            return Err(err("istio_metrics.max_label_sets", "must be greater than 0"));
+        }
+        Ok(MetricsConfig {
+            max_label_sets: u32::try_from(max).unwrap_or(u32::MAX),
+            tcp_reporting_ms: u32::try_from(reporting).unwrap_or(u32::MAX),
+        })
+    }
 }
 
 fn optional_string(fields: &mut Fields, key: &'static str) -> Result<Option<String>, ConfigError> {
@@ -299,51 +449,10 @@ impl Config {
         let mut raw = schema::parse(bytes)?.into_fields("")?;
         let role = name_of(raw.require("role")?, "role", Role::from_name, "server, client")?;
         let node_id = optional_string(&mut raw, "node_id")?;
-        let mut fields = BTreeMap::new();
-        let mut labels = BTreeMap::new();
-        let metadata = raw.take("metadata").map(|v| v.into_fields("metadata")).transpose()?;
-        for (key, value) in metadata.map(Fields::into_entries).unwrap_or_default() {
-            if key == LABELS_FIELD {
-                for (label, value) in value.into_fields("metadata.LABELS")?.into_entries() {
-                    let value = value.into_string(&format!("metadata.LABELS.{label}"))?;
-                    labels.insert(label, value);
-                }
-            } else if WORKLOAD_FIELDS.contains(&key.as_str()) {
-                let value = value.into_string(&format!("metadata.{key}"))?;
-                fields.insert(key, value);
-            } else {
-                return Err(err(
-                    &format!("metadata.{key}"),
-                    format!("unknown field; expected one of {}, {LABELS_FIELD}", WORKLOAD_FIELDS.join(", ")),
-                ));
-            }
-        }
-        let additional_labels = match raw.take("additional_labels") {
-            Some(list) => list.into_strings("additional_labels")?,
-            None => Vec::new(),
-        };
-        if let Some((i, _)) = additional_labels.iter().enumerate().find(|(_, l)| l.is_empty()) {
-            return Err(err(&format!("additional_labels[{i}]"), "must not be empty"));
-        }
-        let default_max = match transport {
-            Transport::Tcp => DEFAULT_MAX_PEER_METADATA_BYTES,
-            Transport::Http => DEFAULT_MAX_PEER_METADATA_HEADER_BYTES,
-        };
-        let max_peer_metadata_bytes = match raw.take("max_peer_metadata_bytes") {
-            Some(n) => u32::try_from(n.into_integer("max_peer_metadata_bytes", u32::MAX.into())?).unwrap_or(u32::MAX),
-            None => default_max,
-        };
-        if max_peer_metadata_bytes == 0 {
-            return Err(err("max_peer_metadata_bytes", "must be greater than 0"));
-        }
-        let timeout = raw.take("exchange_timeout_ms");
-        if transport == Transport::Http && timeout.is_some() {
-            return Err(err("exchange_timeout_ms", "only applies to the TCP exchange"));
-        }
-        let exchange_timeout_ms = match timeout {
-            Some(n) => n.into_integer("exchange_timeout_ms", u32::MAX.into())?,
-            None => DEFAULT_EXCHANGE_TIMEOUT_MS,
-        };
+        let (fields, labels) = read_metadata(raw.take("metadata"))?;
+        let additional_labels = read_additional_labels(raw.take("additional_labels"))?;
+        let max_peer_metadata_bytes = read_max_peer_metadata_bytes(raw.take("max_peer_metadata_bytes"), transport)?;
+        let exchange_timeout_ms = read_exchange_timeout_ms(raw.take("exchange_timeout_ms"), transport)?;
         let identity_check = match raw.take("identity_check") {
             Some(v) => name_of(v, "identity_check", IdentityCheck::from_name, IdentityCheck::NAMES)?,
             None => IdentityCheck::default(),
@@ -352,76 +461,15 @@ impl Config {
             Some(v) => v.into_bool("peer_json")?,
             None => false,
         };
-        // Native's names; only the role's own direction applies.
-        let mut methods = |discovery: bool| -> Result<Vec<Method>, ConfigError> {
-            let (ours, other) = match (role, discovery) {
-                (Role::Client, true) => ("upstream_discovery", "downstream_discovery"),
-                (Role::Client, false) => ("upstream_propagation", "downstream_propagation"),
-                (Role::Server, true) => ("downstream_discovery", "upstream_discovery"),
-                (Role::Server, false) => ("downstream_propagation", "upstream_propagation"),
-            };
-            if raw.take(other).is_some() {
-                let role = role.name();
-                return Err(err(other, format!("does not apply to role \"{role}\" (it uses `{ours}`)")));
-            }
-            match raw.take(ours) {
-                Some(_) if transport == Transport::Tcp => Err(err(ours, "only applies to the HTTP exchange")),
-                Some(list) => read_methods(list, ours, allowed(role, discovery)),
-                None => Ok(vec![Method::IstioHeaders]),
-            }
-        };
-        let (discovery, propagation) = (methods(true)?, methods(false)?);
-        let alpn = match (raw.take("alpn"), role, transport) {
-            (None, _, _) => None,
-            (Some(value), Role::Client, Transport::Http) => {
-                // One refresh for both rules: the exchange's.
-                if matches!(&value, Json::Object(entries) if entries.contains_key("cluster_metadata_refresh_ms")) {
-                    return Err(err(
-                        "alpn.cluster_metadata_refresh_ms",
-                        "set upstream.cluster_metadata_refresh_ms instead: the built-in ALPN rule follows it",
-                    ));
-                }
-                Some(AlpnConfig::from_json(value, "alpn")?)
-            }
-            (Some(_), _, _) => return Err(err("alpn", "only applies to the HTTP exchange's role \"client\"")),
-        };
-        let istio_metrics = match raw.take("istio_metrics") {
-            None => None,
-            Some(value) => {
-                let mut fields = value.into_fields("istio_metrics")?;
-                let max = match fields.take("max_label_sets") {
-                    Some(n) => n.into_integer("istio_metrics.max_label_sets", 1_000_000)?,
-                    None => DEFAULT_MAX_LABEL_SETS.into(),
-                };
-                let reporting = match fields.take("tcp_reporting_ms") {
-                    Some(n) => n.into_integer("istio_metrics.tcp_reporting_ms", 3_600_000)?,
-                    None => DEFAULT_TCP_REPORTING_MS.into(),
-                };
-                fields.finish()?;
-                if max == 0 {
-                    return Err(err("istio_metrics.max_label_sets", "must be greater than 0"));
-                }
-                Some(MetricsConfig {
-                    max_label_sets: u32::try_from(max).unwrap_or(u32::MAX),
-                    tcp_reporting_ms: u32::try_from(reporting).unwrap_or(u32::MAX),
-                })
-            }
-        };
+        let discovery = read_role_methods(&mut raw, role, transport, true)?;
+        let propagation = read_role_methods(&mut raw, role, transport, false)?;
+        let alpn = read_alpn(raw.take("alpn"), role, transport)?;
+        let istio_metrics = raw.take("istio_metrics").map(MetricsConfig::read).transpose()?;
         let upstream = raw.take("upstream").map(|v| RawSide::read(v, "upstream", true)).transpose()?;
         let downstream = raw.take("downstream").map(|v| RawSide::read(v, "downstream", false)).transpose()?;
         raw.finish()?;
-        let side = match (role, upstream, downstream) {
-            (Role::Server, Some(_), _) => return Err(err("upstream", "only applies to role \"client\"")),
-            (Role::Client, _, Some(_)) => return Err(err("downstream", "only applies to role \"server\"")),
-            (Role::Server, None, Some(_)) if transport == Transport::Tcp => {
-                return Err(err("downstream", "only applies to the HTTP exchange"))
-            }
-            (_, up, down) => up.or(down),
-        };
+        let side = RawSide::of_role(role, transport, upstream, downstream)?;
         let (prefix, istio_service_clusters, refresh) = match side {
-            Some(RawSide { field, istio_service_clusters: Some(_), .. }) if transport == Transport::Tcp => {
-                return Err(err(&format!("{field}.istio_service_clusters"), "only applies to the HTTP exchange"))
-            }
             Some(side) => (
                 side.peer_identity_prefix,
                 side.istio_service_clusters.unwrap_or(false),
