@@ -2,7 +2,9 @@
 //! carrying out [`peer_exchange::http`]'s decisions with hostcalls, for the
 //! configured discovery and propagation methods.
 
-use std::cell::{OnceCell, RefCell};
+use std::cell::RefCell;
+
+use filter_common::ReadOnce;
 use std::rc::Rc;
 
 use alpn_decision::decision::{Counter as AlpnCounter, Decider, RequestFacts};
@@ -55,20 +57,20 @@ const MARKERS_WITH_ALPN: [Marker; 5] =
 /// the reads.
 struct RouteCluster<'a> {
     shared: &'a HttpShared,
-    name: OnceCell<Option<String>>,
-    metadata: OnceCell<Option<Vec<u8>>>,
+    name: ReadOnce<Option<String>>,
+    metadata: ReadOnce<Option<Vec<u8>>>,
 }
 
 impl RouteCluster<'_> {
     fn name(&mut self) -> Option<String> {
-        self.name.get_or_init(|| wasm_host::get_property_string(&["xds", "cluster_name"]).ok().flatten()).clone()
+        self.name.get_or_read(|| wasm_host::get_property_string(&["xds", "cluster_name"]).ok().flatten()).clone()
     }
 
     fn metadata(&mut self) -> Option<Vec<u8>> {
         let shared = self.shared;
         let markers: &[Marker] = if shared.alpn.is_some() { &MARKERS_WITH_ALPN } else { &MARKERS };
         self.metadata
-            .get_or_init(|| {
+            .get_or_read(|| {
                 wasm_host::read_cluster_metadata("peer-exchange-filter", &shared.reports, markers, || {
                     shared.count(HttpCounter::MisplacedMetadata)
                 })
@@ -181,7 +183,7 @@ pub(crate) fn stream(context_id: u32, shared: Rc<HttpShared>) -> HttpPeer {
         unmarked_cluster: None,
         seen: None,
         peer: None,
-        principal: OnceCell::new(),
+        principal: ReadOnce::new(),
     }
 }
 
@@ -203,14 +205,14 @@ pub(crate) struct HttpPeer {
     /// The stored peer's labels (`None`: not found).
     peer: Option<Rc<WorkloadLabels>>,
     /// The peer certificate's URI SAN, if a method read it.
-    principal: OnceCell<Option<String>>,
+    principal: ReadOnce<Option<String>>,
 }
 
 /// The peer certificate's URI SAN, read at most once per request, and only
 /// if a method asks.
 struct Certificate {
     path: [&'static str; 2],
-    uri_san: OnceCell<Option<String>>,
+    uri_san: ReadOnce<Option<String>>,
 }
 
 impl Certificate {
@@ -219,12 +221,12 @@ impl Certificate {
             Role::Server => "connection",
             Role::Client => "upstream",
         };
-        Certificate { path: [side, "uri_san_peer_certificate"], uri_san: OnceCell::new() }
+        Certificate { path: [side, "uri_san_peer_certificate"], uri_san: ReadOnce::new() }
     }
 
     fn get(&mut self) -> Option<String> {
         let path = self.path;
-        self.uri_san.get_or_init(|| wasm_host::get_property_string(&path).ok().flatten()).clone()
+        self.uri_san.get_or_read(|| wasm_host::get_property_string(&path).ok().flatten()).clone()
     }
 }
 
@@ -258,7 +260,7 @@ impl HttpPeer {
             self.remove_untrusted(HeaderMap::RequestHeaders, pairs, "the app");
         }
         let shared = Rc::clone(&self.shared);
-        let mut route = RouteCluster { shared: &shared, name: OnceCell::new(), metadata: OnceCell::new() };
+        let mut route = RouteCluster { shared: &shared, name: ReadOnce::new(), metadata: ReadOnce::new() };
         shared.apply_alpn(&mut route);
         let verdict = shared.client_verdict(&mut route);
         if verdict == ClientVerdict::NotMarkedAsMesh {

@@ -3,7 +3,9 @@
 //! its service; per request or connection, the reads at its end and the
 //! recording. Used by both forms when `istio_metrics` is configured.
 
-use std::cell::{OnceCell, RefCell};
+use std::cell::RefCell;
+
+use filter_common::ReadOnce;
 
 use filter_common::clusters::ByCluster;
 use wasm_host::{HeaderPairs, PerVm};
@@ -62,7 +64,7 @@ pub(crate) struct PeerSeen {
     /// The stored peer's labels (`None`: not found).
     pub labels: Option<std::rc::Rc<WorkloadLabels>>,
     /// The peer certificate's URI SAN, if already read (`Some(None)`: none).
-    pub principal: OnceCell<Option<String>>,
+    pub principal: ReadOnce<Option<String>>,
 }
 
 impl IstioMetrics {

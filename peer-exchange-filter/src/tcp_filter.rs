@@ -2,7 +2,9 @@
 //! runs one [`Exchange`] per connection, and carries out its steps with
 //! hostcalls.
 
-use std::cell::{OnceCell, RefCell};
+use std::cell::RefCell;
+
+use filter_common::ReadOnce;
 use std::rc::Rc;
 
 use filter_common::clusters::ByCluster;
@@ -226,7 +228,7 @@ pub(crate) fn tcp_plugin(
 /// The certificate's URI SAN, once read, is kept for the identity check.
 struct HostUpstream<'a> {
     shared: &'a Shared,
-    uri_san: OnceCell<Option<String>>,
+    uri_san: ReadOnce<Option<String>>,
 }
 
 impl UpstreamFacts for HostUpstream<'_> {
@@ -234,7 +236,7 @@ impl UpstreamFacts for HostUpstream<'_> {
         wasm_host::get_property_string(&["upstream", "tls_version"]).ok().flatten()
     }
     fn peer_uri_san(&mut self) -> Option<String> {
-        self.uri_san.get_or_init(|| read_peer_uri_san(Role::Client)).clone()
+        self.uri_san.get_or_read(|| read_peer_uri_san(Role::Client)).clone()
     }
     fn cluster_marks(&mut self) -> ClusterMarks {
         self.shared.cluster_marks()
@@ -269,10 +271,10 @@ pub(crate) struct PeerStream {
     shared: Rc<Shared>,
     exchange: Exchange,
     /// The peer certificate's URI SAN once read.
-    peer_uri_san: OnceCell<Option<String>>,
+    peer_uri_san: ReadOnce<Option<String>>,
     /// With `istio_metrics`: the connection's series once opened
     /// (`None`: over the cap, or none for this connection).
-    series: OnceCell<Option<TcpSeries>>,
+    series: ReadOnce<Option<TcpSeries>>,
 }
 
 impl Shared {
@@ -329,7 +331,7 @@ impl PeerStream {
             Role::Server => Sending::InAnswer,
         };
         let exchange = Exchange::new(shared.config.max_peer_metadata_bytes, sending);
-        PeerStream { context_id, shared, exchange, peer_uri_san: OnceCell::new(), series: OnceCell::new() }
+        PeerStream { context_id, shared, exchange, peer_uri_san: ReadOnce::new(), series: ReadOnce::new() }
     }
 
     /// Handles an event of this connection; the end of the incoming half
@@ -357,7 +359,7 @@ impl PeerStream {
                 }
             }
         }
-        self.series = OnceCell::from(series);
+        self.series = ReadOnce::from(series);
     }
 
     /// The connection is gone: no deadline left, and with `istio_metrics`
@@ -436,7 +438,7 @@ impl PeerStream {
                 tcp_server_verdict(tls.as_deref(), has_upstream_connection)
             }
             Role::Client => {
-                let mut upstream = HostUpstream { shared: &self.shared, uri_san: OnceCell::new() };
+                let mut upstream = HostUpstream { shared: &self.shared, uri_san: ReadOnce::new() };
                 let verdict = tcp_client_verdict(&mut upstream, &self.shared.config.peer_identity_prefix);
                 self.peer_uri_san = upstream.uri_san;
                 verdict
@@ -458,7 +460,7 @@ impl PeerStream {
             // An HTTP connection manager follows: its requests are reported
             // by the HTTP form (native's istio_stats network filter is not
             // put in front of one either), so no TCP series for it.
-            self.series = OnceCell::from(None);
+            self.series = ReadOnce::from(None);
         }
         let event = match verdict {
             Verdict::NoUpstream => self.exchange.stay_out(),
@@ -503,7 +505,7 @@ impl PeerStream {
             // check; a property read does not re-enter the VM.
             let mut decode = |payload: &[u8]| {
                 let uri_san = if peers.needs_certificate() {
-                    peer_uri_san.get_or_init(|| read_peer_uri_san(role)).as_deref()
+                    peer_uri_san.get_or_read(|| read_peer_uri_san(role)).as_deref()
                 } else {
                     None
                 };

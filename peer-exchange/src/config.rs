@@ -298,8 +298,11 @@ impl RawSide {
     }
 }
 
+/// Overrides of Istio's string fields, and of labels.
+type Overrides = (BTreeMap<String, String>, BTreeMap<String, String>);
+
 /// `metadata`: overrides of Istio's string fields, and of labels (`LABELS`).
-fn read_metadata(value: Option<Json>) -> Result<(BTreeMap<String, String>, BTreeMap<String, String>), ConfigError> {
+fn read_metadata(value: Option<Json>) -> Result<Overrides, ConfigError> {
     let mut fields = BTreeMap::new();
     let mut labels = BTreeMap::new();
     let metadata = value.map(|v| v.into_fields("metadata")).transpose()?;
