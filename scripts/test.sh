@@ -29,13 +29,10 @@ e2e() {
 # Slow tests whose subject does not depend on the Envoy version, run on the
 # default Envoy only (every other test runs on every version): the label-set
 # cap under thousands of claimed workloads and the sanitising of hostile
-# claims (our pure rules and Envoy's tag regexes, which these versions share),
-# and the rollout's states (the same configurations state to state; each
-# shape itself is tested on every version by the shapes test).
+# claims (our pure rules and Envoy's tag regexes, which these versions share).
 ONE_VERSION_TESTS=(
     thousands_of_claimed_workloads_stay_within_the_cap
     no_claim_makes_a_metric_family_and_every_request_is_counted_somewhere
-    every_step_of_the_rollout_and_its_rollback_keeps_every_path_working
 )
 matrix_skips() {
     local name

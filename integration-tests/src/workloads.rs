@@ -153,6 +153,19 @@ pub fn peer_struct(logged: &serde_json::Value) -> serde_json::Value {
 /// Stored-peer fields that are JSON booleans (`"true"`/`"false"` in expectations).
 const BOOL_FIELDS: [&str; 1] = ["verified"];
 
+/// The server as a client stores it from istiod's endpoint metadata
+/// (`istio.workload` on the upstream host): what it says, unverified.
+pub const SERVER_FROM_ENDPOINT_METADATA: &[(&str, &str)] = &[
+    ("workload", "server"),
+    ("namespace", "server-ns"),
+    ("service", "server"),
+    ("revision", "v1"),
+    ("cluster", "Kubernetes"),
+    ("source", "endpoint_metadata"),
+    ("verified", "false"),
+    ("unverified_reason", "not_checked"),
+];
+
 /// Checks that a logged peer struct has exactly `expected` as its fields.
 pub fn assert_stored(logged: &serde_json::Value, expected: &[(&str, &str)], what: &str) {
     let value = peer_struct(logged);

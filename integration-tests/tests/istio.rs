@@ -17,7 +17,9 @@ use integration_tests::istio::sidecar::{self, ClientSide, Istiod, Proxy};
 use integration_tests::istio::traffic::{self, cases, is_http_chain, Case, Mesh, Origin};
 use integration_tests::istio::{self, Class, Phase, Plugin, PluginType};
 use integration_tests::pki::Pki;
-use integration_tests::workloads::{assert_stored, CLIENT, GATEWAY, PEER_UNKNOWN, SERVER};
+use integration_tests::workloads::{
+    assert_stored, CLIENT, GATEWAY, PEER_UNKNOWN, SERVER, SERVER_FROM_ENDPOINT_METADATA,
+};
 
 const EXCHANGE_HTTP_ROOT_ID: &str = peer_exchange::config::HTTP_ROOT_ID;
 
@@ -215,20 +217,7 @@ async fn every_shape_istiod_writes_carries_every_apps_bytes_exactly_and_the_peer
             .unwrap_or_else(|| panic!("no line for {name}: {outbound:?}"))
     };
     SERVER.assert_is(&by_listener("0.0.0.0_5432")["upstream_peer"], "client-first TCP");
-    assert_stored(
-        &by_listener("0.0.0.0_3306")["upstream_peer"],
-        &[
-            ("workload", "server"),
-            ("namespace", "server-ns"),
-            ("service", "server"),
-            ("revision", "v1"),
-            ("cluster", "Kubernetes"),
-            ("source", "endpoint_metadata"),
-            ("verified", "false"),
-            ("unverified_reason", "not_checked"),
-        ],
-        "server-first TCP",
-    );
+    assert_stored(&by_listener("0.0.0.0_3306")["upstream_peer"], SERVER_FROM_ENDPOINT_METADATA, "server-first TCP");
     for listener in ["headless_5432", "headless_3306", "passthrough_5432"] {
         let line = by_listener(listener);
         assert_eq!(line["peer_not_found"], "true", "{listener}: {line}");

@@ -11,7 +11,9 @@ use integration_tests::clients::{assert_same_bytes, echo_through, STEP_TIMEOUT};
 use integration_tests::mesh::{Mesh, MeshOptions, CLIENT_TCP_LOG, SERVER_TCP_LOG, TEST_EXCHANGE_TIMEOUT_MS};
 use integration_tests::pki::RAW_CLIENT_IDENTITY;
 use integration_tests::wire::{self, V};
-use integration_tests::workloads::{assert_stored, peer_struct, CLIENT, PEER_UNKNOWN, SERVER};
+use integration_tests::workloads::{
+    assert_stored, peer_struct, CLIENT, PEER_UNKNOWN, SERVER, SERVER_FROM_ENDPOINT_METADATA,
+};
 use integration_tests::{pseudo_random_bytes, BANNER};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -26,6 +28,18 @@ fn client_counter(mesh: &Mesh, counter: Counter) -> u64 {
 fn server_counter(mesh: &Mesh, counter: Counter) -> u64 {
     stats::exchange(&mesh.server, Role::Server, counter)
 }
+
+/// The raw (native-style) client as the server stores it. It claims no
+/// identity: the certificate's is stored, as the claim is consistent with it.
+const RAW_CLIENT_STORED: &[(&str, &str)] = &[
+    ("name", "raw-client-1"),
+    ("namespace", "raw-ns"),
+    ("app", "raw"),
+    ("source", "exchange"),
+    ("identity", RAW_CLIENT_IDENTITY),
+    ("service_account", "raw-client"),
+    ("verified", "true"),
+];
 
 /// The raw test client's own prefix, built from the spec.
 fn raw_client_prefix() -> Vec<u8> {
@@ -123,20 +137,7 @@ async fn server_first_banner_reaches_the_app_exactly_and_the_client_learns_the_s
     assert_eq!(client_counter(&mesh, Counter::PeerFromEndpointMetadata), 1);
     let client_log = mesh.target.wait_access_log(CLIENT_TCP_LOG, 1, LOG_WAIT);
     let line = &client_log[0];
-    assert_stored(
-        &line["upstream_peer"],
-        &[
-            ("workload", "server"),
-            ("namespace", "server-ns"),
-            ("service", "server"),
-            ("revision", "v1"),
-            ("cluster", "Kubernetes"),
-            ("source", "endpoint_metadata"),
-            ("verified", "false"),
-            ("unverified_reason", "not_checked"),
-        ],
-        "client access log",
-    );
+    assert_stored(&line["upstream_peer"], SERVER_FROM_ENDPOINT_METADATA, "client access log");
     // The banner chains also print the stored Struct (native's key): the
     // JSON text (`peer_json`) is that Struct, field for field.
     let typed = &line["upstream_peer_struct"];
@@ -187,19 +188,7 @@ async fn a_native_client_that_sends_its_prefix_when_the_banner_arrives_is_stored
     assert_eq!(read_all(&mut tls).await, b"EHLO native\r\n", "the prefix stripped, the rest exact, none of ours later");
 
     let log = mesh.target.wait_access_log(SERVER_TCP_LOG, 1, LOG_WAIT);
-    assert_stored(
-        &log[0]["downstream_peer"],
-        &[
-            ("name", "raw-client-1"),
-            ("namespace", "raw-ns"),
-            ("app", "raw"),
-            ("source", "exchange"),
-            ("identity", RAW_CLIENT_IDENTITY),
-            ("service_account", "raw-client"),
-            ("verified", "true"),
-        ],
-        "native client",
-    );
+    assert_stored(&log[0]["downstream_peer"], RAW_CLIENT_STORED, "native client");
     assert_eq!(log[0]["downstream_peer_id"], RAW_CLIENT_ID);
     let typed = &log[0]["downstream_peer_struct"];
     assert!(typed.get("@type").is_some(), "Envoy printed the typed Struct: {}", log[0]);
@@ -233,20 +222,7 @@ async fn prefix_delivered_one_byte_at_a_time_by_a_raw_tls_client() {
 
     let log = mesh.target.wait_access_log(SERVER_TCP_LOG, 1, LOG_WAIT);
     // No CLUSTER_ID: native would store `name` only with a cluster; we keep it.
-    assert_stored(
-        &log[0]["downstream_peer"],
-        &[
-            ("name", "raw-client-1"),
-            ("namespace", "raw-ns"),
-            ("app", "raw"),
-            ("source", "exchange"),
-            // Claimed no identity: the certificate's, as the claim is consistent with it.
-            ("identity", RAW_CLIENT_IDENTITY),
-            ("service_account", "raw-client"),
-            ("verified", "true"),
-        ],
-        "raw client",
-    );
+    assert_stored(&log[0]["downstream_peer"], RAW_CLIENT_STORED, "raw client");
     assert_eq!(log[0]["downstream_peer_id"], RAW_CLIENT_ID);
     assert_eq!(server_counter(&mesh, Counter::MetadataReceived), 1);
 }
