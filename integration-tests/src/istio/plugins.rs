@@ -70,6 +70,12 @@ impl Plugin {
         }
     }
 
+    /// A resourceVersion of its own, as the API server gives each object.
+    fn resource_version(&self) -> String {
+        let hash = self.name.bytes().fold(17u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+        (hash % 1_000_000_000).to_string()
+    }
+
     fn applies(&self, kind: PluginType, class: Class, port: u16) -> bool {
         // CLIENT selects sidecar outbound and gateways, SERVER sidecar inbound.
         let mode_class = |m: Class| match class {
@@ -101,7 +107,10 @@ impl Plugin {
                     "vm_config": {
                         "runtime": "envoy.wasm.runtime.v8",
                         "code": { "local": { "filename": self.module().display().to_string() } },
-                        "environment_variables": { "key_values": { "ISTIO_META_WASM_PLUGIN_RESOURCE_VERSION": "1" } },
+                        // istiod puts each WasmPlugin's resourceVersion here
+                        // (buildVMConfig); Envoy's VM key includes it, so two
+                        // plugins of one image never share a VM.
+                        "environment_variables": { "key_values": { "ISTIO_META_WASM_PLUGIN_RESOURCE_VERSION": self.resource_version() } },
                     },
                     "configuration": {
                         "@type": "type.googleapis.com/google.protobuf.StringValue",
