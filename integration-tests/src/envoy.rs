@@ -113,6 +113,13 @@ impl Envoy {
         Ok(envoy)
     }
 
+    /// [`Envoy::start_in`] with more command-line arguments.
+    pub fn start_in_with_args(launch: &Launch<'_>, cwd: &Path, args: &[&str]) -> Result<Envoy, String> {
+        let mut envoy = Self::spawn_with(launch, Some(cwd), args)?;
+        envoy.wait_ready()?;
+        Ok(envoy)
+    }
+
     /// Starts Envoy with more command-line arguments and waits until it is ready.
     pub fn start_with_args(launch: &Launch<'_>, args: &[&str]) -> Result<Envoy, String> {
         let mut envoy = Self::spawn_with(launch, None, args)?;
@@ -143,8 +150,6 @@ impl Envoy {
             .arg("-c")
             .arg(&config_path)
             .arg("--disable-hot-restart")
-            .arg("--concurrency")
-            .arg("2")
             .arg("--admin-address-path")
             .arg(&admin_path)
             .arg("--file-flush-interval-msec")
@@ -157,6 +162,10 @@ impl Envoy {
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log_err));
+        // Two workers, as the tests and the benchmark assume, unless asked.
+        if !args.contains(&"--concurrency") {
+            command.args(["--concurrency", "2"]);
+        }
         if let Some(cwd) = cwd {
             command.current_dir(cwd);
         }

@@ -39,13 +39,13 @@ pub fn with(text: &str, from: &str, to: &str) -> String {
     text.replacen(from, to, 1)
 }
 
-fn start(name: &str, text: &str, dir: &Path) -> (Envoy, PathBuf) {
+fn start(name: &str, text: &str, dir: &Path, args: &[&str]) -> (Envoy, PathBuf) {
     let config = dir.join(format!("{name}.example.yaml"));
     std::fs::write(&config, text).expect("write config");
     let vars = BTreeMap::new();
     let template = config.display().to_string();
     let launch = Launch { name, template: &template, vars: &vars, dir, wasm_log_level: "info" };
-    (Envoy::start_in(&launch, &workspace_root()).unwrap_or_else(|e| panic!("{e}")), config)
+    (Envoy::start_in_with_args(&launch, &workspace_root(), args).unwrap_or_else(|e| panic!("{e}")), config)
 }
 
 /// The two example Envoys and the app behind the inbound one.
@@ -67,6 +67,12 @@ impl Examples {
 
     /// The examples after a change to their text.
     pub fn start_changed(inbound: String, outbound: String) -> Examples {
+        Self::start_changed_with(inbound, outbound, &[])
+    }
+
+    /// [`Examples::start_changed`] with more Envoy arguments for both
+    /// (`--concurrency 8`).
+    pub fn start_changed_with(inbound: String, outbound: String, args: &[&str]) -> Examples {
         let root = workspace_root();
         let dir = tempfile::Builder::new().prefix("examples-").tempdir().expect("temp dir");
         let certs = dir.path().join("certs");
@@ -87,7 +93,7 @@ impl Examples {
                 (CERTS, certs.clone(), 6),
             ],
         );
-        let (inbound, inbound_config) = start("inbound", &inbound_text, dir.path());
+        let (inbound, inbound_config) = start("inbound", &inbound_text, dir.path(), args);
         let inbound_port = inbound.listener_port("inbound");
         let outbound_text = substituted(
             &outbound,
@@ -99,7 +105,7 @@ impl Examples {
                 (CERTS, certs.clone(), 6),
             ],
         );
-        let (outbound, outbound_config) = start("outbound", &outbound_text, dir.path());
+        let (outbound, outbound_config) = start("outbound", &outbound_text, dir.path(), args);
         Examples { inbound, outbound, inbound_config, outbound_config, app, dir }
     }
 

@@ -12,13 +12,14 @@
 //!   cargo run --release -p integration-tests --bin bench [rounds] [seconds per run]
 //!
 //! `BENCH_ONLY=http1,churn` runs only the scenarios whose key is listed
-//! (http1, http32, h2c1, h2c32, churn, bulk, identity, identity_http, metrics_http, metrics_tcp;
+//! (http1, http32, h2c1, h2c32, churn, bulk, identity, identity_http, metrics_http, metrics_tcp, memory;
 //! `dynamic` with `BENCH_DYNAMIC_MODULE`, see scripts/bench-dynamic-module.sh);
 //! `BENCH_VARIANT_*` runs an A/B ([`variants`]).
 
 mod dynamic;
 mod load;
 mod measure;
+mod memory;
 mod report;
 mod variants;
 
@@ -285,6 +286,10 @@ async fn main() {
             let scenario = istio_metrics(title, "conn/s", "outbound_tcp_echo_quiet_log");
             deployments.run(&scenario, Load::Churn, rounds, secs).await;
         }
+    }
+
+    if selected("memory") {
+        memory::run(secs).await;
     }
 
     match std::env::var("BENCH_DYNAMIC_MODULE") {
