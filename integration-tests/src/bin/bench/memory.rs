@@ -114,31 +114,28 @@ fn sample(envoy: &Envoy) -> Sample {
 }
 
 /// Where an Envoy's resident bytes are, by mapping (`/proc/<pid>/smaps`):
-/// wasm linear memories (V8 reserves each as an anonymous mapping of 4 GiB
-/// or more), executable anonymous mappings (V8's compiled code), other
-/// anonymous memory (Envoy's and V8's heaps, stacks), and files (the Envoy
-/// binary's pages). MiB each.
-fn breakdown(envoy: &Envoy) -> [f64; 4] {
+/// executable anonymous mappings (V8's compiled code), other anonymous
+/// memory (Envoy's and V8's heaps, the VMs' linear memories — Envoy's V8
+/// maps them without guard regions, so they cannot be told apart by size —
+/// and stacks), and files (the Envoy binary's pages, V8's code among them).
+/// MiB each.
+fn breakdown(envoy: &Envoy) -> [f64; 3] {
     let pid = envoy.pid().expect("Envoy pid");
     let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).expect("/proc smaps");
-    let mut kib = [0u64; 4];
+    let mut kib = [0u64; 3];
     let mut current = None;
     for line in smaps.lines() {
         let mut fields = line.split_whitespace();
         let first = fields.next().unwrap_or_default();
-        if let Some((start, end)) = first.split_once('-').filter(|(a, _)| u64::from_str_radix(a, 16).is_ok()) {
-            let size =
-                u64::from_str_radix(end, 16).unwrap_or(0).saturating_sub(u64::from_str_radix(start, 16).unwrap_or(0));
+        if first.split_once('-').is_some_and(|(a, _)| u64::from_str_radix(a, 16).is_ok()) {
             let perms = fields.next().unwrap_or_default();
             let path = fields.nth(3).unwrap_or_default();
             current = Some(if path.starts_with('/') {
-                3
-            } else if size >= 4 << 30 {
-                0
-            } else if perms.contains('x') {
-                1
-            } else {
                 2
+            } else if perms.contains('x') {
+                0
+            } else {
+                1
             });
         } else if first == "Rss:" {
             if let (Some(i), Some(n)) = (current, fields.next().and_then(|n| n.parse::<u64>().ok())) {
@@ -204,13 +201,13 @@ pub async fn run(secs: u64) {
                 cell(1)
             );
             let parts = |envoy: &Envoy| {
-                let [linear, code, anon, files] = breakdown(envoy);
-                format!("{linear:.1} / {code:.1} / {anon:.1} / {files:.1}")
+                let [code, anon, files] = breakdown(envoy);
+                format!("{code:.1} / {anon:.1} / {files:.1}")
             };
             println!(
                 "  {:<13} {:<40} {:<34} {:<34}",
                 "",
-                "  RSS by mapping: linear / code / anon / files",
+                "  RSS by mapping: code / anon / files",
                 parts(&examples.outbound),
                 parts(&examples.inbound)
             );
