@@ -70,7 +70,12 @@ pub enum Kind {
 #[derive(Debug)]
 pub struct Report {
     pub updates: u64,
-    /// The slowest update: files written until the new generation was seen in effect.
+    /// The slowest update: files written until both Envoys counted it
+    /// accepted (LDS, and the client's CDS, `update_success`).
+    pub slowest_accepted: Duration,
+    /// The slowest update: files written until the new generation was seen
+    /// in effect through traffic (our filters only: it needs their stored
+    /// peers; without them this is the acceptance).
     pub slowest_update: Duration,
     /// Per kind: (ours ok, ours errors, baseline ok, baseline errors).
     pub traffic: BTreeMap<Kind, (u64, u64, u64, u64)>,
@@ -86,7 +91,11 @@ pub struct Report {
 
 impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "updates applied: {} (slowest until in effect: {:?})", self.updates, self.slowest_update)?;
+        writeln!(
+            f,
+            "updates applied: {} (slowest until both Envoys accepted it: {:?}; until in effect through traffic: {:?})",
+            self.updates, self.slowest_accepted, self.slowest_update
+        )?;
         for (kind, (ok, errors, base_ok, base_errors)) in &self.traffic {
             writeln!(f, "{kind:?}: ours {ok} ok / {errors} errors; no filter {base_ok} ok / {base_errors} errors")?;
         }
@@ -477,6 +486,7 @@ pub async fn run(updates: u64, concurrency: usize, pause: Duration, progress: bo
     }
     let mut rss_start = None;
     let mut slowest = Duration::ZERO;
+    let mut slowest_accepted = Duration::ZERO;
     let mut samples = Vec::new();
     let sample = |n: u64, d: &Deployment| {
         let allocated = |e: &Envoy| e.counter("server.memory_allocated") / 1024;
@@ -486,6 +496,7 @@ pub async fn run(updates: u64, concurrency: usize, pause: Duration, progress: bo
     for n in 1..=updates {
         let started = Instant::now();
         deployment.update();
+        slowest_accepted = slowest_accepted.max(started.elapsed());
         deployment.assert_in_effect().await;
         slowest = slowest.max(started.elapsed());
         if n == 1 {
@@ -518,6 +529,7 @@ pub async fn run(updates: u64, concurrency: usize, pause: Duration, progress: bo
         .collect();
     Report {
         updates,
+        slowest_accepted,
         slowest_update: slowest,
         traffic,
         client_rss_kib: (client_start, rss_kib(deployment.client.pid().unwrap_or(0))),
