@@ -63,7 +63,7 @@ pub(crate) struct IstioMetrics {
 pub(crate) struct PeerSeen {
     /// The stored peer's labels (`None`: not found).
     pub labels: Option<std::rc::Rc<WorkloadLabels>>,
-    /// The peer certificate's URI SAN, if already read (`Some(None)`: none).
+    /// The peer certificate's URI SAN, if already read (read as `None`: no certificate or no URI SAN).
     pub principal: ReadOnce<Option<String>>,
 }
 
