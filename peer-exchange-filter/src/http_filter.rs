@@ -3,18 +3,15 @@
 //! configured discovery and propagation methods.
 
 use std::cell::RefCell;
-
-use filter_common::ReadOnce;
 use std::rc::Rc;
 
 use alpn_decision::decision::{Counter as AlpnCounter, Decider, RequestFacts};
 use filter_common::clusters::ByCluster;
 use filter_common::istio::{Marker, Reports};
+use filter_common::ReadOnce;
 use wasm_host::plugin::Action;
 use wasm_host::{Counters, HeaderMap, HeaderPairs};
 
-use crate::istio_metrics::{IstioMetrics, PeerSeen, RequestSeen};
-use crate::stored::{mark_peer_not_found, store_endpoint_peer, store_peer};
 use peer_exchange::baggage::{self, BAGGAGE_HEADER};
 use peer_exchange::config::{Config, Method, Role};
 use peer_exchange::headers::{encode_metadata_header, PeerHeaders, ID_HEADER, METADATA_HEADER};
@@ -23,6 +20,9 @@ use peer_exchange::http::{HttpCounter, Received};
 use peer_exchange::istio_stats::WorkloadLabels;
 use peer_exchange::peers::{with_decoder, PeerDecoder, StoredPeer};
 use peer_exchange::workload::{endpoint_workload, EndpointWorkload, Workload};
+
+use crate::istio_metrics::{IstioMetrics, PeerSeen, RequestSeen};
+use crate::stored::{mark_peer_not_found, store_endpoint_peer, store_peer};
 
 /// The header form's per-VM state.
 pub(crate) struct HttpShared {
@@ -265,7 +265,10 @@ impl HttpPeer {
         let verdict = shared.client_verdict(&mut route);
         if verdict == ClientVerdict::NotMarkedAsMesh {
             let name = route.name().unwrap_or_default();
-            let first = shared.checked.try_borrow_mut().is_ok_and(|mut c| c.first_time(0, &name));
+            let first = shared
+                .checked
+                .try_borrow_mut()
+                .is_ok_and(|mut c| c.first_time(HttpCounter::MeshUpstreamNotMarked.index(), &name));
             if first {
                 self.unmarked_cluster = Some(name);
             }

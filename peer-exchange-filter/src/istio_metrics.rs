@@ -5,9 +5,8 @@
 
 use std::cell::RefCell;
 
-use filter_common::ReadOnce;
-
 use filter_common::clusters::ByCluster;
+use filter_common::ReadOnce;
 use wasm_host::{HeaderPairs, PerVm};
 
 use peer_exchange::config::{Config, Role};

@@ -8,10 +8,11 @@ use std::rc::Rc;
 use wasm_host::plugin::{Action, Plugin, Stream};
 use wasm_host::Span;
 
+use peer_exchange::config::{Config, Transport};
+
 use crate::http_filter::{HttpPeer, HttpShared};
 use crate::stored::{declare_peer_properties, local_workload};
 use crate::tcp_filter::{tcp_plugin, PeerStream, Shared};
-use peer_exchange::config::{Config, Transport};
 
 // Our own entry points, not the SDK's: Envoy enters the VM only for these
 // callbacks (see `wasm_host::plugin`). A connection is entered at creation,

@@ -3,17 +3,14 @@
 //! hostcalls.
 
 use std::cell::RefCell;
-
-use filter_common::ReadOnce;
 use std::rc::Rc;
 
 use filter_common::clusters::ByCluster;
 use filter_common::istio::{Marker, Reports};
+use filter_common::ReadOnce;
 use wasm_host::plugin::Action;
 use wasm_host::{Counters, Direction};
 
-use crate::istio_metrics::{IstioMetrics, PeerSeen, Reported};
-use crate::stored::{mark_peer_not_found, store_endpoint_peer, store_peer};
 use peer_exchange::codec::encode_frame;
 use peer_exchange::config::{Config, Role};
 use peer_exchange::deadlines::Deadlines;
@@ -27,6 +24,9 @@ use peer_exchange::participation::{
 use peer_exchange::peers::{with_decoder, PeerDecoder};
 use peer_exchange::warnings::{self, Warned};
 use peer_exchange::workload::{endpoint_workload, EndpointWorkload, Workload};
+
+use crate::istio_metrics::{IstioMetrics, PeerSeen, Reported};
+use crate::stored::{mark_peer_not_found, store_endpoint_peer, store_peer};
 
 pub(crate) struct Shared {
     config: Config,
@@ -184,6 +184,7 @@ pub(crate) fn tcp_plugin(
         (Some(metrics), 0) => metrics.refresh_ms(),
         (_, ms) => ms,
     };
+    // With `istio_metrics`: how often open connections report their bytes.
     let reporting = match (&metrics, config.istio_metrics) {
         (Some(_), Some(m)) => m.tcp_reporting_ms,
         _ => 0,
@@ -214,13 +215,7 @@ pub(crate) fn tcp_plugin(
         counters.inc(Counter::NodeMetadataMissing);
         log::warn!("{missing}");
     }
-    let open = RefCell::new(OpenConnections {
-        period_ms: match (&metrics, config.istio_metrics) {
-            (Some(_), Some(m)) => u64::from(m.tcp_reporting_ms),
-            _ => 0,
-        },
-        ..OpenConnections::default()
-    });
+    let open = RefCell::new(OpenConnections { period_ms: u64::from(reporting), ..OpenConnections::default() });
     Some(Rc::new(Shared { config, prefix, counters, deadlines, peers, clusters, warned, reports, metrics, open }))
 }
 

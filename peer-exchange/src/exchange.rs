@@ -346,7 +346,6 @@ impl Exchange {
                 Ok(Some(peer)) => (Step::Strip(total), Some(Outcome::PeerFound(peer))),
                 Ok(None) => (Step::Strip(total), Some(Outcome::NotFound(NotFound::NoPeerMetadata))),
                 Err(e) => {
-                    self.peer_prefix_received = false;
                     self.suppress_outgoing = true;
                     (Step::Continue, Some(Outcome::NotFound(NotFound::BadPayload(e.to_string()))))
                 }
