@@ -310,6 +310,19 @@ async fn an_unverified_claim_names_the_workload_but_the_certificate_names_the_na
     assert_eq!(labels["destination_principal"], SERVER_IDENTITY);
 }
 
+/// One request to the server's HTTP chain from the raw client (a mesh
+/// certificate, no Envoy of ours) whose `x-envoy-peer-metadata` claims
+/// `claim` (a serialised Struct); the server must answer 200.
+async fn claimed_request(target: &integration_tests::target::Target, claim: &[u8]) {
+    let claim = base64::engine::general_purpose::STANDARD.encode(claim);
+    let mut tls = target.connect_inbound_as(Some("raw-client"), "http.mesh.local", &["istio-http/1.1"]).await;
+    let request = http1_request("1.1", "/raw", &[("x-envoy-peer-metadata", &claim)]);
+    tls.write_all(request.as_bytes()).await.expect("write request");
+    let mut raw = Vec::new();
+    tokio::time::timeout(STEP_TIMEOUT, tls.read_to_end(&mut raw)).await.expect("timeout").ok();
+    assert_eq!(parse_http1(&String::from_utf8_lossy(&raw)).status, 200);
+}
+
 /// A peer claiming a new workload on every request: the label sets stop at
 /// the cap, the rest is counted, and Envoy's memory stays flat.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -325,18 +338,12 @@ async fn thousands_of_claimed_workloads_stay_within_the_cap() {
                 let target = mesh.target.clone();
                 tasks.push(tokio::spawn(async move {
                     for i in (from + worker..from + 1500).step_by(8) {
-                        let claim = base64::engine::general_purpose::STANDARD.encode(wire::strukt(&[
+                        let claim = wire::strukt(&[
                             ("NAME", V::Str("raw-client-1")),
                             ("NAMESPACE", V::Str("raw-ns")),
                             ("WORKLOAD_NAME", V::Str(&format!("workload-{i}"))),
-                        ]));
-                        let mut tls =
-                            target.connect_inbound_as(Some("raw-client"), "http.mesh.local", &["istio-http/1.1"]).await;
-                        let request = http1_request("1.1", "/raw", &[("x-envoy-peer-metadata", &claim)]);
-                        tls.write_all(request.as_bytes()).await.expect("write request");
-                        let mut raw = Vec::new();
-                        tokio::time::timeout(STEP_TIMEOUT, tls.read_to_end(&mut raw)).await.expect("timeout").ok();
-                        assert_eq!(parse_http1(&String::from_utf8_lossy(&raw)).status, 200);
+                        ]);
+                        claimed_request(&target, &claim).await;
                     }
                 }));
             }
@@ -451,19 +458,13 @@ async fn no_claim_makes_a_metric_family_and_every_request_is_counted_somewhere()
         let (target, chunk) = (mesh.target.clone(), chunk.to_vec());
         tasks.push(tokio::spawn(async move {
             for (i, workload) in chunk.iter().enumerate() {
-                let claim = base64::engine::general_purpose::STANDARD.encode(wire::strukt(&[
+                let claim = wire::strukt(&[
                     ("NAME", V::Str(&format!("pod-{worker}-{i}\u{0}"))),
                     ("NAMESPACE", V::Str("raw-ns")),
                     ("WORKLOAD_NAME", V::Str(workload)),
                     ("LABELS", V::Struct(vec![("app", V::Str(workload)), ("version", V::Str("v\r\n1"))])),
-                ]));
-                let mut tls =
-                    target.connect_inbound_as(Some("raw-client"), "http.mesh.local", &["istio-http/1.1"]).await;
-                let request = http1_request("1.1", "/raw", &[("x-envoy-peer-metadata", &claim)]);
-                tls.write_all(request.as_bytes()).await.expect("write request");
-                let mut raw = Vec::new();
-                tokio::time::timeout(STEP_TIMEOUT, tls.read_to_end(&mut raw)).await.expect("timeout").ok();
-                assert_eq!(parse_http1(&String::from_utf8_lossy(&raw)).status, 200);
+                ]);
+                claimed_request(&target, &claim).await;
             }
         }));
     }

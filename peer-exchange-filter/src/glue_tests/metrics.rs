@@ -44,6 +44,20 @@ fn serve_one(plugin: &Rc<PeerPlugin>, context_id: u32, metadata: &str) {
     request.on_delete();
 }
 
+/// A TCP client whose cluster is marked as a mesh upstream and whose
+/// upstream presents the server's mesh identity; Envoy's byte counts so far.
+fn tcp_mesh_client(config: &str, received: u64, sent: u64) -> FakeHost {
+    let mut host = envoy(&CLIENT, "peer_exchange", config);
+    host.property("upstream.tls_version", "TLSv1.3")
+        .property("upstream.uri_san_peer_certificate", SERVER.spiffe())
+        .property("upstream.address", "10.0.0.2:15443")
+        .property("xds.cluster_name", "mesh")
+        .property("xds.cluster_metadata", metadata(&[(CLUSTER_NAMESPACE, "enabled", Kind::BoolValue(true))]))
+        .property("request.total_size", number(received))
+        .property("response.total_size", number(sent));
+    host
+}
+
 /// The metrics defined, as (metric name, label set).
 fn defined() -> Vec<(String, String)> {
     fake::with(|h| {
@@ -138,15 +152,7 @@ fn without_istio_metrics_a_request_end_reads_and_defines_nothing() {
 
 #[test]
 fn a_connection_opens_when_its_peer_is_known_and_closes_with_its_bytes() {
-    let config = r#"{"role":"client","exchange_timeout_ms":1000,"istio_metrics":{}}"#;
-    let mut host = envoy(&CLIENT, "peer_exchange", config);
-    host.property("upstream.tls_version", "TLSv1.3")
-        .property("upstream.uri_san_peer_certificate", SERVER.spiffe())
-        .property("upstream.address", "10.0.0.2:15443")
-        .property("xds.cluster_name", "mesh")
-        .property("xds.cluster_metadata", metadata(&[(CLUSTER_NAMESPACE, "enabled", Kind::BoolValue(true))]))
-        .property("request.total_size", number(11))
-        .property("response.total_size", number(22));
+    let host = tcp_mesh_client(r#"{"role":"client","exchange_timeout_ms":1000,"istio_metrics":{}}"#, 11, 22);
     let plugin = configure(host).expect("configured");
     let mut connection = stream(&plugin, 2);
     fake::with(|h| h.buffers.insert(DOWNSTREAM_DATA, b"hello".to_vec()));
@@ -176,14 +182,7 @@ fn a_connection_opens_when_its_peer_is_known_and_closes_with_its_bytes() {
 #[test]
 fn an_open_connections_bytes_are_reported_every_period_and_the_rest_at_its_close() {
     let config = r#"{"role":"client","exchange_timeout_ms":1000,"istio_metrics":{"tcp_reporting_ms":5000}}"#;
-    let mut host = envoy(&CLIENT, "peer_exchange", config);
-    host.property("upstream.tls_version", "TLSv1.3")
-        .property("upstream.uri_san_peer_certificate", SERVER.spiffe())
-        .property("upstream.address", "10.0.0.2:15443")
-        .property("xds.cluster_name", "mesh")
-        .property("xds.cluster_metadata", metadata(&[(CLUSTER_NAMESPACE, "enabled", Kind::BoolValue(true))]))
-        .property("request.total_size", number(100))
-        .property("response.total_size", number(40));
+    let host = tcp_mesh_client(config, 100, 40);
     let plugin = configure(host).expect("configured");
     let PeerPlugin::Tcp(shared) = &*plugin else { panic!("TCP form") };
     let mut connection = stream(&plugin, 2);
