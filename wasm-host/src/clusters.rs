@@ -13,7 +13,7 @@
 use std::cell::RefCell;
 
 use filter_common::clusters::ByCluster;
-use filter_common::istio::{self as markers, Marker};
+use filter_common::istio::markers::{self, Marker};
 
 use crate::properties::{get_property, get_property_string};
 use crate::streams::set_tick_period_millis;
