@@ -2,6 +2,7 @@
 //!
 //! - [`paths`]: where Envoy and the .wasm files are (clear errors when missing).
 //! - [`pki`]: a CA and SPIFFE workload certificates, generated per run.
+//! - [`ports`]: fixed listener ports chosen at run time, outside the kernel's ephemeral range.
 //! - [`backends`]: the servers behind the Envoys (echo, server-first, HTTP,
 //!   non-mesh TLS/HTTPS, a recorder), on ports chosen at run time.
 //! - [`envoy`]: one Envoy child process: config rendering, readiness, admin
@@ -29,6 +30,7 @@ pub mod istio;
 pub mod mesh;
 pub mod paths;
 pub mod pki;
+pub mod ports;
 pub mod prometheus;
 pub mod reconfig;
 pub mod stats;

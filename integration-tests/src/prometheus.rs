@@ -42,8 +42,7 @@ impl Prometheus {
     pub async fn start_with(config_text: &str, dir: &Path) -> Prometheus {
         let config = dir.join("prometheus.yml");
         std::fs::write(&config, config_text).expect("write prometheus.yml");
-        // A free port, released just before Prometheus takes it.
-        let addr = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port");
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], crate::ports::reserve_one()));
         let log = dir.join("prometheus.log");
         let out = std::fs::File::create(&log).expect("prometheus log");
         let child = Command::new(prometheus_bin())

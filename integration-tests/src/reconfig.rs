@@ -122,10 +122,6 @@ impl std::fmt::Display for Report {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
-}
-
 pub fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -181,7 +177,9 @@ impl Deployment {
         for d in [&client_xds, &server_xds] {
             std::fs::create_dir_all(d).expect("xDS dir");
         }
-        let port = |name: &str| (name.to_string(), free_port().to_string());
+        let names =
+            ["INBOUND_PORT", "HTTP_PORT", "HTTP_BASELINE_PORT", "TCP_PORT", "TCP_PROBE_PORT", "TCP_BASELINE_PORT"];
+        let ports = names.iter().zip(crate::ports::reserve(names.len())).map(|(n, p)| (n.to_string(), p.to_string()));
         let mut vars: BTreeMap<String, String> = [
             ("CERT_DIR".to_string(), pki.dir.display().to_string()),
             ("LOG_DIR".to_string(), dir.path().display().to_string()),
@@ -189,14 +187,9 @@ impl Deployment {
             ("ALPN_WASM".to_string(), paths::alpn_filter_wasm().display().to_string()),
             ("ECHO_PORT".to_string(), backends.echo.port().to_string()),
             ("HTTP_BACKEND_PORT".to_string(), backends.http.port().to_string()),
-            port("INBOUND_PORT"),
-            port("HTTP_PORT"),
-            port("HTTP_BASELINE_PORT"),
-            port("TCP_PORT"),
-            port("TCP_PROBE_PORT"),
-            port("TCP_BASELINE_PORT"),
         ]
         .into_iter()
+        .chain(ports)
         .collect();
         let mut deployment_files = |generation: u64| {
             files(&mut vars, generation, &client_xds, &server_xds, filters);
@@ -293,8 +286,9 @@ impl Deployment {
             assert!(
                 Instant::now() < deadline,
                 "generation {generation} not in effect after {EFFECT_WAIT:?}: TCP client {tcp_client}, TCP server \
-                 {tcp_server}, HTTP {http}\n{}",
-                self.client.log_tail(30)
+                 {tcp_server}, HTTP {http}\nclient:\n{}\nserver:\n{}",
+                self.client.log_tail(30),
+                self.server.log_tail(30)
             );
         }
     }
