@@ -75,7 +75,7 @@ async fn the_examples_work_as_shipped_for_both_forms() {
     let (inbound, outbound, dir) = (&examples.inbound, &examples.outbound, examples.dir.path());
     let (http, tcp) = (examples.http(), examples.tcp());
 
-    // HTTP/1.1 and h2c through the HTTP form (and alpn-filter).
+    // HTTP/1.1 and h2c through the HTTP form (with alpn-filter's rule built in).
     let h1 = http1_get(http, "1.1", "/h1").await;
     let h2 = h2c_get(http, "/h2").await;
     // An HTTP request as plain bytes through the TCP form.
@@ -106,13 +106,14 @@ async fn the_examples_work_as_shipped_for_both_forms() {
         assert_peer(&peer(line, "downstream_peer"), "frontend", &format!("inbound {line}"));
         assert_eq!(line["downstream_peer_id"], "sidecar~10.0.0.1~frontend-6d9f7c-x2x4p.shop~shop.svc.cluster.local");
     }
-    // alpn-filter offered the h2 list to the h2c request: the inbound Envoy
+    // The ALPN rule offered the h2 list to the h2c request: the inbound Envoy
     // negotiated h2 and its codec spoke HTTP/2. The logs say so: the list
     // offered (outbound) and the chain it selected (inbound).
     let protocols: Vec<&str> = inbound_http.iter().filter_map(|l| l["protocol"].as_str()).collect();
     assert!(protocols.contains(&"HTTP/1.1") && protocols.contains(&"HTTP/2"), "inbound protocols {protocols:?}");
     let offered = |path: &str| outbound_http.iter().find(|l| l["path"] == path).map(|l| l["upstream_alpn"].clone());
     assert_eq!(offered("/h1"), Some("istio-http/1.1,istio,http/1.1".into()), "{outbound_http:?}");
+    assert_eq!(offered("/h2"), Some("istio-h2,istio,h2".into()), "{outbound_http:?}");
     assert_eq!(offered("/h2"), Some("istio-h2,istio,h2".into()), "{outbound_http:?}");
     assert!(inbound_http.iter().all(|l| l["chain"] == "inbound_http"), "{inbound_http:?}");
     assert!(inbound_tcp.iter().all(|l| l["chain"] == "inbound_tcp"), "{inbound_tcp:?}");

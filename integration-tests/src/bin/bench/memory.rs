@@ -166,9 +166,10 @@ async fn tcp_connections(addr: SocketAddr, n: usize) -> usize {
 }
 
 pub async fn run(secs: u64) {
+    modules_alone();
     let (inbound, outbound) = (examples::read("inbound.yaml"), examples::read("outbound.yaml"));
     println!(
-        "\nMemory per proxy: the examples (outbound: both exchange forms and alpn-filter; inbound: both forms), \
+        "\nMemory per proxy: the examples (outbound: both exchange forms, the HTTP form with alpn-filter's rule built in; inbound: both forms), \
          after warm-up -> after load (wrk, 8 connections, {secs} s, and 200 TCP connections); \
          RSS MiB / server.memory_allocated MiB / live V8 VMs"
     );
@@ -212,5 +213,101 @@ pub async fn run(secs: u64) {
                 parts(&examples.inbound)
             );
         }
+    }
+}
+
+/// One HTTP listener whose only filter before the router is `module`'s
+/// (`None`: no wasm filter), in one VM, answering from the route.
+fn module_alone_config(module: Option<(&str, &str, &str)>) -> String {
+    let filter = match module {
+        None => String::new(),
+        Some((file, root_id, configuration)) => format!(
+            r#"
+          - name: envoy.filters.http.wasm
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                root_id: {root_id}
+                vm_config: {{ vm_id: alone, runtime: envoy.wasm.runtime.v8, code: {{ local: {{ filename: {file} }} }} }}
+                configuration: {{ "@type": type.googleapis.com/google.protobuf.StringValue, value: '{configuration}' }}"#
+        ),
+    };
+    format!(
+        r#"node:
+  id: "sidecar~10.0.0.1~frontend-6d9f7c-x2x4p.shop~shop.svc.cluster.local"
+  metadata: {{ NAME: frontend-6d9f7c-x2x4p, NAMESPACE: shop, WORKLOAD_NAME: frontend }}
+admin: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }} }}
+static_resources:
+  listeners:
+  - address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: alone
+          route_config: {{ virtual_hosts: [{{ name: alone, domains: ["*"], routes: [{{ match: {{ prefix: "/" }}, direct_response: {{ status: 200 }} }}] }}] }}
+          http_filters:{filter}
+          - name: envoy.filters.http.router
+            typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
+"#
+    )
+}
+
+/// A figure of tcmalloc's from the admin's `/memory`, MiB.
+fn tcmalloc_mib(memory: &serde_json::Value, key: &str) -> f64 {
+    memory[key].as_str().and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / 1_048_576.0
+}
+
+/// Each module alone, in one VM (no traffic): what loading and compiling
+/// a module costs a process, by module size, and where tcmalloc holds it.
+fn modules_alone() {
+    use integration_tests::paths;
+    let path = |p: std::path::PathBuf| p.display().to_string();
+    let modules = [
+        ("no wasm filter", None),
+        ("empty_filter.wasm", Some((path(paths::empty_filter_wasm()), "empty", "http"))),
+        ("alpn_filter.wasm", Some((path(paths::alpn_filter_wasm()), "alpn", "{}"))),
+        (
+            "peer_exchange_filter.wasm",
+            Some((path(paths::peer_exchange_filter_wasm()), "peer_exchange_http", r#"{"role": "client"}"#)),
+        ),
+    ];
+    println!(
+        "\nEach module alone (one HTTP filter, one VM, --concurrency 2, 3 s after ready, no traffic): module KiB, \
+         RSS MiB / server.memory_allocated MiB / live V8 VMs; tcmalloc (admin /memory) heap / free pages / thread caches MiB"
+    );
+    for (name, module) in modules {
+        let dir = tempfile::Builder::new().prefix("bench-module-").tempdir().expect("temp dir");
+        let config = dir.path().join("alone.yaml");
+        let module_ref = module.as_ref().map(|(file, root_id, conf)| (file.as_str(), *root_id, *conf));
+        std::fs::write(&config, module_alone_config(module_ref)).expect("write config");
+        let template = config.display().to_string();
+        let vars = std::collections::BTreeMap::new();
+        let launch = integration_tests::envoy::Launch {
+            name: "alone",
+            template: &template,
+            vars: &vars,
+            dir: dir.path(),
+            wasm_log_level: "warn",
+        };
+        let envoy = Envoy::start_with_args(&launch, &["--concurrency", "2"]).unwrap_or_else(|e| panic!("{e}"));
+        std::thread::sleep(Duration::from_secs(3));
+        let s = sample(&envoy);
+        let memory: serde_json::Value =
+            envoy.admin_get("/memory").ok().and_then(|(_, body)| serde_json::from_str(&body).ok()).unwrap_or_default();
+        let kib = module
+            .as_ref()
+            .and_then(|(file, _, _)| std::fs::metadata(file).ok())
+            .map_or(0.0, |m| m.len() as f64 / 1024.0);
+        println!(
+            "  {name:<27} {kib:>6.1} KiB  {:.1} / {:.1} / {}  tcmalloc {:.1} / {:.1} / {:.1}",
+            s.rss_mib,
+            s.allocated_mib,
+            s.vms,
+            tcmalloc_mib(&memory, "heap_size"),
+            tcmalloc_mib(&memory, "pageheap_free"),
+            tcmalloc_mib(&memory, "total_thread_cache"),
+        );
     }
 }
