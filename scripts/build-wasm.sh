@@ -13,9 +13,13 @@ mkdir -p "$DIST_DIR"
 # empty_filter.wasm is the benchmark's floor (bench/empty-filter), not shipped;
 # it goes through the same wasm-opt pass so the floor stays comparable.
 # The features are the ones rustc's wasm32 target emits (binaryen 108 would
-# otherwise refuse them); -Oz: smallest code.
+# otherwise refuse them); -Oz: smallest code. A function with one caller is
+# inlined only when under 100 bytes: -Oz otherwise folds whole call trees
+# into functions of 26 KB, and V8 compiling those keeps ~6 MiB more of
+# Envoy's heap per process (docs/performance.md, "Memory per proxy").
 for name in alpn_filter peer_exchange_filter empty_filter; do
-    wasm-opt -Oz --enable-bulk-memory --enable-sign-ext --enable-mutable-globals \
+    wasm-opt -Oz --one-caller-inline-max-function-size=100 \
+        --enable-bulk-memory --enable-sign-ext --enable-mutable-globals \
         --enable-nontrapping-float-to-int --enable-reference-types --enable-multivalue \
         "$ROOT/target/wasm-$WASM_ROUTE/wasm32-unknown-unknown/release/$name.wasm" -o "$DIST_DIR/$name.wasm" ||
         die "wasm-opt could not optimise $name.wasm"

@@ -460,21 +460,19 @@ impl HttpPeer {
         }
     }
 
-    /// The response's trailers: with `istio_metrics`, a gRPC answer's status.
-    pub(crate) fn on_response_trailers(&mut self) {
-        let Some(seen) = self.seen.as_mut().filter(|seen| seen.grpc) else { return };
-        if let Ok(pairs) = wasm_host::get_headers(HeaderMap::ResponseTrailers) {
-            seen.trailers(&pairs);
-        }
-    }
-
-    /// The request is over: with `istio_metrics`, it is recorded.
-    pub(crate) fn on_delete(&mut self) {
+    /// The request's log phase: with `istio_metrics`, it is recorded, as
+    /// native records it (Envoy's final headers, trailers and sizes are
+    /// readable here, not at the deletion).
+    pub(crate) fn on_log(&mut self) {
         let Some(metrics) = &self.shared.metrics else { return };
         let seen = self.seen.take().unwrap_or_default();
         let peer = PeerSeen { labels: self.peer.take(), principal: std::mem::take(&mut self.principal) };
-        if !metrics.record_request(&peer, &seen) {
-            self.shared.count(HttpCounter::IstioMetricsOverflow);
+        match metrics.record_request(&peer, &seen) {
+            Some((request, response)) => log::debug!(
+                "peer-exchange-filter: request {}: in Istio's metrics, {request} request bytes, {response} response bytes",
+                self.context_id
+            ),
+            None => self.shared.count(HttpCounter::IstioMetricsOverflow),
         }
     }
 

@@ -157,38 +157,37 @@ impl IstioMetrics {
         }
     }
 
-    /// Records a finished request (at its context's deletion, when Envoy
-    /// has its code, flags and duration). False: over the cap, not recorded.
-    pub(crate) fn record_request(&self, peer: &PeerSeen, request: &RequestSeen) -> bool {
+    /// Records a finished request (in its log phase, when Envoy has its
+    /// code, flags, duration, final headers and trailers). False: over the
+    /// cap, not recorded. The request's and the response's sizes recorded.
+    pub(crate) fn record_request(&self, peer: &PeerSeen, request: &RequestSeen) -> Option<(u64, u64)> {
         let property = wasm_host::get_property_u64;
         let traffic = Traffic {
             protocol: if request.grpc { "grpc" } else { "http" },
             // The `:status` we read saves a property read; Envoy's code otherwise.
             response_code: Some(request.status.or_else(|| property(&["response", "code"])).unwrap_or(0)),
-            // The status as read from the trailers, else from a Trailers-Only
-            // answer's headers (native's order): Envoy holds neither at the
-            // context's deletion, when its `response.grpc_status` maps the
-            // HTTP code (200 -> 2), which is what is left for an answer with
-            // no status at all.
-            grpc_status: if request.grpc {
-                request.grpc_status.or_else(|| property(&["response", "grpc_status"]))
-            } else {
-                None
-            },
+            // Envoy's `response.grpc_status` is native's figure: the
+            // trailers' status, else a Trailers-Only answer's headers', else
+            // the HTTP code mapped (`Grpc::Common::getGrpcStatus`, which
+            // native's `istio_stats` calls with the same maps).
+            grpc_status: if request.grpc { property(&["response", "grpc_status"]) } else { None },
             response_flags: property(&["response", "flags"]).unwrap_or(0),
         };
         let Series::Ids(series) = self.http_series(peer, &request.host, &traffic) else {
-            return false;
+            return None;
         };
         wasm_host::add_to_metric(series.requests, 1);
         if let Some(ns) = property(&["request", "duration"]) {
             wasm_host::record_metric(series.duration, ns / 1_000_000);
         }
-        // Headers as read plus the body Envoy counted (what Envoy's
-        // `request.total_size` is while the headers still exist).
-        let body = |path: [&str; 2]| property(&path).unwrap_or(0);
-        wasm_host::record_metric(series.request_bytes, request.header_bytes + body(["request", "size"]));
-        wasm_host::record_metric(series.response_bytes, request.response_header_bytes + body(["response", "size"]));
+        // Envoy's sizes of the stream: the body bytes received or sent plus
+        // the final header maps' byte size (and the response trailers').
+        // Native records its downstream wire-bytes meter, which Envoy
+        // exposes to no wasm property (docs/observability.md).
+        let size = |path: [&str; 2]| property(&path).unwrap_or(0);
+        let sizes = (size(["request", "total_size"]), size(["response", "total_size"]));
+        wasm_host::record_metric(series.request_bytes, sizes.0);
+        wasm_host::record_metric(series.response_bytes, sizes.1);
         if let Some(messages) = series.messages {
             // Envoy's `grpc_stats` filter (emit_filter_state, as istiod
             // configures it), when it is in the chain; native reads the same.
@@ -198,7 +197,7 @@ impl IstioMetrics {
                 wasm_host::add_to_metric(messages.response, received);
             }
         }
-        true
+        Some(sizes)
     }
 
     /// A connection's series, opened once its peer is known (or at its end):
@@ -222,13 +221,17 @@ impl IstioMetrics {
     /// The bytes Envoy has counted on the connection that is the effective
     /// context, reported up to now (`reported`, updated): on a connection,
     /// Envoy's request/response sizes are the bytes received from and sent
-    /// to the downstream. Two property reads; the counters move by the
-    /// difference only.
+    /// to the downstream, exchange prefixes included; native counts what
+    /// `tcp_proxy` passes (its downstream wire-bytes meter), so the
+    /// prefixes on the downstream connection are taken off. Two property
+    /// reads; the counters move by the difference only.
     pub(crate) fn report_bytes(&self, series: TcpSeries, reported: &mut Reported) {
         let TcpSeries { sent, received, .. } = series;
         let property = wasm_host::get_property_u64;
-        let now_sent = property(&["response", "total_size"]).unwrap_or(reported.sent);
-        let now_received = property(&["request", "total_size"]).unwrap_or(reported.received);
+        let app = |total: Option<u64>, prefix: u64| total.map(|total| total.saturating_sub(prefix));
+        let now_sent = app(property(&["response", "total_size"]), reported.prefix_sent).unwrap_or(reported.sent);
+        let now_received =
+            app(property(&["request", "total_size"]), reported.prefix_received).unwrap_or(reported.received);
         if now_sent > reported.sent {
             wasm_host::add_to_metric(sent, now_sent - reported.sent);
             reported.sent = now_sent;
@@ -246,11 +249,14 @@ impl IstioMetrics {
     }
 }
 
-/// What an open connection's counters already hold.
+/// What an open connection's counters already hold, and the exchange's
+/// prefixes Envoy counted on its downstream connection (not the app's bytes).
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Reported {
     pub sent: u64,
     pub received: u64,
+    pub prefix_sent: u64,
+    pub prefix_received: u64,
 }
 
 /// What the request form collects on the way for its metrics.
@@ -260,20 +266,14 @@ pub(crate) struct RequestSeen {
     pub host: String,
     /// `content-type: application/grpc...`.
     pub grpc: bool,
-    /// The request's and the response's header bytes (names and values).
-    pub header_bytes: u64,
-    pub response_header_bytes: u64,
     /// The response's `:status`, as read.
     pub status: Option<u64>,
-    /// `grpc-status` from the response's trailers, or its headers (a
-    /// Trailers-Only answer).
-    pub grpc_status: Option<u64>,
 }
 
 impl RequestSeen {
     /// From the request's headers, as read.
     pub(crate) fn request(pairs: &HeaderPairs) -> RequestSeen {
-        let mut seen = RequestSeen { header_bytes: header_bytes(pairs), ..RequestSeen::default() };
+        let mut seen = RequestSeen::default();
         for (name, value) in pairs.iter() {
             match name {
                 b":authority" => seen.host = String::from_utf8(value.to_vec()).unwrap_or_default(),
@@ -288,27 +288,9 @@ impl RequestSeen {
 impl RequestSeen {
     /// Adds what the response's headers show.
     pub(crate) fn response(&mut self, pairs: &HeaderPairs) {
-        self.response_header_bytes = header_bytes(pairs);
-        let number = |name: &[u8]| {
-            pairs.iter().find(|(n, _)| *n == name).and_then(|(_, value)| std::str::from_utf8(value).ok()?.parse().ok())
-        };
-        self.status = number(b":status");
-        self.grpc_status = if self.grpc { number(b"grpc-status") } else { None };
-    }
-
-    /// Adds what the response's trailers show (they win over the headers).
-    pub(crate) fn trailers(&mut self, pairs: &HeaderPairs) {
-        let status = pairs
+        self.status = pairs
             .iter()
-            .find(|(n, _)| *n == b"grpc-status")
+            .find(|(n, _)| *n == b":status")
             .and_then(|(_, value)| std::str::from_utf8(value).ok()?.parse().ok());
-        if status.is_some() {
-            self.grpc_status = status;
-        }
     }
-}
-
-/// Header bytes as Envoy counts a map's size: every name and value.
-pub(crate) fn header_bytes(pairs: &HeaderPairs) -> u64 {
-    pairs.iter().map(|(n, v)| (n.len() + v.len()) as u64).sum()
 }

@@ -19,11 +19,12 @@ use crate::tcp_filter::{tcp_plugin, PeerStream, Shared};
 // per data chunk and at deletion (Envoy deletes a connection's context right
 // after its downstream close, so a close callback would be one more entry for
 // nothing); a request of the header form at creation, request and response
-// headers, response trailers (answers that have them: gRPC's status), and
-// deletion.
+// headers, its log phase (`istio_metrics` records there, as native does:
+// the final headers, trailers and sizes are gone at deletion), and deletion.
+// Envoy also enters the log callback of a connection, at its close.
 #[cfg(target_arch = "wasm32")]
 wasm_host::plugin_exports!(PeerPlugin;
-    request_headers, response_headers, response_trailers, downstream_data, upstream_data, tick);
+    request_headers, response_headers, downstream_data, upstream_data, log, tick);
 
 /// The name our log lines start with.
 const FILTER: &str = "peer-exchange-filter";
@@ -111,11 +112,10 @@ impl Stream for PeerContext {
         }
     }
 
-    fn on_response_trailers(&mut self) -> Action {
+    fn on_log(&mut self) {
         if let PeerContext::Http(request) = self {
-            request.on_response_trailers();
+            request.on_log();
         }
-        Action::Continue
     }
 
     fn on_downstream_data(&mut self, data_size: usize, end_of_stream: bool) -> Action {
@@ -133,9 +133,8 @@ impl Stream for PeerContext {
     }
 
     fn on_delete(&mut self) {
-        match self {
-            PeerContext::Tcp(connection) => connection.on_delete(),
-            PeerContext::Http(request) => request.on_delete(),
+        if let PeerContext::Tcp(connection) = self {
+            connection.on_delete();
         }
     }
 }

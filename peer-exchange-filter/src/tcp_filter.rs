@@ -267,6 +267,10 @@ pub(crate) struct PeerStream {
     exchange: Exchange,
     /// The peer certificate's URI SAN once read.
     peer_uri_san: ReadOnce<Option<String>>,
+    /// The exchange's prefixes on the downstream connection (the server's:
+    /// the client's stripped, ours sent), which `istio_metrics` does not
+    /// count as the app's bytes.
+    prefixes: Reported,
     /// With `istio_metrics`: the connection's series once opened
     /// (`None`: over the cap, or none for this connection).
     series: ReadOnce<Option<TcpSeries>>,
@@ -304,6 +308,15 @@ impl Shared {
 }
 
 impl Shared {
+    /// Our prefix went to the downstream of an open connection: not the app's bytes.
+    fn prefix_sent_on(&self, context_id: u32, bytes: u64) {
+        if let Ok(mut open) = self.open.try_borrow_mut() {
+            if let Some((_, _, reported)) = open.connections.iter_mut().find(|(id, _, _)| *id == context_id) {
+                reported.prefix_sent = bytes;
+            }
+        }
+    }
+
     /// Every `tcp_reporting_ms`, each open connection's new bytes.
     fn report_open(&self, metrics: &IstioMetrics, now: u64) {
         let Ok(mut open) = self.open.try_borrow_mut() else { return };
@@ -326,7 +339,14 @@ impl PeerStream {
             Role::Server => Sending::InAnswer,
         };
         let exchange = Exchange::new(shared.config.max_peer_metadata_bytes, sending);
-        PeerStream { context_id, shared, exchange, peer_uri_san: ReadOnce::new(), series: ReadOnce::new() }
+        PeerStream {
+            context_id,
+            shared,
+            exchange,
+            peer_uri_san: ReadOnce::new(),
+            prefixes: Reported::default(),
+            series: ReadOnce::new(),
+        }
     }
 
     /// Handles an event of this connection; the end of the incoming half
@@ -349,7 +369,7 @@ impl PeerStream {
             Some(ids) => {
                 if let Ok(mut open) = self.shared.open.try_borrow_mut() {
                     if open.period_ms > 0 {
-                        open.connections.push((self.context_id, ids, Reported::default()));
+                        open.connections.push((self.context_id, ids, self.prefixes));
                     }
                 }
             }
@@ -375,6 +395,8 @@ impl PeerStream {
         });
         if let (Some(metrics), Some(ids)) = (&self.shared.metrics, self.series.get().copied().flatten()) {
             let mut reported = reported.unwrap_or_default();
+            reported.prefix_sent = self.prefixes.prefix_sent;
+            reported.prefix_received = self.prefixes.prefix_received;
             metrics.close_connection(ids, &mut reported);
         }
     }
@@ -469,7 +491,14 @@ impl PeerStream {
     fn outgoing(&mut self, direction: Direction) -> Action {
         match self.exchange.on_outgoing_data() {
             OurPrefix::Send => match wasm_host::set_buffer(direction, 0, 0, &self.shared.prefix) {
-                Ok(()) => self.shared.count(&Event::PrefixSent),
+                Ok(()) => {
+                    self.shared.count(&Event::PrefixSent);
+                    // The server's prefix goes to its downstream (the client's, upstream).
+                    if self.shared.config.role == Role::Server && self.shared.metrics.is_some() {
+                        self.prefixes.prefix_sent = self.shared.prefix.len() as u64;
+                        self.shared.prefix_sent_on(self.context_id, self.prefixes.prefix_sent);
+                    }
+                }
                 Err(e) => {
                     log::warn!("peer-exchange-filter: connection {}: cannot prepend metadata: {e}", self.context_id)
                 }
@@ -508,6 +537,10 @@ impl PeerStream {
             };
             exchange.on_incoming_data(data_size, end_of_stream, &mut now, &mut read, &mut decode)
         });
+        // The client's prefix came from the server's downstream (the server's, from upstream).
+        if let (Step::Strip(n), Role::Server) = (&step, role) {
+            self.prefixes.prefix_received = *n as u64;
+        }
         if let Some(outcome) = outcome {
             self.handle(Event::Ended(outcome));
         }

@@ -58,16 +58,15 @@ pub trait Stream {
     fn on_response_headers(&mut self) -> Action {
         Action::Continue
     }
-    /// The response's trailers (only answers that have them, such as gRPC's).
-    fn on_response_trailers(&mut self) -> Action {
-        Action::Continue
-    }
     fn on_downstream_data(&mut self, _data_size: usize, _end_of_stream: bool) -> Action {
         Action::Continue
     }
     fn on_upstream_data(&mut self, _data_size: usize, _end_of_stream: bool) -> Action {
         Action::Continue
     }
+    /// A request's log phase, before its deletion: Envoy's final headers,
+    /// trailers and sizes are still readable (at deletion they are gone).
+    fn on_log(&mut self) {}
     /// The stream is gone (always delivered; for a connection, right after
     /// the downstream close, which is why no close callback is exported).
     fn on_delete(&mut self) {}
@@ -218,8 +217,9 @@ pub fn allocate(size: usize) -> *mut u8 {
 
 /// Exports a [`Plugin`]'s proxy-wasm entry points: context create,
 /// configure, delete and the memory allocator always; of `request_headers`,
-/// `response_headers`, `downstream_data`, `upstream_data` and `tick`, only
-/// those named. Use once, in the filter's cdylib, on wasm32 only.
+/// `response_headers`, `downstream_data`,
+/// `upstream_data`, `log` and `tick`, only those named (Envoy enters the VM
+/// for an exported callback even when it does nothing). Use once, in the filter's cdylib, on wasm32 only.
 #[macro_export]
 macro_rules! plugin_exports {
     ($plugin:ty; $($callback:ident),* $(,)?) => {
@@ -272,13 +272,6 @@ macro_rules! __plugin_export {
             $crate::plugin::on_stream::<$plugin>(&REGISTRY, context_id, |s| s.on_response_headers())
         }
     };
-    ($plugin:ty, response_trailers) => {
-        #[no_mangle]
-        pub extern "C" fn proxy_on_response_trailers(context_id: u32, _trailers: u32) -> u32 {
-            use $crate::plugin::Stream as _;
-            $crate::plugin::on_stream::<$plugin>(&REGISTRY, context_id, |s| s.on_response_trailers())
-        }
-    };
     ($plugin:ty, downstream_data) => {
         #[no_mangle]
         pub extern "C" fn proxy_on_downstream_data(context_id: u32, data_size: usize, end_of_stream: u32) -> u32 {
@@ -295,6 +288,16 @@ macro_rules! __plugin_export {
             $crate::plugin::on_stream::<$plugin>(&REGISTRY, context_id, |s| {
                 s.on_upstream_data(data_size, end_of_stream != 0)
             })
+        }
+    };
+    ($plugin:ty, log) => {
+        #[no_mangle]
+        pub extern "C" fn proxy_on_log(context_id: u32) {
+            use $crate::plugin::Stream as _;
+            $crate::plugin::on_stream::<$plugin>(&REGISTRY, context_id, |s| {
+                s.on_log();
+                $crate::plugin::Action::Continue
+            });
         }
     };
     ($plugin:ty, tick) => {

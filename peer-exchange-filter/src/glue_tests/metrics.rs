@@ -3,7 +3,7 @@
 //! at all when `istio_metrics` is off.
 
 use proto::prost_types::value::Kind;
-use wasm_host::fake::{self, FakeHost, DOWNSTREAM_DATA, REQUEST_HEADERS, RESPONSE_HEADERS, RESPONSE_TRAILERS};
+use wasm_host::fake::{self, FakeHost, DOWNSTREAM_DATA, REQUEST_HEADERS, RESPONSE_HEADERS};
 use wasm_host::plugin::Stream;
 
 use super::*;
@@ -15,7 +15,7 @@ fn number(n: u64) -> Vec<u8> {
 }
 
 /// The inbound Envoy's HTTP form, a request from `CLIENT` finished with a
-/// 200 after 7 ms, 5 body bytes each way.
+/// 200 after 7 ms; Envoy's sizes of it: 321 bytes received, 55 sent.
 fn http_server(config: &str) -> FakeHost {
     let mut host = envoy(&SERVER, peer_exchange::config::HTTP_ROOT_ID, config);
     host.property("connection.uri_san_peer_certificate", CLIENT.spiffe())
@@ -24,8 +24,8 @@ fn http_server(config: &str) -> FakeHost {
         .property("response.code", number(200))
         .property("response.flags", number(0))
         .property("request.duration", number(7_400_000))
-        .property("request.size", number(5))
-        .property("response.size", number(5));
+        .property("request.total_size", number(321))
+        .property("response.total_size", number(55));
     host
 }
 
@@ -34,13 +34,14 @@ fn headers(map: u32, pairs: &[(&str, &str)]) {
     fake::with(|h| h.headers.insert(map, pairs));
 }
 
-/// One request from `CLIENT` through the server role, deleted at its end.
+/// One request from `CLIENT` through the server role, logged and deleted at its end.
 fn serve_one(plugin: &Rc<PeerPlugin>, context_id: u32, metadata: &str) {
     let mut request = stream(plugin, context_id);
     headers(REQUEST_HEADERS, &[(":authority", "app.local"), (METADATA_HEADER, metadata), (ID_HEADER, "client-pod-id")]);
     request.on_request_headers();
     headers(RESPONSE_HEADERS, &[(":status", "200")]);
     request.on_response_headers();
+    request.on_log();
     request.on_delete();
 }
 
@@ -108,13 +109,10 @@ fn a_finished_request_counts_once_and_records_its_duration_and_sizes() {
         // 7.4 ms as whole milliseconds.
         assert!(records.iter().any(|r| r.ends_with("istio_request_duration_milliseconds 7")), "{records:?}");
     });
-    // Request bytes: the headers as read (names and values) plus the body.
-    let request_headers =
-        ":authority".len() + "app.local".len() + METADATA_HEADER.len() + CLIENT.header().len() + ID_HEADER.len() + 13;
+    // The sizes are Envoy's, read in the log phase.
     fake::with(|h| {
-        let sum = h.counter(&name("istio_request_bytes"));
-        assert_eq!(sum, Some(2 * (request_headers as i64 + 5)));
-        assert_eq!(h.counter(&name("istio_response_bytes")), Some(2 * (":status".len() as i64 + 3 + 5)));
+        assert_eq!(h.counter(&name("istio_request_bytes")), Some(2 * 321));
+        assert_eq!(h.counter(&name("istio_response_bytes")), Some(2 * 55));
     });
 }
 
@@ -253,35 +251,65 @@ fn a_configuration_replaced_in_the_same_vm_reuses_the_label_sets_ids() {
 }
 
 #[test]
-fn grpc_status_comes_from_the_trailers_else_a_trailers_only_answers_headers() {
-    let mut host = http_server(r#"{"role":"server","istio_metrics":{}}"#);
-    // At deletion Envoy holds neither and maps the HTTP code (200 -> 2).
-    host.property("response.grpc_status", number(2));
-    let plugin = configure(host).expect("configured");
-    let cases = [
-        (2, vec![(":status", "200"), ("grpc-status", "7")], None),
-        (3, vec![(":status", "200")], Some("0")),
-        (4, vec![(":status", "200")], None),
-    ];
-    for (context_id, response, trailer) in cases {
+fn a_grpc_requests_status_is_envoys_in_the_log_phase_and_nothing_else_reads_it() {
+    let plugin = configure(http_server(r#"{"role":"server","istio_metrics":{}}"#)).expect("configured");
+    // Envoy's `response.grpc_status` (trailers, else a Trailers-Only answer's
+    // headers, else the HTTP code mapped); `None`: a request that is not gRPC.
+    for (context_id, status) in [(2, Some(7)), (3, Some(0)), (4, None)] {
         let mut request = stream(&plugin, context_id);
+        let content_type = if status.is_some() { "application/grpc" } else { "text/plain" };
         headers(
             REQUEST_HEADERS,
-            &[(":authority", "app.local"), ("content-type", "application/grpc"), (METADATA_HEADER, &CLIENT.header())],
+            &[(":authority", "app.local"), ("content-type", content_type), (METADATA_HEADER, &CLIENT.header())],
         );
         request.on_request_headers();
-        headers(RESPONSE_HEADERS, &response);
+        headers(RESPONSE_HEADERS, &[(":status", "200")]);
         request.on_response_headers();
-        if let Some(status) = trailer {
-            headers(RESPONSE_TRAILERS, &[("grpc-status", status)]);
-            request.on_response_trailers();
-        }
+        fake::with(|h| {
+            h.property("response.grpc_status", number(status.unwrap_or(2)));
+        });
+        request.on_log();
         request.on_delete();
     }
-    let statuses: Vec<String> = defined()
+    let statuses: Vec<(String, String)> = defined()
         .iter()
         .filter(|(m, _)| m == "istio_requests_total")
-        .filter_map(|(_, labels)| labels.split("grpc_response_status=.=").nth(1)?.split(";.;").next().map(String::from))
+        .filter_map(|(_, labels)| {
+            let label = |name: &str| labels.split(&format!("{name}=.=")).nth(1)?.split(";.;").next().map(String::from);
+            Some((label("request_protocol")?, label("grpc_response_status")?))
+        })
         .collect();
-    assert_eq!(statuses, ["7", "0", "2"], "Trailers-Only's headers, the trailers, else Envoy's mapping");
+    let expected = [("grpc", "7"), ("grpc", "0"), ("http", "")].map(|(p, s)| (p.to_string(), s.to_string()));
+    assert_eq!(statuses, expected);
+}
+
+#[test]
+fn a_servers_byte_counts_leave_out_both_prefixes_as_natives_tcp_proxy_does() {
+    let config = r#"{"role":"server","exchange_timeout_ms":1000,"istio_metrics":{"tcp_reporting_ms":5000}}"#;
+    let mut host = envoy(&SERVER, "peer_exchange", config);
+    // Envoy's counts on the downstream connection: the client's prefix and
+    // 5 bytes of the app's in, our prefix and 7 bytes of the app's out.
+    let (theirs, ours) = (CLIENT.prefix().len() as u64, SERVER.prefix().len() as u64);
+    host.property("connection.tls_version", "TLSv1.3")
+        .property("connection.uri_san_peer_certificate", CLIENT.spiffe())
+        .property("upstream.address", "127.0.0.1:8080")
+        .property("request.total_size", number(theirs + 5))
+        .property("response.total_size", number(ours + 7));
+    let plugin = configure(host).expect("configured");
+    let PeerPlugin::Tcp(shared) = &*plugin else { panic!("TCP form") };
+    let mut connection = stream(&plugin, 2);
+    let incoming = [CLIENT.prefix(), b"hello".to_vec()].concat();
+    let size = incoming.len();
+    fake::with(|h| h.buffers.insert(DOWNSTREAM_DATA, incoming));
+    connection.on_downstream_data(size, false);
+    fake::with(|h| h.buffers.insert(wasm_host::fake::UPSTREAM_DATA, b"answers".to_vec()));
+    connection.on_upstream_data(7, false);
+    let labels = defined().first().map(|(_, l)| l.clone()).unwrap_or_default();
+    let count = |metric: &str| fake::with(|h| h.counter(&format!("{labels}{metric}")));
+    // While open (the period's report), then at the close: the app's bytes only.
+    fake::with(|h| h.now_nanos = 6_000 * 1_000_000);
+    shared.on_tick();
+    assert_eq!((count("istio_tcp_received_bytes_total"), count("istio_tcp_sent_bytes_total")), (Some(5), Some(7)));
+    connection.on_delete();
+    assert_eq!((count("istio_tcp_received_bytes_total"), count("istio_tcp_sent_bytes_total")), (Some(5), Some(7)));
 }
