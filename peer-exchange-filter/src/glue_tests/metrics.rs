@@ -313,3 +313,64 @@ fn a_servers_byte_counts_leave_out_both_prefixes_as_natives_tcp_proxy_does() {
     connection.on_delete();
     assert_eq!((count("istio_tcp_received_bytes_total"), count("istio_tcp_sent_bytes_total")), (Some(5), Some(7)));
 }
+
+/// The hostcalls of a run, by kind (the call's first word).
+fn hostcalls() -> std::collections::BTreeMap<String, usize> {
+    fake::with(|h| {
+        let mut kinds = std::collections::BTreeMap::new();
+        for call in &h.calls {
+            *kinds.entry(call.split(' ').next().unwrap_or_default().to_string()).or_insert(0) += 1;
+        }
+        kinds
+    })
+}
+
+/// What `istio_metrics` adds to a request and to a connection once its
+/// label set is defined (docs/performance.md prices each hostcall).
+#[test]
+fn what_istio_metrics_adds_to_a_request_and_a_connection_in_hostcalls() {
+    let request = |config: &str| {
+        let plugin = configure(http_server(config)).expect("configured");
+        serve_one(&plugin, 2, &CLIENT.header());
+        fake::with(|h| h.calls.clear());
+        serve_one(&plugin, 3, &CLIENT.header());
+        hostcalls()
+    };
+    let connection = |config: &str| {
+        let plugin = configure(tcp_mesh_client(config, 11, 22)).expect("configured");
+        let mut calls = std::collections::BTreeMap::new();
+        for context_id in [2, 3] {
+            fake::with(|h| h.calls.clear());
+            let mut connection = stream(&plugin, context_id);
+            fake::with(|h| h.buffers.insert(DOWNSTREAM_DATA, b"hello".to_vec()));
+            connection.on_downstream_data(5, false);
+            let answer = [SERVER.prefix(), b"world".to_vec()].concat();
+            let size = answer.len();
+            fake::with(|h| h.buffers.insert(wasm_host::fake::UPSTREAM_DATA, answer));
+            connection.on_upstream_data(size, false);
+            connection.on_log();
+            connection.on_delete();
+            calls = hostcalls();
+        }
+        calls
+    };
+    let added = |on: std::collections::BTreeMap<String, usize>, off: std::collections::BTreeMap<String, usize>| {
+        on.into_iter()
+            .filter_map(|(kind, n)| {
+                let more = n.saturating_sub(off.get(&kind).copied().unwrap_or(0));
+                (more > 0).then(|| format!("{kind} +{more}"))
+            })
+            .collect::<Vec<_>>()
+    };
+    let http = added(request(r#"{"role":"server","istio_metrics":{}}"#), request(r#"{"role":"server"}"#));
+    let tcp = added(
+        connection(r#"{"role":"client","exchange_timeout_ms":1000,"istio_metrics":{}}"#),
+        connection(r#"{"role":"client","exchange_timeout_ms":1000}"#),
+    );
+    // A request: its flags, duration, two sizes, the route cluster's name
+    // and our certificate's URI SAN; one counter, three histograms.
+    assert_eq!(http, ["get_property +6", "increment_metric +1", "record_metric +3"]);
+    // A connection: its flags, our URI SAN, the cluster's name, two byte
+    // counts; opened, closed and the two byte counters.
+    assert_eq!(tcp, ["get_property +5", "increment_metric +4"]);
+}

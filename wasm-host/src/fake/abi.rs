@@ -247,6 +247,7 @@ pub unsafe fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32 {
     with(|h| match h.metrics.get_mut(metric_id as usize) {
         Some((_, value)) => {
             *value += offset;
+            h.calls.push(format!("increment_metric {metric_id} {offset}"));
             status::OK
         }
         None => status::NOT_FOUND,
