@@ -71,8 +71,11 @@ pub enum Kind {
 pub struct Report {
     pub updates: u64,
     /// The slowest update: files written until both Envoys counted it
-    /// accepted (LDS, and the client's CDS, `update_success`).
+    /// accepted (LDS, and the client's CDS, `update_success`), as polled.
     pub slowest_accepted: Duration,
+    /// The slowest update by the Envoys' own clocks: files written until
+    /// the later of their `update_time` stamps.
+    pub slowest_applied: Duration,
     /// The slowest update: files written until the new generation was seen
     /// in effect through traffic (our filters only: it needs their stored
     /// peers; without them this is the acceptance).
@@ -93,8 +96,9 @@ impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "updates applied: {} (slowest until both Envoys accepted it: {:?}; until in effect through traffic: {:?})",
-            self.updates, self.slowest_accepted, self.slowest_update
+            "updates applied: {} (slowest until both Envoys accepted it: {:?} by their own update_time stamps, \
+             {:?} as polled; until in effect through traffic: {:?})",
+            self.updates, self.slowest_applied, self.slowest_accepted, self.slowest_update
         )?;
         for (kind, (ok, errors, base_ok, base_errors)) in &self.traffic {
             writeln!(f, "{kind:?}: ours {ok} ok / {errors} errors; no filter {base_ok} ok / {base_errors} errors")?;
@@ -227,9 +231,15 @@ impl Deployment {
     }
 
     /// Writes the next generation's files and waits until both Envoys have
-    /// taken them (their LDS/CDS update counters).
-    pub fn update(&mut self) {
+    /// taken them (their LDS/CDS update counters); returns how long the
+    /// slower one took by its own clock (the `update_time` stamps Envoy
+    /// sets on success, against the files' writing: no polling in it).
+    pub fn update(&mut self) -> Duration {
         self.generation += 1;
+        let epoch_ms = || {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+        };
+        let written = epoch_ms();
         files(&mut self.vars, self.generation, &self.client_xds, &self.server_xds, self.filters);
         // The first load counts as one update.
         let want = self.generation;
@@ -242,6 +252,13 @@ impl Deployment {
                 assert!(got >= want, "{}: {counter} {got} < {want}:\n{}", envoy.name, envoy.log_tail(40));
             }
         }
+        let stamps = [
+            (&self.server, "listener_manager.lds.update_time"),
+            (&self.client, "listener_manager.lds.update_time"),
+            (&self.client, "cluster_manager.cds.update_time"),
+        ];
+        let applied = stamps.iter().map(|(envoy, gauge)| envoy.counter(gauge)).max().unwrap_or(written);
+        Duration::from_millis(applied.saturating_sub(written))
     }
 
     fn log_lines(&self, file: &str) -> Vec<serde_json::Value> {
@@ -481,6 +498,7 @@ pub async fn run(updates: u64, concurrency: usize, pause: Duration, progress: bo
     let mut rss_start = None;
     let mut slowest = Duration::ZERO;
     let mut slowest_accepted = Duration::ZERO;
+    let mut slowest_applied = Duration::ZERO;
     let mut samples = Vec::new();
     let sample = |n: u64, d: &Deployment| {
         let allocated = |e: &Envoy| e.counter("server.memory_allocated") / 1024;
@@ -489,7 +507,7 @@ pub async fn run(updates: u64, concurrency: usize, pause: Duration, progress: bo
     };
     for n in 1..=updates {
         let started = Instant::now();
-        deployment.update();
+        slowest_applied = slowest_applied.max(deployment.update());
         slowest_accepted = slowest_accepted.max(started.elapsed());
         deployment.assert_in_effect().await;
         slowest = slowest.max(started.elapsed());
@@ -524,6 +542,7 @@ pub async fn run(updates: u64, concurrency: usize, pause: Duration, progress: bo
     Report {
         updates,
         slowest_accepted,
+        slowest_applied,
         slowest_update: slowest,
         traffic,
         client_rss_kib: (client_start, rss_kib(deployment.client.pid().unwrap_or(0))),
