@@ -236,9 +236,8 @@ impl Deployment {
     /// sets on success, against the files' writing: no polling in it).
     pub fn update(&mut self) -> Duration {
         self.generation += 1;
-        let epoch_ms = || {
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-        };
+        let epoch_ms =
+            || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         let written = epoch_ms();
         files(&mut self.vars, self.generation, &self.client_xds, &self.server_xds, self.filters);
         // The first load counts as one update.

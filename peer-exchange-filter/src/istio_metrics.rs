@@ -229,9 +229,9 @@ impl IstioMetrics {
         let TcpSeries { sent, received, .. } = series;
         let property = wasm_host::get_property_u64;
         let app = |total: Option<u64>, prefix: u64| total.map(|total| total.saturating_sub(prefix));
-        let now_sent = app(property(&["response", "total_size"]), reported.prefix_sent).unwrap_or(reported.sent);
+        let now_sent = app(property(&["response", "total_size"]), reported.prefixes.sent).unwrap_or(reported.sent);
         let now_received =
-            app(property(&["request", "total_size"]), reported.prefix_received).unwrap_or(reported.received);
+            app(property(&["request", "total_size"]), reported.prefixes.received).unwrap_or(reported.received);
         if now_sent > reported.sent {
             wasm_host::add_to_metric(sent, now_sent - reported.sent);
             reported.sent = now_sent;
@@ -249,14 +249,20 @@ impl IstioMetrics {
     }
 }
 
-/// What an open connection's counters already hold, and the exchange's
-/// prefixes Envoy counted on its downstream connection (not the app's bytes).
+/// What an open connection's counters already hold.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Reported {
     pub sent: u64,
     pub received: u64,
-    pub prefix_sent: u64,
-    pub prefix_received: u64,
+    pub prefixes: Prefixes,
+}
+
+/// The exchange's prefixes Envoy counted on a connection's downstream side
+/// (the server's: the client's, stripped, and ours, sent): not the app's bytes.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Prefixes {
+    pub sent: u64,
+    pub received: u64,
 }
 
 /// What the request form collects on the way for its metrics.

@@ -25,7 +25,7 @@ use peer_exchange::peers::{with_decoder, PeerDecoder};
 use peer_exchange::warnings::{self, Warned};
 use peer_exchange::workload::{endpoint_workload, EndpointWorkload, Workload};
 
-use crate::istio_metrics::{IstioMetrics, PeerSeen, Reported};
+use crate::istio_metrics::{IstioMetrics, PeerSeen, Prefixes, Reported};
 use crate::stored::{mark_peer_not_found, store_endpoint_peer, store_peer};
 
 pub(crate) struct Shared {
@@ -267,10 +267,8 @@ pub(crate) struct PeerStream {
     exchange: Exchange,
     /// The peer certificate's URI SAN once read.
     peer_uri_san: ReadOnce<Option<String>>,
-    /// The exchange's prefixes on the downstream connection (the server's:
-    /// the client's stripped, ours sent), which `istio_metrics` does not
-    /// count as the app's bytes.
-    prefixes: Reported,
+    /// The exchange's prefixes on the downstream side (`istio_metrics` leaves them out).
+    prefixes: Prefixes,
     /// With `istio_metrics`: the connection's series once opened
     /// (`None`: over the cap, or none for this connection).
     series: ReadOnce<Option<TcpSeries>>,
@@ -312,7 +310,7 @@ impl Shared {
     fn prefix_sent_on(&self, context_id: u32, bytes: u64) {
         if let Ok(mut open) = self.open.try_borrow_mut() {
             if let Some((_, _, reported)) = open.connections.iter_mut().find(|(id, _, _)| *id == context_id) {
-                reported.prefix_sent = bytes;
+                reported.prefixes.sent = bytes;
             }
         }
     }
@@ -344,7 +342,7 @@ impl PeerStream {
             shared,
             exchange,
             peer_uri_san: ReadOnce::new(),
-            prefixes: Reported::default(),
+            prefixes: Prefixes::default(),
             series: ReadOnce::new(),
         }
     }
@@ -369,7 +367,8 @@ impl PeerStream {
             Some(ids) => {
                 if let Ok(mut open) = self.shared.open.try_borrow_mut() {
                     if open.period_ms > 0 {
-                        open.connections.push((self.context_id, ids, self.prefixes));
+                        let reported = Reported { prefixes: self.prefixes, ..Reported::default() };
+                        open.connections.push((self.context_id, ids, reported));
                     }
                 }
             }
@@ -395,8 +394,7 @@ impl PeerStream {
         });
         if let (Some(metrics), Some(ids)) = (&self.shared.metrics, self.series.get().copied().flatten()) {
             let mut reported = reported.unwrap_or_default();
-            reported.prefix_sent = self.prefixes.prefix_sent;
-            reported.prefix_received = self.prefixes.prefix_received;
+            reported.prefixes = self.prefixes;
             metrics.close_connection(ids, &mut reported);
         }
     }
@@ -495,8 +493,8 @@ impl PeerStream {
                     self.shared.count(&Event::PrefixSent);
                     // The server's prefix goes to its downstream (the client's, upstream).
                     if self.shared.config.role == Role::Server && self.shared.metrics.is_some() {
-                        self.prefixes.prefix_sent = self.shared.prefix.len() as u64;
-                        self.shared.prefix_sent_on(self.context_id, self.prefixes.prefix_sent);
+                        self.prefixes.sent = self.shared.prefix.len() as u64;
+                        self.shared.prefix_sent_on(self.context_id, self.prefixes.sent);
                     }
                 }
                 Err(e) => {
@@ -539,7 +537,7 @@ impl PeerStream {
         });
         // The client's prefix came from the server's downstream (the server's, from upstream).
         if let (Step::Strip(n), Role::Server) = (&step, role) {
-            self.prefixes.prefix_received = *n as u64;
+            self.prefixes.received = *n as u64;
         }
         if let Some(outcome) = outcome {
             self.handle(Event::Ended(outcome));
