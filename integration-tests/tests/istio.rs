@@ -223,8 +223,12 @@ async fn every_shape_istiod_writes_carries_every_apps_bytes_exactly_and_the_peer
         assert_eq!(line["peer_not_found"], "true", "{listener}: {line}");
         assert_eq!(line["upstream_peer_id"], PEER_UNKNOWN, "{listener}: {line}");
     }
-    let inbound = traffic::read_log(&mesh.inbound_log);
-    let tcp: Vec<&serde_json::Value> = inbound.iter().filter(|l| l["chain"] == sidecar::chain::MTLS_TCP).collect();
+    let mtls_tcp = cases()
+        .iter()
+        .filter(|c| !c.is_http() && matches!(c.from, Origin::Sidecar | Origin::Headless | Origin::Gateway))
+        .count();
+    let tcp = traffic::wait_log_where(&mesh.inbound_log, mtls_tcp, |l| l["chain"] == sidecar::chain::MTLS_TCP);
+    assert_eq!(tcp.len(), mtls_tcp, "one inbound line per TCP connection over mTLS: {tcp:?}");
     let learned = tcp.iter().filter(|l| !l["downstream_peer"].is_null()).count();
     // 5432 from the sidecar and from the gateway.
     assert_eq!(learned, 2, "{tcp:?}");

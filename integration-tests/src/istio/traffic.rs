@@ -225,9 +225,16 @@ pub fn read_log(path: &Path) -> Vec<serde_json::Value> {
 
 /// Waits until `path` has `count` lines (or [`LOG_WAIT`] passed).
 pub fn wait_log(path: &Path, count: usize) -> Vec<serde_json::Value> {
+    wait_log_where(path, count, |_| true)
+}
+
+/// Waits until `path` has `count` lines that `keep` keeps (or [`LOG_WAIT`]
+/// passed): a connection's line is written at its close, after the test's
+/// client saw its last byte.
+pub fn wait_log_where(path: &Path, count: usize, keep: impl Fn(&serde_json::Value) -> bool) -> Vec<serde_json::Value> {
     let deadline = std::time::Instant::now() + LOG_WAIT;
     loop {
-        let lines = read_log(path);
+        let lines: Vec<serde_json::Value> = read_log(path).into_iter().filter(|l| keep(l)).collect();
         if lines.len() >= count || std::time::Instant::now() > deadline {
             return lines;
         }
