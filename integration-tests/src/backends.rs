@@ -241,7 +241,11 @@ where
             if crate::grpc::is_grpc(req.headers()) {
                 return Ok::<_, Infallible>(crate::grpc::answer(req).await);
             }
-            Ok::<_, Infallible>(describe(&req, alpn.as_deref()))
+            // Read the whole request before answering, as an app does: an
+            // answer sent first would end the stream with its body unsent.
+            let (parts, body) = req.into_parts();
+            let _ = http_body_util::BodyExt::collect(body).await;
+            Ok::<_, Infallible>(describe(&parts, alpn.as_deref()))
         }
     });
     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
@@ -282,20 +286,20 @@ pub fn answered_peer_metadata() -> String {
 }
 
 /// The backend's answer: which protocol reached it, and with which headers.
-fn describe(req: &Request<Incoming>, alpn: Option<&str>) -> Response<crate::grpc::Reply> {
+fn describe(req: &hyper::http::request::Parts, alpn: Option<&str>) -> Response<crate::grpc::Reply> {
     let headers: serde_json::Map<String, serde_json::Value> = req
-        .headers()
+        .headers
         .iter()
         .map(|(k, v)| (k.to_string(), serde_json::Value::String(String::from_utf8_lossy(v.as_bytes()).into_owned())))
         .collect();
     let body = serde_json::json!({
-        "protocol": version_name(req.version()),
-        "path": req.uri().path(),
+        "protocol": version_name(req.version),
+        "path": req.uri.path(),
         "tls_alpn": alpn,
         "headers": headers,
     });
     let mut response = Response::builder().header("content-type", "application/json");
-    if req.uri().path().contains(ANSWERS_AS_A_PEER) {
+    if req.uri.path().contains(ANSWERS_AS_A_PEER) {
         response = response
             .header("x-envoy-peer-metadata", answered_peer_metadata())
             .header("x-envoy-peer-metadata-id", ANSWERED_PEER_ID);
