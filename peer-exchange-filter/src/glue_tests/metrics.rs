@@ -2,6 +2,8 @@
 //! request's or connection's end, the series' names, the cap, and nothing
 //! at all when `istio_metrics` is off.
 
+use std::collections::BTreeMap;
+
 use proto::prost_types::value::Kind;
 use wasm_host::fake::{self, FakeHost, DOWNSTREAM_DATA, REQUEST_HEADERS, RESPONSE_HEADERS};
 use wasm_host::plugin::Stream;
@@ -57,6 +59,17 @@ fn tcp_mesh_client(config: &str, received: u64, sent: u64) -> FakeHost {
         .property("request.total_size", number(received))
         .property("response.total_size", number(sent));
     host
+}
+
+/// A TCP client connection's exchange: the app's first bytes go out with
+/// our prefix, the server answers with its own.
+fn client_exchange(connection: &mut PeerContext) {
+    fake::with(|h| h.buffers.insert(DOWNSTREAM_DATA, b"hello".to_vec()));
+    connection.on_downstream_data(5, false);
+    let answer = [SERVER.prefix(), b"world".to_vec()].concat();
+    let size = answer.len();
+    fake::with(|h| h.buffers.insert(wasm_host::fake::UPSTREAM_DATA, answer));
+    connection.on_upstream_data(size, false);
 }
 
 /// The metrics defined, as (metric name, label set).
@@ -153,12 +166,7 @@ fn a_connection_opens_when_its_peer_is_known_and_closes_with_its_bytes() {
     let host = tcp_mesh_client(r#"{"role":"client","exchange_timeout_ms":1000,"istio_metrics":{}}"#, 11, 22);
     let plugin = configure(host).expect("configured");
     let mut connection = stream(&plugin, 2);
-    fake::with(|h| h.buffers.insert(DOWNSTREAM_DATA, b"hello".to_vec()));
-    connection.on_downstream_data(5, false);
-    let answer = [SERVER.prefix(), b"world".to_vec()].concat();
-    let size = answer.len();
-    fake::with(|h| h.buffers.insert(wasm_host::fake::UPSTREAM_DATA, answer));
-    connection.on_upstream_data(size, false);
+    client_exchange(&mut connection);
     let defined = defined();
     let labels = defined.first().map(|(_, l)| l.clone()).unwrap_or_default();
     assert!(labels.contains("destination_workload=.=server-pod;.;"), "{labels}");
@@ -184,12 +192,7 @@ fn an_open_connections_bytes_are_reported_every_period_and_the_rest_at_its_close
     let plugin = configure(host).expect("configured");
     let PeerPlugin::Tcp(shared) = &*plugin else { panic!("TCP form") };
     let mut connection = stream(&plugin, 2);
-    fake::with(|h| h.buffers.insert(DOWNSTREAM_DATA, b"hello".to_vec()));
-    connection.on_downstream_data(5, false);
-    let answer = [SERVER.prefix(), b"world".to_vec()].concat();
-    let size = answer.len();
-    fake::with(|h| h.buffers.insert(wasm_host::fake::UPSTREAM_DATA, answer));
-    connection.on_upstream_data(size, false);
+    client_exchange(&mut connection);
     let labels = defined().first().map(|(_, l)| l.clone()).unwrap_or_default();
     let count = |metric: &str| fake::with(|h| h.counter(&format!("{labels}{metric}")));
     let at = |ms: u64| {
@@ -315,9 +318,9 @@ fn a_servers_byte_counts_leave_out_both_prefixes_as_natives_tcp_proxy_does() {
 }
 
 /// The hostcalls of a run, by kind (the call's first word).
-fn hostcalls() -> std::collections::BTreeMap<String, usize> {
+fn hostcalls() -> BTreeMap<String, usize> {
     fake::with(|h| {
-        let mut kinds = std::collections::BTreeMap::new();
+        let mut kinds = BTreeMap::new();
         for call in &h.calls {
             *kinds.entry(call.split(' ').next().unwrap_or_default().to_string()).or_insert(0) += 1;
         }
@@ -338,23 +341,18 @@ fn what_istio_metrics_adds_to_a_request_and_a_connection_in_hostcalls() {
     };
     let connection = |config: &str| {
         let plugin = configure(tcp_mesh_client(config, 11, 22)).expect("configured");
-        let mut calls = std::collections::BTreeMap::new();
+        let mut calls = BTreeMap::new();
         for context_id in [2, 3] {
             fake::with(|h| h.calls.clear());
             let mut connection = stream(&plugin, context_id);
-            fake::with(|h| h.buffers.insert(DOWNSTREAM_DATA, b"hello".to_vec()));
-            connection.on_downstream_data(5, false);
-            let answer = [SERVER.prefix(), b"world".to_vec()].concat();
-            let size = answer.len();
-            fake::with(|h| h.buffers.insert(wasm_host::fake::UPSTREAM_DATA, answer));
-            connection.on_upstream_data(size, false);
+            client_exchange(&mut connection);
             connection.on_log();
             connection.on_delete();
             calls = hostcalls();
         }
         calls
     };
-    let added = |on: std::collections::BTreeMap<String, usize>, off: std::collections::BTreeMap<String, usize>| {
+    let added = |on: BTreeMap<String, usize>, off: BTreeMap<String, usize>| {
         on.into_iter()
             .filter_map(|(kind, n)| {
                 let more = n.saturating_sub(off.get(&kind).copied().unwrap_or(0));
