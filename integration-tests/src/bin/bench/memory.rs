@@ -166,7 +166,7 @@ async fn tcp_connections(addr: SocketAddr, n: usize) -> usize {
 }
 
 pub async fn run(secs: u64) {
-    modules_alone();
+    modules_alone().await;
     let (inbound, outbound) = (examples::read("inbound.yaml"), examples::read("outbound.yaml"));
     println!(
         "\nMemory per proxy: the examples (outbound: both exchange forms, the HTTP form with alpn-filter's rule built in; inbound: both forms), \
@@ -261,7 +261,7 @@ fn tcmalloc_mib(memory: &serde_json::Value, key: &str) -> f64 {
 
 /// Each module alone, in one VM (no traffic): what loading and compiling
 /// a module costs a process, by module size, and where tcmalloc holds it.
-fn modules_alone() {
+async fn modules_alone() {
     use integration_tests::paths;
     let path = |p: std::path::PathBuf| p.display().to_string();
     let modules = [
@@ -292,7 +292,7 @@ fn modules_alone() {
             wasm_log_level: "warn",
         };
         let envoy = Envoy::start_with_args(&launch, &["--concurrency", "2"]).unwrap_or_else(|e| panic!("{e}"));
-        std::thread::sleep(Duration::from_secs(3));
+        tokio::time::sleep(Duration::from_secs(3)).await;
         let s = sample(&envoy);
         let memory: serde_json::Value =
             envoy.admin_get("/memory").ok().and_then(|(_, body)| serde_json::from_str(&body).ok()).unwrap_or_default();
